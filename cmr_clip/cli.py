@@ -1,0 +1,52 @@
+"""The `cmr-clip` command line.
+
+Each subcommand lives in the module that implements it; this file only routes. A subcommand module
+exposes `add_arguments(parser)` and `run(args) -> int`, and is imported only when its command runs,
+so `cmr-clip --help` stays fast and a missing optional dependency breaks only its own command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Modules are imported lazily.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "convert-original": (
+        "cmr_clip.modeling.convert_original_checkpoint",
+        "convert the authors' released checkpoint into a save_pretrained directory",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cmr-clip",
+        description="Cardiac MRI video-text models (CMR-CLIP, CMR-TARGET) for the Hugging Face ecosystem.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.set_defaults(_module=module_name)
+        # Arguments are added on demand (see main) so that --help on the top level imports nothing.
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        args = parser.parse_args(argv)  # prints help or an error for unknown commands
+        parser.print_help()
+        return 2
+    module_name, help_text = COMMANDS[argv[0]]
+    module = importlib.import_module(module_name)
+    sub_parser = argparse.ArgumentParser(prog=f"cmr-clip {argv[0]}", description=help_text)
+    module.add_arguments(sub_parser)
+    args = sub_parser.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

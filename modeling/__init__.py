@@ -1,0 +1,5 @@
+"""CMR-CLIP and CMR-TARGET network definitions (installed as `cmr_clip.modeling`).
+
+Like a model folder in transformers: configurations, modules and the converter for the authors'
+released checkpoint. No training, CLI or pipeline code lives here.
+"""

@@ -1,0 +1,1 @@
+"""From DICOM files to model inputs (installed as `cmr_clip.processing`)."""
