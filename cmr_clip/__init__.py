@@ -1,7 +1,30 @@
 """cmr-clip: cardiac MRI video-text foundation models (CMR-CLIP, CMR-TARGET) for the Hugging Face ecosystem.
 
-Importing this package registers the models with transformers' Auto* classes and the pipelines with
-transformers' pipeline registry.
+Importing this package registers the models with transformers' Auto* classes (and, as they land, the
+processors and pipelines), so that `AutoModel.from_pretrained(dir)` gives a `CMRCLIPModel`.
 """
 
+from transformers import AutoConfig, AutoModel
+
+from .modeling import (
+    CMRCLIPConfig,
+    CMRCLIPModel,
+    CMRCLIPOutput,
+    CMRCLIPVisionConfig,
+    CMRCLIPVisionModel,
+)
+
 __version__ = "0.1.0.dev0"
+
+AutoConfig.register(CMRCLIPConfig.model_type, CMRCLIPConfig, exist_ok=True)
+AutoConfig.register(CMRCLIPVisionConfig.model_type, CMRCLIPVisionConfig, exist_ok=True)
+AutoModel.register(CMRCLIPConfig, CMRCLIPModel, exist_ok=True)
+AutoModel.register(CMRCLIPVisionConfig, CMRCLIPVisionModel, exist_ok=True)
+
+__all__ = [
+    "CMRCLIPConfig",
+    "CMRCLIPModel",
+    "CMRCLIPOutput",
+    "CMRCLIPVisionConfig",
+    "CMRCLIPVisionModel",
+]

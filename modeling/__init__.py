@@ -3,3 +3,22 @@
 Like a model folder in transformers: configurations, modules and the converter for the authors'
 released checkpoint. No training, CLI or pipeline code lives here.
 """
+
+from .configuration_cmr_clip import CMRCLIPConfig, CMRCLIPVisionConfig
+from .modeling_cmr_clip import (
+    CMRCLIPModel,
+    CMRCLIPOutput,
+    CMRCLIPPreTrainedModel,
+    CMRCLIPVisionModel,
+    CMRCLIPVisionModelOutput,
+)
+
+__all__ = [
+    "CMRCLIPConfig",
+    "CMRCLIPModel",
+    "CMRCLIPOutput",
+    "CMRCLIPPreTrainedModel",
+    "CMRCLIPVisionConfig",
+    "CMRCLIPVisionModel",
+    "CMRCLIPVisionModelOutput",
+]

@@ -1,0 +1,520 @@
+"""CMR-CLIP: a divided space-time video transformer for whole cardiac MRI studies, a text encoder for
+report impressions, and the contrastive model that puts both in one embedding space.
+
+The video tower follows the released model exactly (see `reference-model.md` in the project's shared
+docs): frames are patch-embedded, a CLS token is prepended, and every block runs a time attention
+(each patch with the same patch in every frame, plus CLS) whose output only feeds the input of a space
+attention (each patch with the patches of its own frame, plus CLS); the CLS query attends to the whole
+sequence in both.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_cmr_clip import CMRCLIPConfig, CMRCLIPVisionConfig
+
+
+@dataclass
+class CMRCLIPVisionModelOutput(BaseModelOutputWithPooling):
+    r"""
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + frames * patches, hidden_size)`):
+        The final LayerNorm of every token; token `1 + f * patches + n` is patch `n` of frame `f`.
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+        The CLS token of `last_hidden_state`: the study's video feature, before projection.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+        The input of the first block and the output of every block (before the final LayerNorm).
+    attentions (`tuple(torch.FloatTensor)`, *optional*, eager attention only):
+        Space attention of the patch queries per block, `(batch_size, frames, heads, patches, 1 + patches)`;
+        key 0 is CLS, key `1 + n` is patch `n` of the same frame.
+    time_attentions (`tuple(torch.FloatTensor)`, *optional*, eager attention only):
+        Time attention of the patch queries per block, `(batch_size, patches, heads, frames, 1 + frames)`;
+        key 0 is CLS, key `1 + f` is the same patch in frame `f`.
+    """
+
+    time_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class CMRCLIPOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `return_loss` is True):
+        Symmetric contrastive (InfoNCE) loss over the batch's study-text pairs.
+    logits_per_video (`torch.FloatTensor` of shape `(video_batch_size, text_batch_size)`):
+        Scaled cosine similarities between every study and every text.
+    logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, video_batch_size)`):
+        The transpose of `logits_per_video`.
+    text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`):
+        L2-normalised text embeddings.
+    video_embeds (`torch.FloatTensor` of shape `(video_batch_size, projection_dim)`):
+        L2-normalised study embeddings.
+    text_model_output (`BaseModelOutputWithPooling`): the text tower's output (pooled features projected).
+    vision_model_output (`CMRCLIPVisionModelOutput`): the video tower's output (pooled features projected).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_video: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    video_embeds: torch.FloatTensor | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: CMRCLIPVisionModelOutput | None = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(
+            self[k] if k not in ("text_model_output", "vision_model_output") else getattr(self, k).to_tuple()
+            for k in self.keys()
+        )
+
+
+def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE: the matching pair of row i is column i, in both directions."""
+    if logits_per_text.shape[0] != logits_per_text.shape[1]:
+        raise ValueError(
+            f"The contrastive loss needs one text per study; got {logits_per_text.shape[0]} texts and "
+            f"{logits_per_text.shape[1]} studies."
+        )
+    targets = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
+    text_loss = nn.functional.cross_entropy(logits_per_text, targets)
+    video_loss = nn.functional.cross_entropy(logits_per_text.t(), targets)
+    return text_loss + video_loss
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention on (batch, heads, length, head_dim) tensors; returns (batch, length, heads, head_dim)."""
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+def divided_attention(
+    module: nn.Module, hidden_states: torch.Tensor, num_frames: int, along_time: bool, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One divided attention of the video tower, shared by the time and the space attention modules.
+
+    The CLS query attends to the whole sequence. Patch queries are grouped (by spatial position across
+    frames for time attention, by frame for space attention) and each group attends to itself plus CLS.
+    Returns the merged-head output before the output projection, and the patch queries' attention
+    weights (eager only) as `(batch, groups, heads, group_length, 1 + group_length)`.
+    """
+    batch, length, width = hidden_states.shape
+    heads, head_dim = module.num_heads, module.head_dim
+    patches = (length - 1) // num_frames
+    attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+        module.config._attn_implementation, eager_attention_forward
+    )
+    dropout = module.dropout if module.training else 0.0
+
+    query, key, value = module.qkv(hidden_states).view(batch, length, 3, heads, head_dim).unbind(2)
+
+    # CLS query against every key: (batch, heads, 1, head_dim) x (batch, heads, length, head_dim).
+    cls_output, _ = attention_interface(
+        module,
+        query[:, :1].transpose(1, 2),
+        key.transpose(1, 2),
+        value.transpose(1, 2),
+        None,
+        scaling=module.scale,
+        dropout=dropout,
+        **kwargs,
+    )
+
+    def group(tokens: torch.Tensor) -> torch.Tensor:
+        # (batch, frames * patches, heads, head_dim) -> (batch * groups, heads, group_length, head_dim)
+        tokens = tokens.reshape(batch, num_frames, patches, heads, head_dim)
+        if along_time:
+            tokens = tokens.transpose(1, 2)
+        return tokens.flatten(0, 1).transpose(1, 2)
+
+    groups = patches if along_time else num_frames
+
+    def with_cls(tokens: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+        cls = full[:, :1].transpose(1, 2).repeat_interleave(groups, dim=0)
+        return torch.cat([cls, tokens], dim=2)
+
+    patch_output, patch_weights = attention_interface(
+        module,
+        group(query[:, 1:]),
+        with_cls(group(key[:, 1:]), key),
+        with_cls(group(value[:, 1:]), value),
+        None,
+        scaling=module.scale,
+        dropout=dropout,
+        **kwargs,
+    )
+    # (batch * groups, group_length, heads, head_dim) back to sequence order.
+    patch_output = patch_output.reshape(batch, groups, -1, heads, head_dim)
+    if along_time:
+        patch_output = patch_output.transpose(1, 2)
+    patch_output = patch_output.reshape(batch, num_frames * patches, width)
+    output = torch.cat([cls_output.reshape(batch, 1, width), patch_output], dim=1)
+    if patch_weights is not None:
+        patch_weights = patch_weights.reshape(batch, groups, *patch_weights.shape[1:])
+    return output, patch_weights
+
+
+class CMRCLIPTimeAttention(nn.Module):
+    """Attention of every patch with the same patch position in every frame (and CLS)."""
+
+    def __init__(self, config: CMRCLIPVisionConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scale = self.head_dim**-0.5
+        self.dropout = config.attention_dropout
+        self.is_causal = False
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        # time_init="zeros": a zero qkv (hence zero values) makes the time branch output exactly zero, so
+        # the block starts as an image transformer block; gradients still reach qkv through out_proj.
+        self.qkv._zero_init = config.time_init == "zeros"
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int, **kwargs) -> tuple[torch.Tensor, Any]:
+        output, weights = divided_attention(self, hidden_states, num_frames, along_time=True, **kwargs)
+        return self.out_proj(output), weights
+
+
+class CMRCLIPSpaceAttention(nn.Module):
+    """Attention of every patch with the patches of its own frame (and CLS)."""
+
+    def __init__(self, config: CMRCLIPVisionConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scale = self.head_dim**-0.5
+        self.dropout = config.attention_dropout
+        self.is_causal = False
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int, **kwargs) -> tuple[torch.Tensor, Any]:
+        output, weights = divided_attention(self, hidden_states, num_frames, along_time=False, **kwargs)
+        return self.out_proj(output), weights
+
+
+class CMRCLIPMLP(nn.Module):
+    def __init__(self, config: CMRCLIPVisionConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation_fn = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.dropout(self.activation_fn(self.fc1(hidden_states)))))
+
+
+class CMRCLIPVisionLayer(GradientCheckpointingLayer):
+    """One space-time block. The time branch feeds the space branch's input; only the space branch
+    is added to the residual stream (as in the release)."""
+
+    def __init__(self, config: CMRCLIPVisionConfig):
+        super().__init__()
+        self.time_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.time_attn = CMRCLIPTimeAttention(config)
+        self.space_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.space_attn = CMRCLIPSpaceAttention(config)
+        self.mlp_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = CMRCLIPMLP(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int, **kwargs) -> torch.Tensor:
+        time_output, _ = self.time_attn(self.time_layer_norm(hidden_states), num_frames, **kwargs)
+        space_output, _ = self.space_attn(self.space_layer_norm(hidden_states + time_output), num_frames, **kwargs)
+        hidden_states = hidden_states + self.dropout(space_output)
+        return hidden_states + self.mlp(self.mlp_layer_norm(hidden_states))
+
+
+class CMRCLIPVisionEmbeddings(nn.Module):
+    """Patch embedding of every frame, a CLS token, spatial and temporal position embeddings."""
+
+    def __init__(self, config: CMRCLIPVisionConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embedding = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.class_embedding = nn.Parameter(torch.zeros(config.hidden_size))
+        self.position_embedding = nn.Parameter(torch.zeros(config.num_patches + 1, config.hidden_size))
+        self.temporal_embedding = nn.Parameter(torch.zeros(config.num_frames, config.hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
+        batch, frames, channels, height, width = pixel_values_videos.shape
+        if frames > self.config.num_frames:
+            raise ValueError(
+                f"pixel_values_videos has {frames} frames but the model was built for at most "
+                f"{self.config.num_frames} (config.vision_config.num_frames); sample fewer frames."
+            )
+        if channels != self.config.num_channels or height != self.config.image_size or width != self.config.image_size:
+            raise ValueError(
+                f"pixel_values_videos frames are {channels}x{height}x{width}; the model expects "
+                f"{self.config.num_channels}x{self.config.image_size}x{self.config.image_size}. Resize them "
+                "with the study processor configured for this model."
+            )
+        dtype = self.patch_embedding.weight.dtype
+        patches = self.patch_embedding(pixel_values_videos.flatten(0, 1).to(dtype))  # (B*F, D, h, w)
+        patches = patches.flatten(2).transpose(1, 2).reshape(batch, frames, -1, patches.shape[1])
+        patches = patches + self.position_embedding[1:] + self.temporal_embedding[:frames, None]
+        cls = (self.class_embedding + self.position_embedding[0]).expand(batch, 1, -1)
+        return self.dropout(torch.cat([cls, patches.flatten(1, 2)], dim=1))
+
+
+class CMRCLIPVisionEncoder(nn.Module):
+    def __init__(self, config: CMRCLIPVisionConfig):
+        super().__init__()
+        self.layers = nn.ModuleList([CMRCLIPVisionLayer(config) for _ in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int, **kwargs) -> torch.Tensor:
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, num_frames, **kwargs)
+        return hidden_states
+
+
+class CMRCLIPPreTrainedModel(PreTrainedModel):
+    config: CMRCLIPConfig
+    base_model_prefix = "cmr_clip"
+    main_input_name = "pixel_values_videos"
+    input_modalities = ("video", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CMRCLIPVisionEmbeddings", "CMRCLIPVisionLayer"]
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _can_record_outputs = {
+        "hidden_states": CMRCLIPVisionLayer,
+        "attentions": CMRCLIPSpaceAttention,
+        "time_attentions": CMRCLIPTimeAttention,
+    }
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            if getattr(module, "_zero_init", False):
+                init.zeros_(module.weight)
+            else:
+                init.trunc_normal_(module.weight, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+        if isinstance(module, CMRCLIPVisionEmbeddings):
+            std = module.config.initializer_range
+            init.trunc_normal_(module.class_embedding, std=std)
+            init.trunc_normal_(module.position_embedding, std=std)
+            init.trunc_normal_(module.temporal_embedding, std=std)
+        elif isinstance(module, CMRCLIPModel) and module.logit_scale is not None:
+            init.constant_(module.logit_scale, module.config.logit_scale_init_value)
+
+
+class CMRCLIPVisionModel(CMRCLIPPreTrainedModel):
+    """The video tower alone: a study's frames in, token features and the CLS feature out."""
+
+    config: CMRCLIPVisionConfig
+    input_modalities = ("video",)
+    _input_embed_layer = "patch_embedding"
+
+    def __init__(self, config: CMRCLIPVisionConfig):
+        super().__init__(config)
+        self.embeddings = CMRCLIPVisionEmbeddings(config)
+        self.encoder = CMRCLIPVisionEncoder(config)
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embedding
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(self, pixel_values_videos: torch.Tensor | None = None, **kwargs) -> CMRCLIPVisionModelOutput:
+        r"""
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, frames, channels, height, width)`):
+            Normalised frames of each study, `frames <= config.num_frames`; see `CMRStudyProcessor`.
+        """
+        if pixel_values_videos is None:
+            raise ValueError("pixel_values_videos is required: a (batch, frames, 3, height, width) tensor.")
+        if pixel_values_videos.dim() != 5:
+            raise ValueError(
+                f"pixel_values_videos must have 5 dimensions (batch, frames, channels, height, width), "
+                f"got shape {tuple(pixel_values_videos.shape)}."
+            )
+        num_frames = pixel_values_videos.shape[1]
+        hidden_states = self.embeddings(pixel_values_videos)
+        hidden_states = self.encoder(hidden_states, num_frames, **kwargs)
+        last_hidden_state = self.post_layernorm(hidden_states)
+        return CMRCLIPVisionModelOutput(last_hidden_state=last_hidden_state, pooler_output=last_hidden_state[:, 0])
+
+
+def build_projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:
+    """The projection into the shared space. `minimal` keeps the release's module indices (ReLU at 0)."""
+    if kind == "minimal":
+        return nn.Sequential(nn.ReLU(), nn.Linear(in_dim, out_dim))
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim))
+    raise ValueError(f"Unknown projection_type {kind!r}; use 'minimal', 'linear' or 'mlp'.")
+
+
+def build_text_model(config: CMRCLIPConfig) -> PreTrainedModel:
+    """The text tower from `config.text_config`, without a pooler unless pooler pooling needs one (an
+    unused pooler leaves parameters without gradients, which DDP rejects)."""
+    kwargs = {}
+    if config.text_config.model_type in ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie"):
+        kwargs["add_pooling_layer"] = config.text_pooling == "pooler"
+    return AutoModel.from_config(config.text_config, **kwargs)
+
+
+class CMRCLIPModel(CMRCLIPPreTrainedModel):
+    """CMR-CLIP: study videos and report impressions embedded in one space."""
+
+    config: CMRCLIPConfig
+    _checkpoint_conversion_mapping = {}
+
+    def __init__(self, config: CMRCLIPConfig):
+        super().__init__(config)
+        self.vision_model = CMRCLIPVisionModel._from_config(config.vision_config)
+        self.text_model = build_text_model(config)
+        text_width = config.text_config.hidden_size
+        self.visual_projection = build_projection(
+            config.projection_type, config.vision_config.hidden_size, config.projection_dim
+        )
+        self.text_projection = build_projection(config.projection_type, text_width, config.projection_dim)
+        if config.learnable_logit_scale:
+            self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        else:
+            self.logit_scale = None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.text_model.set_input_embeddings(value)
+
+    def logit_scale_value(self) -> torch.Tensor:
+        """The factor that turns cosine similarities into logits (1/temperature, or the learned scale)."""
+        if self.logit_scale is None:
+            return torch.tensor(1.0 / self.config.temperature)
+        return self.logit_scale.exp().clamp(max=self.config.max_logit_scale)
+
+    @can_return_tuple
+    def get_video_features(self, pixel_values_videos: torch.Tensor, **kwargs) -> CMRCLIPVisionModelOutput:
+        r"""
+        Returns the video tower's output whose `pooler_output` is the projected, unnormalised study
+        embedding `(batch_size, projection_dim)`.
+        """
+        vision_outputs = self.vision_model(pixel_values_videos=pixel_values_videos, return_dict=True, **kwargs)
+        vision_outputs.pooler_output = self.visual_projection(vision_outputs.pooler_output)
+        return vision_outputs
+
+    @can_return_tuple
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        Returns the text tower's output whose `pooler_output` is the projected, unnormalised text
+        embedding `(batch_size, projection_dim)`, pooled as `config.text_pooling` says.
+        """
+        max_length = self.config.max_text_length
+        if input_ids.shape[1] > max_length:
+            input_ids = input_ids[:, :max_length]
+            attention_mask = attention_mask[:, :max_length] if attention_mask is not None else None
+            token_type_ids = token_type_ids[:, :max_length] if token_type_ids is not None else None
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        text_kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        text_outputs = self.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **text_kwargs, **kwargs
+        )
+        pooled = self._pool_text(text_outputs, attention_mask)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=text_outputs.last_hidden_state,
+            pooler_output=self.text_projection(pooled),
+            hidden_states=getattr(text_outputs, "hidden_states", None),
+            attentions=getattr(text_outputs, "attentions", None),
+        )
+
+    def _pool_text(self, text_outputs: Any, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = text_outputs.last_hidden_state
+        if self.config.text_pooling == "mean":
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        if self.config.text_pooling == "cls":
+            return hidden[:, 0]
+        return text_outputs.pooler_output
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        **kwargs,
+    ) -> CMRCLIPOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(text_batch_size, sequence_length)`): tokenised impressions.
+        pixel_values_videos (`torch.FloatTensor` of shape `(video_batch_size, frames, channels, height, width)`):
+            the studies' frames.
+        return_loss (`bool`, *optional*): return the symmetric contrastive loss (pairs on the diagonal).
+        """
+        vision_outputs = self.get_video_features(pixel_values_videos=pixel_values_videos, **kwargs)
+        text_outputs = self.get_text_features(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs
+        )
+        video_embeds = nn.functional.normalize(vision_outputs.pooler_output, dim=-1)
+        text_embeds = nn.functional.normalize(text_outputs.pooler_output, dim=-1)
+        scale = self.logit_scale_value().to(text_embeds.device, text_embeds.dtype)
+        logits_per_text = text_embeds @ video_embeds.t() * scale
+        loss = contrastive_loss(logits_per_text) if return_loss else None
+        return CMRCLIPOutput(
+            loss=loss,
+            logits_per_video=logits_per_text.t(),
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            video_embeds=video_embeds,
+            text_model_output=text_outputs,
+            vision_model_output=vision_outputs,
+        )
+
+
+__all__ = [
+    "CMRCLIPModel",
+    "CMRCLIPOutput",
+    "CMRCLIPPreTrainedModel",
+    "CMRCLIPVisionModel",
+    "CMRCLIPVisionModelOutput",
+    "contrastive_loss",
+]
