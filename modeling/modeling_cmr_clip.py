@@ -371,6 +371,56 @@ class CMRCLIPVisionModel(CMRCLIPPreTrainedModel):
         return CMRCLIPVisionModelOutput(last_hidden_state=last_hidden_state, pooler_output=last_hidden_state[:, 0])
 
 
+def vision_config_from_vit(vit_config, num_frames: int, **overrides) -> CMRCLIPVisionConfig:
+    """A video tower config with the dimensions of a transformers `ViTConfig`."""
+    return CMRCLIPVisionConfig(
+        image_size=vit_config.image_size,
+        patch_size=vit_config.patch_size,
+        num_channels=vit_config.num_channels,
+        num_frames=num_frames,
+        hidden_size=vit_config.hidden_size,
+        num_hidden_layers=vit_config.num_hidden_layers,
+        num_attention_heads=vit_config.num_attention_heads,
+        intermediate_size=vit_config.intermediate_size,
+        hidden_act=vit_config.hidden_act,
+        layer_norm_eps=vit_config.layer_norm_eps,
+        qkv_bias=vit_config.qkv_bias,
+        **overrides,
+    )
+
+
+@torch.no_grad()
+def load_vit_weights(video_tower: CMRCLIPVisionModel, vit: PreTrainedModel) -> None:
+    """Copy an image ViT's weights into the spatial parts of the video tower (see
+    `CMRCLIPModel.from_text_vision_pretrained`)."""
+    vit_state = vit.state_dict()
+    embeddings = video_tower.embeddings
+    embeddings.class_embedding.copy_(vit_state["embeddings.cls_token"].reshape(-1))
+    embeddings.position_embedding.copy_(vit_state["embeddings.position_embeddings"][0])
+    embeddings.temporal_embedding.zero_()
+    embeddings.patch_embedding.weight.copy_(vit_state["embeddings.patch_embeddings.projection.weight"])
+    embeddings.patch_embedding.bias.copy_(vit_state["embeddings.patch_embeddings.projection.bias"])
+    for index, layer in enumerate(video_tower.encoder.layers):
+        prefix = f"layers.{index}."
+        for kind in ("weight", "bias"):
+            qkv = [vit_state.get(f"{prefix}attention.{p}_proj.{kind}") for p in "qkv"]
+            if all(t is not None for t in qkv):
+                getattr(layer.space_attn.qkv, kind).copy_(torch.cat(qkv))
+            getattr(layer.space_attn.out_proj, kind).copy_(vit_state[f"{prefix}attention.o_proj.{kind}"])
+            getattr(layer.space_layer_norm, kind).copy_(vit_state[f"{prefix}layernorm_before.{kind}"])
+            getattr(layer.time_layer_norm, kind).copy_(vit_state[f"{prefix}layernorm_before.{kind}"])
+            getattr(layer.mlp_layer_norm, kind).copy_(vit_state[f"{prefix}layernorm_after.{kind}"])
+            getattr(layer.mlp.fc1, kind).copy_(vit_state[f"{prefix}mlp.fc1.{kind}"])
+            getattr(layer.mlp.fc2, kind).copy_(vit_state[f"{prefix}mlp.fc2.{kind}"])
+        # The time attention starts as a no-op: zero values give a zero output.
+        layer.time_attn.qkv.weight.zero_()
+        if layer.time_attn.qkv.bias is not None:
+            layer.time_attn.qkv.bias.zero_()
+        layer.time_attn.out_proj.bias.zero_()
+    video_tower.post_layernorm.weight.copy_(vit_state["layernorm.weight"])
+    video_tower.post_layernorm.bias.copy_(vit_state["layernorm.bias"])
+
+
 def build_projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:
     """The projection into the shared space. `minimal` keeps the release's module indices (ReLU at 0)."""
     if kind == "minimal":
@@ -411,6 +461,41 @@ class CMRCLIPModel(CMRCLIPPreTrainedModel):
         else:
             self.logit_scale = None
         self.post_init()
+
+    @classmethod
+    def from_text_vision_pretrained(
+        cls,
+        text_model_name_or_path: str,
+        vision_model_name_or_path: str | None = None,
+        num_frames: int = 64,
+        vision_config: CMRCLIPVisionConfig | dict | None = None,
+        **config_kwargs,
+    ) -> "CMRCLIPModel":
+        """A fresh CMR-CLIP whose text tower is a pretrained encoder and, optionally, whose video tower
+        starts from a pretrained image ViT (transformers `ViTModel`, a Hub name or a local directory),
+        the way the release started from ImageNet ViT-B/16.
+
+        The ViT's patch embedding, position embedding, CLS token and blocks initialise the spatial parts;
+        the temporal embedding starts at zero and every time attention as a no-op, so on a single frame
+        the new video tower computes exactly what the ViT computed. Projections are fresh.
+        """
+        text_model = AutoModel.from_pretrained(text_model_name_or_path)
+        vit = None
+        if vision_model_name_or_path is not None:
+            from transformers import ViTModel
+
+            vit = ViTModel.from_pretrained(vision_model_name_or_path)
+            vision_config = vision_config_from_vit(vit.config, num_frames=num_frames, time_init="zeros")
+        elif vision_config is None:
+            vision_config = CMRCLIPVisionConfig(num_frames=num_frames)
+        config = CMRCLIPConfig(vision_config=vision_config, text_config=text_model.config, **config_kwargs)
+        model = cls(config)
+        missing, _ = model.text_model.load_state_dict(text_model.state_dict(), strict=False)
+        if missing:
+            raise ValueError(f"{text_model_name_or_path} lacks text tower weights: {missing[:10]}")
+        if vit is not None:
+            load_vit_weights(model.vision_model, vit)
+        return model
 
     def get_input_embeddings(self) -> nn.Module:
         return self.text_model.get_input_embeddings()
