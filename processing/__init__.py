@@ -1,1 +1,49 @@
-"""From DICOM files to model inputs (installed as `cmr_clip.processing`)."""
+"""From DICOM files to model inputs (installed as `cmr_clip.processing`).
+
+`read_study` reads a PACS export's headers and returns a classified, ordered `Study`; a `StudyLayout` picks
+frames; `CMRStudyProcessor` decodes only those and returns `pixel_values_videos`; `CMRCLIPProcessor` adds
+the tokenizer. Importing this package registers both processors with transformers' Auto classes.
+"""
+
+from transformers import AutoFeatureExtractor, AutoProcessor
+
+from ..modeling.configuration_cmr_clip import CMRCLIPConfig
+from .errors import (
+    CMRStudyError,
+    CorruptPixelDataError,
+    InconsistentGeometryError,
+    LayoutError,
+    NoUsableCineError,
+    NotAStudyError,
+    UnsupportedCompressionError,
+)
+from .feature_extraction_cmr_study import CMRStudyProcessor, study_from_arrays
+from .headers import Frame, SkippedFile
+from .layout import LayoutEntry, StudyLayout, select_frames
+from .processing_cmr_clip import CMRCLIPProcessor
+from .reader import read_study
+from .study import Series, Study
+
+AutoFeatureExtractor.register(CMRCLIPConfig, CMRStudyProcessor, exist_ok=True)
+AutoProcessor.register(CMRCLIPConfig, CMRCLIPProcessor, exist_ok=True)
+
+__all__ = [
+    "CMRCLIPProcessor",
+    "CMRStudyError",
+    "CMRStudyProcessor",
+    "CorruptPixelDataError",
+    "Frame",
+    "InconsistentGeometryError",
+    "LayoutEntry",
+    "LayoutError",
+    "NoUsableCineError",
+    "NotAStudyError",
+    "Series",
+    "SkippedFile",
+    "Study",
+    "StudyLayout",
+    "UnsupportedCompressionError",
+    "read_study",
+    "select_frames",
+    "study_from_arrays",
+]

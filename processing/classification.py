@@ -1,0 +1,264 @@
+"""Which sequence (cine, lge, other) and view (sax, 2ch, 3ch, 4ch, lvot, other) each series is, and why.
+
+Three independent kinds of evidence are weighed, so that blank or misleading descriptions do not decide
+alone: the text (SeriesDescription, ProtocolName, SequenceName, across vendors' naming), the timing and
+image type (phases over the R-R interval, TriggerTime, InversionTime, ImageType flags) and the geometry
+(parallel stacks, the angle to the short-axis stack, where a long-axis plane sits around the LV long axis).
+Each piece of evidence adds a score to a role or a view and a human-readable reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import defaultdict
+
+import numpy as np
+
+from .geometry import angle_between_planes, long_axis_rotation, plane_normal
+from .headers import SECONDARY_CAPTURE_PREFIX
+from .study import SEQUENCES, VIEWS, Series
+
+ROLE_TO_SEQUENCE = {"cine": "cine", "lge": "lge", "lge_psir": "lge"}
+
+# (role, pattern, weight). Patterns run on the lower-cased description, protocol and sequence name.
+ROLE_PATTERNS = [
+    ("ti_scout", r"ti[ _-]?scout|look[ _-]?locker|ti[ _-]?find|tfind|ti[ _-]?test|\btiscout", 3.0),
+    ("localizer", r"locali[sz]er|\bloc\b|_loc\b|scout|survey|tri[ _-]?pilot|3[ _-]?pl(ane)?\b|\bpilot|haste", 2.5),
+    ("map", r"\bmap|map\b|_map|molli|sasha|\bt1[ _-]?map|\bt2[ _-]?map|t2\*|t2star|\becv\b", 2.5),
+    ("flow", r"flow|phase[ _-]?contrast|\bpc[ _-]|venc|qflow|\bvel", 2.5),
+    ("perfusion", r"perf|first[ _-]?pass", 2.5),
+    ("reformat", r"\bmpr\b|reformat|\brfmt\b|recon", 2.0),
+    ("cine", r"cine|fiesta|trufi|tfi2d|true[ _-]?fisp|ssfp|b[ _-]?tfe|sbtfe|retro", 2.0),
+    ("lge", r"\blge|\bde[ _]|^de_|\bmde|psir|delayed|late|viab|ir[ _-]?tfe|ir[ _-]?fgre|tfl2d|phase[ _-]?sens|enhancement|\bpsir", 2.0),
+]
+VIEW_PATTERNS = [
+    ("lvot", r"lvot|outflow"),
+    ("2ch", r"2[ _-]?ch|two[ _-]?ch|\bvla|vlax|2[ _-]?cv|\b2c\b"),
+    ("3ch", r"3[ _-]?ch|three[ _-]?ch|\b3c\b"),
+    ("4ch", r"4[ _-]?ch|four[ _-]?ch|\bhla|hlax|\b4c\b"),
+    ("sax", r"\bsax|\bsa\b|_sa\b|\bsa_|short[ _-]?ax|\bsa[ _-]|stack"),
+]
+# Where each long-axis view sits around the LV long axis (see geometry.long_axis_rotation), degrees.
+LAX_ROTATION = {"2ch": 0.0, "3ch": 135.0, "4ch": 90.0}
+
+
+def classify_sequence(series: Series, part_of_multiplane: bool = False) -> None:
+    """Set `series.role`, `sequence`, `confidence` and reasons from text, timing and image type."""
+    scores: dict[str, float] = defaultdict(float)
+    reasons: list[str] = []
+
+    def add(role: str, weight: float, reason: str) -> None:
+        scores[role] += weight
+        reasons.append(f"{role} +{weight:g}: {reason}")
+
+    _text_evidence(series, add)
+    _image_type_evidence(series, add)
+    _timing_evidence(series, add)
+    if part_of_multiplane:
+        add("localizer", 2.0, "one DICOM series holding several plane orientations")
+    role, confidence = _decide(scores)
+    series.role, series.sequence, series.confidence = role, ROLE_TO_SEQUENCE.get(role, "other"), confidence
+    series.reasons.extend(reasons or ["no evidence for any sequence"])
+
+
+def _text(series: Series) -> str:
+    frame = series.first_frame
+    return " ".join([series.description, frame.protocol_name, frame.sequence_name]).lower()
+
+
+def _text_evidence(series: Series, add) -> None:
+    text = _text(series)
+    if not text.strip():
+        return
+    for role, pattern, weight in ROLE_PATTERNS:
+        match = re.search(pattern, text)
+        if match:
+            add(role, weight, f"description/protocol mentions '{match.group(0).strip()}'")
+            if role == "ti_scout":
+                return  # "TI scout" also matches the localizer pattern
+
+
+def _image_type_evidence(series: Series, add) -> None:
+    frame = series.first_frame
+    flags = set(frame.image_type)
+    joined = " ".join(frame.image_type)
+    if "LOCALIZER" in flags:
+        add("localizer", 4.0, "ImageType LOCALIZER")
+    if re.search(r"T1 ?MAP|T2 ?MAP|T2\* ?MAP|\bMAP\b|T1MAP|T2MAP|MOLLI", joined):
+        add("map", 4.0, f"ImageType {joined}")
+    if frame.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX) or "SECONDARY" in flags:
+        add("secondary", 5.0, "secondary capture")
+    if "MPR" in flags or "REFORMATTED" in flags or "PROJECTION IMAGE" in joined:
+        add("reformat", 4.0, f"ImageType {joined}")
+    phase_image = "P" in frame.image_type[2:3] or "PHASE" in flags or frame.complex_component in ("PHASE", "REAL")
+    if phase_image and (re.search(r"_v\d|v\d+in|venc", frame.sequence_name.lower()) or "VELOCITY" in joined):
+        add("flow", 4.0, "velocity-encoded phase image")
+    elif phase_image:
+        add("lge_psir", 1.5, "phase(-sensitive) reconstruction")
+
+
+def _timing_evidence(series: Series, add) -> None:
+    per_slice = [len(s) for s in series.grid]
+    phases = int(np.median(per_slice))
+    triggers = [f.trigger_time for f in series.grid[0] if f.trigger_time is not None]
+    inversions = sorted({round(f.inversion_time) for f in series.frames if f.inversion_time})
+    span = (max(triggers) - min(triggers)) if len(triggers) >= 2 else 0.0
+    frame = series.first_frame
+    inversion_recovery = "IR" in frame.scanning_sequence.split("\\")
+    if phases >= 8 and len(inversions) >= 4:
+        add("ti_scout", 3.0, f"{phases} images per slice with {len(inversions)} different inversion times")
+    elif phases >= 8 and span >= 200.0 and len(set(triggers)) >= 0.8 * len(triggers):
+        add("cine", 3.0, f"{phases} phases per slice over {span:.0f} ms of the cardiac cycle (TriggerTime)")
+    elif phases >= 30 and span < 200.0:
+        add("perfusion", 2.0, f"{phases} repetitions per slice at one cardiac phase (dynamic series)")
+    if phases <= 2 and inversions and 100 <= inversions[-1] <= 1000 and len(inversions) == 1:
+        add("lge", 2.5, f"one image per slice with InversionTime {inversions[0]} ms")
+        if inversion_recovery:
+            add("lge", 1.0, "inversion-recovery scanning sequence")
+    if phases == 1 and series.n_slices >= 1 and not inversions and not inversion_recovery and frame.rows * frame.columns <= 256 * 256:
+        add("localizer", 0.5, "single image per slice without inversion preparation")
+
+
+def _decide(scores: dict[str, float]) -> tuple[str, float]:
+    if not scores:
+        return "other", 0.3
+    ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
+    role, top = ranked[0]
+    if role == "lge_psir" and scores.get("lge", 0) > 0:
+        role, top = "lge_psir", top + scores["lge"]
+    if role == "lge" and scores.get("lge_psir", 0) > 0:
+        role = "lge_psir"
+    total = sum(max(v, 0.0) for v in scores.values())
+    return role, round(min(1.0, top / (total + 0.5)) * min(1.0, top / 3.0) ** 0.5, 2)
+
+
+def find_sax_reference(series: list[Series]) -> Series | None:
+    """The short-axis stack that defines the LV long axis: the cine (else LGE) stack with the most slices."""
+    for sequence in ("cine", "lge"):
+        stacks = [s for s in series if s.used and s.sequence == sequence and s.n_slices >= 3 and s.normal is not None]
+        if stacks:
+            return max(stacks, key=lambda s: (s.n_slices, _text_view(s) == "sax"))
+    return None
+
+
+def classify_view(series: Series, reference: Series | None) -> None:
+    """Set `series.view` (and fold its confidence into `series.confidence`) from text and geometry."""
+    if series.sequence == "other":
+        series.view = "other"
+        return
+    scores: dict[str, float] = defaultdict(float)
+    reasons: list[str] = []
+
+    def add(view: str, weight: float, reason: str) -> None:
+        scores[view] += weight
+        reasons.append(f"{view} +{weight:g}: {reason}")
+
+    text_view = _text_view(series)
+    if text_view:
+        add(text_view, 2.0, "description/protocol names the view")
+    _geometry_evidence(series, reference, add)
+    if not scores:
+        series.view, series.confidence = "other", round(series.confidence * 0.5, 2)
+        series.reasons.append("view unknown: no description and no short-axis stack to compare the plane with")
+        return
+    ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
+    view, top = ranked[0]
+    total = sum(max(v, 0.0) for v in scores.values())
+    series.view = view
+    series.confidence = round(series.confidence * min(1.0, top / (total + 0.25)), 2)
+    series.reasons.extend(reasons)
+
+
+def _text_view(series: Series) -> str | None:
+    text = " ".join([series.description, series.first_frame.protocol_name]).lower()
+    for view, pattern in VIEW_PATTERNS:
+        if re.search(pattern, text):
+            return view
+    return None
+
+
+def _geometry_evidence(series: Series, reference: Series | None, add) -> None:
+    if series.normal is None:
+        return
+    if reference is None:
+        if series.n_slices >= 4:
+            add("sax", 1.5, f"stack of {series.n_slices} parallel slices")
+        return
+    if series is reference:
+        add("sax", 3.0, f"the study's largest stack of parallel slices ({series.n_slices})")
+        return
+    angle = angle_between_planes(series.normal, reference.normal)
+    if angle <= 20.0:
+        add("sax", 2.5, f"plane parallel to the short-axis stack ({angle:.0f} deg)")
+        return
+    if angle < 60.0:
+        return
+    distance = _distance_from_long_axis(series, reference)
+    if distance > 30.0:
+        add("other", 1.0, f"perpendicular to the short axis but {distance:.0f} mm from the LV long axis")
+        return
+    rotation = long_axis_rotation(series.normal, reference.normal)
+    view, gap = min(((v, _angular_gap(rotation, a)) for v, a in LAX_ROTATION.items()), key=lambda item: item[1])
+    weight = round(2.5 * max(0.0, 1.0 - gap / 45.0), 2)
+    if weight > 0:
+        add(view, weight, f"contains the LV long axis, {rotation:.0f} deg around it from the vertical long-axis plane")
+
+
+def _angular_gap(a: float, b: float) -> float:
+    gap = abs(a - b) % 180.0
+    return min(gap, 180.0 - gap)
+
+
+def _distance_from_long_axis(series: Series, reference: Series) -> float:
+    """Distance from the short-axis stack's centre line to the plane of `series`, in mm."""
+    centre = _image_centre(reference.grid[len(reference.grid) // 2][0])
+    point = np.asarray(series.first_frame.position, float)
+    return abs(float(np.dot(centre - point, series.normal)))
+
+
+def _image_centre(frame) -> np.ndarray:
+    row, col = np.asarray(frame.orientation[:3]), np.asarray(frame.orientation[3:])
+    spacing = frame.pixel_spacing or (1.0, 1.0)
+    return np.asarray(frame.position, float) + row * spacing[1] * frame.columns / 2 + col * spacing[0] * frame.rows / 2
+
+
+def resolve_repeats(series: list[Series]) -> None:
+    """Of several used series with the same (role, view), the last complete one wins; the others are set aside."""
+    from .grouping import mark_repeat
+
+    groups: dict[tuple, list[Series]] = defaultdict(list)
+    for item in series:
+        if item.used and item.sequence != "other":
+            groups[(item.role, item.view)].append(item)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        full = max(m.n_slices * m.n_phases for m in members)
+        good = [m for m in members if m.n_slices * m.n_phases >= 0.9 * full]
+        winner = max(good, key=lambda m: m.acquisition_order)
+        for member in members:
+            if member is not winner:
+                mark_repeat(member, winner)
+
+
+def apply_overrides(series: list[Series], overrides: dict | None) -> None:
+    """Force a classification: keys are SeriesInstanceUIDs or description patterns (fnmatch, case-insensitive).
+
+    Values are (sequence, view) tuples or dicts with 'sequence' and/or 'view'.
+    """
+    for key, value in (overrides or {}).items():
+        sequence, view = (value.get("sequence"), value.get("view")) if isinstance(value, dict) else value
+        if sequence is not None and sequence not in SEQUENCES or view is not None and view not in VIEWS:
+            from .errors import LayoutError
+
+            raise LayoutError(f"override {key!r}: sequence must be one of {SEQUENCES} and view one of {VIEWS}, got {value!r}")
+        for item in series:
+            if key in item.series_instance_uids or fnmatch.fnmatch(item.description.lower(), key.lower()):
+                if sequence is not None:
+                    item.sequence = sequence
+                    item.role = sequence if sequence != "other" else "other"
+                if view is not None:
+                    item.view = view
+                item.overridden, item.confidence, item.used = True, 1.0, True
+                item.reasons.append(f"classification overridden by the user ({key!r} -> {sequence or item.sequence}/{view or item.view})")

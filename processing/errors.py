@@ -1,0 +1,37 @@
+"""Typed errors of the DICOM study processor.
+
+Every message names the file or series concerned, the problem and what the user can do about it. A
+batch job catches `CMRStudyError`, reports it and moves on to the next study.
+"""
+
+from __future__ import annotations
+
+CODECS_EXTRA = "cmr-clip[dicom-codecs]"
+
+
+class CMRStudyError(Exception):
+    """Base class of every error raised while reading or processing a study."""
+
+
+class NotAStudyError(CMRStudyError):
+    """The source holds no readable DICOM image (wrong path, empty folder, only broken files)."""
+
+
+class NoUsableCineError(CMRStudyError):
+    """The study has no cine series the model can use."""
+
+
+class UnsupportedCompressionError(CMRStudyError):
+    """Pixel data use a transfer syntax no installed decoder handles."""
+
+
+class InconsistentGeometryError(CMRStudyError):
+    """A series' frames disagree about their geometry (matrix size, orientation) in a way that cannot be repaired."""
+
+
+class CorruptPixelDataError(CMRStudyError):
+    """A file's header is readable but its pixel data cannot be decoded (truncated, malformed)."""
+
+
+class LayoutError(CMRStudyError):
+    """A study layout is malformed (unknown sequence, view or policy, frame counts that do not add up)."""

@@ -1,0 +1,234 @@
+"""`CMRStudyProcessor`: studies (DICOM folders, zips, `Study` objects or arrays per view) to model inputs.
+
+A transformers feature extractor (no torchvision needed), so it saves to and loads from
+`preprocessor_config.json` with `save_pretrained` / `from_pretrained` and sits in `CMRCLIPProcessor`'s
+`feature_extractor` slot. Its output is `pixel_values_videos` (batch, frames, 3, height, width) and, per
+study, metadata free of patient identifiers: views found, frames used, missing views, warnings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
+
+from .errors import CMRStudyError, NoUsableCineError
+from .layout import Selection, StudyLayout, select_frames
+from .pixels import IMAGENET_MEAN, IMAGENET_STD, ArrayFrame, FrameTransform, decode_frame, window_to_uint8
+from .reader import read_study
+from .study import SEQUENCES, VIEWS, Series, Study
+
+logger = logging.getLogger(__name__)
+# The release resizes the short side to 256, centre-crops 256 and resizes to 224 at test time.
+REFERENCE_RESIZE = 256
+
+
+class CMRStudyProcessor(FeatureExtractionMixin):
+    """Turns cardiac MRI studies into `pixel_values_videos` following a `StudyLayout`.
+
+    Args:
+        layout: "default" (fixed proportions of `num_frames`, missing views filled from present ones),
+            "reference" (the released model's 64-frame composition and sampling), a `StudyLayout`, or its dict.
+        num_frames: frames per study for the default layout (16 unless given).
+        image_size: output height and width.
+        resize_shortest_edge, crop_size: the short side is resized to `resize_shortest_edge`, then a centre
+            square of `crop_size` is cut and resized to `image_size` (both default to `image_size`; 256 and 256
+            for the reference layout).
+        image_mean, image_std: per-channel normalisation of the [0, 1] grey values replicated to 3 channels.
+    """
+
+    model_input_names = ["pixel_values_videos"]
+
+    def __init__(
+        self,
+        layout: str | dict | StudyLayout = "default",
+        num_frames: int | None = None,
+        image_size: int = 224,
+        resize_shortest_edge: int | None = None,
+        crop_size: int | None = None,
+        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        image_std: tuple[float, float, float] = IMAGENET_STD,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        resolved = _resolve_layout(layout, num_frames)
+        if resolved.name == "reference" and resize_shortest_edge is None and crop_size is None:
+            resize_shortest_edge, crop_size = REFERENCE_RESIZE, REFERENCE_RESIZE
+        self.layout = resolved.to_dict()
+        self.image_size = int(image_size)
+        self.resize_shortest_edge = resize_shortest_edge
+        self.crop_size = crop_size
+        self.image_mean = [float(v) for v in image_mean]
+        self.image_std = [float(v) for v in image_std]
+
+    @property
+    def study_layout(self) -> StudyLayout:
+        return StudyLayout.from_dict(self.layout)
+
+    @property
+    def num_frames(self) -> int:
+        return self.layout["num_frames"]
+
+    @property
+    def transform(self) -> FrameTransform:
+        return FrameTransform(self.image_size, self.resize_shortest_edge, self.crop_size, tuple(self.image_mean), tuple(self.image_std))
+
+    def __call__(
+        self,
+        studies,
+        return_tensors: str | None = "pt",
+        skip_errors: bool = False,
+        training: bool = False,
+        seed: int | None = None,
+        overrides: dict | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Process one study or a list of studies.
+
+        A study is a path (folder, zip), a `Study`, or a dict of arrays per view (see `study_from_arrays`).
+        With `skip_errors`, a study that raises a `CMRStudyError` is left out of the batch and reported in
+        `errors` (its position and the message); otherwise the error propagates. `training` picks a random
+        frame per segment of the reference layout (seeded by `seed`) instead of the middle one.
+        """
+        items = studies if isinstance(studies, (list, tuple)) else [studies]
+        rng = np.random.default_rng(seed) if training else None
+        videos, metadata, errors = [], [], []
+        for index, item in enumerate(items):
+            try:
+                video, meta = self.process_study(item, rng=rng, overrides=overrides)
+            except CMRStudyError as error:
+                if not skip_errors:
+                    raise
+                logger.warning("study %d skipped: %s", index, error)
+                errors.append({"index": index, "error": type(error).__name__, "message": str(error)})
+                continue
+            videos.append(video)
+            metadata.append({**meta, "index": index})
+        empty = torch.zeros(0, self.num_frames, 3, self.image_size, self.image_size)
+        pixel_values = torch.stack(videos) if videos else empty
+        if return_tensors != "pt":
+            pixel_values = pixel_values.numpy()
+        data = {"pixel_values_videos": pixel_values, "study_metadata": metadata, "errors": errors}
+        return BatchFeature(data=data, skip_tensor_conversion=["study_metadata", "errors"])
+
+    def process_study(self, item, rng: np.random.Generator | None = None, overrides: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """One study -> (frames (T, 3, H, W), metadata)."""
+        study = self.load_study(item, overrides=overrides)
+        _require_cine(study)
+        selection = select_frames(study, self.study_layout, rng=rng)
+        return self.frames_to_tensor(selection), study_metadata(study, selection)
+
+    @staticmethod
+    def load_study(item, overrides: dict | None = None) -> Study:
+        if isinstance(item, Study):
+            return item
+        if isinstance(item, dict):
+            return study_from_arrays(item)
+        if isinstance(item, (str, os.PathLike)):
+            return read_study(Path(item), overrides=overrides)
+        raise TypeError(f"a study is a path, a Study or a dict of arrays per view, not {type(item).__name__}")
+
+    def frames_to_tensor(self, selection: Selection) -> torch.Tensor:
+        """Decode each selected frame once, window per series, transform; zero frames where nothing was selected."""
+        images = decode_selected(selection)
+        transform = self.transform
+        cache = {key: transform(image) for key, image in images.items()}
+        frames = [transform.zeros() if item is None else cache[_frame_key(item)] for item in selection.frames]
+        return torch.stack(frames)
+
+
+def decode_selected(selection: Selection) -> dict:
+    """8-bit images of the selected frames, keyed by (series, slice, phase), windowed per series."""
+    by_series: dict[int, list] = {}
+    for item in selection.frames:
+        if item is not None:
+            by_series.setdefault(id(item.series), {})[_frame_key(item)] = item
+    images = {}
+    for chosen in by_series.values():
+        keys = list(chosen)
+        decoded = window_to_uint8([decode_frame(chosen[key].frame) for key in keys])
+        images.update(zip(keys, decoded))
+    return images
+
+
+def _frame_key(item) -> tuple:
+    return (id(item.series), item.slice_index, item.phase_index)
+
+
+def _resolve_layout(layout, num_frames: int | None) -> StudyLayout:
+    if isinstance(layout, StudyLayout):
+        return layout
+    if isinstance(layout, dict):
+        return StudyLayout.from_dict(layout)
+    return StudyLayout.named(layout, num_frames)
+
+
+def _require_cine(study: Study) -> None:
+    if any(s.used and s.sequence == "cine" for s in study.series):
+        return
+    found = ", ".join(f"series {s.series_number} ({s.role})" for s in study.series) or "none"
+    raise NoUsableCineError(
+        f"{study.source_name}: no cine series found (series: {found}). If a cine series was misclassified, "
+        "pass overrides={'<description pattern or SeriesInstanceUID>': ('cine', '<view>')}."
+    )
+
+
+def study_metadata(study: Study, selection: Selection) -> dict:
+    """What was found and used, without identifiers (no UIDs, no paths, no patient or date fields)."""
+    return {
+        "layout": selection.layout,
+        "num_frames": len(selection.frames),
+        "views_found": study.views_found,
+        "missing_views": selection.missing,
+        "frames_used": selection.as_metadata(),
+        "zero_frames": sum(item is None for item in selection.frames),
+        "warnings": list(selection.warnings),
+        "series": [
+            {
+                "series_number": s.series_number,
+                "description": s.description,
+                "sequence": s.sequence,
+                "view": s.view,
+                "role": s.role,
+                "n_slices": s.n_slices,
+                "n_phases": s.n_phases,
+                "confidence": s.confidence,
+                "used": s.used,
+            }
+            for s in study.series
+        ],
+        "files_skipped": len(study.skipped),
+    }
+
+
+def study_from_arrays(views: dict) -> Study:
+    """A `Study` from preprocessed arrays, keyed "cine/sax" or ("cine", "sax").
+
+    Shapes: (slices, phases, H, W); (phases, H, W) for a cine slice or (slices, H, W) for an LGE stack;
+    (H, W) for one image. Slices base to apex, phases in time order.
+    """
+    series = []
+    for number, (key, array) in enumerate(views.items(), start=1):
+        sequence, view = key.split("/") if isinstance(key, str) else key
+        if sequence not in SEQUENCES[:2] or view not in VIEWS:
+            raise CMRStudyError(f"array key {key!r}: expected 'sequence/view' with sequence in {SEQUENCES[:2]} and view in {VIEWS}")
+        grid = _array_grid(np.asarray(array), sequence, f"{sequence}/{view}")
+        item = Series(series_instance_uid="", series_number=number, description=f"{sequence}/{view} (array)", grid=grid)
+        item.sequence, item.view, item.role, item.confidence = sequence, view, sequence, 1.0
+        item.reasons.append("given as an array by the user")
+        series.append(item)
+    return Study(series=series, source_name="arrays")
+
+
+def _array_grid(array: np.ndarray, sequence: str, label: str) -> list[list[ArrayFrame]]:
+    if array.ndim == 2:
+        array = array[None, None]
+    elif array.ndim == 3:
+        array = array[None] if sequence == "cine" else array[:, None]
+    elif array.ndim != 4:
+        raise CMRStudyError(f"array {label}: expected 2 to 4 dimensions (slices, phases, H, W), got shape {array.shape}")
+    return [[ArrayFrame(array[s, p], f"{label} slice {s} phase {p}") for p in range(array.shape[1])] for s in range(array.shape[0])]

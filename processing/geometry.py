@@ -1,0 +1,52 @@
+"""Plane geometry in the patient coordinate system (DICOM LPS: +x left, +y posterior, +z superior)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# The LV long axis runs from base to apex towards the patient's left, anterior and inferior.
+APEX_DIRECTION = np.array([1.0, -1.0, -1.0]) / np.sqrt(3.0)
+ANTERIOR = np.array([0.0, -1.0, 0.0])
+PATIENT_RIGHT = np.array([-1.0, 0.0, 0.0])
+PARALLEL_DEGREES = 10.0
+
+
+def plane_normal(orientation) -> np.ndarray:
+    """Unit normal of an image plane from its ImageOrientationPatient (row and column cosines)."""
+    row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    normal = np.cross(row, col)
+    return normal / np.linalg.norm(normal)
+
+
+def angle_between_planes(normal_a: np.ndarray, normal_b: np.ndarray) -> float:
+    """Angle in degrees (0..90) between two planes given by their normals."""
+    cosine = min(1.0, abs(float(np.dot(normal_a, normal_b))))
+    return float(np.degrees(np.arccos(cosine)))
+
+
+def are_parallel(normal_a: np.ndarray, normal_b: np.ndarray, tolerance: float = PARALLEL_DEGREES) -> bool:
+    return angle_between_planes(normal_a, normal_b) <= tolerance
+
+
+def base_to_apex(normal: np.ndarray) -> np.ndarray:
+    """The stack normal, signed so that it points from the base of the heart towards the apex."""
+    return normal if float(np.dot(normal, APEX_DIRECTION)) >= 0 else -normal
+
+
+def long_axis_rotation(lax_normal: np.ndarray, sax_normal: np.ndarray) -> float:
+    """Where a long-axis plane sits around the LV long axis, in degrees 0..180.
+
+    The plane's trace in the short-axis plane is compared with the anterior direction projected into that
+    plane: 0 is a vertical long-axis plane (2-chamber), ~90 a horizontal one (4-chamber), the 3-chamber
+    plane lies between, rotated towards the patient's right (the septum and the outflow tract).
+    """
+    trace = np.cross(sax_normal, lax_normal)
+    anterior = _in_plane(ANTERIOR, sax_normal)
+    right = _in_plane(PATIENT_RIGHT - np.dot(PATIENT_RIGHT, anterior) * anterior, sax_normal)
+    angle = np.degrees(np.arctan2(np.dot(trace, right), np.dot(trace, anterior)))
+    return float(angle % 180.0)
+
+
+def _in_plane(vector: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    projected = vector - np.dot(vector, normal) * normal
+    return projected / max(np.linalg.norm(projected), 1e-9)

@@ -1,0 +1,192 @@
+"""From frames to series: group by SeriesInstanceUID, split mixed series, order frames, merge per-slice series.
+
+A DICOM series is split where it mixes orientations (a 3-plane localizer), image types (magnitude and
+phase) or series numbers (scanners that reuse a UID). Slices are ordered by position along the stack
+normal signed base to apex, phases by trigger time (InstanceNumber is not time order on every scanner).
+Single-slice series of one sequence whose planes are parallel are merged into one stack; where two of them
+sit at the same position, the later acquisition wins and the earlier is kept aside as a repeat.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from .geometry import are_parallel, base_to_apex, plane_normal
+from .headers import Frame
+from .study import Series
+
+SAME_SLICE_MM = 0.5
+SAME_POSITION_MM = 2.0
+
+
+def split_into_series(frames: list[Frame]) -> list[Series]:
+    """Group frames by (SeriesInstanceUID, SeriesNumber), then split by image flavour and orientation."""
+    groups: dict[tuple, list[Frame]] = defaultdict(list)
+    for frame in frames:
+        groups[(frame.series_instance_uid, frame.series_number, image_flavour(frame))].append(frame)
+    uid_parts = defaultdict(int)
+    for uid, _, _ in groups:
+        uid_parts[uid] += 1
+    series = []
+    for (uid, number, flavour), members in groups.items():
+        clusters = _orientation_clusters(members)
+        for cluster in clusters:
+            item = series_from_frames(cluster)
+            if uid_parts[uid] > 1 or len(clusters) > 1:
+                item.reasons.append(_split_reason(uid_parts[uid], len(clusters), flavour))
+            series.append(item)
+    series.sort(key=lambda s: (s.acquisition_order, s.slice_positions[:1]))
+    return series
+
+
+def image_flavour(frame: Frame) -> str:
+    """'phase' for phase(-sensitive) reconstructions, 'magnitude' otherwise."""
+    if frame.complex_component in ("PHASE", "REAL") or "PHASE" in frame.image_type:
+        return "phase"
+    if len(frame.image_type) > 2 and frame.image_type[2] in ("P", "PHASE"):
+        return "phase"
+    return "magnitude"
+
+
+def _split_reason(n_parts: int, n_orientations: int, flavour: str) -> str:
+    parts = []
+    if n_parts > 1:
+        parts.append(f"its DICOM series also holds other images (series numbers or image types differ; this part: {flavour})")
+    if n_orientations > 1:
+        parts.append(f"its DICOM series mixes {n_orientations} orientations")
+    return "split: " + "; ".join(parts)
+
+
+def _orientation_clusters(frames: list[Frame]) -> list[list[Frame]]:
+    clusters: list[tuple[np.ndarray | None, list[Frame]]] = []
+    for frame in frames:
+        normal = plane_normal(frame.orientation) if frame.orientation is not None else None
+        for reference, members in clusters:
+            if (normal is None and reference is None) or (
+                normal is not None and reference is not None and are_parallel(normal, reference, 5.0)
+            ):
+                members.append(frame)
+                break
+        else:
+            clusters.append((normal, [frame]))
+    return [members for _, members in clusters]
+
+
+def series_from_frames(frames: list[Frame], merged_from: list[Series] | None = None) -> Series:
+    """A `Series` with its frames on the [slice][phase] grid."""
+    grid, normal, positions = order_frames(frames)
+    first = frames[0]
+    parts = merged_from or []
+    return Series(
+        series_instance_uid=parts[0].series_instance_uid if parts else first.series_instance_uid,
+        series_number=parts[-1].series_number if parts else first.series_number,
+        description=parts[-1].description if parts else first.description,
+        grid=grid,
+        normal=normal,
+        slice_positions=positions,
+        series_instance_uids=_unique([uid for p in parts for uid in p.series_instance_uids] or [first.series_instance_uid]),
+        merged_series_numbers=[p.series_number for p in parts] or [first.series_number],
+    )
+
+
+def order_frames(frames: list[Frame]) -> tuple[list[list[Frame]], np.ndarray | None, list[float]]:
+    """Slices base to apex along the stack normal, phases by trigger time within each slice."""
+    normal = _stack_normal(frames)
+    if normal is None:
+        keyed = [(_fallback_location(frame), frame) for frame in frames]
+    else:
+        keyed = [(float(np.dot(frame.position, normal)), frame) for frame in frames]
+    keyed.sort(key=lambda item: item[0])
+    slices: list[list[Frame]] = []
+    positions: list[float] = []
+    for location, frame in keyed:
+        if positions and abs(location - positions[-1]) <= SAME_SLICE_MM:
+            slices[-1].append(frame)
+        else:
+            slices.append([frame])
+            positions.append(location)
+    return [sorted(s, key=_phase_key) for s in slices], normal, positions
+
+
+def _stack_normal(frames: list[Frame]) -> np.ndarray | None:
+    """Mean plane normal signed base to apex; None when any frame lacks position or orientation."""
+    if any(frame.orientation is None or frame.position is None for frame in frames):
+        return None
+    normals = np.array([plane_normal(frame.orientation) for frame in frames])
+    normals *= np.sign(normals @ normals[0])[:, None]
+    mean = normals.mean(axis=0)
+    return base_to_apex(mean / np.linalg.norm(mean))
+
+
+def _fallback_location(frame: Frame) -> float:
+    return frame.slice_location if frame.slice_location is not None else 0.0
+
+
+def _phase_key(frame: Frame) -> tuple:
+    trigger = frame.trigger_time if frame.trigger_time is not None else float("inf")
+    temporal = frame.temporal_index if frame.temporal_index is not None else 0
+    instance = frame.instance_number if frame.instance_number is not None else 0
+    return (trigger, temporal, instance, frame.frame_index or 0, frame.file.name)
+
+
+def merge_parallel_slices(series: list[Series], sequence: str) -> list[Series]:
+    """Merge single-slice series of `sequence` lying in parallel planes into stacks.
+
+    Where several sit at one position, the latest is used and the others are marked as repeats. Series
+    whose planes are parallel to no other stay as they are (long-axis views).
+    """
+    candidates = [s for s in series if s.sequence == sequence and s.used and s.n_slices == 1 and s.normal is not None]
+    others = [s for s in series if s not in candidates]
+    groups: list[list[Series]] = []
+    for item in sorted(candidates, key=lambda s: s.acquisition_order):
+        for group in groups:
+            if are_parallel(item.normal, group[0].normal) and item.n_phases == group[0].n_phases:
+                group.append(item)
+                break
+        else:
+            groups.append([item])
+    result = list(others)
+    for group in groups:
+        kept = _drop_same_position_repeats(group)
+        if len(kept) == 1:
+            result.extend(group)
+            continue
+        merged = series_from_frames([f for s in kept for f in s.frames], merged_from=kept)
+        merged.sequence, merged.role = sequence, kept[-1].role
+        merged.confidence = min(s.confidence for s in kept)
+        merged.reasons = _unique([r for s in kept for r in s.reasons]) + [
+            f"merged {len(kept)} parallel single-slice series into one stack (one series per slice)"
+        ]
+        result.append(merged)
+        result.extend(s for s in group if not s.used)
+    result.sort(key=lambda s: s.acquisition_order)
+    return result
+
+
+def _drop_same_position_repeats(group: list[Series]) -> list[Series]:
+    """Within parallel single slices (in acquisition order), an earlier slice at the same place is a repeat."""
+    kept: list[Series] = []
+    for item in reversed(group):
+        centre = _centre(item)
+        twin = next((k for k in kept if np.linalg.norm(_centre(k) - centre) <= SAME_POSITION_MM), None)
+        if twin is None:
+            kept.append(item)
+        else:
+            mark_repeat(item, twin)
+    return list(reversed(kept))
+
+
+def mark_repeat(item: Series, winner: Series) -> None:
+    item.used = False
+    item.role = "repeat_discarded"
+    item.reasons.append(f"repeated acquisition: series {winner.series_number} covers the same plane later and is used")
+
+
+def _centre(series: Series) -> np.ndarray:
+    return np.asarray(series.first_frame.position, float)
+
+
+def _unique(items: list) -> list:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,331 @@
+"""The header pass: every file read without its pixel data, each image frame turned into a `Frame`.
+
+Headers are not trusted: every attribute goes through a parser that returns None for a missing or
+malformed value, and a file whose header cannot be read at all is set aside with the reason. Enhanced MR
+multi-frame files are expanded into one `Frame` per frame, with that frame's geometry and timing from the
+per-frame (or shared) functional groups. Patient identity is never copied out of a header.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from .sources import FileRef
+
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+# Below this many files a process pool costs more than it saves.
+PARALLEL_MIN_FILES = 400
+
+
+@dataclass
+class Frame:
+    """One 2D image: where its pixels are, its geometry and timing, and the series-level header fields."""
+
+    file: FileRef
+    frame_index: int | None
+    series_instance_uid: str
+    series_number: int | None
+    description: str
+    protocol_name: str
+    sequence_name: str
+    scanning_sequence: str
+    sequence_variant: str
+    image_type: tuple[str, ...]
+    sop_class_uid: str
+    manufacturer: str
+    instance_number: int | None
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, ...] | None
+    pixel_spacing: tuple[float, float] | None
+    rows: int
+    columns: int
+    slice_location: float | None
+    trigger_time: float | None
+    inversion_time: float | None
+    temporal_index: int | None
+    cardiac_images: int | None
+    acquisition_time: float | None
+    series_time: float | None
+    transfer_syntax: str
+    complex_component: str
+    rescale_slope: float
+    rescale_intercept: float
+    photometric: str
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.file.name if self.frame_index is None else f"{self.file.name}[frame {self.frame_index}]"
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file set aside by the header pass, and why."""
+
+    name: str
+    reason: str
+
+
+def scan_headers(refs: list[FileRef], num_workers: int | None = None) -> tuple[list[Frame], list[SkippedFile]]:
+    """Header pass over `refs`, in a process pool when there are enough files for it to pay."""
+    workers = num_workers if num_workers is not None else min(4, os.cpu_count() or 1)
+    if workers <= 1 or len(refs) < PARALLEL_MIN_FILES:
+        return _scan_chunk(refs)
+    chunks = [refs[i::workers] for i in range(workers)]
+    frames, skipped = [], []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for chunk_frames, chunk_skipped in pool.map(_scan_chunk, chunks):
+            frames.extend(chunk_frames)
+            skipped.extend(chunk_skipped)
+    return frames, skipped
+
+
+def _scan_chunk(refs: list[FileRef]) -> tuple[list[Frame], list[SkippedFile]]:
+    frames, skipped = [], []
+    archives: dict[str, zipfile.ZipFile] = {}
+    try:
+        for ref in refs:
+            try:
+                frames.extend(_frames_of_file(ref, archives))
+            except _Skip as reason:
+                skipped.append(SkippedFile(ref.name, str(reason)))
+            except Exception as error:  # never trust a header: any parse failure sets the file aside
+                skipped.append(SkippedFile(ref.name, f"unreadable header ({type(error).__name__}: {error})"))
+    finally:
+        for archive in archives.values():
+            archive.close()
+    return frames, skipped
+
+
+class _Skip(Exception):
+    """A file that is readable but not an image we use."""
+
+
+def _read_header(ref: FileRef, archives: dict[str, zipfile.ZipFile]) -> pydicom.Dataset:
+    if ref.member is not None:
+        archive = archives.setdefault(ref.path, zipfile.ZipFile(ref.path))
+        handle = io.BytesIO(archive.read(ref.member))
+    else:
+        handle = open(ref.path, "rb")
+    with handle:
+        try:
+            return pydicom.dcmread(handle, stop_before_pixels=True)
+        except InvalidDicomError:
+            handle.seek(0)
+            # DICOM without the 128-byte preamble exists in the wild; accept it only if it looks like an image.
+            ds = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
+            if "Rows" not in ds or ("SOPClassUID" not in ds and "SeriesInstanceUID" not in ds):
+                raise _Skip("not a DICOM file")
+            return ds
+
+
+def _frames_of_file(ref: FileRef, archives: dict[str, zipfile.ZipFile]) -> list[Frame]:
+    ds = _read_header(ref, archives)
+    sop_class = _text(ds, "SOPClassUID")
+    if sop_class == DIRECTORY_SOP_CLASS:
+        raise _Skip("DICOMDIR index, not an image")
+    rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
+    if not rows or not columns:
+        raise _Skip(f"no image (SOP class {sop_class or 'missing'}: no Rows/Columns)")
+    series_uid = _text(ds, "SeriesInstanceUID")
+    if not series_uid:
+        raise _Skip("no SeriesInstanceUID; cannot tell which series the image belongs to")
+    n_frames = _int(ds, "NumberOfFrames") or 1
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        return _enhanced_frames(ref, ds, n_frames)
+    base = _common_fields(ref, ds)
+    return [Frame(**base, frame_index=None if n_frames == 1 else i, **_classic_frame_fields(ds)) for i in range(n_frames)]
+
+
+def _common_fields(ref: FileRef, ds: pydicom.Dataset) -> dict:
+    meta = getattr(ds, "file_meta", None)
+    transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    return dict(
+        file=ref,
+        series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        series_number=_int(ds, "SeriesNumber"),
+        description=_text(ds, "SeriesDescription"),
+        protocol_name=_text(ds, "ProtocolName"),
+        sequence_name=_text(ds, "SequenceName") or _text(ds, "PulseSequenceName"),
+        scanning_sequence=_joined(ds, "ScanningSequence"),
+        sequence_variant=_joined(ds, "SequenceVariant"),
+        sop_class_uid=_text(ds, "SOPClassUID"),
+        manufacturer=_text(ds, "Manufacturer"),
+        instance_number=_int(ds, "InstanceNumber"),
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        cardiac_images=_int(ds, "CardiacNumberOfImages"),
+        acquisition_time=_time(ds, "AcquisitionTime"),
+        series_time=_time(ds, "SeriesTime"),
+        transfer_syntax=transfer_syntax,
+        photometric=_text(ds, "PhotometricInterpretation") or "MONOCHROME2",
+        extras={"scan_options": _joined(ds, "ScanOptions")},
+    )
+
+
+def _classic_frame_fields(ds: pydicom.Dataset) -> dict:
+    return dict(
+        image_type=_image_type(ds, "ImageType"),
+        position=_vector(ds, "ImagePositionPatient", 3),
+        orientation=_orientation(ds),
+        pixel_spacing=_vector(ds, "PixelSpacing", 2),
+        slice_location=_float(ds, "SliceLocation"),
+        trigger_time=_float(ds, "TriggerTime"),
+        inversion_time=_float(ds, "InversionTime"),
+        temporal_index=_int(ds, "TemporalPositionIdentifier"),
+        complex_component=_text(ds, "ComplexImageComponent").upper(),
+        rescale_slope=_float(ds, "RescaleSlope") or 1.0,
+        rescale_intercept=_float(ds, "RescaleIntercept") or 0.0,
+    )
+
+
+def _enhanced_frames(ref: FileRef, ds: pydicom.Dataset, n_frames: int) -> list[Frame]:
+    """One `Frame` per frame; functional-group values win over the top-level (classic) attributes."""
+    base = _common_fields(ref, ds)
+    classic = _classic_frame_fields(ds)
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    per_frame = list(ds.PerFrameFunctionalGroupsSequence)
+    if len(per_frame) != n_frames:
+        raise _Skip(f"multi-frame file lists {len(per_frame)} per-frame groups for {n_frames} frames")
+    frames = []
+    for index, groups in enumerate(per_frame):
+        found = {key: value for key, value in _functional_group_fields(groups, shared).items() if value is not None}
+        frames.append(Frame(**base, frame_index=index if n_frames > 1 else None, **{**classic, **found}))
+    return frames
+
+
+def _functional_group_fields(groups, shared) -> dict:
+    def lookup(sequence: str, keyword: str, reader, *args):
+        for source in (groups, shared):
+            item = _first_item(source, sequence) if source is not None else None
+            if item is not None and keyword in item:
+                value = reader(item, keyword, *args)
+                if value is not None and value != "" and value != ():
+                    return value
+        return None
+
+    content = _first_item(groups, "FrameContentSequence")
+    component = lookup("MRImageFrameTypeSequence", "ComplexImageComponent", _text)
+    return dict(
+        image_type=lookup("MRImageFrameTypeSequence", "FrameType", _image_type),
+        position=lookup("PlanePositionSequence", "ImagePositionPatient", _vector, 3),
+        orientation=_valid_orientation(lookup("PlaneOrientationSequence", "ImageOrientationPatient", _vector, 6)),
+        pixel_spacing=lookup("PixelMeasuresSequence", "PixelSpacing", _vector, 2),
+        trigger_time=lookup("CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime", _float),
+        inversion_time=lookup("MRModifierSequence", "InversionTimes", _float)
+        or lookup("MRTimingAndRelatedParametersSequence", "InversionTime", _float),
+        temporal_index=_int(content, "TemporalPositionIndex") if content is not None else None,
+        complex_component=component.upper() if component else None,
+        rescale_slope=lookup("PixelValueTransformationSequence", "RescaleSlope", _float),
+        rescale_intercept=lookup("PixelValueTransformationSequence", "RescaleIntercept", _float),
+    )
+
+
+# --- defensive attribute parsers: a malformed value reads as missing ---------------------------------------
+
+
+def _first_item(ds, keyword: str):
+    try:
+        sequence = ds.get(keyword)
+        return sequence[0] if sequence else None
+    except Exception:
+        return None
+
+
+def _values(ds, keyword: str) -> list:
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return []
+    if value is None or value == "":
+        return []
+    if isinstance(value, (str, bytes, int, float)):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
+
+
+def _text(ds, keyword: str) -> str:
+    values = _values(ds, keyword)
+    if not values:
+        return ""
+    return "\\".join(str(v) for v in values).strip()
+
+
+def _joined(ds, keyword: str) -> str:
+    return "\\".join(str(v).strip().upper() for v in _values(ds, keyword))
+
+
+def _image_type(ds, keyword: str) -> tuple[str, ...]:
+    return tuple(str(v).strip().upper() for v in _values(ds, keyword))
+
+
+def _float(ds, keyword: str) -> float | None:
+    values = _values(ds, keyword)
+    if not values:
+        return None
+    try:
+        number = float(values[0])
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _int(ds, keyword: str) -> int | None:
+    number = _float(ds, keyword)
+    return int(number) if number is not None and abs(number) < 2**31 else None
+
+
+def _vector(ds, keyword: str, length: int) -> tuple[float, ...] | None:
+    values = _values(ds, keyword)
+    if len(values) != length:
+        return None
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    return numbers if all(math.isfinite(n) for n in numbers) else None
+
+
+def _orientation(ds) -> tuple[float, ...] | None:
+    return _valid_orientation(_vector(ds, "ImageOrientationPatient", 6))
+
+
+def _valid_orientation(values: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    """Row and column cosines, renormalised; None if they are degenerate or not near-orthogonal."""
+    if values is None:
+        return None
+    row, col = values[:3], values[3:]
+    row_norm, col_norm = math.sqrt(sum(v * v for v in row)), math.sqrt(sum(v * v for v in col))
+    if row_norm < 1e-3 or col_norm < 1e-3:
+        return None
+    row = tuple(v / row_norm for v in row)
+    col = tuple(v / col_norm for v in col)
+    if abs(sum(a * b for a, b in zip(row, col))) > 0.1:
+        return None
+    return row + col
+
+
+def _time(ds, keyword: str) -> float | None:
+    """DICOM TM (HHMMSS.frac) as seconds since midnight."""
+    text = _text(ds, keyword).replace(":", "")
+    if len(text) < 2 or not text[:2].isdigit():
+        return None
+    try:
+        hours = int(text[:2])
+        minutes = int(text[2:4]) if len(text) >= 4 else 0
+        seconds = float(text[4:]) if len(text) > 4 else 0.0
+    except ValueError:
+        return None
+    return hours * 3600 + minutes * 60 + seconds

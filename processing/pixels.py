@@ -1,0 +1,146 @@
+"""The pixel pipeline: decode only the selected frames, then rescale, window to 8 bit, resize, crop, normalise.
+
+Decoding goes through pydicom; compressed transfer syntaxes need its decoder plugins (the
+`cmr-clip[dicom-codecs]` extra installs pylibjpeg and its codecs). Resizing uses
+`torch.nn.functional.interpolate` (antialiased when shrinking), so no torchvision or Pillow is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+import torch
+import torch.nn.functional as F
+from pydicom.uid import UID
+
+from .errors import CODECS_EXTRA, CorruptPixelDataError, InconsistentGeometryError, UnsupportedCompressionError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+WINDOW_PERCENTILES = (0.5, 99.5)
+
+
+@dataclass
+class ArrayFrame:
+    """A frame given as an array by the user (preprocessed data), standing in for a DICOM `Frame`."""
+
+    pixels: np.ndarray
+    label: str
+
+
+def decode_frame(frame) -> np.ndarray:
+    """The frame's stored values as float32 (rows, columns), after rescale slope/intercept and MONOCHROME1 inversion."""
+    if isinstance(frame, ArrayFrame):
+        return _to_grey(np.asarray(frame.pixels, dtype=np.float32), frame.label)
+    _check_decoder(frame)
+    try:
+        with frame.file.open() as handle:
+            array = pydicom.pixels.pixel_array(handle, index=frame.frame_index)
+    except UnsupportedCompressionError:
+        raise
+    except Exception as error:
+        array = _decode_without_meta(frame, error)
+    image = _to_grey(array.astype(np.float32), frame.label)
+    if image.shape != (frame.rows, frame.columns):
+        raise InconsistentGeometryError(f"{frame.label}: pixel data is {image.shape}, header says {frame.rows}x{frame.columns}; the file is damaged, re-export it")
+    image = image * np.float32(frame.rescale_slope) + np.float32(frame.rescale_intercept)
+    if frame.photometric == "MONOCHROME1":
+        image = image.max() + image.min() - image
+    return image
+
+
+def _check_decoder(frame) -> None:
+    syntax = UID(frame.transfer_syntax) if frame.transfer_syntax else None
+    if syntax is None or not syntax.is_transfer_syntax or not syntax.is_compressed:
+        return
+    try:
+        decoder = pydicom.pixels.get_decoder(syntax)
+    except NotImplementedError:
+        raise UnsupportedCompressionError(f"{frame.label}: no decoder exists for transfer syntax {syntax.name}; convert the study to an uncompressed syntax") from None
+    if not decoder.is_available:
+        raise UnsupportedCompressionError(
+            f"{frame.label}: pixel data is compressed as {syntax.name} and no installed decoder handles it; "
+            f"install the decoders with `pip install {CODECS_EXTRA}`"
+        )
+
+
+def _decode_without_meta(frame, first_error: Exception) -> np.ndarray:
+    """Files without a file meta header (accepted by the header pass) need a forced full read."""
+    try:
+        with frame.file.open() as handle:
+            ds = pydicom.dcmread(handle, force=True)
+        if "TransferSyntaxUID" not in ds.file_meta:
+            ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian if ds.is_implicit_VR else pydicom.uid.ExplicitVRLittleEndian
+        array = ds.pixel_array
+        return array[frame.frame_index] if frame.frame_index is not None and array.ndim >= 3 else array
+    except Exception:
+        raise CorruptPixelDataError(
+            f"{frame.label}: pixel data cannot be decoded ({type(first_error).__name__}: {first_error}); the file is damaged or truncated, re-export it"
+        ) from first_error
+
+
+def _to_grey(array: np.ndarray, label: str) -> np.ndarray:
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        return array[..., :3] @ np.asarray([0.299, 0.587, 0.114], np.float32)
+    if array.ndim != 2:
+        raise InconsistentGeometryError(f"{label}: expected one 2D image, got pixel data of shape {array.shape}")
+    return array
+
+
+def window_to_uint8(images: list[np.ndarray]) -> list[np.ndarray]:
+    """Map one series' images to 8 bit with a shared robust window (percentiles over all of them)."""
+    if all(image.dtype == np.uint8 for image in images):
+        return images
+    sample = np.concatenate([image.ravel()[::7] for image in images])
+    low, high = np.percentile(sample, WINDOW_PERCENTILES)
+    scale = 255.0 / max(float(high - low), 1e-6)
+    return [np.clip(np.round((image - low) * scale), 0, 255).astype(np.uint8) for image in images]
+
+
+@dataclass
+class FrameTransform:
+    """Resize the short side, centre-crop a square, resize to the output size, 3 channels, normalise."""
+
+    image_size: int = 224
+    resize_shortest_edge: int | None = None
+    crop_size: int | None = None
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 (H, W) -> float32 (3, image_size, image_size)."""
+        x = torch.from_numpy(image.astype(np.float32) / 255.0)[None, None]
+        x = _resize_short_side(x, self.resize_shortest_edge or self.image_size)
+        x = _centre_crop(x, self.crop_size or self.resize_shortest_edge or self.image_size)
+        x = _resize(x, (self.image_size, self.image_size))
+        x = x[0].expand(3, -1, -1)
+        mean = torch.tensor(self.image_mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.image_std, dtype=torch.float32)[:, None, None]
+        return (x - mean) / std
+
+    def zeros(self) -> torch.Tensor:
+        return torch.zeros(3, self.image_size, self.image_size)
+
+
+def _resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    scale = size / min(height, width)
+    return _resize(x, (max(size, round(height * scale)), max(size, round(width * scale))))
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrinking = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+def _centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    if height < size or width < size:
+        x = _resize_short_side(x, size)
+        height, width = x.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return x[..., top : top + size, left : left + size]

@@ -1,0 +1,154 @@
+"""Where a study's files come from: a directory (recursive, DICOMDIR honoured), a list of files, or a zip.
+
+A `FileRef` names one file for people (`name`, relative to the source, used in messages) and knows how to
+hand its bytes to pydicom, so zip members are read without extracting the archive.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+import pydicom
+
+from .errors import NotAStudyError
+
+# Files that are never images, whatever their content.
+_IGNORED_NAMES = {"dicomdir", "lockfile", "version", ".ds_store", "thumbs.db"}
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One file of a study: `name` for messages, `path` on disk, `member` inside the zip at `path` if any."""
+
+    name: str
+    path: str
+    member: str | None = None
+
+    def open(self) -> BinaryIO:
+        if self.member is None:
+            return open(self.path, "rb")
+        with zipfile.ZipFile(self.path) as archive:
+            return io.BytesIO(archive.read(self.member))
+
+
+@dataclass(frozen=True)
+class MissingFile:
+    """A file a DICOMDIR references but that is not there."""
+
+    name: str
+    reason: str
+
+
+def list_files(source) -> tuple[list[FileRef], list[MissingFile]]:
+    """Every candidate file of `source` (a directory, a zip archive, a file, or an iterable of files)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            return _list_directory(path)
+        if path.is_file() and zipfile.is_zipfile(path):
+            return _list_zip(path), []
+        if path.is_file():
+            return [FileRef(name=path.name, path=str(path))], []
+        raise NotAStudyError(f"{path}: no such file or directory. Pass a study folder, a zip archive or a list of files.")
+    if isinstance(source, Iterable):
+        paths = [Path(p) for p in source]
+        missing = [MissingFile(p.name, "file does not exist") for p in paths if not p.is_file()]
+        root = _common_root([p for p in paths if p.is_file()])
+        refs = [FileRef(name=_relative_name(p, root), path=str(p)) for p in paths if p.is_file()]
+        return refs, missing
+    raise NotAStudyError(f"cannot read a study from a {type(source).__name__}; pass a folder, a zip archive or a list of files.")
+
+
+def _list_directory(root: Path) -> tuple[list[FileRef], list[MissingFile]]:
+    dicomdir = _find_dicomdir(root)
+    if dicomdir is not None:
+        listed = _files_from_dicomdir(dicomdir)
+        if listed is not None:
+            return listed
+    refs = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            if filename.lower() in _IGNORED_NAMES or filename.startswith("."):
+                continue
+            path = Path(dirpath) / filename
+            refs.append(FileRef(name=_relative_name(path, root), path=str(path)))
+    return refs, []
+
+
+def _find_dicomdir(root: Path) -> Path | None:
+    for child in root.iterdir():
+        if child.is_file() and child.name.lower() == "dicomdir":
+            return child
+    return None
+
+
+def _files_from_dicomdir(dicomdir: Path) -> tuple[list[FileRef], list[MissingFile]] | None:
+    """Files referenced by a DICOMDIR; None when the DICOMDIR is unreadable (then the folder is walked)."""
+    try:
+        index = pydicom.dcmread(dicomdir)
+        records = list(index.DirectoryRecordSequence)
+    except Exception:  # a broken index must not hide the files next to it
+        return None
+    root = dicomdir.parent
+    refs, missing, seen = [], [], set()
+    for record in records:
+        file_id = record.get("ReferencedFileID")
+        if not file_id:
+            continue
+        parts = [file_id] if isinstance(file_id, str) else list(file_id)
+        path = _resolve_case_insensitive(root, parts)
+        name = "/".join(parts)
+        if path is None:
+            missing.append(MissingFile(name, "referenced by DICOMDIR but missing on disk"))
+        elif path not in seen:
+            seen.add(path)
+            refs.append(FileRef(name=_relative_name(path, root), path=str(path)))
+    return refs, missing
+
+
+def _resolve_case_insensitive(root: Path, parts: list[str]) -> Path | None:
+    """DICOMDIR file IDs are upper case; media copied to Linux often are not."""
+    current = root
+    for part in parts:
+        exact = current / part
+        if exact.exists():
+            current = exact
+            continue
+        if not current.is_dir():
+            return None
+        matches = [child for child in current.iterdir() if child.name.lower() == part.lower()]
+        if not matches:
+            return None
+        current = matches[0]
+    return current if current.is_file() else None
+
+
+def _list_zip(path: Path) -> list[FileRef]:
+    with zipfile.ZipFile(path) as archive:
+        members = sorted(info.filename for info in archive.infolist() if not info.is_dir())
+    return [
+        FileRef(name=f"{path.name}:{member}", path=str(path), member=member)
+        for member in members
+        if Path(member).name.lower() not in _IGNORED_NAMES and not Path(member).name.startswith(".")
+    ]
+
+
+def _common_root(paths: list[Path]) -> Path | None:
+    if not paths:
+        return None
+    return Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
+
+
+def _relative_name(path: Path, root: Path | None) -> str:
+    if root is None:
+        return path.name
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name

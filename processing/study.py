@@ -1,0 +1,142 @@
+"""`Study` and `Series`: what the header pass found, grouped, ordered and classified.
+
+Frames are kept as header records (`Frame`); pixels are decoded later, only for the frames a layout
+selects. In-memory objects hold UIDs (users need them to override a classification); the printed summary
+and everything written out do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .headers import Frame, SkippedFile
+
+SEQUENCES = ("cine", "lge", "other")
+VIEWS = ("sax", "2ch", "3ch", "4ch", "lvot", "other")
+
+
+@dataclass
+class Series:
+    """One series as the model sees it: frames on a [slice][phase] grid, slices base to apex, phases by trigger time.
+
+    A series may be part of a DICOM series (split because it mixed orientations or image types) or several
+    DICOM series merged into one stack (one series per slice, as GE exports cine); `series_instance_uids`
+    lists the DICOM series it came from, `series_instance_uid` is the first of them.
+    """
+
+    series_instance_uid: str
+    series_number: int | None
+    description: str
+    grid: list[list[Frame]]
+    normal: np.ndarray | None = None
+    slice_positions: list[float] = field(default_factory=list)
+    series_instance_uids: list[str] = field(default_factory=list)
+    merged_series_numbers: list[int | None] = field(default_factory=list)
+    sequence: str = "other"
+    view: str = "other"
+    role: str = "other"
+    confidence: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+    used: bool = True
+    overridden: bool = False
+
+    @property
+    def frames(self) -> list[Frame]:
+        """All frames in order: slice by slice (base to apex), each slice's phases in trigger-time order."""
+        return [frame for slice_frames in self.grid for frame in slice_frames]
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.grid)
+
+    @property
+    def n_phases(self) -> int:
+        return max((len(slice_frames) for slice_frames in self.grid), default=0)
+
+    @property
+    def slice_spacing(self) -> float | None:
+        """Median distance between neighbouring slices along the stack normal, from ImagePositionPatient."""
+        if len(self.slice_positions) < 2:
+            return None
+        return float(np.median(np.diff(self.slice_positions)))
+
+    @property
+    def first_frame(self) -> Frame:
+        return self.grid[0][0]
+
+    @property
+    def acquisition_order(self) -> tuple:
+        """Sort key: later series (number, then time) come last; the last good repeat wins."""
+        first = self.first_frame
+        return (self.series_number if self.series_number is not None else -1, first.series_time or 0.0, first.acquisition_time or 0.0)
+
+    def frame_at(self, slice_index: int, phase_index: int) -> Frame:
+        return self.grid[slice_index][phase_index]
+
+    def summary_line(self) -> str:
+        number = "?" if self.series_number is None else str(self.series_number)
+        merged = f" (merged from series {', '.join(str(n) for n in self.merged_series_numbers)})" if len(self.merged_series_numbers) > 1 else ""
+        status = "used" if self.used and self.sequence != "other" else "set aside"
+        description = self.description or "<no description>"
+        return (
+            f"#{number:>4} {description[:32]:<32} {self.sequence:>5}/{self.view:<5} {self.role:<16} "
+            f"{self.n_slices:>3} sl x {self.n_phases:>3} ph  conf {self.confidence:.2f}  {status}{merged}"
+        )
+
+
+@dataclass
+class Study:
+    """A study: its series (classified and ordered) and the files the header pass set aside."""
+
+    series: list[Series]
+    skipped: list[SkippedFile] = field(default_factory=list)
+    source_name: str = ""
+
+    def find(self, sequence: str, view: str, role: str | None = None) -> Series | None:
+        """The series used for (sequence, view): the last good acquisition, or None."""
+        for series in self.series:
+            if series.used and series.sequence == sequence and series.view == view and (role is None or series.role == role):
+                return series
+        return None
+
+    @property
+    def views_found(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for series in self.series:
+            if series.used and series.sequence != "other":
+                found.setdefault(series.sequence, [])
+                if series.view not in found[series.sequence]:
+                    found[series.sequence].append(series.view)
+        return found
+
+    def summary(self, layout=None) -> str:
+        """A readable report: every series with its classification and reasons, skipped files, what a layout uses."""
+        lines = [f"Study: {len(self.series)} series, {sum(len(s.frames) for s in self.series)} frames, {len(self.skipped)} files skipped"]
+        for series in self.series:
+            lines.append("  " + series.summary_line())
+            for reason in series.reasons:
+                lines.append(f"        - {reason}")
+        if self.skipped:
+            lines.append("Skipped files:")
+            lines.extend(f"  {item.name}: {item.reason}" for item in self.skipped[:50])
+            if len(self.skipped) > 50:
+                lines.append(f"  ... and {len(self.skipped) - 50} more")
+        if layout is not None:
+            from .layout import select_frames
+
+            selection = select_frames(self, layout)
+            lines.append(f"Layout '{layout.name}' uses {len(selection.frames)} frames:")
+            lines.extend(f"  {line}" for line in selection.describe())
+            lines.extend(f"  warning: {warning}" for warning in selection.warnings)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def montage(self, path, layout=None, columns: int = 8) -> None:
+        """Write a PNG montage of the frames `layout` selects (the default layout if None)."""
+        from .montage import save_montage
+
+        save_montage(self, path, layout=layout, columns=columns)
