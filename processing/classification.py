@@ -10,6 +10,7 @@ Each piece of evidence adds a score to a role or a view and a human-readable rea
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import re
 from collections import defaultdict
 
@@ -39,8 +40,11 @@ VIEW_PATTERNS = [
     ("4ch", r"4[ _-]?ch|four[ _-]?ch|\bhla|hlax|\b4c\b"),
     ("sax", r"\bsax|\bsa\b|_sa\b|\bsa_|short[ _-]?ax|\bsa[ _-]|stack"),
 ]
-# Where each long-axis view sits around the LV long axis (see geometry.long_axis_rotation), degrees.
-LAX_ROTATION = {"2ch": 0.0, "3ch": 135.0, "4ch": 90.0}
+# Where each long-axis view sits around the LV long axis (see geometry.long_axis_rotation), in degrees, and
+# how far a study's planning may turn all of them together (the heart's own roll about its axis).
+LAX_ROTATION = {"2ch": 167.0, "3ch": 45.0, "4ch": 105.0}
+LAX_COMMON_TURN = 35.0
+SAME_VIEW_DEGREES = 12.0
 
 
 def classify_sequence(series: Series, part_of_multiplane: bool = False) -> None:
@@ -106,9 +110,9 @@ def _timing_evidence(series: Series, add) -> None:
     span = (max(triggers) - min(triggers)) if len(triggers) >= 2 else 0.0
     frame = series.first_frame
     inversion_recovery = "IR" in frame.scanning_sequence.split("\\")
-    if phases >= 8 and len(inversions) >= 4:
+    if phases >= 5 and len(inversions) >= 4:
         add("ti_scout", 3.0, f"{phases} images per slice with {len(inversions)} different inversion times")
-    elif phases >= 8 and span >= 200.0 and len(set(triggers)) >= 0.8 * len(triggers):
+    elif phases >= 5 and span >= 150.0 and len(set(triggers)) >= 0.8 * len(triggers):
         add("cine", 3.0, f"{phases} phases per slice over {span:.0f} ms of the cardiac cycle (TriggerTime)")
     elif phases >= 30 and span < 200.0:
         add("perfusion", 2.0, f"{phases} repetitions per slice at one cardiac phase (dynamic series)")
@@ -142,7 +146,7 @@ def find_sax_reference(series: list[Series]) -> Series | None:
     return None
 
 
-def classify_view(series: Series, reference: Series | None) -> None:
+def classify_view(series: Series, reference: Series | None, lax_views: dict | None = None) -> None:
     """Set `series.view` (and fold its confidence into `series.confidence`) from text and geometry."""
     if series.sequence == "other":
         series.view = "other"
@@ -157,7 +161,7 @@ def classify_view(series: Series, reference: Series | None) -> None:
     text_view = _text_view(series)
     if text_view:
         add(text_view, 2.0, "description/protocol names the view")
-    _geometry_evidence(series, reference, add)
+    _geometry_evidence(series, reference, lax_views or {}, add)
     if not scores:
         series.view, series.confidence = "other", round(series.confidence * 0.5, 2)
         series.reasons.append("view unknown: no description and no short-axis stack to compare the plane with")
@@ -178,7 +182,7 @@ def _text_view(series: Series) -> str | None:
     return None
 
 
-def _geometry_evidence(series: Series, reference: Series | None, add) -> None:
+def _geometry_evidence(series: Series, reference: Series | None, lax_views: dict, add) -> None:
     if series.normal is None:
         return
     if reference is None:
@@ -198,11 +202,57 @@ def _geometry_evidence(series: Series, reference: Series | None, add) -> None:
     if distance > 30.0:
         add("other", 1.0, f"perpendicular to the short axis but {distance:.0f} mm from the LV long axis")
         return
-    rotation = long_axis_rotation(series.normal, reference.normal)
-    view, gap = min(((v, _angular_gap(rotation, a)) for v, a in LAX_ROTATION.items()), key=lambda item: item[1])
-    weight = round(2.5 * max(0.0, 1.0 - gap / 45.0), 2)
-    if weight > 0:
-        add(view, weight, f"contains the LV long axis, {rotation:.0f} deg around it from the vertical long-axis plane")
+    if id(series) in lax_views:
+        view, rotation, gap = lax_views[id(series)]
+        weight = round(2.5 * max(0.0, 1.0 - gap / 40.0), 2)
+        if weight > 0:
+            add(view, weight, f"contains the LV long axis, {rotation:.0f} deg around it (fits the {view} plane within {gap:.0f} deg)")
+
+
+def assign_long_axis_views(series: list[Series], reference: Series | None) -> dict:
+    """Views of the long-axis planes, fitted jointly: {id(series): (view, rotation, gap in degrees)}.
+
+    The planes of one study are grouped by their rotation about the long axis, and the groups matched to
+    the 2CH/3CH/4CH rotations allowing one common turn of the whole set (each heart sits a little
+    differently), so that the three views' order and spacing decide rather than each angle alone.
+    """
+    if reference is None or reference.normal is None:
+        return {}
+    rotations = {}
+    for item in series:
+        if item.sequence == "other" or item is reference or item.normal is None:
+            continue
+        if angle_between_planes(item.normal, reference.normal) >= 60.0 and _distance_from_long_axis(item, reference) <= 30.0:
+            rotations[id(item)] = long_axis_rotation(item.normal, reference.normal)
+    groups = _group_rotations(rotations)
+    if not groups:
+        return {}
+    best = None
+    for turn in np.arange(-LAX_COMMON_TURN, LAX_COMMON_TURN + 1.0, 1.0):
+        for views in itertools.permutations(LAX_ROTATION, min(len(groups), 3)):
+            gaps = [_angular_gap(centre, LAX_ROTATION[v] + turn) for (centre, _), v in zip(groups, views)]
+            cost = sum(g * g for g in gaps) + 0.5 * turn * turn / len(groups)
+            if best is None or cost < best[0]:
+                best = (cost, turn, views)
+    _, turn, views = best
+    result = {}
+    for (centre, members), view in zip(groups, views):
+        for key in members:
+            result[key] = (view, rotations[key], _angular_gap(rotations[key], LAX_ROTATION[view] + turn))
+    return result
+
+
+def _group_rotations(rotations: dict) -> list[tuple[float, list]]:
+    """Rotations within SAME_VIEW_DEGREES of each other are one view (repeats, cine and LGE of one plane)."""
+    groups: list[tuple[float, list]] = []
+    for key, rotation in sorted(rotations.items(), key=lambda item: item[1]):
+        for index, (centre, members) in enumerate(groups):
+            if _angular_gap(rotation, centre) <= SAME_VIEW_DEGREES:
+                members.append(key)
+                break
+        else:
+            groups.append((rotation, [key]))
+    return groups[:3] if len(groups) <= 3 else sorted(groups, key=lambda g: -len(g[1]))[:3]
 
 
 def _angular_gap(a: float, b: float) -> float:

@@ -37,8 +37,9 @@ def long_axis_rotation(lax_normal: np.ndarray, sax_normal: np.ndarray) -> float:
     """Where a long-axis plane sits around the LV long axis, in degrees 0..180.
 
     The plane's trace in the short-axis plane is compared with the anterior direction projected into that
-    plane: 0 is a vertical long-axis plane (2-chamber), ~90 a horizontal one (4-chamber), the 3-chamber
-    plane lies between, rotated towards the patient's right (the septum and the outflow tract).
+    plane, turning towards the patient's right: about 0 for the vertical long-axis plane (2-chamber, anterior
+    to inferior wall), 60 for the 3-chamber plane (through the anteroseptum and the outflow tract) and 120
+    for the 4-chamber plane (inferoseptum to anterolateral wall); the three are roughly 60 degrees apart.
     """
     trace = np.cross(sax_normal, lax_normal)
     anterior = _in_plane(ANTERIOR, sax_normal)

@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from .classification import apply_overrides, classify_sequence, classify_view, find_sax_reference, resolve_repeats
+from .classification import apply_overrides, assign_long_axis_views, classify_sequence, classify_view, find_sax_reference, resolve_repeats
 from .errors import NotAStudyError
 from .grouping import merge_parallel_slices, split_into_series
 from .headers import SkippedFile, scan_headers
@@ -46,9 +46,10 @@ def classify_series(frames, overrides: dict | None = None):
     for sequence in ("cine", "lge"):
         series = merge_parallel_slices(series, sequence)
     reference = find_sax_reference(series)
+    lax_views = assign_long_axis_views(series, reference)
     for item in series:
         if not (item.overridden and item.view != "other"):
-            classify_view(item, reference)
+            classify_view(item, reference, lax_views)
     resolve_repeats(series)
     return series
 

@@ -1,0 +1,111 @@
+"""A real GE 1.5 T study (Sunnybrook SCD0000301, CC0; Radau et al., MIDAS Journal 2009) read as a PACS export.
+
+The cine stack and the 3-plane scout share one SeriesInstanceUID. The expert contours name their images by
+InstanceNumber; mapped through our ordering they must fall on two phases in every slice, run base to apex,
+and give the volumes our own computation expects.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cmr_clip.processing import CMRStudyProcessor, read_study
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+STUDY = SHARED / "data" / "sunnybrook" / "SCD0000301"
+
+pytestmark = pytest.mark.skipif(not STUDY.is_dir(), reason="shared Sunnybrook data not available")
+
+
+@pytest.fixture(scope="module")
+def study():
+    return read_study([*sorted((STUDY / "cine").iterdir()), *sorted((STUDY / "localizer").iterdir())])
+
+
+@pytest.fixture(scope="module")
+def cavity_areas(study):
+    """{(slice, phase): endocardial contour area in pixels} through our ordering."""
+    sax = study.find("cine", "sax")
+    position = {frame.instance_number: (s, p) for s, frames in enumerate(sax.grid) for p, frame in enumerate(frames)}
+    areas = {}
+    for path in (STUDY / "contours" / "i-contours").glob("*.txt"):
+        instance = int(re.search(r"IM-\d+-(\d+)-", path.name).group(1))
+        x, y = np.loadtxt(path).T
+        areas[position[instance]] = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+    return areas
+
+
+def test_cine_stack_is_one_sax_series_of_10_slices_by_20_phases(study):
+    cines = [s for s in study.series if s.sequence == "cine" and s.used]
+    assert len(cines) == 1
+    sax = cines[0]
+    assert (sax.view, sax.n_slices, sax.n_phases) == ("sax", 10, 20)
+    assert all(len(frames) == 20 for frames in sax.grid)
+
+
+def test_scout_sharing_the_uid_is_set_aside(study):
+    sax = study.find("cine", "sax")
+    scouts = [s for s in study.series if s is not sax]
+    assert scouts and all(s.sequence == "other" and s.role == "localizer" for s in scouts)
+    assert all(s.series_instance_uid == sax.series_instance_uid for s in scouts)
+    assert sum(len(s.frames) for s in scouts) == 15
+
+
+def test_slice_spacing_comes_from_geometry_not_slice_location(study):
+    sax = study.find("cine", "sax")
+    assert sax.slice_spacing == pytest.approx(8.0, abs=0.05)
+    locations = [sax.grid[s][0].slice_location for s in range(sax.n_slices)]
+    assert np.median(np.abs(np.diff(locations))) == pytest.approx(5.29, abs=0.05)
+
+
+def test_phases_ordered_by_trigger_time(study):
+    for frames in study.find("cine", "sax").grid:
+        triggers = [f.trigger_time for f in frames]
+        assert triggers == sorted(triggers) and len(set(triggers)) == 20
+
+
+def test_contours_fall_on_the_same_two_phases_in_every_slice(cavity_areas):
+    phases_per_slice = {}
+    for s, p in cavity_areas:
+        phases_per_slice.setdefault(s, set()).add(p)
+    assert sorted(phases_per_slice) == list(range(10))
+    assert len({frozenset(v) for v in phases_per_slice.values()}) == 1
+    assert len(next(iter(phases_per_slice.values()))) == 2
+
+
+def test_first_slice_is_basal_and_last_apical(cavity_areas):
+    by_phase = {p: [cavity_areas[(s, p)] for s in range(10)] for p in {p for _, p in cavity_areas}}
+    diastole = max(by_phase.values(), key=sum)
+    # base: the cavity is largest at end-diastole (the very first slice cuts near the valve plane)
+    assert diastole[0] >= 0.9 * max(diastole)
+    for areas in by_phase.values():
+        assert areas[-1] == min(areas)  # apex: the smallest cavity
+        assert areas[0] > 2.5 * areas[-1]
+        assert all(a > b for a, b in zip(areas[4:], areas[5:]))  # shrinking towards the apex
+
+
+def test_volumes_from_our_spacing_give_the_expected_edv_and_ef(study, cavity_areas):
+    sax = study.find("cine", "sax")
+    row_mm, col_mm = sax.first_frame.pixel_spacing
+    volumes = {}
+    for (s, p), area in cavity_areas.items():
+        volumes[p] = volumes.get(p, 0.0) + area * row_mm * col_mm * sax.slice_spacing / 1000.0
+    edv, esv = max(volumes.values()), min(volumes.values())
+    assert edv == pytest.approx(230.0, abs=5.0)
+    assert 100.0 * (edv - esv) / edv == pytest.approx(22.0, abs=1.5)
+
+
+def test_processor_uses_the_middle_slice_and_reports_missing_views(study):
+    processor = CMRStudyProcessor(layout="reference", image_size=32, resize_shortest_edge=36, crop_size=36)
+    out = processor(study)
+    meta = out["study_metadata"][0]
+    assert out["pixel_values_videos"].shape == (1, 64, 3, 32, 32)
+    used = [f for f in meta["frames_used"] if f["entry"] != "zeros"]
+    assert len(used) == 20 and {f["slice"] for f in used} == {5}
+    assert [f["phase"] for f in used] == list(range(20))
+    assert set(meta["missing_views"]) == {"cine/4ch", "lge/sax", "lge/4ch", "lge/2ch", "lge/3ch"}
+    assert meta["zero_frames"] == 44 and out["pixel_values_videos"][0, 20:].abs().sum() == 0
