@@ -10,7 +10,7 @@ sequence in both.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -100,15 +100,22 @@ def eager_attention_forward(
     attention_mask: torch.Tensor | None,
     scaling: float,
     dropout: float = 0.0,
+    attention_groups: int = 1,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax attention on (batch, heads, length, head_dim) tensors; returns (batch, length, heads, head_dim)."""
+    """Softmax attention on (batch * groups, heads, length, head_dim) tensors.
+
+    Returns the output as (batch * groups, length, heads, head_dim) and the weights as
+    (batch, groups, heads, length, key_length). The output is computed from that very weights tensor, so
+    a caller who keeps the returned attention maps can take gradients with respect to them.
+    """
     attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
     attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
     attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    attn_weights = attn_weights.unflatten(0, (-1, attention_groups))
+    attn_output = torch.matmul(attn_weights.flatten(0, 1), value).transpose(1, 2).contiguous()
     return attn_output, attn_weights
 
 
@@ -165,6 +172,7 @@ def divided_attention(
         None,
         scaling=module.scale,
         dropout=dropout,
+        attention_groups=groups,
         **kwargs,
     )
     # (batch * groups, group_length, heads, head_dim) back to sequence order.
@@ -173,8 +181,6 @@ def divided_attention(
         patch_output = patch_output.transpose(1, 2)
     patch_output = patch_output.reshape(batch, num_frames * patches, width)
     output = torch.cat([cls_output.reshape(batch, 1, width), patch_output], dim=1)
-    if patch_weights is not None:
-        patch_weights = patch_weights.reshape(batch, groups, *patch_weights.shape[1:])
     return output, patch_weights
 
 
@@ -352,7 +358,9 @@ class CMRCLIPVisionModel(CMRCLIPPreTrainedModel):
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
-    def forward(self, pixel_values_videos: torch.Tensor | None = None, **kwargs) -> CMRCLIPVisionModelOutput:
+    def forward(
+        self, pixel_values_videos: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> CMRCLIPVisionModelOutput:
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, frames, channels, height, width)`):
             Normalised frames of each study, `frames <= config.num_frames`; see `CMRStudyProcessor`.
@@ -445,6 +453,7 @@ class CMRCLIPModel(CMRCLIPPreTrainedModel):
     """CMR-CLIP: study videos and report impressions embedded in one space."""
 
     config: CMRCLIPConfig
+    main_input_name = "input_ids"
     _checkpoint_conversion_mapping = {}
 
     def __init__(self, config: CMRCLIPConfig):
@@ -510,7 +519,9 @@ class CMRCLIPModel(CMRCLIPPreTrainedModel):
         return self.logit_scale.exp().clamp(max=self.config.max_logit_scale)
 
     @can_return_tuple
-    def get_video_features(self, pixel_values_videos: torch.Tensor, **kwargs) -> CMRCLIPVisionModelOutput:
+    def get_video_features(
+        self, pixel_values_videos: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> CMRCLIPVisionModelOutput:
         r"""
         Returns the video tower's output whose `pooler_output` is the projected, unnormalised study
         embedding `(batch_size, projection_dim)`.
@@ -525,7 +536,7 @@ class CMRCLIPModel(CMRCLIPPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         r"""
         Returns the text tower's output whose `pooler_output` is the projected, unnormalised text
@@ -567,7 +578,7 @@ class CMRCLIPModel(CMRCLIPPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         return_loss: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CMRCLIPOutput:
         r"""
         input_ids (`torch.LongTensor` of shape `(text_batch_size, sequence_length)`): tokenised impressions.
