@@ -1,0 +1,199 @@
+"""`make_cohort`: a synthetic cohort of cardiac MRI studies written as DICOM, with reports and truth.
+
+Layout of `out_dir`:
+  studies/<study_id>/...     DICOM files only, in the vendor's export layout
+  truth/<study_id>.json      per-frame ground truth for the processor (series, view, role, slice, phase)
+  reports.jsonl              one record per study: impression, labels, vendor, field strength, measurements
+
+Every study is a pure function of (seed, its index), drawn from its own generators, so a cohort is the
+same bytes whatever the number of worker processes, and the first k studies of a larger cohort are the
+k studies of a smaller one with the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .acquisition import acquire
+from .dicomio import StudyContext, write_exam
+from .identity import UIDSource, accession_number, draw_identity, draw_visit_date
+from .phantom import Heart, measure
+from .planning import get_protocol
+from .reports import write_impression
+from .subject import FINDINGS, draw_subject, follow_up
+from .vendors import check_vendors, draw_scaling, get_style
+
+_FOLLOW_UP_RATE = 0.15
+_PSIR_RATE = {"siemens": 0.85, "ge": 0.4, "philips": 0.7}
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    index: int
+    study_id: str
+    patient_index: int
+    visit: int  # 0 = first study of this patient
+    vendor: str
+
+
+def study_id(index: int) -> str:
+    return f"SYN{index:05d}"
+
+
+def plan_cohort(n: int, seed: int, vendors) -> list[StudyPlan]:
+    """Which patient each study belongs to (some patients get a second study) and its vendor."""
+    rng = np.random.default_rng([seed, 0])
+    plans: list[StudyPlan] = []
+    single_visit: list[StudyPlan] = []
+    n_patients = 0
+    for i in range(n):
+        if single_visit and rng.random() < _FOLLOW_UP_RATE:
+            first = single_visit.pop(int(rng.integers(len(single_visit))))
+            plans.append(StudyPlan(i, study_id(i), first.patient_index, 1, first.vendor))
+            continue
+        plan = StudyPlan(i, study_id(i), n_patients, 0, str(rng.choice(vendors)))
+        n_patients += 1
+        plans.append(plan)
+        single_visit.append(plan)
+    return plans
+
+
+def patient_id(seed: int, patient_index: int) -> str:
+    """A pseudonymous patient id for reports.jsonl (not the MRN in the DICOM headers)."""
+    token = np.random.default_rng([seed, 4, patient_index]).integers(16**6)
+    return f"SP{patient_index:05d}-{token:06x}"
+
+
+def _subject_and_identity(plan: StudyPlan, seed: int):
+    rng = np.random.default_rng([seed, 1, plan.patient_index])
+    subject = draw_subject(rng)
+    first_date = draw_visit_date(rng)
+    identity = draw_identity(rng, subject.sex, subject.age_years, first_date)
+    if plan.visit == 0:
+        return subject, identity, first_date
+    visit_rng = np.random.default_rng([seed, 2, plan.patient_index, plan.visit])
+    return follow_up(visit_rng, subject), identity, draw_visit_date(visit_rng, after=first_date)
+
+
+def make_study(plan: StudyPlan, seed: int, size: str, out_dir: Path, blank_descriptions: bool = False) -> dict:
+    """Render and write one study and its truth file; returns its report record."""
+    protocol = get_protocol(size)
+    subject, identity, date = _subject_and_identity(plan, seed)
+    rng = np.random.default_rng([seed, 3, plan.index])
+    style = get_style(plan.vendor)
+    field = 3.0 if rng.random() < 0.4 else 1.5
+    heart = Heart(subject, int(rng.integers(protocol.phases[0], protocol.phases[1] + 1)))
+    measurements = measure(heart).as_dict()
+    exam = acquire(heart, protocol, field, rng, psir=bool(rng.random() < _PSIR_RATE[plan.vendor]))
+    scale, slope = draw_scaling(style, rng)
+    ctx = StudyContext(
+        identity=identity,
+        age_years=subject.age_years,
+        date=date,
+        accession=accession_number(rng),
+        style=style,
+        model=str(rng.choice(style.models[field])),
+        heart_rate_bpm=subject.heart_rate_bpm,
+        rr_ms=heart.rr_ms,
+        scale=scale,
+        slope=slope,
+        layout=str(rng.choice(style.layouts)),
+        enhanced_cine=plan.vendor == "philips" and bool(rng.random() < 0.5),
+        blank_descriptions=blank_descriptions,
+        token=f"{rng.integers(16**8):08X}",
+    )
+    study_dir = out_dir / "studies" / plan.study_id
+    if study_dir.exists():
+        shutil.rmtree(study_dir)
+    frames = write_exam(study_dir, exam, ctx, UIDSource(rng))
+    truth = {"study_id": plan.study_id, "vendor": plan.vendor, "frames": frames}
+    (out_dir / "truth" / f"{plan.study_id}.json").write_text(json.dumps(truth))
+    return {
+        "study_id": plan.study_id,
+        "patient_id": patient_id(seed, plan.patient_index),
+        "impression": write_impression(subject, measurements, rng),
+        "labels": {**{name: bool(subject.findings[name]) for name in FINDINGS}, "diagnosis": subject.diagnosis},
+        "vendor": plan.vendor,
+        "field_strength": field,
+        "measurements": measurements,
+        "cardiac_phases": {"n": heart.n_phases, "ed": heart.ed_phase, "es": heart.es_phase},
+        "lge_pattern": subject.lge_pattern,
+        "heart_rate_bpm": round(subject.heart_rate_bpm, 1),
+        "size": size,
+    }
+
+
+def _make_study_star(args) -> dict:
+    return make_study(*args)
+
+
+def _check_args(n, seed, size, num_workers) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    get_protocol(size)
+    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
+        raise ValueError(f"num_workers must be a positive integer or None, got {num_workers!r}")
+
+
+def _pool_context():
+    # fork avoids re-importing the package (and torch, which it pulls in) in every worker.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+def make_cohort(out_dir, n: int, seed: int = 0, vendors=None, size: str = "small", num_workers: int | None = None,
+                progress: bool = True, preview: bool = False, blank_descriptions: bool = False) -> list[dict]:
+    """Write `n` synthetic studies under `out_dir` and return their report records (see module doc).
+
+    `vendors` restricts the vendor styles (default: siemens, ge, philips); `size` is 'small' (tests and
+    the demo) or 'full' (scanner-like); `num_workers` processes (default: one per CPU); `preview` also
+    writes `preview.png`, a montage of the first study (needs the `plot` extra); `blank_descriptions`
+    empties SeriesDescription, ProtocolName and SequenceName so only geometry and timing are left.
+    """
+    _check_args(n, seed, size, num_workers)
+    vendors = check_vendors(vendors)
+    out_dir = Path(out_dir)
+    (out_dir / "studies").mkdir(parents=True, exist_ok=True)
+    (out_dir / "truth").mkdir(parents=True, exist_ok=True)
+    plans = plan_cohort(int(n), int(seed), vendors)
+    jobs = [(plan, int(seed), size, out_dir, blank_descriptions) for plan in plans]
+    workers = min(num_workers or os.cpu_count() or 1, len(jobs))
+    records = _run(jobs, workers, progress)
+    with open(out_dir / "reports.jsonl", "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record) + "\n")
+    if preview:
+        from .preview import save_preview
+
+        save_preview(out_dir / "studies" / plans[0].study_id, out_dir / "preview.png",
+                     truth=out_dir / "truth" / f"{plans[0].study_id}.json")
+    return records
+
+
+def _run(jobs: list, workers: int, progress: bool) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), desc="synthetic studies", unit="study", disable=not progress)
+    if workers == 1:
+        records = []
+        for job in jobs:
+            records.append(make_study(*job))
+            bar.update()
+    else:
+        with _pool_context().Pool(workers) as pool:
+            records = []
+            for record in pool.imap_unordered(_make_study_star, jobs):
+                records.append(record)
+                bar.update()
+        records.sort(key=lambda r: r["study_id"])
+    bar.close()
+    return records

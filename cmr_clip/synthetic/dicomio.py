@@ -1,0 +1,295 @@
+"""Writing an exam as a vendor's DICOM export, and the ground truth of every frame written.
+
+Classic MR Image Storage (one image per file) for everything, except that Philips studies may carry
+their cine series as Enhanced MR Image Storage multi-frame files, with geometry and timing in the
+per-frame functional groups. Pixel data is uncompressed little endian; files are written with
+`dcmwrite(..., enforce_file_format=True)`, so each has a valid preamble and file meta.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom import dcmwrite
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage
+
+from .acquisition import Exam, Frame, Series
+from .identity import Identity, UIDSource
+from .vendors import VendorStyle, file_path
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What every file of one study shares."""
+
+    identity: Identity
+    age_years: int
+    date: dt.date
+    accession: str
+    style: VendorStyle
+    model: str
+    heart_rate_bpm: float
+    rr_ms: float
+    scale: float  # stored value of unit signal (blood on cine)
+    slope: float  # RescaleSlope (Philips) or 1
+    layout: str
+    enhanced_cine: bool
+    blank_descriptions: bool
+    token: str  # a random folder name used by nested layouts
+
+
+@dataclass
+class _OutputSeries:
+    series: Series
+    frames: list
+    number: int
+    description: str
+    protocol: str
+    sequence_name: str
+
+
+def _split_for_vendor(exam: Exam, ctx: StudyContext) -> list[_OutputSeries]:
+    """Series as the vendor exports them (GE: one series per cine short-axis slice), numbered."""
+    style = ctx.style
+    out = []
+    for series in exam.series:
+        header = style.header(series.kind)
+        view = style.view_names.get(series.view, "")
+        groups = [series.frames]
+        if series.kind == "cine" and series.view == "sax" and style.cine_sax_per_slice:
+            groups = [[f for f in series.frames if f.slice == s] for s in sorted({f.slice for f in series.frames})]
+        for frames in groups:
+            number = style.series_base + len(out) * style.series_step
+            out.append(_OutputSeries(series, frames, number, header.description.format(view=view).strip(),
+                                     header.protocol.format(view=view).strip(), header.sequence_name))
+    return out
+
+
+def _stored(series: Series, signal: np.ndarray, ctx: StudyContext) -> tuple[np.ndarray, float, float]:
+    """Stored pixel values and (RescaleSlope, RescaleIntercept) for a frame."""
+    top = 2**ctx.style.bits_stored - 1
+    if series.values == "t1":
+        return np.clip(np.rint(signal), 0, top).astype(np.uint16), 1.0, 0.0
+    if series.values == "signed":
+        offset = 2 ** (ctx.style.bits_stored - 1)
+        stored = np.clip(np.rint(signal * ctx.scale / ctx.slope / 2.0) + offset, 0, top)
+        return stored.astype(np.uint16), ctx.slope, -offset * ctx.slope
+    return np.clip(np.rint(signal * ctx.scale / ctx.slope), 0, top).astype(np.uint16), ctx.slope, 0.0
+
+
+def _ds(value: float, digits: int = 4) -> str:
+    text = f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _file_meta(sop_class: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return meta
+
+
+def _series_dataset(out: _OutputSeries, exam: Exam, ctx: StudyContext, uids: dict, uid: UIDSource) -> Dataset:
+    series, style = out.series, ctx.style
+    header = style.header(series.kind)
+    blank = ctx.blank_descriptions
+    first = out.frames[0]
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = list(header.image_type)
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = ctx.date.strftime("%Y%m%d")
+    ds.StudyTime = "081500"
+    ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = f"08{15 + out.number % 40:02d}{out.number % 60:02d}"
+    ds.AccessionNumber = ctx.accession
+    ds.Modality = "MR"
+    ds.Manufacturer = style.manufacturer
+    ds.InstitutionName = "Synthetic Heart Institute"
+    ds.ReferringPhysicianName = "SYNTHETIC^REFERRER"
+    ds.StudyDescription = "CARDIAC MRI" if style.name != "philips" else "Cardiac^Heart"
+    ds.SeriesDescription = "" if blank else out.description
+    ds.ManufacturerModelName = ctx.model
+    ds.PatientName = ctx.identity.name
+    ds.PatientID = ctx.identity.patient_id
+    ds.PatientBirthDate = ctx.identity.birth_date
+    ds.PatientSex = ctx.identity.sex
+    ds.PatientAge = f"{ctx.age_years:03d}Y"
+    ds.PatientSize = ctx.identity.height_m
+    ds.PatientWeight = ctx.identity.weight_kg
+    ds.ScanningSequence = list(header.scanning_sequence)
+    ds.SequenceVariant = list(header.sequence_variant)
+    ds.MRAcquisitionType = "2D"
+    ds.SequenceName = "" if blank else out.sequence_name
+    ds.SliceThickness = _ds(first.plane.thickness, 2)
+    ds.RepetitionTime = "3.1" if series.kind in ("cine", "localizer") else "5.4"
+    ds.EchoTime = "1.4" if series.kind in ("cine", "localizer") else "2.1"
+    ds.MagneticFieldStrength = _ds(exam.field_strength, 1)
+    ds.ProtocolName = "" if blank else out.protocol
+    ds.FlipAngle = "50" if series.kind in ("cine", "localizer") else "20"
+    ds.PatientPosition = "HFS"
+    if series.slice_spacing is not None:
+        ds.SpacingBetweenSlices = _ds(series.slice_spacing, 2)
+    if series.kind != "localizer":
+        ds.HeartRate = int(round(ctx.heart_rate_bpm))
+        ds.NominalInterval = int(round(ctx.rr_ms))
+        ds.CardiacNumberOfImages = series.cardiac_images
+    ds.StudyInstanceUID = uids["study"]
+    ds.SeriesInstanceUID = uid()
+    ds.StudyID = "1"
+    ds.SeriesNumber = out.number
+    ds.AcquisitionNumber = 1
+    ds.FrameOfReferenceUID = uids["frame_of_reference"]
+    ds.PositionReferenceIndicator = ""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = first.plane.rows
+    ds.Columns = first.plane.cols
+    ds.BitsAllocated = 16
+    ds.BitsStored = style.bits_stored
+    ds.HighBit = style.bits_stored - 1
+    ds.PixelRepresentation = 0
+    return ds
+
+
+def _window(stored: np.ndarray, slope: float, intercept: float) -> tuple[str, str]:
+    low, high = np.percentile(stored, (1, 99.5)) * slope + intercept
+    return _ds((low + high) / 2, 1), _ds(max(high - low, 1.0), 1)
+
+
+def _classic_frame(ds: Dataset, out: _OutputSeries, frame: Frame, ctx: StudyContext, instance: int, uid) -> None:
+    plane = frame.plane
+    ds.SOPInstanceUID = uid()
+    ds.InstanceNumber = instance
+    ds.ImagePositionPatient = [_ds(v) for v in plane.position]
+    ds.ImageOrientationPatient = [_ds(v, 6) for v in (*plane.row_dir, *plane.col_dir)]
+    ds.SliceLocation = _ds(float(np.dot(plane.position, plane.normal)), 4)
+    ds.PixelSpacing = [_ds(v) for v in plane.spacing]
+    if frame.trigger_time is not None:
+        ds.TriggerTime = _ds(frame.trigger_time, 2)
+    if frame.inversion_time is not None:
+        ds.InversionTime = _ds(frame.inversion_time, 1)
+    stored, slope, intercept = _stored(out.series, frame.signal, ctx)
+    if slope != 1.0 or intercept != 0.0:
+        ds.RescaleIntercept = _ds(intercept, 4)
+        ds.RescaleSlope = _ds(slope, 5)
+        ds.RescaleType = "US"
+    ds.WindowCenter, ds.WindowWidth = _window(stored, slope, intercept)
+    ds.PixelData = stored.tobytes()
+
+
+def _instance_order(out: _OutputSeries, ctx: StudyContext) -> list[int]:
+    """1-based InstanceNumbers: slice-major for most, phase-major for Philips stacks."""
+    frames = out.frames
+    if ctx.style.name == "philips":
+        order = sorted(range(len(frames)), key=lambda i: (frames[i].phase, frames[i].slice))
+    else:
+        order = sorted(range(len(frames)), key=lambda i: (frames[i].slice, frames[i].phase))
+    instance = [0] * len(frames)
+    for rank, i in enumerate(order):
+        instance[i] = rank + 1
+    return instance
+
+
+def _truth(path: str, frame_index, out: _OutputSeries, frame: Frame) -> dict:
+    s = out.series
+    return {"path": path, "frame": frame_index, "series_number": out.number, "sequence": s.sequence,
+            "view": s.view, "role": s.role, "slice": frame.slice, "phase": frame.phase}
+
+
+def _write(path: Path, ds: Dataset) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dcmwrite(path, ds, enforce_file_format=True)
+
+
+def _enhanced(ds: Dataset, out: _OutputSeries, ctx: StudyContext, uid) -> None:
+    """Turn a series dataset into one Enhanced MR multi-frame image holding all its frames."""
+    frames = out.frames
+    first = frames[0].plane
+    stored = [_stored(out.series, f.signal, ctx) for f in frames]
+    _, slope, intercept = stored[0]
+    ds.SOPInstanceUID = uid()
+    ds.InstanceNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M_FFE", "NONE"]
+    ds.NumberOfFrames = len(frames)
+    ds.ContentQualification = "PRODUCT"
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing = [_ds(v) for v in first.spacing]
+    measures.SliceThickness = _ds(first.thickness, 2)
+    if out.series.slice_spacing is not None:
+        measures.SpacingBetweenSlices = _ds(out.series.slice_spacing, 2)
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [_ds(v, 6) for v in (*first.row_dir, *first.col_dir)]
+    transform = Dataset()
+    transform.RescaleIntercept = _ds(intercept, 4)
+    transform.RescaleSlope = _ds(slope, 5)
+    transform.RescaleType = "US"
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    shared.PixelValueTransformationSequence = Sequence([transform])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for f in frames:
+        item = Dataset()
+        content = Dataset()
+        content.StackID = "1"
+        content.InStackPositionNumber = f.slice + 1
+        content.TemporalPositionIndex = f.phase + 1
+        content.DimensionIndexValues = [f.slice + 1, f.phase + 1]
+        position = Dataset()
+        position.ImagePositionPatient = [_ds(v) for v in f.plane.position]
+        cardiac = Dataset()
+        cardiac.NominalCardiacTriggerDelayTime = float(f.trigger_time)
+        cardiac.RRIntervalTimeNominal = round(float(ctx.rr_ms), 1)
+        item.FrameContentSequence = Sequence([content])
+        item.PlanePositionSequence = Sequence([position])
+        item.CardiacSynchronizationSequence = Sequence([cardiac])
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    dimension_org = uid()
+    ds.DimensionOrganizationSequence = Sequence([Dataset()])
+    ds.DimensionOrganizationSequence[0].DimensionOrganizationUID = dimension_org
+    index = []
+    for pointer, group in ((0x00209057, 0x00209111), (0x00209128, 0x00209111)):
+        item = Dataset()
+        item.DimensionOrganizationUID = dimension_org
+        item.DimensionIndexPointer = pointer
+        item.FunctionalGroupPointer = group
+        index.append(item)
+    ds.DimensionIndexSequence = Sequence(index)
+    pixels = np.stack([s[0] for s in stored])
+    ds.WindowCenter, ds.WindowWidth = _window(pixels, slope, intercept)
+    ds.PixelData = pixels.tobytes()
+
+
+def write_exam(study_dir: Path, exam: Exam, ctx: StudyContext, uid: UIDSource) -> list[dict]:
+    """Write all series of `exam` under `study_dir`; returns the truth entry of every frame written."""
+    uids = {"study": uid(), "frame_of_reference": uid()}
+    folder_name = lambda out: "" if ctx.blank_descriptions else out.description  # noqa: E731
+    truth = []
+    file_index = 1
+    for out in _split_for_vendor(exam, ctx):
+        ds = _series_dataset(out, exam, ctx, uids, uid)
+        enhanced = ctx.enhanced_cine and out.series.kind == "cine"
+        ds.file_meta = _file_meta(EnhancedMRImageStorage if enhanced else MRImageStorage)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        if enhanced:
+            _enhanced(ds, out, ctx, uid)
+            rel = file_path(ctx.layout, out.number, folder_name(out), 1, file_index, ctx.token)
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            _write(study_dir / rel, ds)
+            truth.extend(_truth(rel, i, out, f) for i, f in enumerate(out.frames))
+            file_index += 1
+            continue
+        for frame, instance in zip(out.frames, _instance_order(out, ctx)):
+            _classic_frame(ds, out, frame, ctx, instance, uid)
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            rel = file_path(ctx.layout, out.number, folder_name(out), instance, file_index, ctx.token)
+            _write(study_dir / rel, ds)
+            truth.append(_truth(rel, None, out, frame))
+            file_index += 1
+    return truth
