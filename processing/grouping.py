@@ -36,6 +36,8 @@ def split_into_series(frames: list[Frame]) -> list[Series]:
             item = series_from_frames(cluster)
             if uid_parts[uid] > 1 or len(clusters) > 1:
                 item.reasons.append(_split_reason(uid_parts[uid], len(clusters), flavour))
+            if not uid:
+                item.reasons.append("no SeriesInstanceUID: grouped by series number")
             series.append(item)
     series.sort(key=lambda s: (s.acquisition_order, s.slice_positions[:1]))
     return series

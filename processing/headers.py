@@ -136,9 +136,6 @@ def _frames_of_file(ref: FileRef, archives: dict[str, zipfile.ZipFile]) -> list[
     rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
     if not rows or not columns:
         raise _Skip(f"no image (SOP class {sop_class or 'missing'}: no Rows/Columns)")
-    series_uid = _text(ds, "SeriesInstanceUID")
-    if not series_uid:
-        raise _Skip("no SeriesInstanceUID; cannot tell which series the image belongs to")
     n_frames = _int(ds, "NumberOfFrames") or 1
     if "PerFrameFunctionalGroupsSequence" in ds:
         return _enhanced_frames(ref, ds, n_frames)

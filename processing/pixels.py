@@ -31,8 +31,13 @@ class ArrayFrame:
 
 
 def decode_frame(frame) -> np.ndarray:
-    """The frame's stored values as float32 (rows, columns), after rescale slope/intercept and MONOCHROME1 inversion."""
+    """The frame's values as float32 (rows, columns) after rescale slope/intercept and MONOCHROME1 inversion.
+
+    8-bit grey arrays given by the user come back unchanged (uint8) and are not windowed again.
+    """
     if isinstance(frame, ArrayFrame):
+        if frame.pixels.dtype == np.uint8 and frame.pixels.ndim == 2:
+            return frame.pixels  # already 8-bit: used as given, no windowing
         return _to_grey(np.asarray(frame.pixels, dtype=np.float32), frame.label)
     _check_decoder(frame)
     try:

@@ -1,0 +1,140 @@
+"""StudyLayout: the release's composition and 64-frame sampling, the default layout, missing-view policies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cmr_clip.processing import CMRStudyProcessor, LayoutEntry, LayoutError, StudyLayout, select_frames, study_from_arrays
+
+MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+SHAPES = {  # (slices, phases)
+    "cine/4ch": (1, 30),
+    "cine/sax": (9, 25),
+    "cine/2ch": (1, 30),
+    "lge/sax": (12, 1),
+    "lge/4ch": (1, 1),
+    "lge/2ch": (1, 1),
+    "lge/3ch": (1, 1),
+}
+
+
+def make_arrays(shapes=SHAPES):
+    """uint8 arrays whose every frame is a constant image holding its index within the series."""
+    arrays = {}
+    for key, (slices, phases) in shapes.items():
+        ids = np.arange(slices * phases, dtype=np.uint8).reshape(slices, phases)
+        arrays[key] = np.broadcast_to(ids[:, :, None, None], (slices, phases, 16, 16)).copy()
+    return arrays
+
+
+def release_frames(shapes: dict) -> list:
+    """The release's frame list, computed from reference-model.md independently of the package."""
+    timeline = []
+    if "cine/4ch" in shapes:  # the cine long-axis view: middle slice, all phases
+        slices, phases = shapes["cine/4ch"]
+        timeline += [("cine/4ch", slices // 2, p) for p in range(phases)]
+    if "cine/sax" in shapes:  # the cine SAX stack's middle slice, all phases
+        slices, phases = shapes["cine/sax"]
+        timeline += [("cine/sax", slices // 2, p) for p in range(phases)]
+    lge_slices = shapes["lge/sax"][0] if "lge/sax" in shapes else 0
+    timeline += [("lge/sax", s, 0) for s in range(lge_slices)]
+    for view in ("4ch", "2ch", "3ch"):  # LGE long axis, 2-chamber, 3-chamber, repeated per LGE SAX slice
+        if f"lge/{view}" in shapes:
+            timeline += [(f"lge/{view}", 0, 0)] * lge_slices
+    if len(timeline) < 64:
+        return timeline + [None] * (64 - len(timeline))
+    bounds = [int(b) for b in np.linspace(0, len(timeline), 65)]
+    return [timeline[(a + b - 1) // 2] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def selected(selection):
+    return [None if f is None else (f.entry, f.slice_index, f.phase_index) for f in selection.frames]
+
+
+def test_reference_layout_reproduces_the_release_frame_sequence():
+    study = study_from_arrays(make_arrays())
+    assert selected(select_frames(study, StudyLayout.reference())) == release_frames(SHAPES)
+
+
+def test_reference_pixels_carry_the_selected_frames():
+    processor = CMRStudyProcessor(layout="reference", image_size=8, resize_shortest_edge=16, crop_size=16)
+    video = processor(make_arrays())["pixel_values_videos"][0]
+    expected = release_frames(SHAPES)
+    for t, (entry, s, p) in enumerate(expected):
+        frame_id = s * SHAPES[entry][1] + p
+        want = (frame_id / 255.0 - MEAN) / STD
+        assert torch.allclose(video[t, :, 0, 0], torch.tensor(want, dtype=torch.float32), atol=1e-5), t
+
+
+def test_reference_short_study_is_padded_with_zero_frames():
+    shapes = {"cine/sax": (5, 20), "lge/sax": (6, 1), "lge/2ch": (1, 1)}
+    study = study_from_arrays(make_arrays(shapes))
+    selection = select_frames(study, StudyLayout.reference())
+    assert selected(selection) == release_frames(shapes)
+    assert selection.frames[32] is None and "cine/4ch" in selection.missing
+    assert any("zero frames appended" in w for w in selection.warnings)
+
+
+def test_training_sampling_takes_one_random_frame_per_segment():
+    study = study_from_arrays(make_arrays())
+    timeline_length = 30 + 25 + 12 + 36
+    bounds = [int(b) for b in np.linspace(0, timeline_length, 65)]
+    a = selected(select_frames(study, StudyLayout.reference(), rng=np.random.default_rng(1)))
+    b = selected(select_frames(study, StudyLayout.reference(), rng=np.random.default_rng(2)))
+    assert a != b
+    middle = release_frames(SHAPES)
+    assert a != middle
+    # every pick stays in its segment: the sequence of entries is monotone like the timeline's
+    order = ["cine/4ch", "cine/sax", "lge/sax", "lge/4ch", "lge/2ch", "lge/3ch"]
+    assert [order.index(x[0]) for x in a] == sorted(order.index(x[0]) for x in a)
+    assert len(bounds) == 65
+
+
+def test_default_layout_adds_up_and_fills_missing_views():
+    layout = StudyLayout.default(16)
+    assert sum(e.frames for e in layout.entries) == 16
+    study = study_from_arrays(make_arrays({"cine/sax": (8, 20), "cine/4ch": (1, 20)}))
+    selection = select_frames(study, layout)
+    assert len(selection.frames) == 16 and all(f is not None for f in selection.frames)
+    assert {f.entry for f in selection.frames} == {"cine/sax", "cine/4ch"}
+    assert set(selection.missing) == {"cine/2ch", "cine/3ch", "lge/sax", "lge/4ch", "lge/2ch"}
+    assert any("filled from" in w for w in selection.warnings)
+    phases = [f.phase_index for f in selection.frames if f.entry == "cine/sax"]
+    assert phases == sorted(phases) and len(set(phases)) == len(phases)  # spread over the cycle
+
+
+def test_zeros_policy_leaves_missing_slots_empty():
+    layout = StudyLayout(
+        name="custom", num_frames=6, sampling="fixed", missing="zeros",
+        entries=[LayoutEntry("cine", "sax", frames=4), LayoutEntry("lge", "sax", frames=2, slices="all", phases="first")],
+    )
+    selection = select_frames(study_from_arrays(make_arrays({"cine/sax": (3, 10)})), layout)
+    assert selected(selection)[4:] == [None, None]
+
+
+def test_layouts_round_trip_through_the_processor_config(tmp_path):
+    layout = StudyLayout(
+        name="mine", num_frames=3, sampling="fixed", missing="fill",
+        entries=[LayoutEntry("cine", "sax", frames=2), LayoutEntry("cine", "2ch", frames=1)],
+    )
+    CMRStudyProcessor(layout=layout, image_size=32).save_pretrained(tmp_path)
+    loaded = CMRStudyProcessor.from_pretrained(tmp_path)
+    assert loaded.study_layout == layout and loaded.image_size == 32
+    reference = CMRStudyProcessor(layout="reference")
+    assert (reference.num_frames, reference.resize_shortest_edge, reference.crop_size, reference.image_size) == (64, 256, 256, 224)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(sampling="fixed", entries=[LayoutEntry("cine", "sax", frames=3)]),
+        dict(sampling="fixed", entries=[LayoutEntry("cine", "axial", frames=4)]),
+        dict(sampling="sideways", entries=[LayoutEntry("cine", "sax", frames=4)]),
+        dict(sampling="fixed", entries=[LayoutEntry("cine", "sax", frames=4, phases="odd")]),
+    ],
+)
+def test_malformed_layouts_raise_layout_error(kwargs):
+    with pytest.raises(LayoutError):
+        StudyLayout(name="bad", num_frames=4, **kwargs)

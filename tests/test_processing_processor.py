@@ -1,0 +1,123 @@
+"""CMRStudyProcessor and CMRCLIPProcessor: pixels, batching, errors, save/load, AutoProcessor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.data import get_testdata_file
+from transformers import AutoProcessor, BertTokenizer
+
+from cmr_clip.processing import (
+    CMRCLIPProcessor,
+    CMRStudyProcessor,
+    NoUsableCineError,
+    UnsupportedCompressionError,
+    read_study,
+    study_from_arrays,
+)
+from cmr_clip.processing.pixels import FrameTransform, decode_frame, window_to_uint8
+from processing_factory import write_study
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "normal", "lv", "function", "reduced", "ef", "scar"]
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("proc") / "study"
+    write_study(root, style="siemens", n_slices=4, n_phases=6, seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return BertTokenizer(vocab={token: i for i, token in enumerate(VOCAB)})
+
+
+def test_transform_resizes_short_side_crops_centre_and_normalises():
+    image = np.zeros((40, 80), np.uint8)
+    image[:, 20:60] = 255  # the centre square is bright, the sides dark
+    out = FrameTransform(image_size=16, resize_shortest_edge=32, crop_size=32)(image)
+    assert out.shape == (3, 16, 16)
+    white = (1.0 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(out[:, 2:-2, 2:-2], white[:, None, None].expand(3, 12, 12), atol=1e-4)
+
+
+def test_window_maps_robust_range_to_8_bit():
+    rng = np.random.default_rng(0)
+    images = [rng.normal(1000, 100, (32, 32)).astype(np.float32) for _ in range(3)]
+    images[0][0, 0] = 1e6  # one outlier does not set the window
+    out = window_to_uint8(images)
+    assert all(o.dtype == np.uint8 for o in out)
+    assert 100 < np.median(np.concatenate([o.ravel() for o in out])) < 155
+    assert out[0][0, 0] == 255
+
+
+def test_rescale_and_monochrome1_are_applied(study_dir, tmp_path):
+    path = next(study_dir.rglob("lge_0.dcm"))
+    ds = pydicom.dcmread(path)
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -100
+    ds.save_as(tmp_path / "rescaled.dcm")
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(tmp_path / "inverted.dcm")
+    raw = ds.pixel_array.astype(np.float32)
+    study = read_study([tmp_path / "rescaled.dcm", tmp_path / "inverted.dcm"])
+    frames = {f.file.name: f for s in study.series for f in s.frames}
+    rescaled, inverted = decode_frame(frames["rescaled.dcm"]), decode_frame(frames["inverted.dcm"])
+    assert np.allclose(rescaled, raw * 2 - 100)
+    assert np.allclose(inverted, rescaled.max() + rescaled.min() - rescaled)
+
+
+def test_one_study_and_a_batch_with_a_bad_one(study_dir, tmp_path):
+    processor = CMRStudyProcessor(num_frames=8, image_size=32)
+    single = processor(str(study_dir))
+    assert single["pixel_values_videos"].shape == (1, 8, 3, 32, 32)
+    (tmp_path / "junk.txt").write_text("no images")
+    lge_only = {"lge/sax": np.zeros((4, 16, 16), np.uint8)}
+    batch = processor([study_dir, tmp_path, lge_only, read_study(study_dir)], skip_errors=True)
+    assert batch["pixel_values_videos"].shape == (2, 8, 3, 32, 32)
+    assert [e["index"] for e in batch["errors"]] == [1, 2]
+    assert [e["error"] for e in batch["errors"]] == ["NotAStudyError", "NoUsableCineError"]
+    assert torch.equal(batch["pixel_values_videos"][0], batch["pixel_values_videos"][1])
+    meta = batch["study_metadata"][0]
+    assert meta["views_found"]["cine"] and meta["num_frames"] == 8 and len(meta["frames_used"]) == 8
+    with pytest.raises(NoUsableCineError, match="overrides="):
+        processor(lge_only)
+
+
+def test_missing_decoder_names_the_extra(monkeypatch):
+    path = get_testdata_file("MR_small_jpeg_ls_lossless.dcm")
+    study = read_study([path])
+
+    class Unavailable:
+        is_available = False
+
+    monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: Unavailable())
+    with pytest.raises(UnsupportedCompressionError, match=r"cmr-clip\[dicom-codecs\]") as error:
+        decode_frame(study.series[0].first_frame)
+    assert "MR_small_jpeg_ls_lossless.dcm" in str(error.value)
+
+
+def test_arrays_per_view_for_preprocessed_data():
+    arrays = {"cine/sax": np.random.default_rng(0).integers(0, 4000, (6, 10, 24, 24)), ("cine", "4ch"): np.zeros((10, 24, 24))}
+    out = CMRStudyProcessor(num_frames=8, image_size=16)(arrays)
+    meta = out["study_metadata"][0]
+    assert out["pixel_values_videos"].shape == (1, 8, 3, 16, 16)
+    assert meta["views_found"] == {"cine": ["sax", "4ch"]}
+    assert {f["entry"] for f in meta["frames_used"]} == {"cine/sax", "cine/4ch"}
+
+
+def test_clip_processor_text_and_studies_save_and_auto_load(study_dir, tokenizer, tmp_path):
+    processor = CMRCLIPProcessor(tokenizer=tokenizer, feature_extractor=CMRStudyProcessor(num_frames=8, image_size=32))
+    out = processor(text=["normal lv function", "reduced ef", "scar"], studies=[study_dir, tmp_path, study_dir], skip_errors=True)
+    assert out["pixel_values_videos"].shape == (2, 8, 3, 32, 32)
+    assert out["input_ids"].shape[0] == 2  # the skipped study's text is dropped too
+    assert out["input_ids"][1, 1].item() == VOCAB.index("scar")
+    processor.save_pretrained(tmp_path / "saved")
+    loaded = AutoProcessor.from_pretrained(tmp_path / "saved")
+    assert isinstance(loaded, CMRCLIPProcessor)
+    assert loaded.feature_extractor.layout == processor.feature_extractor.layout
+    assert loaded.tokenizer.tokenize("normal lv") == ["normal", "lv"]
+    again = loaded(text=["normal lv function"], studies=study_dir)
+    assert torch.equal(again["pixel_values_videos"][0], out["pixel_values_videos"][0])
