@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cmr_clip.modeling.convert_original_checkpoint",
         "convert the authors' released checkpoint into a save_pretrained directory",
     ),
+    "train": ("cmr_clip.training.cli", "train CMR-CLIP on a prepared corpus with Accelerate"),
     "synth": ("cmr_clip.synthetic.cli", "write a synthetic cohort of cardiac MRI studies with reports"),
 }
 

@@ -1,0 +1,75 @@
+"""Training-time choices on a prepared study: which frame fills each slot, and the release's augmentation
+(random resized crop, random horizontal flip), the same for every frame of a study.
+
+Randomness comes from a generator seeded by (seed, epoch, example index), so a resumed run draws exactly
+what an uninterrupted run would, whatever the data loader prefetched before the interruption.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, index])
+
+
+def choose_frames(frames: torch.Tensor, slots: torch.Tensor, rng: np.random.Generator | None) -> torch.Tensor:
+    """One frame per slot: the middle of the slot's range `[a, b)` of the study's timeline, or a random
+    one when `rng` is given; an empty range gives a zero frame. (L, H, W) -> (T, H, W)."""
+    starts, ends = slots[:, 0].tolist(), slots[:, 1].tolist()
+    picks = []
+    for a, b in zip(starts, ends):
+        if b <= a:
+            picks.append(-1)
+        elif rng is None:
+            picks.append((a + b - 1) // 2)
+        else:
+            picks.append(int(rng.integers(a, b)))
+    index = torch.tensor([max(p, 0) for p in picks])
+    chosen = frames[index]
+    empty = torch.tensor([p < 0 for p in picks])
+    if empty.any():
+        chosen = chosen.clone()
+        chosen[empty] = 0
+    return chosen
+
+
+@dataclass
+class Augmentation:
+    """The release's training augmentation: random resized crop (area `scale`, aspect `ratio`) back to the
+    frame size, and a horizontal flip with probability `flip`."""
+
+    scale: tuple[float, float] = (0.5, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: float = 0.5
+
+    def crop_box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        area = height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w = int(round(math.sqrt(target * aspect)))
+            h = int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(rng.integers(0, height - h + 1))
+                left = int(rng.integers(0, width - w + 1))
+                return top, left, h, w
+        return 0, 0, height, width
+
+    def __call__(self, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """uint8 (T, H, W) -> uint8 (T, H, W), one crop and one flip decision for the whole study."""
+        height, width = frames.shape[-2:]
+        top, left, h, w = self.crop_box(height, width, rng)
+        crop = frames[:, top : top + h, left : left + w].float()[:, None]
+        resized = F.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False, antialias=h > height)
+        out = resized[:, 0].round().clamp(0, 255).to(torch.uint8)
+        if rng.uniform() < self.flip:
+            out = out.flip(-1)
+        return out

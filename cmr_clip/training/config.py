@@ -1,0 +1,115 @@
+"""`TrainConfig`: everything a CMR-CLIP training run needs, loadable from YAML or JSON and overridable
+from the command line (every field is also a `--flag`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Paths may be local directories; nothing is downloaded unless a Hub name is given."""
+
+    data_dir: str = ""
+    """A prepared corpus (`cmr-clip prepare`): a `datasets.DatasetDict` saved with `save_to_disk`."""
+    output_dir: str = "cmr-clip-model"
+    """Where checkpoints (`checkpoints/`), the final model, processor and `metrics.json` go."""
+
+    init_from: str | None = None
+    """A CMR-CLIP directory or Hub id to continue training from (its tokenizer is used)."""
+    text_model: str | None = None
+    """A pretrained text encoder (name or directory) for a fresh model; with `vision_model`, a ViT."""
+    vision_model: str | None = None
+    tokenizer: str | None = None
+    """Tokenizer directory for a fresh model; default: `text_model`, else the corpus's `tokenizer/`."""
+    vision: dict = field(default_factory=dict)
+    """`CMRCLIPVisionConfig` fields for a fresh video tower (num_frames and image_size come from the corpus)."""
+    text: dict = field(default_factory=dict)
+    """BERT config fields for a text tower trained from scratch (when no `text_model`)."""
+    projection_dim: int = 512
+    text_pooling: str = "mean"
+    projection_type: str = "minimal"
+    learnable_logit_scale: bool = False
+    temperature: float = 0.05
+    attn_implementation: str = "sdpa"
+
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 16
+    """Per process; contrastive negatives are gathered across processes."""
+    eval_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    """`no`, `bf16` or `fp16` (Accelerate)."""
+    gradient_checkpointing: bool = False
+    augment: bool = True
+    max_text_length: int = 128
+
+    checkpoint_every: int = 0
+    """Save `accelerator.save_state` every N optimizer steps (0: only at the end of each epoch)."""
+    save_total_limit: int = 2
+    resume: str | None = None
+    """`latest` or a checkpoint directory."""
+    seed: int = 0
+    num_workers: int = 0
+    log_with: str | None = None
+    """An Accelerate tracker (`tensorboard`, `wandb`, ...) or `all`."""
+    push_to_hub: str | None = None
+    """A repo id to push the final model and processor to."""
+    progress: bool = True
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown training options {sorted(unknown)}; see `cmr-clip train --help`.")
+        return cls(**{**data, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _scalar_type(hint) -> type:
+    args = [a for a in get_args(hint) if a is not type(None)]
+    return args[0] if get_origin(hint) is not None and args else hint
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One `--flag` per `TrainConfig` field (dict fields take JSON); defaults stay unset so that a
+    config file's values are only overridden by flags actually given."""
+    hints = get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        kind = _scalar_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        elif kind is dict:
+            parser.add_argument(flag, dest=f.name, type=json.loads, default=None, help="JSON object")
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=None)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None
+    }
+    if getattr(args, "config", None):
+        return TrainConfig.from_file(args.config, **overrides)
+    return TrainConfig(**overrides)

@@ -1,0 +1,203 @@
+"""Training with Accelerate: resume after a kill gives the same weights, the gathered loss across two
+processes equals the single-process loss, and the pieces the loop relies on behave."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Array2D, Array3D, Dataset, DatasetDict, Features, Value
+from safetensors.torch import load_file
+from transformers import BertTokenizer
+
+from cmr_clip import CMRCLIPModel
+from cmr_clip.data.augment import Augmentation, choose_frames, example_rng
+from cmr_clip.data.dataset import StudyTextCollator, StudyTextDataset, normalise
+from cmr_clip.training import TrainConfig, train
+from cmr_clip.training.loop import EpochShuffleSampler, latest_checkpoint, parameter_groups
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = ["normal", "lv", "rv", "dilated", "reduced", "ejection", "fraction", "no", "late", "enhancement", "severe",
+         "mild", "hypertrophy", "septal", "pericardial", "effusion", "aortic", "root", "."]
+
+
+def write_tokenizer(path: Path) -> BertTokenizer:
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def make_corpus(path: Path, n_train=12, n_val=6, frames=4, size=16, timeline=6, seed=0) -> Path:
+    """A tiny prepared corpus where each study's brightness pattern matches words of its impression."""
+    rng = np.random.default_rng(seed)
+    features = Features({
+        "study_id": Value("string"),
+        "frames": Array3D(shape=(None, size, size), dtype="uint8"),
+        "slots": Array2D(shape=(frames, 2), dtype="int32"),
+        "impression": Value("string"),
+    })
+    splits = {}
+    for name, n in (("train", n_train), ("validation", n_val)):
+        rows = {"study_id": [], "frames": [], "slots": [], "impression": []}
+        for i in range(n):
+            words = rng.choice(WORDS[:-1], size=3, replace=False)
+            level = 40 + 50 * (WORDS.index(words[0]) % 4)
+            rows["study_id"].append(f"{name}{i:03d}")
+            rows["frames"].append(rng.integers(level - 30, level + 30, (timeline, size, size)).astype(np.uint8))
+            bounds = np.linspace(0, timeline, frames + 1).astype(int)
+            rows["slots"].append(np.stack([bounds[:-1], bounds[1:]], 1).astype(np.int32))
+            rows["impression"].append(" ".join(words) + " .")
+        splits[name] = Dataset.from_dict(rows, features=features)
+    DatasetDict(splits).save_to_disk(str(path))
+    write_tokenizer(path / "tokenizer")
+    from cmr_clip.processing import CMRStudyProcessor
+
+    CMRStudyProcessor(num_frames=7, image_size=size).save_pretrained(path / "study_processor")
+    return path
+
+
+def tiny_train_config(corpus: Path, out: Path, **overrides) -> TrainConfig:
+    fields = dict(
+        data_dir=str(corpus), output_dir=str(out), batch_size=4, eval_batch_size=8, epochs=2,
+        learning_rate=1e-3, warmup_ratio=0.2, projection_dim=16, progress=False, max_text_length=16,
+        vision=dict(patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+        text=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+    )
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def test_training_saves_a_loadable_model_processor_and_metrics(corpus, tmp_path):
+    from cmr_clip.processing import CMRCLIPProcessor
+
+    metrics = train(tiny_train_config(corpus, tmp_path))
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2]
+    assert {"text_to_study_R@5", "study_to_text_median_rank"} <= set(metrics["history"][-1])
+    model = CMRCLIPModel.from_pretrained(tmp_path)
+    assert model.config.vision_config.num_frames == 4 and model.config.vision_config.image_size == 16
+    processor = CMRCLIPProcessor.from_pretrained(tmp_path)
+    assert processor.tokenizer("no late enhancement")["input_ids"][1] != processor.tokenizer.unk_token_id
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["history"] == metrics["history"]
+
+
+def test_resume_after_kill_gives_the_same_weights(corpus, tmp_path):
+    steps = 30
+    reference = tmp_path / "uninterrupted"
+    train(tiny_train_config(corpus, reference, max_steps=steps, checkpoint_every=2))
+
+    interrupted = tmp_path / "interrupted"
+    config = tiny_train_config(corpus, interrupted, max_steps=steps, checkpoint_every=2)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config.to_dict()))
+    process = subprocess.Popen([sys.executable, "-m", "cmr_clip.training", "--config", str(config_file)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    deadline = time.time() + 300
+    while latest_checkpoint(str(interrupted)) is None and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
+    killed_at = json.loads((latest_checkpoint(str(interrupted)) / "trainer_state.json").read_text())["global_step"]
+    assert 0 < killed_at < steps
+    assert not (interrupted / "model.safetensors").exists()
+
+    train(tiny_train_config(corpus, interrupted, max_steps=steps, checkpoint_every=2, resume="latest"))
+    expected, resumed = load_file(str(reference / "model.safetensors")), load_file(str(interrupted / "model.safetensors"))
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], atol=1e-5, rtol=1e-4, msg=key)
+    history = json.loads((interrupted / "metrics.json").read_text())["history"]
+    assert history == json.loads((reference / "metrics.json").read_text())["history"]
+
+
+def test_gradient_checkpointing_run_matches(corpus, tmp_path):
+    plain = train(tiny_train_config(corpus, tmp_path / "a", max_steps=3, augment=False))
+    checkpointed = train(tiny_train_config(corpus, tmp_path / "b", max_steps=3, augment=False, gradient_checkpointing=True))
+    assert plain["history"][-1]["train_loss"] == pytest.approx(checkpointed["history"][-1]["train_loss"], rel=1e-4)
+
+
+def test_two_process_gathered_loss_equals_single_process_loss(tmp_path):
+    script = ROOT / "tests" / "distributed_loss_check.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         str(script), str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["world_size"] == 2 and report["backend"] == "gloo"
+    assert report["gathered_loss"] == pytest.approx(report["single_process_loss"], abs=1e-5)
+    assert report["max_grad_difference"] < 1e-5
+
+
+def test_resume_latest_without_checkpoint_is_a_clear_error(corpus, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        train(tiny_train_config(corpus, tmp_path, resume="latest"))
+
+
+def test_not_a_corpus_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cmr-clip prepare"):
+        train(tiny_train_config(tmp_path, tmp_path / "out"))
+
+
+def test_frame_choice_middle_at_eval_random_in_training():
+    frames = torch.arange(10, dtype=torch.uint8)[:, None, None].expand(10, 2, 2)
+    slots = torch.tensor([[0, 4], [4, 6], [6, 10], [10, 10]])
+    chosen = choose_frames(frames, slots, None)
+    assert chosen[:, 0, 0].tolist() == [1, 4, 7, 0]  # (a + b - 1) // 2, and a zero frame for the empty slot
+    draws = {tuple(choose_frames(frames, slots, example_rng(0, 0, i))[:, 0, 0].tolist()) for i in range(30)}
+    assert len(draws) > 5
+    assert all(0 <= a < 4 and 4 <= b < 6 and 6 <= c < 10 and d == 0 for a, b, c, d in draws)
+    assert choose_frames(frames, slots, example_rng(3, 1, 2)).equal(choose_frames(frames, slots, example_rng(3, 1, 2)))
+
+
+def test_augmentation_is_one_crop_and_flip_per_study():
+    frames = torch.randint(0, 255, (5, 32, 32), dtype=torch.uint8)
+    frames[:] = frames[0]  # identical frames stay identical after augmentation
+    out = Augmentation()(frames, np.random.default_rng(1))
+    assert out.shape == frames.shape and out.dtype == torch.uint8
+    assert all(out[i].equal(out[0]) for i in range(5))
+    assert not out.equal(frames)
+
+
+def test_normalise_keeps_padding_frames_zero():
+    frames = torch.full((1, 3, 4, 4), 128, dtype=torch.uint8)
+    frames[0, 2] = 0
+    x = normalise(frames, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert x.shape == (1, 3, 3, 4, 4)
+    assert x[0, 2].abs().max() == 0
+    torch.testing.assert_close(x[0, 0, 0, 0, 0], torch.tensor((128 / 255 - 0.485) / 0.229))
+
+
+def test_epoch_shuffle_depends_only_on_seed_and_epoch():
+    a, b = EpochShuffleSampler(20, 3), EpochShuffleSampler(20, 3)
+    a.set_epoch(2), b.set_epoch(2)
+    assert list(a) == list(b) and sorted(a) == list(range(20))
+    b.set_epoch(3)
+    assert list(a) != list(b)
+
+
+def test_no_weight_decay_on_norms_biases_and_embeddings():
+    from test_modeling_cmr_clip import tiny_config
+
+    model = CMRCLIPModel(tiny_config(learnable_logit_scale=True))
+    decay, no_decay = parameter_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert "logit_scale" in no_decay_names
+    assert "vision_model.embeddings.position_embedding" in no_decay_names
+    assert all(("bias" in n or "norm" in n.lower() or "embedding" in n or "logit" in n) for n in no_decay_names)
+    assert all(p.dim() >= 2 for p in decay["params"])
