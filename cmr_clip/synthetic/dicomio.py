@@ -9,12 +9,15 @@ per-frame functional groups. Pixel data is uncompressed little endian; files are
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
@@ -160,8 +163,10 @@ def _window(stored: np.ndarray, slope: float, intercept: float) -> tuple[str, st
     return _ds((low + high) / 2, 1), _ds(max(high - low, 1.0), 1)
 
 
-def _classic_frame(ds: Dataset, out: _OutputSeries, frame: Frame, ctx: StudyContext, instance: int, uid) -> None:
+def _frame_elements(out: _OutputSeries, frame: Frame, ctx: StudyContext, instance: int, uid) -> Dataset:
+    """The elements of a classic image that change from frame to frame."""
     plane = frame.plane
+    ds = Dataset()
     ds.SOPInstanceUID = uid()
     ds.InstanceNumber = instance
     ds.ImagePositionPatient = [_ds(v) for v in plane.position]
@@ -178,7 +183,43 @@ def _classic_frame(ds: Dataset, out: _OutputSeries, frame: Frame, ctx: StudyCont
         ds.RescaleSlope = _ds(slope, 5)
         ds.RescaleType = "US"
     ds.WindowCenter, ds.WindowWidth = _window(stored, slope, intercept)
-    ds.PixelData = stored.tobytes()
+    ds.add_new("PixelData", "OW", stored.tobytes())
+    return ds
+
+
+def _encode(ds: Dataset) -> list[tuple[int, bytes]]:
+    """Each element of `ds` encoded as explicit VR little endian, in tag order."""
+    encoded = []
+    for elem in ds:
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_data_element(fp, elem)
+        encoded.append((int(elem.tag), fp.getvalue()))
+    return encoded
+
+
+class _ClassicSeriesWriter:
+    """Writes the single-frame files of one series, encoding the elements they share only once.
+
+    The bytes are what `dcmwrite(..., enforce_file_format=True)` writes for the merged dataset (a test
+    checks this); encoding the ~60 shared elements per file would dominate the cohort's run time.
+    """
+
+    def __init__(self, shared: Dataset):
+        self.sop_class = shared.SOPClassUID
+        self.shared = _encode(shared)
+
+    def write(self, path: Path, frame_elements: Dataset) -> None:
+        meta = _file_meta(self.sop_class)
+        meta.MediaStorageSOPInstanceUID = frame_elements.SOPInstanceUID
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        fp.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(fp, meta, enforce_standard=True)
+        for _, data in heapq.merge(self.shared, _encode(frame_elements), key=lambda item: item[0]):
+            fp.write(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(fp.getvalue())
 
 
 def _instance_order(out: _OutputSeries, ctx: StudyContext) -> list[int]:
@@ -274,22 +315,21 @@ def write_exam(study_dir: Path, exam: Exam, ctx: StudyContext, uid: UIDSource) -
     file_index = 1
     for out in _split_for_vendor(exam, ctx):
         ds = _series_dataset(out, exam, ctx, uids, uid)
-        enhanced = ctx.enhanced_cine and out.series.kind == "cine"
-        ds.file_meta = _file_meta(EnhancedMRImageStorage if enhanced else MRImageStorage)
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-        if enhanced:
+        if ctx.enhanced_cine and out.series.kind == "cine":
+            ds.SOPClassUID = EnhancedMRImageStorage
             _enhanced(ds, out, ctx, uid)
-            rel = file_path(ctx.layout, out.number, folder_name(out), 1, file_index, ctx.token)
+            ds.file_meta = _file_meta(ds.SOPClassUID)
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            rel = file_path(ctx.layout, out.number, folder_name(out), 1, file_index, ctx.token)
             _write(study_dir / rel, ds)
             truth.extend(_truth(rel, i, out, f) for i, f in enumerate(out.frames))
             file_index += 1
             continue
+        ds.SOPClassUID = MRImageStorage
+        writer = _ClassicSeriesWriter(ds)
         for frame, instance in zip(out.frames, _instance_order(out, ctx)):
-            _classic_frame(ds, out, frame, ctx, instance, uid)
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
             rel = file_path(ctx.layout, out.number, folder_name(out), instance, file_index, ctx.token)
-            _write(study_dir / rel, ds)
+            writer.write(study_dir / rel, _frame_elements(out, frame, ctx, instance, uid))
             truth.append(_truth(rel, None, out, frame))
             file_index += 1
     return truth

@@ -100,16 +100,16 @@ class PlaneSampler:
         self.plane = plane
         offsets = (-plane.thickness / 4.0, plane.thickness / 4.0)
         shift = np.zeros(3) if shift is None else np.asarray(shift, float)
-        self._points = [plane.points(o) - shift for o in offsets]
+        self._prepared = [heart.prepare(plane.points(o) - shift) for o in offsets]
         self.shading = coil_shading(heart, plane.points(), field).reshape(plane.rows, plane.cols)
 
     def image(self, phase: int, contrast, blur_px: float = 0.5) -> np.ndarray:
         """Noise-free image: `contrast(labels, scar) -> signal` averaged over sub-planes, blurred, shaded."""
         total = 0.0
-        for points in self._points:
-            labels, scar = self.heart.labels(points, phase)
+        for prepared in self._prepared:
+            labels, scar = self.heart.labels(prepared, phase)
             total = total + contrast(labels, scar)
-        image = (total / len(self._points)).reshape(self.plane.rows, self.plane.cols)
+        image = (total / len(self._prepared)).reshape(self.plane.rows, self.plane.cols)
         return gaussian_filter(image, blur_px) * self.shading
 
     def labels(self, phase: int) -> np.ndarray:

@@ -130,7 +130,8 @@ class Heart:
         offset = np.array([35.0, -30.0, 0.0]) * s.body_size + np.asarray(s.heart_offset_mm)
         self.origin = self.chest_centre + offset - lv_centre @ self.axes
         self.lv_centre = self.to_patient(lv_centre[None])[0]
-        self.radius = float(np.hypot(self.rv_centre_x + 1.5 * self.rv_axes[0], 1.4 * self.length_ed)) + 40.0
+        # Nothing cardiac lies farther from the LV centre than this (aortic root and atria included).
+        self.radius = 0.5 * self.length_ed + 100.0 + s.effusion_mm
 
     def thickness_profile(self, theta: np.ndarray) -> np.ndarray:
         """Wall thickness relative to the lateral wall, by angle from the septum (asymmetric septal bulge)."""
@@ -175,15 +176,13 @@ class Heart:
         return np.cos(phi) * self.axes[0] + np.sin(phi) * self.axes[1]
 
     # --- labels --------------------------------------------------------------------------------------
-    def _lv(self, q: np.ndarray, g: PhaseGeometry):
-        x, y, z = q[:, 0], q[:, 1], q[:, 2] - g.base
-        r2 = x * x + y * y
-        theta = np.arctan2(y, x)
-        outer_r = g.a + g.wall * self.thickness_profile(theta)
+    def _lv(self, hp: "HeartPoints", g: PhaseGeometry):
+        z = hp.q[:, 2] - g.base
+        outer_r = g.a + g.wall * hp.profile
         outer_l = g.length + _APICAL_WALL_RATIO * g.wall
-        s_endo = np.sqrt(r2 / g.a**2 + (z / g.length) ** 2)
-        s_epi = np.sqrt(r2 / outer_r**2 + (z / outer_l) ** 2)
-        return z, theta, s_endo, s_epi, outer_r, outer_l
+        s_endo = np.sqrt(hp.r2 / g.a**2 + (z / g.length) ** 2)
+        s_epi = np.sqrt(hp.r2 / outer_r**2 + (z / outer_l) ** 2)
+        return z, s_endo, s_epi, outer_r, outer_l
 
     def _rv_norm(self, q: np.ndarray, g: PhaseGeometry, grow: float = 0.0) -> np.ndarray:
         axes = self.rv_axes * g.rv_scale + grow
@@ -197,54 +196,60 @@ class Heart:
         xs = np.arange(self.rv_centre_x - ext[0], self.rv_centre_x + ext[0], step) + step / 2
         ys = np.arange(-ext[1], ext[1], step) + step / 2
         zs = np.arange(0.0, ext[2], step) + step / 2 + g.base
-        q = np.stack(np.meshgrid(xs, ys, zs, indexing="ij"), axis=-1).reshape(-1, 3)
-        s_epi = self._lv(q, g)[3]
-        norms = np.sort(self._rv_norm(q, g)[s_epi > 1.0])  # g has rv_scale 1
+        hp = HeartPoints(self, np.stack(np.meshgrid(xs, ys, zs, indexing="ij"), axis=-1).reshape(-1, 3))
+        s_epi = self._lv(hp, g)[2]
+        norms = np.sort(self._rv_norm(hp.q, g)[s_epi > 1.0])  # g has rv_scale 1
         count = int(round(volume_mm3 / step**3))
         if not 0 < count < norms.size or norms[count - 1] > 1.75:
             raise ValueError(f"RV volume {volume_mm3 / 1000:.0f} ml does not fit this heart's geometry")
         return float(norms[count - 1])
 
-    def heart_labels(self, q: np.ndarray, phase: int, with_scar: bool = True):
-        """Tissue labels (`Tissue` values, 0 where no cardiac structure) and scar mask at heart-frame points."""
+    def heart_labels(self, hp: "HeartPoints", phase: int, with_scar: bool = True):
+        """Tissue labels (`Tissue` values, 0 where no cardiac structure) and scar mask (or None)."""
         g = self.phases[phase]
         s = self.subject
-        z, theta, s_endo, s_epi, outer_r, outer_l = self._lv(q, g)
+        q = hp.q
+        z, s_endo, s_epi, outer_r, outer_l = self._lv(hp, g)
         above_base = z >= 0
         lv_blood = above_base & (s_endo <= 1.0)
         lv_myo = above_base & (s_epi <= 1.0) & ~lv_blood
         outside_lv = ~(lv_blood | lv_myo)
-        rv_norm = self._rv_norm(q, g)
-        rv_blood = above_base & (rv_norm <= 1.0) & outside_lv
+        rv_blood = above_base & (self._rv_norm(q, g) <= 1.0) & outside_lv
         rv_outer = above_base & (self._rv_norm(q, g, _RV_WALL_MM) <= 1.0) & outside_lv
-        rv_myo = rv_outer & ~rv_blood
-        atria_region = z < 0
-        la = atria_region & self._inside_sphere(q, g, self._la_centre(), 0.85 * self.a_ed * (1 + 0.12 * g.contraction))
-        ra = atria_region & self._inside_sphere(q, g, self._ra_centre(), 0.8 * self.a_ed * (1 + 0.1 * g.contraction))
-        ao_dist = self._aorta_distance(q, g)
-        ao_r = s.aortic_root_mm / 2.0
-        aorta = atria_region & (ao_dist <= ao_r)
-        ao_wall = atria_region & (ao_dist <= ao_r + 2.0)
         heart = lv_myo | lv_blood | rv_outer
         effusion = np.zeros_like(heart)
         if s.effusion_mm > 0:
-            effusion = self._shell(q, g, s.effusion_mm, outer_r, outer_l) & ~heart
-        fat = self._shell(q, g, s.effusion_mm + _FAT_MM, outer_r, outer_l) & ~heart & ~effusion
+            effusion = self._shell(hp, z, g, s.effusion_mm, outer_r, outer_l) & ~heart
+        fat = self._shell(hp, z, g, s.effusion_mm + _FAT_MM, outer_r, outer_l) & ~heart & ~effusion
         labels = np.select(
-            [lv_blood, lv_myo, rv_blood, rv_myo, aorta, ao_wall, la, ra, effusion, fat],
-            [Tissue.LV_BLOOD, Tissue.LV_MYO, Tissue.RV_BLOOD, Tissue.RV_MYO, Tissue.AORTA, Tissue.VESSEL_WALL,
-             Tissue.LA, Tissue.RA, Tissue.EFFUSION, Tissue.FAT],
+            [lv_blood, lv_myo, rv_blood, rv_outer, effusion, fat],
+            [Tissue.LV_BLOOD, Tissue.LV_MYO, Tissue.RV_BLOOD, Tissue.RV_MYO, Tissue.EFFUSION, Tissue.FAT],
             Tissue.AIR,
         ).astype(np.uint8)
-        scar = self._scar(z, theta, s_endo, s_epi, outer_l) & lv_myo if with_scar and s.lge_pattern else None
+        beyond_base = np.flatnonzero(z < 0)
+        great = self._atria_and_aorta(q[beyond_base], g)
+        labels[beyond_base] = np.where(great > 0, great, labels[beyond_base])
+        scar = None
+        if with_scar and s.lge_pattern:
+            scar = self._scar(hp, z, s_endo, s_epi, outer_l) & lv_myo
         return labels, scar
 
-    def _shell(self, q, g, grow_mm, outer_r, outer_l):
-        z = q[:, 2] - g.base
-        r2 = q[:, 0] ** 2 + q[:, 1] ** 2
-        lv = (r2 / (outer_r + grow_mm) ** 2 + (z / (outer_l + grow_mm)) ** 2 <= 1.0) & (z >= -grow_mm / 2)
-        rv = (self._rv_norm(q, g, _RV_WALL_MM + grow_mm) <= 1.0) & (z >= -grow_mm / 2)
-        return lv | rv
+    def _atria_and_aorta(self, q: np.ndarray, g: PhaseGeometry) -> np.ndarray:
+        """Labels of the atria and aortic root for points on the atrial side of the mitral plane."""
+        la = self._inside_sphere(q, g, self._la_centre(), 0.85 * self.a_ed * (1 + 0.12 * g.contraction))
+        ra = self._inside_sphere(q, g, self._ra_centre(), 0.8 * self.a_ed * (1 + 0.1 * g.contraction))
+        ao_dist = self._aorta_distance(q, g)
+        ao_r = self.subject.aortic_root_mm / 2.0
+        return np.select(
+            [ao_dist <= ao_r, ao_dist <= ao_r + 2.0, la, ra],
+            [Tissue.AORTA, Tissue.VESSEL_WALL, Tissue.LA, Tissue.RA],
+            Tissue.AIR,
+        ).astype(np.uint8)
+
+    def _shell(self, hp, z, g, grow_mm, outer_r, outer_l):
+        lv = hp.r2 / (outer_r + grow_mm) ** 2 + (z / (outer_l + grow_mm)) ** 2 <= 1.0
+        rv = self._rv_norm(hp.q, g, _RV_WALL_MM + grow_mm) <= 1.0
+        return (lv | rv) & (z >= -grow_mm / 2)
 
     def _la_centre(self):
         return np.array([-0.35 * self.a_ed, -0.3 * self.a_ed, -0.75 * self.a_ed])
@@ -264,14 +269,14 @@ class Heart:
         direction /= np.linalg.norm(direction)
         d = q - start
         t = np.clip(d @ direction, 0.0, 60.0)
-        return np.linalg.norm(d - t[:, None] * direction, axis=1)
+        off = d - t[:, None] * direction
+        return np.sqrt(np.einsum("ij,ij->i", off, off))
 
-    def _scar(self, z, theta, s_endo, s_epi, outer_l):
+    def _scar(self, hp, z, s_endo, s_epi, outer_l):
         s = self.subject
         depth = np.clip((s_endo - 1.0) / np.maximum(s_endo - s_epi, 1e-6), 0.0, 1.0)
         zf = z / outer_l
-        deg = np.rad2deg(theta)
-        near = lambda centre, half: np.abs(_wrap(np.deg2rad(deg - centre))) <= np.deg2rad(half)  # noqa: E731
+        near = hp.within_angle
         if s.lge_pattern in ("subendocardial", "transmural"):
             territory = {
                 "lad": near(45, 65) & (zf >= 0.25) | (zf >= 0.75),
@@ -300,17 +305,45 @@ class Heart:
             Tissue.BODY,
         ).astype(np.uint8)
 
-    def labels(self, points: np.ndarray, phase: int, with_scar: bool = True):
-        """Tissue labels and scar mask (or None) at patient-frame points for one phase."""
-        labels = self.background_labels(points)
-        scar = np.zeros(len(points), dtype=bool)
-        q = self.to_heart(points)
-        near = np.einsum("ij,ij->i", points - self.lv_centre, points - self.lv_centre) <= self.radius**2
-        heart, heart_scar = self.heart_labels(q[near], phase, with_scar)
-        labels[near] = np.where(heart > 0, heart, labels[near])
+    def prepare(self, points: np.ndarray) -> "PreparedPoints":
+        """Everything about patient-frame points that does not change with the phase."""
+        d = points - self.lv_centre
+        near = np.flatnonzero(np.einsum("ij,ij->i", d, d) <= self.radius**2)
+        return PreparedPoints(self.background_labels(points), near, HeartPoints(self, self.to_heart(points[near])))
+
+    def labels(self, points, phase: int, with_scar: bool = True):
+        """Tissue labels and scar mask at patient-frame points (an array or `prepare`d) for one phase."""
+        prepared = points if isinstance(points, PreparedPoints) else self.prepare(points)
+        labels = prepared.background.copy()
+        scar = np.zeros(len(labels), dtype=bool)
+        heart, heart_scar = self.heart_labels(prepared.heart_points, phase, with_scar)
+        labels[prepared.near] = np.where(heart > 0, heart, labels[prepared.near])
         if heart_scar is not None:
-            scar[near] = heart_scar
+            scar[prepared.near] = heart_scar
         return labels, scar
+
+
+class HeartPoints:
+    """Heart-frame points with their phase-independent polar quantities."""
+
+    def __init__(self, heart: Heart, q: np.ndarray):
+        self.q = q
+        self.r2 = q[:, 0] ** 2 + q[:, 1] ** 2
+        r = np.sqrt(self.r2) + 1e-9
+        self.cos, self.sin = q[:, 0] / r, q[:, 1] / r
+        self.profile = heart.thickness_profile(np.arccos(np.clip(self.cos, -1.0, 1.0)))
+
+    def within_angle(self, centre_deg: float, half_deg: float) -> np.ndarray:
+        """Points whose angle from the septal direction is within `half_deg` of `centre_deg`."""
+        c, h = np.deg2rad(centre_deg), np.deg2rad(half_deg)
+        return self.cos * np.cos(c) + self.sin * np.sin(c) >= np.cos(h)
+
+
+@dataclass(frozen=True)
+class PreparedPoints:
+    background: np.ndarray
+    near: np.ndarray  # indices of the points close enough to the heart to evaluate it
+    heart_points: HeartPoints
 
 
 @dataclass(frozen=True)
@@ -336,7 +369,7 @@ def _count_volumes(heart: Heart, phase: int, step: float) -> tuple[float, float,
     ys = np.arange(-rmax, rmax, step) + step / 2
     zs = np.arange(g.base, heart.length_ed + 2.0 * heart.subject.septal_wall_mm, step) + step / 2
     q = np.stack(np.meshgrid(xs, ys, zs, indexing="ij"), axis=-1).reshape(-1, 3)
-    labels, _ = heart.heart_labels(q, phase, with_scar=False)
+    labels, _ = heart.heart_labels(HeartPoints(heart, q), phase, with_scar=False)
     voxel_ml = step**3 / 1000.0
     counts = np.bincount(labels, minlength=N_TISSUES)
     return counts[Tissue.LV_BLOOD] * voxel_ml, counts[Tissue.RV_BLOOD] * voxel_ml, counts[Tissue.LV_MYO] * voxel_ml
