@@ -19,7 +19,7 @@ from .errors import (
 )
 from .feature_extraction_cmr_study import CMRStudyProcessor, study_from_arrays
 from .headers import Frame, SkippedFile
-from .layout import LayoutEntry, StudyLayout, select_frames
+from .layout import FramePlan, LayoutEntry, StudyLayout, plan_frames, select_frames
 from .processing_cmr_clip import CMRCLIPProcessor
 from .reader import read_study
 from .study import Series, Study
@@ -33,6 +33,7 @@ __all__ = [
     "CMRStudyProcessor",
     "CorruptPixelDataError",
     "Frame",
+    "FramePlan",
     "InconsistentGeometryError",
     "LayoutEntry",
     "LayoutError",
@@ -43,6 +44,7 @@ __all__ = [
     "Study",
     "StudyLayout",
     "UnsupportedCompressionError",
+    "plan_frames",
     "read_study",
     "select_frames",
     "study_from_arrays",

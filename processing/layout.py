@@ -176,16 +176,54 @@ def _run_key(item: SelectedFrame | None):
     return None if item is None else (item.entry, id(item.series))
 
 
+@dataclass
+class FramePlan:
+    """Everything a layout can draw from a study: the `timeline` of candidate frames (the entries' natural
+    frames, concatenated in layout order) and, for each of the model's frames, the `slots` range `[a, b)`
+    of the timeline it is drawn from (`a == b`: a zero frame). The middle of each range is the test-time
+    choice, a random member the training-time choice (the release's random frame per segment)."""
+
+    layout: str
+    timeline: list[SelectedFrame]
+    slots: list[tuple[int, int]]
+    missing: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def pick(self, rng: np.random.Generator | None = None) -> list[int | None]:
+        """A timeline index per slot (None for zero frames): the middle `(a + b - 1) // 2`, or random."""
+        if rng is None:
+            return [None if b <= a else (a + b - 1) // 2 for a, b in self.slots]
+        return [None if b <= a else int(rng.integers(a, b)) for a, b in self.slots]
+
+    def select(self, rng: np.random.Generator | None = None) -> Selection:
+        frames = [None if i is None else self.timeline[i] for i in self.pick(rng)]
+        return Selection(layout=self.layout, frames=frames, missing=list(self.missing), warnings=list(self.warnings))
+
+
 def select_frames(study: Study, layout: StudyLayout, rng: np.random.Generator | None = None) -> Selection:
     """The frames `layout` takes from `study`; `rng` picks a random frame per segment (training) instead of the middle."""
+    return plan_frames(study, layout).select(rng)
+
+
+def plan_frames(study: Study, layout: StudyLayout) -> FramePlan:
+    """The candidate frames of `study` under `layout` and the range each model frame is drawn from."""
     series_for = {entry.key: _series_for(study, entry) for entry in layout.entries}
     missing = [key for key, series in series_for.items() if series is None]
     warnings = [f"{key} not found in the study" for key in missing]
     if layout.sampling == "segments":
-        frames = _segment_sampling(layout, series_for, rng, warnings)
+        timeline, slots = _segment_plan(layout, series_for, warnings)
     else:
-        frames = _fixed_sampling(layout, series_for, warnings)
-    return Selection(layout=layout.name, frames=frames, missing=missing, warnings=warnings)
+        timeline, slots = _fixed_plan(layout, series_for, warnings)
+    return FramePlan(layout=layout.name, timeline=timeline, slots=slots, missing=missing, warnings=warnings)
+
+
+def segment_slots(length: int, count: int, offset: int = 0) -> list[tuple[int, int]]:
+    """`count` ranges splitting `range(length)` into equal segments (bounds `int(linspace(0, length,
+    count + 1))`, the release's rule); with fewer frames than slots, single frames spread evenly (repeats)."""
+    if count <= length:
+        bounds = np.linspace(0, length, count + 1).astype(int)
+        return [(offset + int(a), offset + int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [(offset + i, offset + i + 1) for i in spread_indices(length, count)]
 
 
 def _series_for(study: Study, entry: LayoutEntry) -> Series | None:
@@ -205,28 +243,22 @@ def natural_frames(entry: LayoutEntry, series: Series, series_for: dict) -> list
     return frames
 
 
-def _segment_sampling(layout, series_for, rng, warnings) -> list[SelectedFrame | None]:
+def _segment_plan(layout, series_for, warnings) -> tuple[list[SelectedFrame], list[tuple[int, int]]]:
     timeline = []
     for entry in layout.entries:
         if series_for[entry.key] is not None:
             timeline.extend(natural_frames(entry, series_for[entry.key], series_for))
     n = layout.num_frames
-    if len(timeline) < n:
-        if layout.missing == "fill" and timeline:
-            warnings.append(f"only {len(timeline)} frames available for {n}: frames repeated")
-            return [timeline[i] for i in spread_indices(len(timeline), n)]
-        if len(timeline) < n:
-            warnings.append(f"only {len(timeline)} frames available for {n}: {n - len(timeline)} zero frames appended")
-        return timeline + [None] * (n - len(timeline))
-    bounds = np.linspace(0, len(timeline), n + 1).astype(int)
-    if rng is None:
-        picks = [(a + b - 1) // 2 for a, b in zip(bounds[:-1], bounds[1:])]
-    else:
-        picks = [int(rng.integers(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
-    return [timeline[i] for i in picks]
+    if len(timeline) >= n:
+        return timeline, segment_slots(len(timeline), n)
+    if layout.missing == "fill" and timeline:
+        warnings.append(f"only {len(timeline)} frames available for {n}: frames repeated")
+        return timeline, segment_slots(len(timeline), n)
+    warnings.append(f"only {len(timeline)} frames available for {n}: {n - len(timeline)} zero frames appended")
+    return timeline, [(i, i + 1) for i in range(len(timeline))] + [(len(timeline), len(timeline))] * (n - len(timeline))
 
 
-def _fixed_sampling(layout, series_for, warnings) -> list[SelectedFrame | None]:
+def _fixed_plan(layout, series_for, warnings) -> tuple[list[SelectedFrame], list[tuple[int, int]]]:
     present = [e for e in layout.entries if series_for[e.key] is not None]
     budgets = {e.key: e.frames for e in layout.entries}
     if layout.missing == "fill" and present and len(present) < len(layout.entries):
@@ -235,16 +267,19 @@ def _fixed_sampling(layout, series_for, warnings) -> list[SelectedFrame | None]:
         for entry, more in zip(present, extra):
             budgets[entry.key] += more
         warnings.append(f"{spare} frames of missing views filled from {', '.join(e.key for e in present)}")
-    frames: list[SelectedFrame | None] = []
+    timeline: list[SelectedFrame] = []
+    slots: list[tuple[int, int]] = []
     for entry in layout.entries:
         series = series_for[entry.key]
         if series is None:
             if layout.missing == "zeros":
-                frames.extend([None] * budgets[entry.key])
+                slots.extend([(len(timeline), len(timeline))] * budgets[entry.key])
             continue
         natural = natural_frames(entry, series, series_for)
-        frames.extend(natural[i] for i in spread_indices(len(natural), budgets[entry.key]))
-    return frames + [None] * (layout.num_frames - len(frames))
+        slots.extend(segment_slots(len(natural), budgets[entry.key], offset=len(timeline)))
+        timeline.extend(natural)
+    slots.extend([(len(timeline), len(timeline))] * (layout.num_frames - len(slots)))
+    return timeline, slots
 
 
 def spread_indices(length: int, count: int) -> list[int]:

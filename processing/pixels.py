@@ -116,14 +116,20 @@ class FrameTransform:
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """uint8 (H, W) -> float32 (3, image_size, image_size)."""
+        return self.normalise(self.geometry(image))
+
+    def geometry(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 (H, W) -> float32 (image_size, image_size) in [0, 1]: resize, crop, resize."""
         x = torch.from_numpy(image.astype(np.float32) / 255.0)[None, None]
         x = _resize_short_side(x, self.resize_shortest_edge or self.image_size)
         x = _centre_crop(x, self.crop_size or self.resize_shortest_edge or self.image_size)
-        x = _resize(x, (self.image_size, self.image_size))
-        x = x[0].expand(3, -1, -1)
+        return _resize(x, (self.image_size, self.image_size))[0, 0]
+
+    def normalise(self, grey: torch.Tensor) -> torch.Tensor:
+        """float (H, W) in [0, 1] -> (3, H, W) normalised with the configured mean and std."""
         mean = torch.tensor(self.image_mean, dtype=torch.float32)[:, None, None]
         std = torch.tensor(self.image_std, dtype=torch.float32)[:, None, None]
-        return (x - mean) / std
+        return (grey.expand(3, -1, -1) - mean) / std
 
     def zeros(self) -> torch.Tensor:
         return torch.zeros(3, self.image_size, self.image_size)
