@@ -17,7 +17,7 @@ import torch
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
 
 from .errors import CMRStudyError, NoUsableCineError
-from .layout import Selection, StudyLayout, select_frames
+from .layout import FramePlan, Selection, StudyLayout, plan_frames, select_frames
 from .pixels import IMAGENET_MEAN, IMAGENET_STD, ArrayFrame, FrameTransform, decode_frame, window_to_uint8
 from .reader import read_study
 from .study import SEQUENCES, VIEWS, Series, Study
@@ -122,6 +122,28 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         selection = select_frames(study, self.study_layout, rng=rng)
         return self.frames_to_tensor(selection), study_metadata(study, selection)
 
+    def compact(self, item, overrides: dict | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+        """A study stored compactly for training: the layout's candidate frames as uint8 (L, H, W), after
+        windowing, resize and crop but before normalisation; the slot ranges (T, 2) into them (see
+        `FramePlan`); and the metadata of the test-time selection. `normalise` turns chosen frames into
+        model input."""
+        study = self.load_study(item, overrides=overrides)
+        _require_cine(study)
+        plan = plan_frames(study, self.study_layout)
+        images = decode_selected(Selection(layout=plan.layout, frames=list(plan.timeline)))
+        transform = self.transform
+        resized = {key: (transform.geometry(image) * 255).round().to(torch.uint8) for key, image in images.items()}
+        size = (self.image_size, self.image_size)
+        frames = np.stack([resized[frame_key(item)].numpy() for item in plan.timeline]) if plan.timeline else np.zeros((0, *size), np.uint8)
+        return frames, np.asarray(plan.slots, dtype=np.int32).reshape(-1, 2), study_metadata(study, plan.select())
+
+    def normalise(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (..., H, W) from `compact` -> normalised (..., 3, H, W); all-zero frames (the
+        layout's zero frames) stay zero, as the release's padding frames were."""
+        out = self.transform.normalise(frames.float() / 255.0)
+        padding = (frames.flatten(-2) == 0).all(-1)
+        return out.masked_fill(padding[..., None, None, None], 0.0)
+
     @staticmethod
     def load_study(item, overrides: dict | None = None) -> Study:
         if isinstance(item, Study):
@@ -137,7 +159,7 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         images = decode_selected(selection)
         transform = self.transform
         cache = {key: transform(image) for key, image in images.items()}
-        frames = [transform.zeros() if item is None else cache[_frame_key(item)] for item in selection.frames]
+        frames = [transform.zeros() if item is None else cache[frame_key(item)] for item in selection.frames]
         return torch.stack(frames)
 
 
@@ -146,7 +168,7 @@ def decode_selected(selection: Selection) -> dict:
     by_series: dict[int, list] = {}
     for item in selection.frames:
         if item is not None:
-            by_series.setdefault(id(item.series), {})[_frame_key(item)] = item
+            by_series.setdefault(id(item.series), {})[frame_key(item)] = item
     images = {}
     for chosen in by_series.values():
         keys = list(chosen)
@@ -155,7 +177,7 @@ def decode_selected(selection: Selection) -> dict:
     return images
 
 
-def _frame_key(item) -> tuple:
+def frame_key(item) -> tuple:
     return (id(item.series), item.slice_index, item.phase_index)
 
 

@@ -126,10 +126,10 @@ class FrameTransform:
         return _resize(x, (self.image_size, self.image_size))[0, 0]
 
     def normalise(self, grey: torch.Tensor) -> torch.Tensor:
-        """float (H, W) in [0, 1] -> (3, H, W) normalised with the configured mean and std."""
+        """float (..., H, W) in [0, 1] -> (..., 3, H, W) normalised with the configured mean and std."""
         mean = torch.tensor(self.image_mean, dtype=torch.float32)[:, None, None]
         std = torch.tensor(self.image_std, dtype=torch.float32)[:, None, None]
-        return (grey.expand(3, -1, -1) - mean) / std
+        return (grey.unsqueeze(-3).expand(*grey.shape[:-2], 3, *grey.shape[-2:]) - mean) / std
 
     def zeros(self) -> torch.Tensor:
         return torch.zeros(3, self.image_size, self.image_size)

@@ -18,7 +18,6 @@ from transformers import BertTokenizer
 
 from cmr_clip import CMRCLIPModel
 from cmr_clip.data.augment import Augmentation, choose_frames, example_rng
-from cmr_clip.data.dataset import StudyTextCollator, StudyTextDataset, normalise
 from cmr_clip.training import TrainConfig, train
 from cmr_clip.training.loop import EpochShuffleSampler, latest_checkpoint, parameter_groups
 
@@ -173,10 +172,12 @@ def test_augmentation_is_one_crop_and_flip_per_study():
     assert not out.equal(frames)
 
 
-def test_normalise_keeps_padding_frames_zero():
+def test_study_processor_normalise_keeps_padding_frames_zero():
+    from cmr_clip.processing import CMRStudyProcessor
+
     frames = torch.full((1, 3, 4, 4), 128, dtype=torch.uint8)
     frames[0, 2] = 0
-    x = normalise(frames, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    x = CMRStudyProcessor(num_frames=7, image_size=4).normalise(frames)
     assert x.shape == (1, 3, 3, 4, 4)
     assert x[0, 2].abs().max() == 0
     torch.testing.assert_close(x[0, 0, 0, 0, 0], torch.tensor((128 / 255 - 0.485) / 0.229))

@@ -15,10 +15,6 @@ import torch
 
 from .augment import Augmentation, choose_frames, example_rng
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 class StudyTextDataset(torch.utils.data.Dataset):
     """A split of a prepared corpus: yields uint8 frames (T, H, W) and the impression for each study.
 
@@ -50,19 +46,15 @@ class StudyTextDataset(torch.utils.data.Dataset):
 
 @dataclass
 class StudyTextCollator:
-    """uint8 frames -> normalised `pixel_values_videos` (B, T, 3, H, W); impressions -> token ids.
-
-    Empty slots are zero after normalisation, as the release's padding frames were.
-    """
+    """uint8 frames -> normalised `pixel_values_videos` (B, T, 3, H, W) with the corpus's study processor
+    (zero frames stay zero); impressions -> token ids."""
 
     tokenizer: object
-    image_mean: tuple[float, float, float] = IMAGENET_MEAN
-    image_std: tuple[float, float, float] = IMAGENET_STD
+    study_processor: object
     max_length: int = 128
 
     def __call__(self, examples: list[dict]) -> dict:
         frames = torch.stack([e["frames"] for e in examples])  # (B, T, H, W) uint8
-        pixel_values = normalise(frames, self.image_mean, self.image_std)
         text = self.tokenizer(
             [e["impression"] for e in examples],
             padding=True,
@@ -70,17 +62,9 @@ class StudyTextCollator:
             max_length=self.max_length,
             return_tensors="pt",
         )
-        batch = {"pixel_values_videos": pixel_values, "input_ids": text["input_ids"],
-                 "attention_mask": text["attention_mask"]}
-        batch["index"] = torch.tensor([e["index"] for e in examples])
-        return batch
-
-
-def normalise(frames: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 (..., T, H, W) -> float (..., T, 3, H, W); all-zero frames stay zero (padding)."""
-    x = frames.float().div(255.0).unsqueeze(-3).expand(*frames.shape[:-2], 3, *frames.shape[-2:])
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    out = (x - mean_t) / std_t
-    padding = (frames.flatten(-2) == 0).all(-1)
-    return out.masked_fill(padding[..., None, None, None], 0.0)
+        return {
+            "pixel_values_videos": self.study_processor.normalise(frames),
+            "input_ids": text["input_ids"],
+            "attention_mask": text["attention_mask"],
+            "index": torch.tensor([e["index"] for e in examples]),
+        }

@@ -184,7 +184,8 @@ def train(config: TrainConfig) -> dict:
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable()
 
-    collator = StudyTextCollator(tokenizer, max_length=config.max_text_length)
+    study_processor = load_study_processor(config.data_dir)
+    collator = StudyTextCollator(tokenizer, study_processor, max_length=config.max_text_length)
     train_set = StudyTextDataset(corpus["train"], train=True, seed=config.seed,
                                  augmentation=Augmentation() if config.augment else None)
     if len(train_set) < 2:
@@ -284,7 +285,7 @@ def train(config: TrainConfig) -> dict:
     metrics = {"history": state["history"], "final": state["history"][-1] if state["history"] else {},
                "train_studies": len(train_set), "config": config.to_dict()}
     if accelerator.is_main_process:
-        save_final(accelerator.unwrap_model(model), tokenizer, config, metrics)
+        save_final(accelerator.unwrap_model(model), tokenizer, study_processor, config, metrics)
     accelerator.end_training()
     return metrics
 
@@ -297,20 +298,25 @@ def format_epoch(record: dict) -> str:
     return "  ".join(p for p in parts if p)
 
 
-def save_final(model: CMRCLIPModel, tokenizer, config: TrainConfig, metrics: dict) -> None:
+def load_study_processor(data_dir: str):
+    """The study processor the corpus was prepared with (its layout, image size and normalisation)."""
+    from ..processing import CMRStudyProcessor
+
+    path = Path(data_dir) / "study_processor"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{data_dir} has no study_processor/; prepare the corpus with `cmr-clip prepare`.")
+    return CMRStudyProcessor.from_pretrained(path)
+
+
+def save_final(model: CMRCLIPModel, tokenizer, study_processor, config: TrainConfig, metrics: dict) -> None:
+    """The trained model and its processor (the corpus's study processor and the tokenizer), and metrics."""
+    from ..processing import CMRCLIPProcessor
+
     out = Path(config.output_dir)
     model.save_pretrained(out)
-    processor = build_processor(tokenizer, config.data_dir)
+    processor = CMRCLIPProcessor(feature_extractor=study_processor, tokenizer=tokenizer)
     processor.save_pretrained(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if config.push_to_hub:
         model.push_to_hub(config.push_to_hub)
         processor.push_to_hub(config.push_to_hub)
-
-
-def build_processor(tokenizer, data_dir: str):
-    """The processor that goes with the trained model: the corpus's study processor and the tokenizer."""
-    from ..processing import CMRCLIPProcessor, CMRStudyProcessor
-
-    return CMRCLIPProcessor(feature_extractor=CMRStudyProcessor.from_pretrained(Path(data_dir) / "study_processor"),
-                            tokenizer=tokenizer)
