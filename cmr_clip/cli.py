@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": ("cmr_clip.training.cli", "train CMR-CLIP on a prepared corpus with Accelerate"),
     "synth": ("cmr_clip.synthetic.cli", "write a synthetic cohort of cardiac MRI studies with reports"),
+    "inspect": ("cmr_clip.inspect_cli", "show how a DICOM study is read and classified, and which frames the model gets"),
 }
 
 

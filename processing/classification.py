@@ -16,7 +16,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from .geometry import angle_between_planes, long_axis_rotation, plane_normal
+from .geometry import angle_between_planes, long_axis_rotation
+from .grouping import image_flavour, mark_repeat
 from .headers import SECONDARY_CAPTURE_PREFIX
 from .study import SEQUENCES, VIEWS, Series
 
@@ -42,7 +43,7 @@ VIEW_PATTERNS = [
 ]
 # Where each long-axis view sits around the LV long axis (see geometry.long_axis_rotation), in degrees, and
 # how far a study's planning may turn all of them together (the heart's own roll about its axis).
-LAX_ROTATION = {"2ch": 167.0, "3ch": 45.0, "4ch": 105.0}
+LAX_ROTATION = {"4ch": 0.0, "3ch": 60.0, "2ch": 115.0}
 LAX_COMMON_TURN = 35.0
 SAME_VIEW_DEGREES = 12.0
 
@@ -95,11 +96,11 @@ def _image_type_evidence(series: Series, add) -> None:
         add("secondary", 5.0, "secondary capture")
     if "MPR" in flags or "REFORMATTED" in flags or "PROJECTION IMAGE" in joined:
         add("reformat", 4.0, f"ImageType {joined}")
-    phase_image = "P" in frame.image_type[2:3] or "PHASE" in flags or frame.complex_component in ("PHASE", "REAL")
+    phase_image = image_flavour(frame) == "phase"
     if phase_image and (re.search(r"_v\d|v\d+in|venc", frame.sequence_name.lower()) or "VELOCITY" in joined):
         add("flow", 4.0, "velocity-encoded phase image")
     elif phase_image:
-        add("lge_psir", 1.5, "phase(-sensitive) reconstruction")
+        add("lge_psir", 1.5, f"phase-sensitive or real reconstruction (ImageType {joined})")
 
 
 def _timing_evidence(series: Series, add) -> None:
@@ -275,8 +276,6 @@ def _image_centre(frame) -> np.ndarray:
 
 def resolve_repeats(series: list[Series]) -> None:
     """Of several used series with the same (role, view), the last complete one wins; the others are set aside."""
-    from .grouping import mark_repeat
-
     groups: dict[tuple, list[Series]] = defaultdict(list)
     for item in series:
         if item.used and item.sequence != "other":

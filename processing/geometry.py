@@ -7,7 +7,8 @@ import numpy as np
 # The LV long axis runs from base to apex towards the patient's left, anterior and inferior.
 APEX_DIRECTION = np.array([1.0, -1.0, -1.0]) / np.sqrt(3.0)
 ANTERIOR = np.array([0.0, -1.0, 0.0])
-PATIENT_RIGHT = np.array([-1.0, 0.0, 0.0])
+# From the LV towards the RV: to the patient's right, anterior, slightly superior.
+LV_TO_RV = np.array([-0.6, -0.7, 0.25]) / np.linalg.norm([-0.6, -0.7, 0.25])
 PARALLEL_DEGREES = 10.0
 
 
@@ -36,15 +37,17 @@ def base_to_apex(normal: np.ndarray) -> np.ndarray:
 def long_axis_rotation(lax_normal: np.ndarray, sax_normal: np.ndarray) -> float:
     """Where a long-axis plane sits around the LV long axis, in degrees 0..180.
 
-    The plane's trace in the short-axis plane is compared with the anterior direction projected into that
-    plane, turning towards the patient's right: about 0 for the vertical long-axis plane (2-chamber, anterior
-    to inferior wall), 60 for the 3-chamber plane (through the anteroseptum and the outflow tract) and 120
-    for the 4-chamber plane (inferoseptum to anterolateral wall); the three are roughly 60 degrees apart.
+    Measured in the short-axis plane, from the direction from the LV towards the RV (the septum's normal:
+    right, anterior and a little up) turning towards the anterior wall. The 4-chamber plane runs along that
+    direction (about 0), the 3-chamber plane about 60 degrees on (through the outflow tract) and the
+    2-chamber plane, parallel to the septum, about 115.
     """
     trace = np.cross(sax_normal, lax_normal)
-    anterior = _in_plane(ANTERIOR, sax_normal)
-    right = _in_plane(PATIENT_RIGHT - np.dot(PATIENT_RIGHT, anterior) * anterior, sax_normal)
-    angle = np.degrees(np.arctan2(np.dot(trace, right), np.dot(trace, anterior)))
+    towards_rv = _in_plane(LV_TO_RV, sax_normal)
+    anterior_side = np.cross(sax_normal, towards_rv)
+    if np.dot(anterior_side, ANTERIOR) < 0:
+        anterior_side = -anterior_side
+    angle = np.degrees(np.arctan2(np.dot(trace, anterior_side), np.dot(trace, towards_rv)))
     return float(angle % 180.0)
 
 

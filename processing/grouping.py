@@ -18,6 +18,8 @@ from .headers import Frame
 from .study import Series
 
 SAME_SLICE_MM = 0.5
+# ImageType values (third onwards) of phase, real and phase-sensitive reconstructions across vendors.
+PHASE_LIKE_FLAGS = {"P", "PHASE", "R", "REAL", "R_IR", "P_IR", "PSIR", "PHASE MAP"}
 SAME_POSITION_MM = 2.0
 
 
@@ -44,10 +46,9 @@ def split_into_series(frames: list[Frame]) -> list[Series]:
 
 
 def image_flavour(frame: Frame) -> str:
-    """'phase' for phase(-sensitive) reconstructions, 'magnitude' otherwise."""
-    if frame.complex_component in ("PHASE", "REAL") or "PHASE" in frame.image_type:
-        return "phase"
-    if len(frame.image_type) > 2 and frame.image_type[2] in ("P", "PHASE"):
+    """'phase' for phase, real and phase-sensitive (PSIR) reconstructions, 'magnitude' otherwise."""
+    flags = set(frame.image_type[2:])
+    if frame.complex_component in ("PHASE", "REAL") or flags & PHASE_LIKE_FLAGS:
         return "phase"
     return "magnitude"
 
@@ -144,7 +145,8 @@ def merge_parallel_slices(series: list[Series], sequence: str) -> list[Series]:
     groups: list[list[Series]] = []
     for item in sorted(candidates, key=lambda s: s.acquisition_order):
         for group in groups:
-            if are_parallel(item.normal, group[0].normal) and item.n_phases == group[0].n_phases:
+            same_kind = item.role == group[0].role and item.n_phases == group[0].n_phases
+            if same_kind and are_parallel(item.normal, group[0].normal):
                 group.append(item)
                 break
         else:

@@ -1,8 +1,8 @@
 """Small DICOM studies written with pydicom for the processing tests, with their ground truth.
 
-Geometry is anatomical and built independently of the processor: a LV long axis pointing left, anterior
-and inferior; short-axis planes perpendicular to it; long-axis planes containing it, rotated from the
-anterior direction towards the patient's right by 0 (2CH), 60 (3CH) and 120 (4CH) degrees. Every image
+Geometry is anatomical: a LV long axis pointing left, anterior and inferior; short-axis planes
+perpendicular to it; long-axis planes containing it, turned about it from the LV-to-RV direction (right,
+anterior, up) towards the anterior wall by 0 (4CH), 60 (3CH) and 115 (2CH) degrees. Every image
 carries a synthetic patient identity (for PHI tests) and a bright disc whose radius encodes its slice and
 phase, so ordering can also be checked from pixels.
 """
@@ -30,7 +30,8 @@ IDENTITY = {
     "StudyDate": "20240229",
 }
 LONG_AXIS = np.array([0.7, -0.45, -0.55]) / np.linalg.norm([0.7, -0.45, -0.55])
-LAX_ANGLES = {"2ch": 0.0, "3ch": 60.0, "4ch": 120.0}
+LAX_ANGLES = {"4ch": 0.0, "3ch": 60.0, "2ch": 115.0}
+TOWARDS_RV = np.array([-0.6, -0.7, 0.25])
 SIZE = 32
 SPACING = 6.0
 
@@ -40,25 +41,25 @@ def _unit(v):
 
 
 def sax_axes():
-    anterior = _unit(np.array([0.0, -1.0, 0.0]) - np.dot([0.0, -1.0, 0.0], LONG_AXIS) * LONG_AXIS)
-    right = _unit(np.array([-1.0, 0, 0]) - np.dot([-1.0, 0, 0], LONG_AXIS) * LONG_AXIS)
-    right = _unit(right - np.dot(right, anterior) * anterior)
-    return anterior, right
+    """(towards the RV, towards the anterior wall), both in the short-axis plane."""
+    towards_rv = _unit(TOWARDS_RV - np.dot(TOWARDS_RV, LONG_AXIS) * LONG_AXIS)
+    anterior = np.cross(LONG_AXIS, towards_rv)
+    return towards_rv, anterior if anterior[1] < 0 else -anterior
 
 
 def sax_plane(slice_index: int, n_slices: int, spacing: float = 8.0):
     """(position, orientation) of short-axis slice `slice_index`, 0 = most basal."""
-    anterior, right = sax_axes()
-    row, col = right, anterior
+    towards_rv, anterior = sax_axes()
+    row, col = towards_rv, anterior
     offset = (slice_index - (n_slices - 1) / 2) * spacing
     centre = offset * LONG_AXIS
     return _corner(centre, row, col), tuple(row) + tuple(col)
 
 
 def lax_plane(view: str):
-    anterior, right = sax_axes()
+    towards_rv, anterior = sax_axes()
     angle = np.radians(LAX_ANGLES[view])
-    trace = np.cos(angle) * anterior + np.sin(angle) * right
+    trace = np.cos(angle) * towards_rv + np.sin(angle) * anterior
     row, col = trace, LONG_AXIS
     return _corner(np.zeros(3), row, col), tuple(row) + tuple(col)
 

@@ -26,7 +26,7 @@ def classification_errors(study, truth: dict) -> list:
     for key, expected in truth.items():
         series, s, p = where[key]
         used = series.used and series.sequence != "other"
-        should_be_used = expected["role"] in ("cine", "lge")
+        should_be_used = expected["role"] in ("cine", "lge", "lge_psir")
         if (series.sequence, series.view) != (expected["sequence"], expected["view"]) or used != should_be_used:
             errors.append((key, expected, series.sequence, series.view, series.role))
         elif should_be_used and (s, p) != (expected["slice"], expected["phase"]):
