@@ -1,0 +1,340 @@
+"""The synthetic cohort as files: valid DICOM, consistent geometry and timing, truth, reports, determinism."""
+
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from cmr_clip.synthetic import FINDINGS, VENDORS, make_cohort, plan_cohort
+
+SEED = 3  # six studies: all three vendors, a Philips multi-frame study, PSIR, a patient seen twice
+N = 6
+LABEL_KEYS = set(FINDINGS) | {"diagnosis"}
+MEASUREMENT_KEYS = {"lvef", "lvedv_ml", "lvesv_ml", "rvef", "rvedv_ml", "max_wall_thickness_mm"}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cohort")
+    records = make_cohort(out, N, seed=SEED, num_workers=2, progress=False)
+    return out, records
+
+
+@pytest.fixture(scope="module")
+def frames(cohort):
+    """Every study's truth entries joined with its headers and pixels, read once."""
+    out, records = cohort
+    return {r["study_id"]: _frames(out, r["study_id"]) for r in records}
+
+
+def _truth(out: Path, study_id: str) -> dict:
+    return json.loads((out / "truth" / f"{study_id}.json").read_text())
+
+
+def _frames(out: Path, study_id: str) -> list[dict]:
+    """Truth entries joined with what the DICOM headers say about each frame."""
+    study_dir = out / "studies" / study_id
+    cache = {}
+    joined = []
+    for entry in _truth(out, study_id)["frames"]:
+        if entry["path"] not in cache:
+            cache[entry["path"]] = pydicom.dcmread(study_dir / entry["path"])
+        ds = cache[entry["path"]]
+        if entry["frame"] is None:
+            ipp, iop = ds.ImagePositionPatient, ds.ImageOrientationPatient
+            trigger = float(ds.TriggerTime) if "TriggerTime" in ds else None
+            pixels = ds.pixel_array
+        else:
+            per_frame = ds.PerFrameFunctionalGroupsSequence[entry["frame"]]
+            ipp = per_frame.PlanePositionSequence[0].ImagePositionPatient
+            iop = ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+            trigger = float(per_frame.CardiacSynchronizationSequence[0].NominalCardiacTriggerDelayTime)
+            pixels = ds.pixel_array[entry["frame"]]
+        joined.append({**entry, "ds": ds, "ipp": np.array(ipp, float), "iop": np.array(iop, float),
+                       "trigger": trigger, "pixels": pixels})
+    return joined
+
+
+def _normal(iop: np.ndarray) -> np.ndarray:
+    return np.cross(iop[:3], iop[3:])
+
+
+def test_cohort_layout_and_reports(cohort):
+    out, records = cohort
+    assert [r["study_id"] for r in records] == [f"SYN{i:05d}" for i in range(N)]
+    assert {p.name for p in (out / "studies").iterdir()} == {r["study_id"] for r in records}
+    lines = (out / "reports.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == records
+    for r in records:
+        assert set(r["labels"]) == LABEL_KEYS
+        assert all(isinstance(r["labels"][k], bool) for k in FINDINGS)
+        assert r["labels"]["diagnosis"] in {"normal", "icm", "nicm", "hcm", "amyloidosis"}
+        assert MEASUREMENT_KEYS <= set(r["measurements"])
+        assert r["vendor"] in VENDORS and r["field_strength"] in (1.5, 3.0)
+        assert r["impression"].strip()
+    assert {r["vendor"] for r in records} == set(VENDORS)
+
+
+def test_every_file_reads_and_decodes(cohort):
+    out, records = cohort
+    n_files = 0
+    for path in (out / "studies").rglob("*"):
+        if not path.is_file():
+            continue
+        assert path.read_bytes()[128:132] == b"DICM", path
+        ds = pydicom.dcmread(path)
+        assert ds.SOPClassUID in (pydicom.uid.MRImageStorage, pydicom.uid.EnhancedMRImageStorage)
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        pixels = ds.pixel_array
+        frames = int(ds.get("NumberOfFrames", 1))
+        assert pixels.shape == ((frames,) if frames > 1 else ()) + (ds.Rows, ds.Columns)
+        assert pixels.max() > 0
+        n_files += 1
+    assert n_files > 100 * N  # classic studies carry ~200 files each
+
+
+def test_files_are_what_dcmwrite_writes(cohort):
+    """Classic files are assembled from pre-encoded elements; they must equal pydicom's own output."""
+    out, _ = cohort
+    for path in sorted(p for p in (out / "studies" / "SYN00001").rglob("*") if p.is_file())[:40]:
+        buffer = io.BytesIO()
+        pydicom.dcmwrite(buffer, pydicom.dcmread(path), enforce_file_format=True)
+        assert buffer.getvalue() == path.read_bytes(), path
+
+
+def test_truth_lists_every_frame_once_and_matches_headers(cohort, frames):
+    out, records = cohort
+    for r in records:
+        study_dir = out / "studies" / r["study_id"]
+        truth = _truth(out, r["study_id"])
+        assert truth["study_id"] == r["study_id"] and truth["vendor"] == r["vendor"]
+        on_disk = {str(p.relative_to(study_dir)) for p in study_dir.rglob("*") if p.is_file()}
+        per_file = defaultdict(list)
+        for entry in truth["frames"]:
+            per_file[entry["path"]].append(entry["frame"])
+        assert set(per_file) == on_disk
+        for path, indices in per_file.items():
+            ds = pydicom.dcmread(study_dir / path, stop_before_pixels=True)
+            expected = [None] if "NumberOfFrames" not in ds else list(range(int(ds.NumberOfFrames)))
+            assert indices == expected, path
+        for f in frames[r["study_id"]]:
+            assert int(f["ds"].SeriesNumber) == f["series_number"]
+            assert f["sequence"] in ("cine", "lge", "other")
+            if f["role"] in ("lge", "lge_psir", "ti_scout"):
+                assert float(f["ds"].InversionTime) > 0
+            if f["sequence"] == "cine":
+                assert int(f["ds"].CardiacNumberOfImages) == r["cardiac_phases"]["n"]
+
+
+def test_study_has_the_series_a_processor_must_set_aside(cohort):
+    out, records = cohort
+    for r in records:
+        frames = _truth(out, r["study_id"])["frames"]
+        roles = {f["role"] for f in frames}
+        assert {"localizer", "ti_scout", "t1_map", "repeat_discarded", "cine", "lge"} <= roles
+        for f in frames:
+            if f["role"] in ("localizer", "ti_scout", "t1_map"):
+                assert f["sequence"] == "other"
+        discarded = [f for f in frames if f["role"] == "repeat_discarded"]
+        view = discarded[0]["view"]
+        assert discarded[0]["sequence"] == "cine" and view in ("2ch", "3ch", "4ch")
+        kept = [f for f in frames if f["role"] == "cine" and f["view"] == view]
+        assert max(f["series_number"] for f in discarded) < min(f["series_number"] for f in kept)
+        views = {(f["sequence"], f["view"]) for f in frames if f["role"] in ("cine", "lge")}
+        assert {(s, v) for s in ("cine", "lge") for v in ("sax", "2ch", "3ch", "4ch")} <= views
+
+
+def test_sax_slices_parallel_and_ordered_base_to_apex_along_normal(cohort, frames):
+    out, records = cohort
+    for r in records:
+        for role in ("cine", "lge"):
+            sax = [f for f in frames[r["study_id"]] if f["role"] == role and f["view"] == "sax"]
+            slices = sorted({f["slice"] for f in sax})
+            assert len(slices) >= 8 and slices == list(range(len(slices)))
+            normal = _normal(sax[0]["iop"])
+            for f in sax:
+                assert np.allclose(f["iop"], sax[0]["iop"], atol=1e-6)
+            position = {f["slice"]: float(f["ipp"] @ normal) for f in sax}
+            steps = np.diff([position[s] for s in slices])
+            assert np.all(steps > 0) or np.all(steps < 0)
+            assert np.all((np.abs(steps) >= 7.99) & (np.abs(steps) <= 10.01))
+            spacing = float(sax[0]["ds"].get("SpacingBetweenSlices") or
+                            sax[0]["ds"].SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SpacingBetweenSlices)
+            assert np.allclose(np.abs(steps), spacing, atol=0.02)
+
+
+def _plane(frame):
+    normal = _normal(frame["iop"])
+    return normal, float(normal @ frame["ipp"])
+
+
+def _pixel_of(point, frame):
+    ds = frame["ds"]
+    spacing = ds.get("PixelSpacing") or ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    d = np.asarray(point) - frame["ipp"]
+    return int(round(d @ frame["iop"][3:] / float(spacing[0]))), int(round(d @ frame["iop"][:3] / float(spacing[1])))
+
+
+def test_long_axis_planes_meet_on_the_lv_long_axis(cohort, frames):
+    out, records = cohort
+    for r in records:
+        study = frames[r["study_id"]]
+        lax = {f["view"]: _plane(f) for f in study if f["role"] == "cine" and f["view"] in ("2ch", "3ch", "4ch")}
+        sax = sorted((f for f in study if f["role"] == "cine" and f["view"] == "sax"), key=lambda f: f["slice"])
+        sax_normal = _normal(sax[0]["iop"])
+        (n1, d1), (n2, d2), (n3, d3) = lax["2ch"], lax["4ch"], lax["3ch"]
+        axis = np.cross(n1, n2)
+        axis /= np.linalg.norm(axis)
+        assert abs(axis @ sax_normal) > np.cos(np.deg2rad(1.0))  # the views share a line normal to the SAX planes
+        for n in (n1, n2, n3):
+            assert abs(n @ sax_normal) < 1e-3  # every long-axis plane is perpendicular to the stack
+        point = np.linalg.lstsq(np.stack([n1, n2, axis]), np.array([d1, d2, 0.0]), rcond=None)[0]
+        assert abs(n3 @ point - d3) < 0.5  # the 3CH plane contains the same line
+        # Where the line crosses a mid-ventricular SAX slice at end-diastole, the image shows the LV blood pool.
+        mid = [f for f in sax if f["slice"] == len({s["slice"] for s in sax}) // 2 and f["phase"] == 0][0]
+        normal, offset = _plane(mid)
+        crossing = point + axis * (offset - normal @ point) / (normal @ axis)
+        row, col = _pixel_of(crossing, mid)
+        image = mid["pixels"].astype(float)
+        assert image[row - 1:row + 2, col - 1:col + 2].mean() > 0.6 * np.percentile(image, 99.5)
+
+
+def test_trigger_time_increases_with_phase(cohort, frames):
+    out, records = cohort
+    for r in records:
+        rr = 60000.0 / r["heart_rate_bpm"]
+        by_slice = defaultdict(list)
+        for f in frames[r["study_id"]]:
+            if f["sequence"] == "cine":
+                by_slice[(f["series_number"], f["slice"])].append(f)
+        for series in by_slice.values():
+            series.sort(key=lambda f: f["phase"])
+            assert [f["phase"] for f in series] == list(range(r["cardiac_phases"]["n"]))
+            times = [f["trigger"] for f in series]
+            assert np.all(np.diff(times) > 0) and times[-1] < rr
+            nominal = series[0]["ds"].get("NominalInterval")
+            assert nominal is not None and abs(float(nominal) - rr) < 1.0
+
+
+def test_vendor_styles(cohort, frames):
+    out, records = cohort
+    for r in records:
+        study = frames[r["study_id"]]
+        manufacturer = study[0]["ds"].Manufacturer
+        sax_series = {f["series_number"] for f in study if f["role"] == "cine" and f["view"] == "sax"}
+        n_slices = len({f["slice"] for f in study if f["role"] == "cine" and f["view"] == "sax"})
+        if r["vendor"] == "ge":
+            assert manufacturer == "GE MEDICAL SYSTEMS" and len(sax_series) == n_slices
+        else:
+            assert len(sax_series) == 1
+        if r["vendor"] == "siemens":
+            assert manufacturer == "SIEMENS"
+        if r["vendor"] == "philips":
+            assert manufacturer.startswith("Philips")
+            assert all(f["series_number"] % 100 == 1 for f in study)
+        assert float(study[0]["ds"].MagneticFieldStrength) == r["field_strength"]
+    paths = [f["path"] for r in records for f in _truth(out, r["study_id"])["frames"]]
+    assert any(p.endswith(".dcm") for p in paths) and any("." not in Path(p).name for p in paths)
+    assert any(f["frame"] is not None for r in records for f in _truth(out, r["study_id"])["frames"])
+
+
+def test_no_patient_identity_outside_the_dicom_headers(cohort):
+    out, records = cohort
+    exported = (out / "reports.jsonl").read_text() + "".join(p.read_text() for p in (out / "truth").iterdir())
+    header_ids = {}
+    for r in records:
+        path = next(p for p in (out / "studies" / r["study_id"]).rglob("*") if p.is_file())
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        identity = [str(ds.PatientName), ds.PatientID, ds.PatientBirthDate, ds.AccessionNumber,
+                    ds.StudyInstanceUID, ds.SOPInstanceUID]
+        assert all(len(value) >= 6 for value in identity)
+        for value in identity + str(ds.PatientName).split("^"):
+            assert value not in exported, value
+            assert value not in "".join(str(p.relative_to(out)) for p in (out / "studies").rglob("*"))
+        header_ids.setdefault(r["patient_id"], set()).add(ds.PatientID)
+    # the same synthetic patient carries the same MRN in both studies, and different patients differ
+    assert all(len(ids) == 1 for ids in header_ids.values())
+    assert len(set.union(*header_ids.values())) == len(header_ids)
+    assert len(header_ids) < len(records)  # this seed has a patient with two studies
+
+
+def test_some_patients_have_two_studies():
+    plans = plan_cohort(200, 0, VENDORS)
+    visits = defaultdict(list)
+    for plan in plans:
+        visits[plan.patient_index].append(plan)
+    assert 10 < sum(len(v) == 2 for v in visits.values()) < 40
+    assert all(len(v) <= 2 and v[0].vendor == v[-1].vendor for v in visits.values())
+
+
+def _pixel_bytes(out: Path, study_id: str) -> dict:
+    study_dir = out / "studies" / study_id
+    return {str(p.relative_to(study_dir)): pydicom.dcmread(p).PixelData
+            for p in sorted(study_dir.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_cohort_whatever_the_worker_count(cohort, tmp_path):
+    out, records = cohort
+    again = make_cohort(tmp_path / "again", 2, seed=SEED, num_workers=1, progress=False)
+    assert again == records[:2]
+    for r in again:
+        assert _pixel_bytes(tmp_path / "again", r["study_id"]) == _pixel_bytes(out, r["study_id"])
+        assert _truth(tmp_path / "again", r["study_id"]) == _truth(out, r["study_id"])
+
+
+def test_different_seed_different_cohort(cohort, tmp_path):
+    out, records = cohort
+    other = make_cohort(tmp_path / "other", 2, seed=SEED + 1, num_workers=1, progress=False)
+    assert [r["impression"] for r in other] != [r["impression"] for r in records[:2]]
+    assert [r["measurements"] for r in other] != [r["measurements"] for r in records[:2]]
+    first = next(iter(_pixel_bytes(tmp_path / "other", "SYN00000").values()))
+    assert first not in _pixel_bytes(out, "SYN00000").values()
+
+
+def test_blank_descriptions(tmp_path):
+    make_cohort(tmp_path, 1, seed=5, vendors=["siemens"], num_workers=1, progress=False, blank_descriptions=True)
+    files = [p for p in (tmp_path / "studies").rglob("*") if p.is_file()]
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert ds.SeriesDescription == "" and ds.ProtocolName == "" and ds.SequenceName == ""
+    assert not any("cine" in str(p).lower() or "psir" in str(p).lower() for p in files)
+
+
+def test_vendor_restriction(tmp_path):
+    records = make_cohort(tmp_path, 2, seed=1, vendors=["philips"], num_workers=1, progress=False)
+    assert {r["vendor"] for r in records} == {"philips"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n": 0}, "n must be a positive integer"),
+        ({"n": 2.5}, "n must be a positive integer"),
+        ({"n": 1, "seed": -1}, "seed must be a non-negative integer"),
+        ({"n": 1, "size": "medium"}, "size must be one of"),
+        ({"n": 1, "vendors": ["toshiba"]}, "unknown vendor 'toshiba'"),
+        ({"n": 1, "vendors": []}, "vendors must name at least one"),
+        ({"n": 1, "num_workers": 0}, "num_workers must be a positive integer"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_cohort(tmp_path, progress=False, **kwargs)
+    assert not (tmp_path / "reports.jsonl").exists()
+
+
+def test_cli_synth_writes_a_cohort_and_preview(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from cmr_clip.cli import main
+
+    assert main(["synth", "--out", str(tmp_path), "--n", "1", "--seed", "2", "--workers", "1", "--quiet",
+                 "--preview"]) == 0
+    assert "wrote 1 studies" in capsys.readouterr().out
+    assert len((tmp_path / "reports.jsonl").read_text().splitlines()) == 1
+    png = (tmp_path / "preview.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    assert main(["synth", "--out", str(tmp_path / "bad"), "--n", "0"]) == 2
