@@ -156,9 +156,8 @@ class CMRStudyProcessor(FeatureExtractionMixin):
 
     def frames_to_tensor(self, selection: Selection) -> torch.Tensor:
         """Decode each selected frame once, window per series, transform; zero frames where nothing was selected."""
-        images = decode_selected(selection)
         transform = self.transform
-        cache = {key: transform(image) for key, image in images.items()}
+        cache = transform.transform_all(decode_selected(selection))
         frames = [transform.zeros() if item is None else cache[frame_key(item)] for item in selection.frames]
         return torch.stack(frames)
 

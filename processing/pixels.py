@@ -120,10 +120,25 @@ class FrameTransform:
 
     def geometry(self, image: np.ndarray) -> torch.Tensor:
         """uint8 (H, W) -> float32 (image_size, image_size) in [0, 1]: resize, crop, resize."""
-        x = torch.from_numpy(image.astype(np.float32) / 255.0)[None, None]
+        return self.geometry_batch(image[None])[0]
+
+    def geometry_batch(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W) -> float32 (N, image_size, image_size): one interpolation call for the whole stack."""
+        x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
         x = _resize_short_side(x, self.resize_shortest_edge or self.image_size)
         x = _centre_crop(x, self.crop_size or self.resize_shortest_edge or self.image_size)
-        return _resize(x, (self.image_size, self.image_size))[0, 0]
+        return _resize(x, (self.image_size, self.image_size))[:, 0]
+
+    def transform_all(self, images: dict) -> dict:
+        """{key: uint8 (H, W)} -> {key: (3, image_size, image_size)}, images of one shape transformed together."""
+        by_shape: dict[tuple, list] = {}
+        for key, image in images.items():
+            by_shape.setdefault(image.shape, []).append(key)
+        out = {}
+        for keys in by_shape.values():
+            batch = self.normalise(self.geometry_batch(np.stack([images[key] for key in keys])))
+            out.update(zip(keys, batch))
+        return out
 
     def normalise(self, grey: torch.Tensor) -> torch.Tensor:
         """float (..., H, W) in [0, 1] -> (..., 3, H, W) normalised with the configured mean and std."""
