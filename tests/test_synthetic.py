@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from scipy import ndimage
 
 from cmr_clip.synthetic import FINDINGS, VENDORS, make_cohort, plan_cohort
 
@@ -172,35 +173,74 @@ def _plane(frame):
     return normal, float(normal @ frame["ipp"])
 
 
-def _pixel_of(point, frame):
+def _pixel_spacing(frame) -> tuple[float, float]:
     ds = frame["ds"]
     spacing = ds.get("PixelSpacing") or ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    return float(spacing[0]), float(spacing[1])
+
+
+def _pixel_of(point, frame):
+    rows, cols = _pixel_spacing(frame)
     d = np.asarray(point) - frame["ipp"]
-    return int(round(d @ frame["iop"][3:] / float(spacing[0]))), int(round(d @ frame["iop"][:3] / float(spacing[1])))
+    return int(round(d @ frame["iop"][3:] / rows)), int(round(d @ frame["iop"][:3] / cols))
+
+
+def _lv_axis(study):
+    """The LV long axis as the DICOM headers give it: the line where the 2CH and 4CH planes meet."""
+    (n1, d1), (n2, d2) = (_plane(next(f for f in study if f["role"] == "cine" and f["view"] == v))
+                          for v in ("2ch", "4ch"))
+    axis = np.cross(n1, n2)
+    axis /= np.linalg.norm(axis)
+    return np.linalg.lstsq(np.stack([n1, n2, axis]), np.array([d1, d2, 0.0]), rcond=None)[0], axis
+
+
+def _blood_pool_area(frame, point, axis) -> int:
+    """Pixels of the bright region around the point where the LV axis crosses this image."""
+    normal, offset = _plane(frame)
+    row, col = _pixel_of(point + axis * (offset - normal @ point) / (normal @ axis), frame)
+    image = frame["pixels"].astype(float)
+    regions, _ = ndimage.label(image > 0.5 * np.percentile(image, 99.5))
+    return int((regions == regions[row, col]).sum()) if regions[row, col] else 0
 
 
 def test_long_axis_planes_meet_on_the_lv_long_axis(cohort, frames):
     out, records = cohort
     for r in records:
         study = frames[r["study_id"]]
-        lax = {f["view"]: _plane(f) for f in study if f["role"] == "cine" and f["view"] in ("2ch", "3ch", "4ch")}
-        sax = sorted((f for f in study if f["role"] == "cine" and f["view"] == "sax"), key=lambda f: f["slice"])
+        sax = [f for f in study if f["role"] == "cine" and f["view"] == "sax"]
         sax_normal = _normal(sax[0]["iop"])
-        (n1, d1), (n2, d2), (n3, d3) = lax["2ch"], lax["4ch"], lax["3ch"]
-        axis = np.cross(n1, n2)
-        axis /= np.linalg.norm(axis)
-        assert abs(axis @ sax_normal) > np.cos(np.deg2rad(1.0))  # the views share a line normal to the SAX planes
-        for n in (n1, n2, n3):
-            assert abs(n @ sax_normal) < 1e-3  # every long-axis plane is perpendicular to the stack
-        point = np.linalg.lstsq(np.stack([n1, n2, axis]), np.array([d1, d2, 0.0]), rcond=None)[0]
-        assert abs(n3 @ point - d3) < 0.5  # the 3CH plane contains the same line
-        # Where the line crosses a mid-ventricular SAX slice at end-diastole, the image shows the LV blood pool.
-        mid = [f for f in sax if f["slice"] == len({s["slice"] for s in sax}) // 2 and f["phase"] == 0][0]
-        normal, offset = _plane(mid)
-        crossing = point + axis * (offset - normal @ point) / (normal @ axis)
-        row, col = _pixel_of(crossing, mid)
-        image = mid["pixels"].astype(float)
-        assert image[row - 1:row + 2, col - 1:col + 2].mean() > 0.6 * np.percentile(image, 99.5)
+        point, axis = _lv_axis(study)
+        assert abs(axis @ sax_normal) > np.cos(np.deg2rad(1.0))  # 2CH and 4CH meet on a line normal to the stack
+        for view in ("2ch", "3ch", "4ch"):
+            normal, offset = _plane(next(f for f in study if f["role"] == "cine" and f["view"] == view))
+            assert abs(normal @ sax_normal) < 1e-3  # perpendicular to the SAX planes
+            assert abs(normal @ point - offset) < 0.5  # and through the same line
+        # Where that line crosses a mid-ventricular slice at end-diastole, the image shows a bright blood pool.
+        middle = len({f["slice"] for f in sax}) // 2
+        mid = next(f for f in sax if f["slice"] == middle and f["phase"] == 0)
+        area_mm2 = _blood_pool_area(mid, point, axis) * np.prod(_pixel_spacing(mid))
+        assert 500.0 < area_mm2 < 7000.0
+
+
+def test_cine_pixels_show_the_labelled_ventricular_function(cohort, frames):
+    """LV blood volume read off the cine SAX pixels peaks at ED, bottoms out at the labelled ES, and its
+    ejection fraction ranks the studies with LV dysfunction below the others."""
+    out, records = cohort
+    image_ef = {}
+    for r in records:
+        study = frames[r["study_id"]]
+        point, axis = _lv_axis(study)
+        sax = [f for f in study if f["role"] == "cine" and f["view"] == "sax" and f["slice"] > 0]  # basal slice
+        n = r["cardiac_phases"]["n"]                                                              # meets the atria
+        volume = np.zeros(n)
+        for f in sax:
+            volume[f["phase"]] += _blood_pool_area(f, point, axis)
+        assert volume.argmax() in (0, 1, n - 1)
+        assert abs(int(volume.argmin()) - r["cardiac_phases"]["es"]) <= 2
+        image_ef[r["study_id"]] = 100.0 * (1.0 - volume.min() / volume[0])
+    reduced = [image_ef[r["study_id"]] for r in records if r["labels"]["lv_dysfunction"]]
+    preserved = [image_ef[r["study_id"]] for r in records if not r["labels"]["lv_dysfunction"]]
+    assert reduced and preserved and max(reduced) < min(preserved)
 
 
 def test_trigger_time_increases_with_phase(cohort, frames):
