@@ -13,6 +13,15 @@ from .modeling import (
     CMRCLIPVisionConfig,
     CMRCLIPVisionModel,
 )
+from .processing import (
+    CMRCLIPProcessor,
+    CMRStudyError,
+    CMRStudyProcessor,
+    Series,
+    Study,
+    StudyLayout,
+    read_study,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -25,6 +34,13 @@ __all__ = [
     "CMRCLIPConfig",
     "CMRCLIPModel",
     "CMRCLIPOutput",
+    "CMRCLIPProcessor",
     "CMRCLIPVisionConfig",
     "CMRCLIPVisionModel",
+    "CMRStudyError",
+    "CMRStudyProcessor",
+    "Series",
+    "Study",
+    "StudyLayout",
+    "read_study",
 ]

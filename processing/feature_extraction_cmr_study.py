@@ -193,7 +193,7 @@ def _require_cine(study: Study) -> None:
         return
     found = ", ".join(f"series {s.series_number} ({s.role})" for s in study.series) or "none"
     raise NoUsableCineError(
-        f"{study.source_name}: no cine series found (series: {found}). If a cine series was misclassified, "
+        f"the study has no cine series (series: {found}). If a cine series was misclassified, "
         "pass overrides={'<description pattern or SeriesInstanceUID>': ('cine', '<view>')}."
     )
 
@@ -242,7 +242,7 @@ def study_from_arrays(views: dict) -> Study:
         item.sequence, item.view, item.role, item.confidence = sequence, view, sequence, 1.0
         item.reasons.append("given as an array by the user")
         series.append(item)
-    return Study(series=series, source_name="arrays")
+    return Study(series=series)
 
 
 def _array_grid(array: np.ndarray, sequence: str, label: str) -> list[list[ArrayFrame]]:

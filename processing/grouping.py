@@ -135,13 +135,34 @@ def _phase_key(frame: Frame) -> tuple:
 
 
 def merge_parallel_slices(series: list[Series], sequence: str) -> list[Series]:
-    """Merge single-slice series of `sequence` lying in parallel planes into stacks.
+    """Merge series of `sequence` lying in parallel planes (one series per slice or per part of a stack).
 
-    Where several sit at one position, the latest is used and the others are marked as repeats. Series
-    whose planes are parallel to no other stay as they are (long-axis views).
+    Series of one role and phase count whose planes are parallel form a group. Within it, a series whose
+    every slice lies where a later series has one is a repeat (the later acquisition is used); series that
+    add new positions are merged into one stack. A series overlapping the others only in part is left as it
+    is. Series parallel to no other (long-axis views) stay as they are.
     """
-    candidates = [s for s in series if s.sequence == sequence and s.used and s.n_slices == 1 and s.normal is not None]
-    others = [s for s in series if s not in candidates]
+    candidates = [s for s in series if s.sequence == sequence and s.used and s.normal is not None]
+    result = [s for s in series if s not in candidates]
+    for group in _parallel_groups(candidates):
+        parts, partial = _drop_repeated_positions(group)
+        result.extend(partial)
+        result.extend(s for s in group if not s.used)
+        if len(parts) == 1:
+            result.extend(parts)
+            continue
+        merged = series_from_frames([f for s in parts for f in s.frames], merged_from=parts)
+        merged.sequence, merged.role = sequence, parts[-1].role
+        merged.confidence = min(s.confidence for s in parts)
+        merged.reasons = _unique([r for s in parts for r in s.reasons]) + [
+            f"merged {len(parts)} parallel series into one stack of {merged.n_slices} slices"
+        ]
+        result.append(merged)
+    result.sort(key=lambda s: s.acquisition_order)
+    return result
+
+
+def _parallel_groups(candidates: list[Series]) -> list[list[Series]]:
     groups: list[list[Series]] = []
     for item in sorted(candidates, key=lambda s: s.acquisition_order):
         for group in groups:
@@ -151,45 +172,39 @@ def merge_parallel_slices(series: list[Series], sequence: str) -> list[Series]:
                 break
         else:
             groups.append([item])
-    result = list(others)
-    for group in groups:
-        kept = _drop_same_position_repeats(group)
-        if len(kept) == 1:
-            result.extend(group)
-            continue
-        merged = series_from_frames([f for s in kept for f in s.frames], merged_from=kept)
-        merged.sequence, merged.role = sequence, kept[-1].role
-        merged.confidence = min(s.confidence for s in kept)
-        merged.reasons = _unique([r for s in kept for r in s.reasons]) + [
-            f"merged {len(kept)} parallel single-slice series into one stack (one series per slice)"
-        ]
-        result.append(merged)
-        result.extend(s for s in group if not s.used)
-    result.sort(key=lambda s: s.acquisition_order)
-    return result
+    return groups
 
 
-def _drop_same_position_repeats(group: list[Series]) -> list[Series]:
-    """Within parallel single slices (in acquisition order), an earlier slice at the same place is a repeat."""
+def _drop_repeated_positions(group: list[Series]) -> tuple[list[Series], list[Series]]:
+    """(series to merge, series overlapping only in part); fully covered earlier series are marked repeats."""
     kept: list[Series] = []
-    for item in reversed(group):
-        centre = _centre(item)
-        twin = next((k for k in kept if np.linalg.norm(_centre(k) - centre) <= SAME_POSITION_MM), None)
-        if twin is None:
-            kept.append(item)
+    partial: list[Series] = []
+    for item in reversed(group):  # latest first: the last acquisition of a position wins
+        twins = [_twin(centre, kept) for centre in _slice_centres(item)]
+        if all(twin is not None for twin in twins):
+            mark_repeat(item, twins[0])
+        elif any(twin is not None for twin in twins):
+            partial.append(item)
         else:
-            mark_repeat(item, twin)
-    return list(reversed(kept))
+            kept.append(item)
+    return list(reversed(kept)), partial
+
+
+def _twin(centre: np.ndarray, kept: list[Series]) -> Series | None:
+    for other in kept:
+        if any(np.linalg.norm(c - centre) <= SAME_POSITION_MM for c in _slice_centres(other)):
+            return other
+    return None
+
+
+def _slice_centres(series: Series) -> list[np.ndarray]:
+    return [np.asarray(frames[0].position, float) for frames in series.grid]
 
 
 def mark_repeat(item: Series, winner: Series) -> None:
     item.used = False
     item.role = "repeat_discarded"
     item.reasons.append(f"repeated acquisition: series {winner.series_number} covers the same plane later and is used")
-
-
-def _centre(series: Series) -> np.ndarray:
-    return np.asarray(series.first_frame.position, float)
 
 
 def _unique(items: list) -> list:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from pathlib import Path
-
 from .classification import apply_overrides, assign_long_axis_views, classify_sequence, classify_view, find_sax_reference, resolve_repeats
 from .errors import NotAStudyError
 from .grouping import merge_parallel_slices, split_into_series
@@ -26,12 +24,11 @@ def read_study(source, overrides: dict | None = None, num_workers: int | None = 
     refs, missing = list_files(source)
     frames, skipped = scan_headers(refs, num_workers=num_workers)
     skipped = [SkippedFile(m.name, m.reason) for m in missing] + skipped
-    name = Path(source).name if isinstance(source, (str, Path)) else "file list"
     if not frames:
         reasons = Counter(item.reason.split(" (")[0] for item in skipped)
         detail = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3)) or "no files"
-        raise NotAStudyError(f"{name}: no readable DICOM image among {len(refs)} files ({detail}). Point to a study folder, zip or file list.")
-    study = Study(series=classify_series(frames, overrides), skipped=skipped, source_name=name)
+        raise NotAStudyError(f"no readable DICOM image among the study's {len(refs)} files ({detail}). Point to a study folder, zip or file list.")
+    study = Study(series=classify_series(frames, overrides), skipped=skipped)
     logger.info("read %d frames in %d series, %d files skipped", len(frames), len(study.series), len(skipped))
     return study
 

@@ -1,7 +1,8 @@
 """Where a study's files come from: a directory (recursive, DICOMDIR honoured), a list of files, or a zip.
 
-A `FileRef` names one file for people (`name`, relative to the source, used in messages) and knows how to
-hand its bytes to pydicom, so zip members are read without extracting the archive.
+A `FileRef` names one file for people (`name`, relative to the study's folder or archive, used in messages)
+and knows how to hand its bytes to pydicom, so zip members are read without extracting the archive. The
+study's own folder or archive name is never part of a name: PACS exports often name it after the patient.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def list_files(source) -> tuple[list[FileRef], list[MissingFile]]:
             return _list_zip(path), []
         if path.is_file():
             return [FileRef(name=path.name, path=str(path))], []
-        raise NotAStudyError(f"{path}: no such file or directory. Pass a study folder, a zip archive or a list of files.")
+        raise NotAStudyError("the study path does not exist (not shown: it may name the patient). Pass a study folder, a zip archive or a list of files.")
     if isinstance(source, Iterable):
         paths = [Path(p) for p in source]
         missing = [MissingFile(p.name, "file does not exist") for p in paths if not p.is_file()]
@@ -133,7 +134,7 @@ def _list_zip(path: Path) -> list[FileRef]:
     with zipfile.ZipFile(path) as archive:
         members = sorted(info.filename for info in archive.infolist() if not info.is_dir())
     return [
-        FileRef(name=f"{path.name}:{member}", path=str(path), member=member)
+        FileRef(name=member, path=str(path), member=member)
         for member in members
         if Path(member).name.lower() not in _IGNORED_NAMES and not Path(member).name.startswith(".")
     ]

@@ -92,7 +92,6 @@ class Study:
 
     series: list[Series]
     skipped: list[SkippedFile] = field(default_factory=list)
-    source_name: str = ""
 
     def find(self, sequence: str, view: str, role: str | None = None) -> Series | None:
         """The series used for (sequence, view): the last good acquisition, or None."""

@@ -63,7 +63,7 @@ def test_ge_per_slice_series_merge_into_one_stack_and_earlier_repeat_is_set_asid
     repeats = [s for s in study.series if s.role == "repeat_discarded"]
     assert len(repeats) == 5 and all(not s.used for s in repeats)
     assert all(max(r.acquisition_order for r in repeats) < sax.acquisition_order for _ in [0])
-    assert any("merged 5 parallel single-slice series" in reason for reason in sax.reasons)
+    assert any("merged 5 parallel series" in reason for reason in sax.reasons)
 
 
 def test_phases_follow_trigger_time_not_instance_number(studies):
@@ -156,3 +156,72 @@ def test_summary_is_readable_and_free_of_uids(studies):
     for series in study.series:
         for uid in series.series_instance_uids:
             assert uid not in text
+
+
+def _write_series(root, number, planes, phases, study_uid, description="", **kwargs):
+    from pydicom.uid import generate_uid
+
+    from processing_factory import disc, write_image
+
+    uid = generate_uid()
+    for s, (position, orientation) in enumerate(planes):
+        for p in range(phases):
+            write_image(root / f"se{number}" / f"{s}_{p}.dcm", series_uid=uid, series_number=number, description=description,
+                        study_uid=study_uid, position=position, orientation=orientation, instance=s * phases + p + 1,
+                        pixels=disc(4), **({"trigger": 30.0 + 40 * p} | kwargs))
+    return uid
+
+
+def test_a_stack_split_over_two_series_is_merged_and_a_full_repeat_dropped(tmp_path):
+    from processing_factory import sax_plane
+
+    planes = [sax_plane(s, 6) for s in range(6)]
+    _write_series(tmp_path, 3, planes, 6, "1.2.3")  # a first, complete attempt
+    _write_series(tmp_path, 7, planes[:3], 6, "1.2.3")  # repeated as two halves
+    _write_series(tmp_path, 8, planes[3:], 6, "1.2.3")
+    study = read_study(tmp_path)
+    sax = study.find("cine", "sax")
+    assert (sax.n_slices, sax.n_phases) == (6, 6)
+    assert sax.merged_series_numbers == [7, 8]
+    assert [s.role for s in study.series if s.series_number == 3] == ["repeat_discarded"]
+
+
+@pytest.mark.parametrize(
+    "role, kwargs, phases",
+    [
+        ("flow", dict(image_type=("ORIGINAL", "PRIMARY", "P", "RETRO"), sequence_name="fl2d1r3_v150in"), 6),
+        ("map", dict(image_type=("DERIVED", "PRIMARY", "T1 MAP", "MOCO")), 1),
+        ("secondary", dict(image_type=("DERIVED", "SECONDARY", "OTHER")), 1),
+        ("perfusion", dict(trigger_times=[100.0] * 40), 40),
+        ("ti_scout", dict(inversion_times=[100.0 + 25 * i for i in range(12)]), 12),
+    ],
+)
+def test_other_series_are_recognised_without_descriptions(tmp_path, role, kwargs, phases):
+    from pydicom.uid import generate_uid
+
+    from processing_factory import disc, sax_plane, write_image
+
+    position, orientation = sax_plane(2, 5)
+    uid = generate_uid()
+    triggers = kwargs.pop("trigger_times", [30.0 + 40 * p for p in range(phases)])
+    inversions = kwargs.pop("inversion_times", [None] * phases)
+    sequence_name = kwargs.pop("sequence_name", None)
+    for p in range(phases):
+        path = tmp_path / f"{p}.dcm"
+        write_image(path, series_uid=uid, series_number=1, description="", study_uid="1.2.3", position=position,
+                    orientation=orientation, instance=p + 1, pixels=disc(4), trigger=triggers[p], inversion=inversions[p], **kwargs)
+        if sequence_name:
+            ds = pydicom.dcmread(path)
+            ds.SequenceName = sequence_name
+            ds.save_as(path)
+    (series,) = read_study(tmp_path).series
+    assert (series.role, series.sequence, series.view) == (role, "other", "other"), series.reasons
+
+
+def test_parallel_header_pass_matches_serial(studies, monkeypatch):
+    from cmr_clip.processing import headers
+
+    folder, truth = studies[("ge", True)]
+    monkeypatch.setattr(headers, "PARALLEL_MIN_FILES", 10)
+    study = read_study(folder, num_workers=2)
+    assert classification_errors(study, truth) == []
