@@ -30,9 +30,9 @@ ROLE_PATTERNS = [
     ("map", r"\bmap|map\b|_map|molli|sasha|\bt1[ _-]?map|\bt2[ _-]?map|t2\*|t2star|\becv\b", 2.5),
     ("flow", r"flow|phase[ _-]?contrast|\bpc[ _-]|venc|qflow|\bvel", 2.5),
     ("perfusion", r"perf|first[ _-]?pass", 2.5),
-    ("reformat", r"\bmpr\b|reformat|\brfmt\b|recon", 2.0),
+    ("reformat", r"\bmpr\b|reformat|\brfmt\b", 2.0),
     ("cine", r"cine|fiesta|trufi|tfi2d|true[ _-]?fisp|ssfp|b[ _-]?tfe|sbtfe|retro", 2.0),
-    ("lge", r"\blge|\bde[ _]|^de_|\bmde|psir|delayed|late|viab|ir[ _-]?tfe|ir[ _-]?fgre|tfl2d|phase[ _-]?sens|enhancement|\bpsir", 2.0),
+    ("lge", r"\blge|\bde[ _]|^de_|\bmde|psir|delayed|late|viab|ir[ _-]?tfe|ir[ _-]?fgre|tfl2d|phase[ _-]?sens|enhancement", 2.0),
 ]
 VIEW_PATTERNS = [
     ("lvot", r"lvot|outflow"),
@@ -99,6 +99,8 @@ def _image_type_evidence(series: Series, add) -> None:
     phase_image = image_flavour(frame) == "phase"
     if phase_image and (re.search(r"_v\d|v\d+in|venc", frame.sequence_name.lower()) or "VELOCITY" in joined):
         add("flow", 4.0, "velocity-encoded phase image")
+    elif phase_image and series.n_phases >= 5:
+        add("flow", 3.0, f"phase images over {series.n_phases} cardiac phases (phase-contrast velocity)")
     elif phase_image:
         add("lge_psir", 1.5, f"phase-sensitive or real reconstruction (ImageType {joined})")
 
@@ -130,10 +132,9 @@ def _decide(scores: dict[str, float]) -> tuple[str, float]:
         return "other", 0.3
     ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
     role, top = ranked[0]
-    if role == "lge_psir" and scores.get("lge", 0) > 0:
-        role, top = "lge_psir", top + scores["lge"]
-    if role == "lge" and scores.get("lge_psir", 0) > 0:
-        role = "lge_psir"
+    if role in ("lge", "lge_psir") and "lge_psir" in scores:
+        # a phase-sensitive reconstruction is LGE only with LGE evidence (inversion time, naming)
+        role, top = ("lge_psir", scores["lge"] + scores["lge_psir"]) if scores.get("lge", 0) > 0 else ("other", 0.5)
     total = sum(max(v, 0.0) for v in scores.values())
     return role, round(min(1.0, top / (total + 0.5)) * min(1.0, top / 3.0) ** 0.5, 2)
 

@@ -13,7 +13,7 @@ import math
 import os
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -60,7 +60,6 @@ class Frame:
     rescale_slope: float
     rescale_intercept: float
     photometric: str
-    extras: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -165,7 +164,6 @@ def _common_fields(ref: FileRef, ds: pydicom.Dataset) -> dict:
         series_time=_time(ds, "SeriesTime"),
         transfer_syntax=transfer_syntax,
         photometric=_text(ds, "PhotometricInterpretation") or "MONOCHROME2",
-        extras={"scan_options": _joined(ds, "ScanOptions")},
     )
 
 

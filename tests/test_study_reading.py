@@ -190,6 +190,8 @@ def test_a_stack_split_over_two_series_is_merged_and_a_full_repeat_dropped(tmp_p
     "role, kwargs, phases",
     [
         ("flow", dict(image_type=("ORIGINAL", "PRIMARY", "P", "RETRO"), sequence_name="fl2d1r3_v150in"), 6),
+        ("flow", dict(image_type=("ORIGINAL", "PRIMARY", "P", "ND")), 8),
+        ("other", dict(image_type=("ORIGINAL", "PRIMARY", "P", "ND")), 1),
         ("map", dict(image_type=("DERIVED", "PRIMARY", "T1 MAP", "MOCO")), 1),
         ("secondary", dict(image_type=("DERIVED", "SECONDARY", "OTHER")), 1),
         ("perfusion", dict(trigger_times=[100.0] * 40), 40),
