@@ -1,0 +1,30 @@
+"""The benchmark scripts still run and still print their ratio line (at a size that takes seconds)."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_video_encoder_benchmark_runs(capsys):
+    video_encoder = _load_script("video_encoder")
+
+    assert video_encoder.main(["--size", "tiny", "--repeats", "1"]) == 0
+
+    out = capsys.readouterr().out
+    assert re.search(r"^eager(\s+\d+\.\d){4}$", out, re.M), out
+    assert re.search(r"^sdpa(\s+\d+\.\d){4}$", out, re.M), out
+    number_or_na = r"(\d+\.\d\dx|n/a)"
+    ratio_line = (
+        rf"^sdpa/eager: fwd ms \d+\.\d\dx, fwd\+bwd ms \d+\.\d\dx, "
+        rf"fwd peak MiB {number_or_na}, fwd\+bwd peak MiB {number_or_na}$"
+    )
+    assert re.search(ratio_line, out, re.M), out
