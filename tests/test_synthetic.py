@@ -367,14 +367,23 @@ def test_bad_arguments_raise_clear_errors(tmp_path, kwargs, message):
     assert not (tmp_path / "reports.jsonl").exists()
 
 
-def test_cli_synth_writes_a_cohort_and_preview(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+def test_cli_synth_writes_a_cohort(tmp_path, capsys):
     from cmr_clip.cli import main
 
-    assert main(["synth", "--out", str(tmp_path), "--n", "1", "--seed", "2", "--workers", "1", "--quiet",
-                 "--preview"]) == 0
+    assert main(["synth", "--out", str(tmp_path), "--n", "1", "--seed", "2", "--workers", "1", "--quiet"]) == 0
     assert "wrote 1 studies" in capsys.readouterr().out
-    assert len((tmp_path / "reports.jsonl").read_text().splitlines()) == 1
-    png = (tmp_path / "preview.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    record = json.loads((tmp_path / "reports.jsonl").read_text())
+    assert record["study_id"] == "SYN00000" and (tmp_path / "truth" / "SYN00000.json").exists()
     assert main(["synth", "--out", str(tmp_path / "bad"), "--n", "0"]) == 2
+    assert "n must be a positive integer" in capsys.readouterr().err
+
+
+def test_preview_montage(tmp_path):
+    pytest.importorskip("matplotlib")
+    from cmr_clip.synthetic.preview import _rows
+
+    make_cohort(tmp_path, 1, seed=4, num_workers=1, progress=False, preview=True)
+    data = (tmp_path / "preview.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    titles = [title for title, _ in _rows(_truth(tmp_path, "SYN00000"))]
+    assert {"localizer", "cine sax", "cine 4ch", "lge sax", "t1_map", "ti_scout"} <= set(titles)
