@@ -22,8 +22,9 @@ from .sources import FileRef
 
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
-# Below this many files a process pool costs more than it saves.
+# Below this many files a process pool costs more than it saves; on 2 cores it never paid in our measurements.
 PARALLEL_MIN_FILES = 400
+PARALLEL_MIN_CPUS = 4
 
 
 @dataclass
@@ -75,8 +76,12 @@ class SkippedFile:
 
 
 def scan_headers(refs: list[FileRef], num_workers: int | None = None) -> tuple[list[Frame], list[SkippedFile]]:
-    """Header pass over `refs`, in a process pool when there are enough files for it to pay."""
-    workers = num_workers if num_workers is not None else min(4, os.cpu_count() or 1)
+    """Header pass over `refs`, in a process pool when there are enough files and cores for it to pay.
+
+    `num_workers` None picks automatically (a pool of up to 8 processes on machines with 4 or more cores).
+    """
+    cpus = os.cpu_count() or 1
+    workers = num_workers if num_workers is not None else (min(8, cpus) if cpus >= PARALLEL_MIN_CPUS else 1)
     if workers <= 1 or len(refs) < PARALLEL_MIN_FILES:
         return _scan_chunk(refs)
     chunks = [refs[i::workers] for i in range(workers)]
@@ -111,8 +116,9 @@ class _Skip(Exception):
 
 def _read_header(ref: FileRef, archives: dict[str, zipfile.ZipFile]) -> pydicom.Dataset:
     if ref.member is not None:
-        archive = archives.setdefault(ref.path, zipfile.ZipFile(ref.path))
-        handle = io.BytesIO(archive.read(ref.member))
+        if ref.path not in archives:
+            archives[ref.path] = zipfile.ZipFile(ref.path)
+        handle = io.BytesIO(archives[ref.path].read(ref.member))
     else:
         handle = open(ref.path, "rb")
     with handle:
