@@ -123,7 +123,7 @@ def _timing_evidence(series: Series, add) -> None:
         add("lge", 2.5, f"one image per slice with InversionTime {inversions[0]} ms")
         if inversion_recovery:
             add("lge", 1.0, "inversion-recovery scanning sequence")
-    if phases == 1 and series.n_slices >= 1 and not inversions and not inversion_recovery and frame.rows * frame.columns <= 256 * 256:
+    if phases == 1 and not inversions and not inversion_recovery and frame.rows * frame.columns <= 256 * 256:
         add("localizer", 0.5, "single image per slice without inversion preparation")
 
 

@@ -85,7 +85,6 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         training: bool = False,
         seed: int | None = None,
         overrides: dict | None = None,
-        **kwargs,
     ) -> BatchFeature:
         """Process one study or a list of studies.
 
