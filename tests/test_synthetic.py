@@ -344,9 +344,15 @@ def test_blank_descriptions(tmp_path):
     assert not any("cine" in str(p).lower() or "psir" in str(p).lower() for p in files)
 
 
-def test_vendor_restriction(tmp_path):
+def test_vendor_restriction_and_rewriting_a_folder(tmp_path):
     records = make_cohort(tmp_path, 2, seed=1, vendors=["philips"], num_workers=1, progress=False)
     assert {r["vendor"] for r in records} == {"philips"}
+    before = _pixel_bytes(tmp_path, "SYN00000")
+    again = make_cohort(tmp_path, 1, seed=1, vendors=["philips"], num_workers=1, progress=False)
+    assert again == records[:1]  # the first studies of a cohort do not depend on its size
+    assert [p.name for p in (tmp_path / "studies").iterdir()] == ["SYN00000"]  # nothing stale left behind
+    assert [p.name for p in (tmp_path / "truth").iterdir()] == ["SYN00000.json"]
+    assert _pixel_bytes(tmp_path, "SYN00000") == before
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import numpy as np
 
 from .imaging import NOISE_SIGMA, PlaneSampler, cine_signal, ghosting, ir_signal, native_t1, null_ti, rician
 from .phantom import Heart
-from .planning import Matrix, Plane, Protocol, draw_matrix, plan_lax, plan_localizer, plan_sax
+from .planning import Plane, Protocol, draw_matrix, plan_lax, plan_localizer, plan_sax
 
 LAX_VIEWS = ("2ch", "4ch", "3ch")
 
@@ -45,8 +45,6 @@ class Series:
 class Exam:
     series: list
     field_strength: float
-    n_phases: int
-    matrix: Matrix
 
 
 class _Scanner:
@@ -147,4 +145,4 @@ def acquire(heart: Heart, protocol: Protocol, field: float, rng: np.random.Gener
         series.append(s)
     for view in LAX_VIEWS:
         series.extend(_lge_series(scanner, [lax[view]], view, ti, psir, amyloid))
-    return Exam(series, field, heart.n_phases, matrix)
+    return Exam(series, field)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,9 @@ def make_cohort(out_dir, n: int, seed: int = 0, vendors=None, size: str = "small
                 progress: bool = True, preview: bool = False, blank_descriptions: bool = False) -> list[dict]:
     """Write `n` synthetic studies under `out_dir` and return their report records (see module doc).
 
+    Studies and truth files of an earlier run into the same folder that are not part of this cohort
+    are removed, so the folder always holds exactly the cohort that reports.jsonl describes.
+
     `vendors` restricts the vendor styles (default: siemens, ge, philips); `size` is 'small' (tests and
     the demo) or 'full' (scanner-like); `num_workers` processes (default: one per CPU); `preview` also
     writes `preview.png`, a montage of the first study (needs the `plot` extra); `blank_descriptions`
@@ -162,9 +166,8 @@ def make_cohort(out_dir, n: int, seed: int = 0, vendors=None, size: str = "small
     _check_args(n, seed, size, num_workers)
     vendors = check_vendors(vendors)
     out_dir = Path(out_dir)
-    (out_dir / "studies").mkdir(parents=True, exist_ok=True)
-    (out_dir / "truth").mkdir(parents=True, exist_ok=True)
     plans = plan_cohort(int(n), int(seed), vendors)
+    _remove_other_studies(out_dir, {plan.study_id for plan in plans})
     jobs = [(plan, int(seed), size, out_dir, blank_descriptions) for plan in plans]
     workers = min(num_workers or os.cpu_count() or 1, len(jobs))
     records = _run(jobs, workers, progress)
@@ -177,6 +180,18 @@ def make_cohort(out_dir, n: int, seed: int = 0, vendors=None, size: str = "small
         save_preview(out_dir / "studies" / plans[0].study_id, out_dir / "preview.png",
                      truth=out_dir / "truth" / f"{plans[0].study_id}.json")
     return records
+
+
+def _remove_other_studies(out_dir: Path, keep: set) -> None:
+    """Make `out_dir` hold exactly this cohort: drop studies and truth files an earlier run left behind."""
+    (out_dir / "studies").mkdir(parents=True, exist_ok=True)
+    (out_dir / "truth").mkdir(parents=True, exist_ok=True)
+    for path in (out_dir / "studies").iterdir():
+        if re.fullmatch(r"SYN\d{5,}", path.name) and path.name not in keep:
+            shutil.rmtree(path)
+    for path in (out_dir / "truth").glob("SYN*.json"):
+        if path.stem not in keep:
+            path.unlink()
 
 
 def _run(jobs: list, workers: int, progress: bool) -> list[dict]:
