@@ -13,10 +13,12 @@ import sys
 
 # name -> (module, one-line help). Modules are imported lazily.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("cmr_clip.demo", "synthetic cohort -> corpus -> train a small CMR-CLIP on the CPU -> evaluate (start here)"),
     "convert-original": (
         "cmr_clip.modeling.convert_original_checkpoint",
         "convert the authors' released checkpoint into a save_pretrained directory",
     ),
+    "prepare": ("cmr_clip.data.cli", "pair DICOM studies with report impressions into a training corpus"),
     "train": ("cmr_clip.training.cli", "train CMR-CLIP on a prepared corpus with Accelerate"),
     "synth": ("cmr_clip.synthetic.cli", "write a synthetic cohort of cardiac MRI studies with reports"),
     "inspect": ("cmr_clip.inspect_cli", "show how a DICOM study is read and classified, and which frames the model gets"),

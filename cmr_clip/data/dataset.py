@@ -38,7 +38,8 @@ class StudyTextDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self.split[index]
         rng = example_rng(self.seed, self.epoch, index) if self.train else None
-        frames = choose_frames(row["frames"], row["slots"], rng)
+        # Arrays with a variable first dimension come back from `datasets` as int64: back to uint8.
+        frames = choose_frames(row["frames"], row["slots"], rng).to(torch.uint8)
         if self.train and self.augmentation is not None:
             frames = self.augmentation(frames, rng)
         return {"frames": frames, "impression": row["impression"], "index": index}

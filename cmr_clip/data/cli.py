@@ -1,0 +1,40 @@
+"""`cmr-clip prepare`: studies + reports -> a training corpus (`datasets.DatasetDict`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--studies", required=True, help="folder holding one folder (or .zip) per study_id")
+    parser.add_argument("--reports", required=True, help="JSONL or CSV: study_id, impression or report, [patient_id, split, labels]")
+    parser.add_argument("--out", required=True, help="output folder (datasets save_to_disk)")
+    parser.add_argument("--layout", default="default", help="'default' or 'reference' (the released model's input)")
+    parser.add_argument("--num-frames", type=int, default=16, help="frames per study for the default layout")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--num-proc", type=int, default=1, help="processes for the DICOM work")
+    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--test-fraction", type=float, default=0.15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
+                        help="also learn a WordPiece vocabulary from the training impressions (out/tokenizer)")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the corpus to a Hub dataset repo")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..processing import CMRStudyProcessor
+    from .prepare import prepare, train_wordpiece_tokenizer
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    processor = CMRStudyProcessor(layout=args.layout, num_frames=args.num_frames, image_size=args.image_size)
+    corpus = prepare(args.studies, args.reports, args.out, processor=processor, num_proc=args.num_proc,
+                     val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
+    if args.train_tokenizer:
+        train_wordpiece_tokenizer(corpus["train"]["impression"], f"{args.out}/tokenizer", args.train_tokenizer)
+    if args.push_to_hub:
+        corpus.push_to_hub(args.push_to_hub, private=True)
+    with open(f"{args.out}/prepare_report.json") as handle:
+        print(json.dumps(json.load(handle), indent=2))
+    return 0

@@ -1,0 +1,332 @@
+"""`cmr-clip prepare`: pair DICOM studies with their report impressions and write a training corpus.
+
+    cmr-clip prepare --studies DIR --reports reports.jsonl --out corpus/ [--num-proc 2]
+
+Reports come as JSONL or CSV with `study_id` and `impression` (or a full `report`, from which the
+impression section is extracted), and optionally `patient_id`, `split`, `labels`, `vendor`,
+`field_strength`. Each study is `DIR/<study_id>` (a folder or a `.zip`). The result is a
+`datasets.DatasetDict` (`train`, `validation`, `test`) saved with `save_to_disk`, whose rows hold the
+study's candidate frames compactly (see `CMRStudyProcessor.compact`); the study processor is saved
+beside it (`study_processor/`). Splits are by patient: no patient is in two splits. Patient ids are
+used for that and never written. Studies that fail are reported (`skipped.jsonl`) and left out; a rerun
+reuses every study already processed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import re
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+CACHE = ".prepare-cache"
+# The impression section's heading, and any heading that ends it: capitals followed by a colon anywhere
+# (reports flattened into one line keep them), or a title-case heading at the start of a line.
+_IMPRESSION = re.compile(r"\b(?:impressions?|conclusions?|summary)\s*:", re.IGNORECASE)
+_HEADING = re.compile(r"\b[A-Z][A-Z /&-]{2,40}:|^\s*[A-Z][a-z]+(?: [A-Za-z]+){0,3}:", re.MULTILINE)
+
+
+class ReportsError(ValueError):
+    """The reports file cannot be used as it is."""
+
+
+def extract_impression(report: str) -> str:
+    """The IMPRESSION (or CONCLUSION / SUMMARY) section of a full report; the whole text if it has none."""
+    heading = _IMPRESSION.search(report)
+    if heading is None:
+        return " ".join(report.split())
+    following = _HEADING.search(report, heading.end())
+    return " ".join(report[heading.end() : following.start() if following else len(report)].split())
+
+
+def read_reports(path: str | Path) -> list[dict]:
+    """Rows of a JSONL or CSV reports file, each with `study_id` and `impression`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportsError(f"Reports file {path} does not exist.")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    else:
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ReportsError(f"{path}, line {number}: not valid JSON ({err.msg}).") from err
+    records, seen = [], set()
+    for number, row in enumerate(rows, start=1):
+        study_id = str(row.get("study_id") or "").strip()
+        if not study_id:
+            raise ReportsError(f"{path}, row {number}: no study_id. Every row needs study_id and impression (or report).")
+        if study_id in seen:
+            raise ReportsError(f"{path}, row {number}: study_id {study_id!r} appears twice.")
+        seen.add(study_id)
+        text = row.get("impression") or (extract_impression(row["report"]) if row.get("report") else "")
+        if not str(text).strip():
+            raise ReportsError(f"{path}, study {study_id}: empty impression; give 'impression' or a 'report' with one.")
+        labels = row.get("labels")
+        if isinstance(labels, str) and labels.strip():
+            labels = json.loads(labels)
+        records.append({
+            "study_id": study_id,
+            "impression": " ".join(str(text).split()),
+            "patient_id": str(row.get("patient_id") or study_id),
+            "split": row.get("split") or None,
+            "labels": labels or None,
+            "vendor": row.get("vendor") or None,
+            "field_strength": float(row["field_strength"]) if row.get("field_strength") not in (None, "") else None,
+        })
+    return records
+
+
+def assign_splits(records: list[dict], val_fraction: float, test_fraction: float, seed: int) -> None:
+    """Give every record a split, by patient. Given splits are kept (and checked); the rest are drawn so
+    that all studies of a patient land in the same split."""
+    by_patient: dict[str, set] = {}
+    for record in records:
+        if record["split"] is not None and record["split"] not in SPLITS:
+            raise ReportsError(f"study {record['study_id']}: split {record['split']!r} is not one of {SPLITS}.")
+        by_patient.setdefault(record["patient_id"], set()).add(record["split"])
+    for patient, splits in by_patient.items():
+        if len(splits - {None}) > 1:
+            raise ReportsError(f"a patient's studies are assigned to several splits {sorted(splits - {None})}; "
+                               "keep each patient in one split.")
+    free = sorted(p for p, splits in by_patient.items() if splits == {None})
+    rng = np.random.default_rng(seed)
+    order = [free[i] for i in rng.permutation(len(free))]
+    n_test = int(round(test_fraction * len(order)))
+    n_val = int(round(val_fraction * len(order)))
+    drawn = {p: "test" for p in order[:n_test]}
+    drawn.update({p: "validation" for p in order[n_test : n_test + n_val]})
+    for record in records:
+        fixed = next(iter(by_patient[record["patient_id"]] - {None}), None)
+        record["split"] = fixed or drawn.get(record["patient_id"], "train")
+
+
+def find_study(studies_dir: Path, study_id: str) -> Path | None:
+    for candidate in (studies_dir / study_id, studies_dir / f"{study_id}.zip"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+@dataclass
+class _Job:
+    study_id: str
+    path: str | None
+    cache: str
+    processor: dict
+
+
+def _cache_file(cache_dir: Path, study_id: str) -> Path:
+    return cache_dir / (hashlib.sha1(study_id.encode()).hexdigest() + ".npz")
+
+
+def process_job(job: _Job) -> dict:
+    from ..processing import CMRStudyError, CMRStudyProcessor
+
+    cache = Path(job.cache)
+    if cache.is_file():
+        return {"study_id": job.study_id, "ok": True, "cached": True}
+    if job.path is None:
+        return {"study_id": job.study_id, "ok": False, "error": "StudyNotFound",
+                "message": "no folder or zip named after the study in --studies"}
+    try:
+        frames, slots, meta = CMRStudyProcessor(**job.processor).compact(job.path)
+    except CMRStudyError as err:
+        return {"study_id": job.study_id, "ok": False, "error": type(err).__name__, "message": str(err)}
+    except Exception as err:  # noqa: BLE001 - a batch job reports and skips a bad study
+        return {"study_id": job.study_id, "ok": False, "error": type(err).__name__, "message": str(err)}
+    partial = cache.with_suffix(".partial.npz")
+    np.savez(partial, frames=frames, slots=slots, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    partial.replace(cache)
+    return {"study_id": job.study_id, "ok": True, "cached": False}
+
+
+def _load_cached(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    with np.load(path) as data:
+        return data["frames"], data["slots"], json.loads(data["meta"].tobytes().decode())
+
+
+def _rows(records: list[dict], cache_dir: Path) -> Iterator[dict]:
+    for record in records:
+        yield corpus_row(record, *_load_cached(_cache_file(cache_dir, record["study_id"])))
+
+
+def corpus_row(record: dict, frames: np.ndarray, slots: np.ndarray, meta: dict) -> dict:
+    """A corpus row: the compact frames, the impression, labels and stratification fields; no patient id."""
+    return {
+        "study_id": record["study_id"],
+        "frames": frames,
+        "slots": slots,
+        "impression": record["impression"],
+        "labels": json.dumps(record["labels"]) if record["labels"] is not None else "",
+        "vendor": record["vendor"] or "",
+        "field_strength": record["field_strength"] if record["field_strength"] is not None else float("nan"),
+        "metadata": json.dumps(meta),
+    }
+
+
+def corpus_features(num_frames: int, image_size: int):
+    from datasets import Array2D, Array3D, Features, Value
+
+    return Features({
+        "study_id": Value("string"),
+        "frames": Array3D(shape=(None, image_size, image_size), dtype="uint8"),
+        "slots": Array2D(shape=(num_frames, 2), dtype="int32"),
+        "impression": Value("string"),
+        "labels": Value("string"),
+        "vendor": Value("string"),
+        "field_strength": Value("float32"),
+        "metadata": Value("string"),
+    })
+
+
+def prepare(
+    studies_dir: str | Path,
+    reports: str | Path,
+    out_dir: str | Path,
+    processor=None,
+    num_proc: int = 1,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Write a prepared corpus to `out_dir` and return the `DatasetDict` (see the module docstring)."""
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    from ..processing import CMRStudyProcessor
+
+    studies_dir, out_dir = Path(studies_dir), Path(out_dir)
+    if not studies_dir.is_dir():
+        raise FileNotFoundError(f"--studies {studies_dir} is not a directory of studies.")
+    processor = processor if processor is not None else CMRStudyProcessor()
+    records = read_reports(reports)
+    assign_splits(records, val_fraction, test_fraction, seed)
+    cache_dir = out_dir / CACHE
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    settings = processor.to_dict()
+    settings.pop("feature_extractor_type", None)
+    settings.pop("processor_class", None)
+    # A cache made with other processor settings must not be reused.
+    stamp = cache_dir / "processor.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) != settings:
+        for stale in cache_dir.glob("*.npz"):
+            stale.unlink()
+    stamp.write_text(json.dumps(settings, sort_keys=True))
+
+    jobs = [_Job(r["study_id"], str(p) if (p := find_study(studies_dir, r["study_id"])) else None,
+                 str(_cache_file(cache_dir, r["study_id"])), settings) for r in records]
+    results = _run_jobs(jobs, num_proc, progress)
+    failed = {r["study_id"]: r for r in results if not r["ok"]}
+    for study_id, result in failed.items():
+        logger.warning("skipped study %s: %s: %s", study_id, result["error"], result["message"])
+    kept = [r for r in records if r["study_id"] not in failed]
+
+    features = corpus_features(processor.num_frames, processor.image_size)
+    corpus = DatasetDict({
+        split: Dataset.from_generator(_rows, features=features, cache_dir=str(cache_dir / "arrow"),
+                                      gen_kwargs={"records": [r for r in kept if r["split"] == split],
+                                                  "cache_dir": cache_dir})
+        for split in SPLITS if any(r["split"] == split for r in kept)
+    })
+    corpus.save_to_disk(str(out_dir))
+    corpus = load_from_disk(str(out_dir))  # served from the saved copy, so the generator's cache can go
+    shutil.rmtree(cache_dir / "arrow", ignore_errors=True)
+    processor.save_pretrained(out_dir / "study_processor")
+    report = {
+        "studies": len(records),
+        "prepared": len(kept),
+        "skipped": len(failed),
+        "splits": {split: len(ds) for split, ds in corpus.items()},
+        "patients_per_split": {s: len({r["patient_id"] for r in kept if r["split"] == s}) for s in SPLITS},
+    }
+    (out_dir / "prepare_report.json").write_text(json.dumps(report, indent=2))
+    with (out_dir / "skipped.jsonl").open("w") as handle:
+        for result in failed.values():
+            handle.write(json.dumps({k: result[k] for k in ("study_id", "error", "message")}) + "\n")
+    return corpus
+
+
+def _run_jobs(jobs: list[_Job], num_proc: int, progress: bool) -> list[dict]:
+    bar = tqdm(total=len(jobs), desc="preparing studies", unit="study", disable=not progress)
+    results = []
+    if num_proc <= 1:
+        for job in jobs:
+            results.append(process_job(job))
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=num_proc) as pool:
+            for result in pool.map(process_job, jobs, chunksize=4):
+                results.append(result)
+                bar.update(1)
+    bar.close()
+    return results
+
+
+def train_wordpiece_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 2000):
+    """A BERT WordPiece tokenizer (lower-cased) learned from `texts`, saved to `out_dir`, for a text
+    tower trained from scratch."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizer
+
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1,
+                                  special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    # transformers 5's BertTokenizer takes the vocabulary itself (a `vocab_file` would be ignored).
+    tokenizer = BertTokenizer(vocab=wordpiece.get_vocab(), do_lower_case=True)
+    tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
+def stream_corpus(studies_dir: str | Path, reports: str | Path, processor=None, split: str | None = None,
+                  val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0):
+    """The same rows as `prepare`, as a `datasets.IterableDataset` processed on the fly, for archives too
+    large to preprocess on one disk. The study list is the shard list, so `split_dataset_by_node` and
+    data-loader workers each take their own studies. Failing studies are logged and skipped."""
+    from datasets import IterableDataset
+
+    from ..processing import CMRStudyProcessor
+
+    processor = processor if processor is not None else CMRStudyProcessor()
+    records = read_reports(reports)
+    assign_splits(records, val_fraction, test_fraction, seed)
+    if split is not None:
+        records = [r for r in records if r["split"] == split]
+    settings = {k: v for k, v in processor.to_dict().items() if k not in ("feature_extractor_type", "processor_class")}
+    return IterableDataset.from_generator(
+        _stream_rows,
+        features=corpus_features(processor.num_frames, processor.image_size),
+        gen_kwargs={"records": records, "studies_dir": str(studies_dir), "settings": settings},
+    )
+
+
+def _stream_rows(records: list[dict], studies_dir: str, settings: dict) -> Iterator[dict]:
+    from ..processing import CMRStudyError, CMRStudyProcessor
+
+    processor = CMRStudyProcessor(**settings)
+    for record in records:
+        path = find_study(Path(studies_dir), record["study_id"])
+        try:
+            if path is None:
+                raise FileNotFoundError("no folder or zip named after the study")
+            frames, slots, meta = processor.compact(path)
+        except (CMRStudyError, FileNotFoundError) as err:
+            logger.warning("skipped study %s: %s", record["study_id"], err)
+            continue
+        yield corpus_row(record, frames, slots, meta)
