@@ -36,7 +36,9 @@ def split_into_series(frames: list[Frame]) -> list[Series]:
         clusters = _orientation_clusters(members)
         for cluster in clusters:
             item = series_from_frames(cluster)
-            if uid_parts[uid] > 1 or len(clusters) > 1:
+            if item.normal is None and len(clusters) > 1:
+                item.reasons.append("split: frames without position or orientation, set apart from their stack")
+            elif uid_parts[uid] > 1 or len(clusters) > 1:
                 item.reasons.append(_split_reason(uid_parts[uid], len(clusters), flavour))
             if not uid:
                 item.reasons.append("no SeriesInstanceUID: grouped by series number")
@@ -63,9 +65,11 @@ def _split_reason(n_parts: int, n_orientations: int, flavour: str) -> str:
 
 
 def _orientation_clusters(frames: list[Frame]) -> list[list[Frame]]:
+    """Frames grouped by plane orientation; frames lacking position or orientation form a group of their own."""
     clusters: list[tuple[np.ndarray | None, list[Frame]]] = []
     for frame in frames:
-        normal = plane_normal(frame.orientation) if frame.orientation is not None else None
+        has_geometry = frame.orientation is not None and frame.position is not None
+        normal = plane_normal(frame.orientation) if has_geometry else None
         for reference, members in clusters:
             if (normal is None and reference is None) or (
                 normal is not None and reference is not None and are_parallel(normal, reference, 5.0)
@@ -82,6 +86,8 @@ def series_from_frames(frames: list[Frame], merged_from: list[Series] | None = N
     grid, normal, positions = order_frames(frames)
     first = frames[0]
     parts = merged_from or []
+    counts = [len(slice_frames) for slice_frames in grid]
+    reasons = [f"uneven phases per slice: {counts}"] if len(set(counts)) > 1 else []
     return Series(
         series_instance_uid=parts[0].series_instance_uid if parts else first.series_instance_uid,
         series_number=parts[-1].series_number if parts else first.series_number,
@@ -91,6 +97,7 @@ def series_from_frames(frames: list[Frame], merged_from: list[Series] | None = N
         slice_positions=positions,
         series_instance_uids=_unique([uid for p in parts for uid in p.series_instance_uids] or [first.series_instance_uid]),
         merged_series_numbers=[p.series_number for p in parts] or [first.series_number],
+        reasons=reasons,
     )
 
 
@@ -154,7 +161,7 @@ def merge_parallel_slices(series: list[Series], sequence: str) -> list[Series]:
         merged = series_from_frames([f for s in parts for f in s.frames], merged_from=parts)
         merged.sequence, merged.role = sequence, parts[-1].role
         merged.confidence = min(s.confidence for s in parts)
-        merged.reasons = _unique([r for s in parts for r in s.reasons]) + [
+        merged.reasons = merged.reasons + _unique([r for s in parts for r in s.reasons]) + [
             f"merged {len(parts)} parallel series into one stack of {merged.n_slices} slices"
         ]
         result.append(merged)

@@ -227,3 +227,20 @@ def test_parallel_header_pass_matches_serial(studies, monkeypatch):
     monkeypatch.setattr(headers, "PARALLEL_MIN_FILES", 10)
     study = read_study(folder, num_workers=2)
     assert classification_errors(study, truth) == []
+
+
+def test_a_frame_without_position_is_set_apart_and_the_stack_stays_ordered(studies, tmp_path):
+    folder, truth = studies[("siemens", True)]
+    copy = tmp_path / "study"
+    shutil.copytree(folder, copy)
+    damaged = next(k for k, v in truth.items() if v["role"] == "cine" and v["view"] == "sax" and (v["slice"], v["phase"]) == (2, 3))
+    ds = pydicom.dcmread(copy / damaged[0])
+    del ds.ImagePositionPatient
+    ds.save_as(copy / damaged[0])
+    study = read_study(copy)
+    sax = study.find("cine", "sax")
+    assert [len(frames) for frames in sax.grid] == [6, 6, 5, 6, 6]
+    assert any("uneven phases per slice" in reason for reason in sax.reasons)
+    apart = [s for s in study.series if any(f.file.name == damaged[0] for f in s.frames)]
+    assert apart and apart[0] is not sax and not (apart[0].used and apart[0].sequence == "cine" and apart[0].view == "sax")
+    assert [f.trigger_time for f in sax.grid[2]] == sorted(f.trigger_time for f in sax.grid[2])
