@@ -132,7 +132,9 @@ class Study:
         return "\n".join(lines)
 
     def __str__(self) -> str:
-        return self.summary()
+        from .layout import StudyLayout
+
+        return self.summary(layout=StudyLayout.default())
 
     def montage(self, path, layout=None, columns: int = 8) -> None:
         """Write a PNG montage of the frames `layout` selects (the default layout if None)."""
