@@ -4,14 +4,16 @@ full-size study.
     python benchmarks/synthetic.py                  # 200 small studies, baseline on the same 200
     python benchmarks/synthetic.py --n 40 --baseline-n 20
 
-Prints seconds, studies per second, files and bytes written, and the speed-up of the parallel run over
-the single-process baseline (both measured here, in this run).
+Prints wall seconds, studies per second, CPU seconds per study (robust to other load on the machine),
+files and bytes written, and the speed-up of the parallel run over the single-process baseline (both
+measured here, in this run).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -20,17 +22,24 @@ from pathlib import Path
 from cmr_clip.synthetic import make_cohort
 
 
-def _timed_cohort(out: Path, n: int, size: str, workers: int, seed: int) -> tuple[float, int, int]:
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the pool's workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _timed_cohort(out: Path, n: int, size: str, workers: int, seed: int) -> tuple[float, float, int, int]:
     shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     make_cohort(out, n, seed=seed, size=size, num_workers=workers, progress=False)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     files = [p for p in (out / "studies").rglob("*") if p.is_file()]
-    return seconds, len(files), sum(p.stat().st_size for p in files)
+    return seconds, cpu, len(files), sum(p.stat().st_size for p in files)
 
 
-def _row(label: str, n: int, seconds: float, files: int, size: int) -> str:
-    return f"{label:<34} {n:>5} {seconds:>9.1f} {n / seconds:>10.2f} {files:>8} {size / 2**20:>9.0f}"
+def _row(label: str, n: int, seconds: float, cpu: float, files: int, size: int) -> str:
+    return (f"{label:<30} {n:>5} {seconds:>9.1f} {n / seconds:>10.2f} {cpu / n:>13.2f} {files:>8} "
+            f"{size / 2**20:>7.0f}")
 
 
 def main() -> None:
@@ -46,7 +55,8 @@ def main() -> None:
         parallel = _timed_cohort(tmp / "parallel", args.n, "small", args.workers, args.seed)
         single = _timed_cohort(tmp / "single", baseline_n, "small", 1, args.seed)
         full = _timed_cohort(tmp / "full", 1, "full", 1, args.seed)
-    print(f"{'run':<34} {'n':>5} {'seconds':>9} {'studies/s':>10} {'files':>8} {'MiB':>9}")
+    print(f"load average before: {os.getloadavg()[0]:.1f} (other processes on these cores slow every row)")
+    print(f"{'run':<30} {'n':>5} {'seconds':>9} {'studies/s':>10} {'cpu s/study':>13} {'files':>8} {'MiB':>7}")
     print(_row(f"small, {args.workers} processes", args.n, *parallel))
     print(_row("small, 1 process (baseline)", baseline_n, *single))
     print(_row("full, 1 process", 1, *full))
