@@ -202,3 +202,37 @@ def test_no_weight_decay_on_norms_biases_and_embeddings():
     assert "vision_model.embeddings.position_embedding" in no_decay_names
     assert all(("bias" in n or "norm" in n.lower() or "embedding" in n or "logit" in n) for n in no_decay_names)
     assert all(p.dim() >= 2 for p in decay["params"])
+
+
+@pytest.mark.parametrize("name", ["train_small.yaml", "train_release_size.yaml"])
+def test_example_training_configs_load(name):
+    config = TrainConfig.from_file(ROOT / "examples" / name)
+    assert config.projection_dim in (64, 512) and config.epochs > 0
+
+
+def test_example_training_config_runs_through_the_cli(corpus, tmp_path):
+    from cmr_clip.cli import main
+
+    code = main(["train", "--config", str(ROOT / "examples" / "train_small.yaml"), "--data-dir", str(corpus),
+                 "--output-dir", str(tmp_path), "--max-steps", "2", "--no-progress",
+                 "--vision", '{"patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}',
+                 "--text", '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}'])
+    assert code == 0
+    assert CMRCLIPModel.from_pretrained(tmp_path).config.vision_config.hidden_size == 32
+
+
+def test_unknown_config_field_is_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rte: 0.1\n")
+    with pytest.raises(ValueError, match="unknown training options \\['learning_rte'\\]"):
+        TrainConfig.from_file(bad)
+
+
+@pytest.mark.parametrize("name", ["accelerate_ddp.yaml", "accelerate_fsdp.yaml"])
+def test_accelerate_recipes_parse(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "examples" / name))
+    assert config.num_processes == 8 and config.mixed_precision == "bf16"
+    if name == "accelerate_fsdp.yaml":
+        assert "CMRCLIPVisionLayer" in config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
