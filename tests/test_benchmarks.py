@@ -28,3 +28,14 @@ def test_video_encoder_benchmark_runs(capsys):
         rf"fwd peak MiB {number_or_na}, fwd\+bwd peak MiB {number_or_na}$"
     )
     assert re.search(ratio_line, out, re.M), out
+
+
+def test_training_benchmark_runs(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its sibling's memory probe
+    training = _load_script("training")
+
+    assert training.main(["--size", "tiny", "--steps", "1", "--batch", "2"]) == 0
+
+    out = capsys.readouterr().out
+    assert re.search(r"^no checkpointing\s+\d+\.\d\d\s+(\d+\.\d|n/a)\s+1\.00x", out, re.M), out
+    assert re.search(r"^checkpointing\s+\d+\.\d\d\s+(\d+\.\d|n/a)\s+\d+\.\d\dx", out, re.M), out
