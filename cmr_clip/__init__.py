@@ -5,6 +5,7 @@ processors and pipelines), so that `AutoModel.from_pretrained(dir)` gives a `CMR
 """
 
 from transformers import AutoConfig, AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .modeling import (
     CMRCLIPConfig,
@@ -13,6 +14,7 @@ from .modeling import (
     CMRCLIPVisionConfig,
     CMRCLIPVisionModel,
 )
+from .pipelines import PromptSet, ZeroShotCMRPipeline
 from .processing import (
     CMRCLIPProcessor,
     CMRStudyError,
@@ -29,6 +31,7 @@ AutoConfig.register(CMRCLIPConfig.model_type, CMRCLIPConfig, exist_ok=True)
 AutoConfig.register(CMRCLIPVisionConfig.model_type, CMRCLIPVisionConfig, exist_ok=True)
 AutoModel.register(CMRCLIPConfig, CMRCLIPModel, exist_ok=True)
 AutoModel.register(CMRCLIPVisionConfig, CMRCLIPVisionModel, exist_ok=True)
+PIPELINE_REGISTRY.register_pipeline("zero-shot-cmr", pipeline_class=ZeroShotCMRPipeline, pt_model=AutoModel)
 
 __all__ = [
     "CMRCLIPConfig",
@@ -39,8 +42,10 @@ __all__ = [
     "CMRCLIPVisionModel",
     "CMRStudyError",
     "CMRStudyProcessor",
+    "PromptSet",
     "Series",
     "Study",
     "StudyLayout",
     "read_study",
+    "ZeroShotCMRPipeline",
 ]

@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("cmr_clip.training.cli", "train CMR-CLIP on a prepared corpus with Accelerate"),
     "synth": ("cmr_clip.synthetic.cli", "write a synthetic cohort of cardiac MRI studies with reports"),
     "inspect": ("cmr_clip.inspect_cli", "show how a DICOM study is read and classified, and which frames the model gets"),
+    "zero-shot": ("cmr_clip.pipelines.cli", "zero-shot findings, labels and estimates for studies with a CMR-CLIP model"),
+    "index": ("cmr_clip.index_cli", "build a searchable index of study embeddings (cmr-clip index build ...)"),
+    "search": ("cmr_clip.search_cli", "search a study index by text or by study"),
+    "evaluate": ("cmr_clip.evaluation.cli", "zero-shot, few-shot, retrieval and robustness metrics with plots"),
 }
 
 

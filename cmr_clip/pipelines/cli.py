@@ -1,0 +1,62 @@
+"""`cmr-clip zero-shot PATH... --model DIR`: zero-shot findings (and labels, estimates) for studies, as a table.
+
+    cmr-clip zero-shot study_a study_b --model cmr-clip-demo --estimate lvef --json answers.json
+    cmr-clip zero-shot study_a --model cmr-clip-demo --labels hcm amyloidosis icm nicm normal
+
+Studies are shown by position and folder name (the user's own input), never by anything read from the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("studies", nargs="+", help="study folders or zips")
+    parser.add_argument("--model", required=True, help="a CMR-CLIP directory saved with its processor")
+    parser.add_argument("--labels", nargs="+", help="candidate labels (softmax over them); disease names of the prompt "
+                                                    "set use its prompts")
+    parser.add_argument("--template", help="hypothesis template for labels, with {} for the label")
+    parser.add_argument("--findings", nargs="*", help="findings to judge (default: all of the prompt set's, unless "
+                                                      "--labels or --estimate alone are given)")
+    parser.add_argument("--estimate", nargs="+", help="quantities to estimate, e.g. lvef")
+    parser.add_argument("--prompts", help="prompt set JSON (default: the model's zero_shot_prompts.json or built-in)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--json", help="also write the answers to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers import pipeline
+
+    from .. import ZeroShotCMRPipeline  # noqa: F401  (importing cmr_clip registers the task)
+
+    classify = pipeline("zero-shot-cmr", model=args.model, prompt_set=args.prompts)
+    findings = True if args.findings == [] else args.findings
+    if findings is None and not args.labels and not args.estimate:
+        findings = True
+    answers = classify([str(s) for s in args.studies], candidate_labels=args.labels, hypothesis_template=args.template,
+                       findings=findings, estimate=args.estimate, batch_size=args.batch_size)
+    names = [Path(s).name for s in args.studies]
+    print(format_table(names, answers))
+    if args.json:
+        Path(args.json).write_text(json.dumps([{"study": n, **a} for n, a in zip(names, answers)], indent=2))
+    return 0
+
+
+def format_table(names: list[str], answers: list[dict]) -> str:
+    """One markdown table per study: labels, findings (with yes/no where thresholds exist), estimates, warnings."""
+    blocks = []
+    for name, answer in zip(names, answers):
+        lines = [f"## {name}", "", "| answer | score | call |", "| ------ | ----- | ---- |"]
+        for item in answer.get("labels", []):
+            lines.append(f"| {item['label']} | {item['score']:.3f} | |")
+        for item in answer.get("findings", []):
+            call = "" if "present" not in item else ("yes" if item["present"] else "no")
+            lines.append(f"| {item['finding']} | {item['score']:.3f} | {call} |")
+        for quantity, value in answer.get("estimates", {}).items():
+            lines.append(f"| {quantity} (estimate) | {value:.1f} | |")
+        lines += [f"warning: {w}" for w in answer.get("warnings", [])]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

@@ -1,0 +1,110 @@
+"""Prompt sets for zero-shot CMR-CLIP: finding ensembles, disease labels, value grids and decision thresholds.
+
+A prompt set is a JSON file (the package's `prompts/default.json` is the built-in one) with
+`findings` (name -> `positive` and `negative` prompt lists), `diseases` (name -> prompt list),
+`estimates` (name -> `templates` with a `{value}` slot, `values`, `unit`) and `thresholds`
+(finding -> probability at or above which the finding is called present, with the rule and split they
+were chosen on). A model directory may hold its own copy, `zero_shot_prompts.json`, written by
+`PromptSet.save` after thresholds were chosen on a validation split; the pipeline prefers it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+MODEL_PROMPTS_FILE = "zero_shot_prompts.json"
+
+
+class PromptSetError(ValueError):
+    """A prompt set file is missing, malformed, or lacks a name that was asked for."""
+
+
+@dataclass
+class PromptSet:
+    findings: dict[str, dict[str, list[str]]]
+    diseases: dict[str, list[str]] = field(default_factory=dict)
+    estimates: dict[str, dict] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    threshold_rule: str | None = None
+    name: str = "custom"
+    description: str = ""
+
+    @classmethod
+    def load(cls, source: str | Path | None = None) -> PromptSet:
+        """A prompt set from a JSON file, a model directory holding `zero_shot_prompts.json`, or the name of a
+        built-in set (`default`); None gives the built-in default."""
+        path = resolve_prompt_file(source)
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise PromptSetError(f"{path}: not valid JSON ({error}). Fix the file or pass another prompt set.") from error
+        return cls.from_dict(data, origin=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, origin: str = "prompt set") -> PromptSet:
+        findings = data.get("findings") or {}
+        for name, ensembles in findings.items():
+            if not ensembles.get("positive") or not ensembles.get("negative"):
+                raise PromptSetError(f"{origin}: finding {name!r} needs non-empty 'positive' and 'negative' prompt lists.")
+        for name, spec in (data.get("estimates") or {}).items():
+            if not spec.get("values") or not all("{value}" in t for t in spec.get("templates", [])) or not spec.get("templates"):
+                raise PromptSetError(f"{origin}: estimate {name!r} needs 'values' and 'templates' that contain '{{value}}'.")
+        thresholds = dict(data.get("thresholds") or {})
+        rule = thresholds.pop("rule", None)
+        thresholds.pop("split", None)
+        return cls(findings=findings, diseases=data.get("diseases") or {}, estimates=data.get("estimates") or {},
+                   thresholds={k: float(v) for k, v in thresholds.items()}, threshold_rule=rule,
+                   name=data.get("name", "custom"), description=data.get("description", ""))
+
+    def to_dict(self) -> dict:
+        thresholds = dict(self.thresholds)
+        if self.threshold_rule:
+            thresholds["rule"] = self.threshold_rule
+        return {"name": self.name, "description": self.description, "findings": self.findings,
+                "diseases": self.diseases, "estimates": self.estimates, "thresholds": thresholds}
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write the set (with its thresholds) next to a model as `zero_shot_prompts.json`."""
+        path = Path(model_dir) / MODEL_PROMPTS_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+        return path
+
+    def finding_names(self, names: list[str] | None = None) -> list[str]:
+        return self._select(names, self.findings, "finding")
+
+    def estimate_names(self, names: list[str] | None = None) -> list[str]:
+        return self._select(names, self.estimates, "estimate")
+
+    def _select(self, names: list[str] | None, table: dict, kind: str) -> list[str]:
+        if names is None:
+            return list(table)
+        unknown = [n for n in names if n not in table]
+        if unknown:
+            raise PromptSetError(f"unknown {kind}(s) {unknown}; this prompt set ({self.name}) has {sorted(table)}. "
+                                 f"Add them to the prompt set file or pick from these.")
+        return list(names)
+
+
+def resolve_prompt_file(source: str | Path | None) -> Path:
+    if source is None:
+        return PROMPTS_DIR / "default.json"
+    path = Path(source)
+    if path.is_dir():
+        path = path / MODEL_PROMPTS_FILE
+    elif not path.exists() and (PROMPTS_DIR / f"{source}.json").exists():
+        path = PROMPTS_DIR / f"{source}.json"
+    if not path.is_file():
+        builtin = sorted(p.stem for p in PROMPTS_DIR.glob("*.json"))
+        raise PromptSetError(f"no prompt set at {source} (looked for {path}). Pass a JSON file, a model directory with "
+                             f"{MODEL_PROMPTS_FILE}, or a built-in name: {builtin}.")
+    return path
+
+
+def model_prompt_set(model_dir: str | Path | None) -> PromptSet:
+    """The model's own prompt set (with thresholds) when it has one, else the built-in default."""
+    if model_dir is not None and (Path(model_dir) / MODEL_PROMPTS_FILE).is_file():
+        return PromptSet.load(model_dir)
+    return PromptSet.load(None)

@@ -1,0 +1,132 @@
+"""Zero-shot scores from CMR-CLIP embeddings: the arithmetic shared by the pipeline and the evaluation.
+
+All functions take L2-normalised study embeddings (N, D) and prompt embeddings, and the model's logit
+scale (1/temperature):
+- candidate labels: softmax over labels of scale * cosine (each label an ensemble of prompts);
+- findings: each finding on its own, softmax over its positive and negative ensembles, i.e.
+  sigmoid(scale * (cos(study, positive) - cos(study, negative))), a probability per finding (multi-label);
+- estimates: the expected value over a grid of stated values ("LVEF 20%" ... "LVEF 70%"), each value
+  weighted by the softmax of scale * cosine to its prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .prompts import PromptSet, PromptSetError
+
+
+@torch.no_grad()
+def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    """L2-normalised text embeddings (N, D) of `texts`, in order."""
+    device = next(model.parameters()).device
+    chunks = []
+    for start in range(0, len(texts), batch_size):
+        tokens = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                           max_length=model.config.max_text_length, return_tensors="pt").to(device)
+        features = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        chunks.append(torch.nn.functional.normalize(features.pooler_output.float(), dim=-1))
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def encode_videos(model, pixel_values_videos: torch.Tensor) -> torch.Tensor:
+    """L2-normalised study embeddings (N, D) from `pixel_values_videos` (N, T, 3, H, W)."""
+    features = model.get_video_features(pixel_values_videos=pixel_values_videos)
+    return torch.nn.functional.normalize(features.pooler_output.float(), dim=-1)
+
+
+def ensemble(embeds: torch.Tensor) -> torch.Tensor:
+    """One direction for a prompt ensemble: the renormalised mean of its normalised embeddings."""
+    return torch.nn.functional.normalize(embeds.mean(dim=0), dim=-1)
+
+
+def label_probabilities(videos: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
+    """(N, L) softmax over candidate labels."""
+    return (scale * videos @ labels.T).softmax(dim=-1)
+
+
+def finding_probabilities(videos: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, scale: float) -> torch.Tensor:
+    """(N, F) probability that each finding is present, each judged on its own."""
+    return torch.sigmoid(scale * (videos @ positive.T - videos @ negative.T))
+
+
+def value_estimate(videos: torch.Tensor, grid: torch.Tensor, values: torch.Tensor, scale: float) -> torch.Tensor:
+    """(N,) similarity-weighted estimate over a value grid: sum_k softmax_k(scale * cos(study, grid_k)) * value_k."""
+    weights = (scale * videos @ grid.T).softmax(dim=-1)
+    return weights @ values.to(weights.dtype)
+
+
+@dataclass(frozen=True)
+class ZeroShotQuery:
+    """What to ask of each study: candidate labels (with their prompts), findings, and estimates."""
+
+    labels: tuple[str, ...] = ()
+    label_prompts: tuple[tuple[str, ...], ...] = ()
+    findings: tuple[str, ...] = ()
+    estimates: tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, prompt_set: PromptSet, candidate_labels=None, hypothesis_template: str | None = None,
+              findings=None, estimate=None) -> ZeroShotQuery:
+        """Candidate labels that name a disease of the prompt set use its ensemble unless a template is given;
+        other labels are put into `hypothesis_template` (default "{}."). `findings=True` asks every finding;
+        with nothing asked at all, every finding is asked."""
+        labels = [candidate_labels] if isinstance(candidate_labels, str) else list(candidate_labels or [])
+        if hypothesis_template is not None and "{}" not in hypothesis_template:
+            raise PromptSetError(f"hypothesis_template {hypothesis_template!r} needs a '{{}}' where the label goes.")
+        label_prompts = tuple(_label_prompts(prompt_set, label, hypothesis_template) for label in labels)
+        if findings is None and not labels and not estimate:
+            findings = True
+        finding_names = prompt_set.finding_names(None if findings is True else [findings] if isinstance(findings, str)
+                                                 else list(findings)) if findings else []
+        estimates = prompt_set.estimate_names([estimate] if isinstance(estimate, str) else list(estimate)) if estimate else []
+        return cls(tuple(labels), label_prompts, tuple(finding_names), tuple(estimates))
+
+
+def _label_prompts(prompt_set: PromptSet, label: str, template: str | None) -> tuple[str, ...]:
+    if template is None and label in prompt_set.diseases:
+        return tuple(prompt_set.diseases[label])
+    return ((template or "{}.").format(label),)
+
+
+class PromptBank:
+    """Prompt embeddings for queries against one model, each text encoded once and reused."""
+
+    def __init__(self, model, tokenizer, prompt_set: PromptSet):
+        self.model, self.tokenizer, self.prompt_set = model, tokenizer, prompt_set
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            self._cache.update(zip(missing, encode_texts(self.model, self.tokenizer, missing)))
+        return torch.stack([self._cache[t] for t in texts])
+
+    def ensembles(self, groups: list[list[str]]) -> torch.Tensor:
+        return torch.stack([ensemble(self.embed(list(group))) for group in groups])
+
+    def estimate_grid(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = self.prompt_set.estimates[name]
+        grid = self.ensembles([[t.format(value=v) for t in spec["templates"]] for v in spec["values"]])
+        return grid, torch.tensor(spec["values"], dtype=torch.float32)
+
+    def score(self, videos: torch.Tensor, query: ZeroShotQuery, scale: float) -> dict[str, torch.Tensor]:
+        """`label_scores` (N, L), `finding_scores` (N, F), `estimates` (N, E) for normalised study embeddings."""
+        n, device = videos.shape[0], videos.device
+        out = {"label_scores": torch.zeros(n, 0), "finding_scores": torch.zeros(n, 0), "estimates": torch.zeros(n, 0)}
+        if query.labels:
+            out["label_scores"] = label_probabilities(videos, self.ensembles(list(query.label_prompts)).to(device), scale)
+        if query.findings:
+            positive = self.ensembles([self.prompt_set.findings[f]["positive"] for f in query.findings]).to(device)
+            negative = self.ensembles([self.prompt_set.findings[f]["negative"] for f in query.findings]).to(device)
+            out["finding_scores"] = finding_probabilities(videos, positive, negative, scale)
+        if query.estimates:
+            columns = []
+            for name in query.estimates:
+                grid, values = self.estimate_grid(name)
+                columns.append(value_estimate(videos, grid.to(device), values.to(device), scale))
+            out["estimates"] = torch.stack(columns, dim=1)
+        return {k: v.cpu() for k, v in out.items()}

@@ -1,0 +1,123 @@
+"""`pipeline("zero-shot-cmr", model=DIR)`: zero-shot answers about cardiac MRI studies from CMR-CLIP.
+
+    import cmr_clip
+    from transformers import pipeline
+
+    classify = pipeline("zero-shot-cmr", model="cmr-clip-demo")
+    classify("study_dir")                                   # every finding of the prompt set, multi-label
+    classify(["a", "b"], candidate_labels=["hcm", "amyloidosis", "normal"])   # softmax over labels
+    classify("study_dir", findings=["lge"], estimate="lvef")
+
+A study is a path (folder or zip), `{"pixel_values_videos": (T, 3, H, W) or (1, T, 3, H, W)}` already
+processed, or `{"video_embeds": (D,) or (1, D)}` cached embeddings; a list is a batch of studies. The
+answer per study is a dict: `labels` (sorted, scores sum to 1), `findings` (sorted by probability, with
+`present` when the prompt set has a threshold for the finding), `estimates` (name -> value), and the
+processor's `warnings` for the study. No paths or identifiers are echoed back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import Pipeline
+
+from .prompts import PromptSet, model_prompt_set
+from .scoring import PromptBank, ZeroShotQuery
+
+
+class ZeroShotCMRPipeline(Pipeline):
+    _load_processor = True
+    _load_tokenizer = False
+    _load_feature_extractor = False
+    _load_image_processor = False
+    _load_video_processor = False
+
+    def __init__(self, *args, prompt_set: str | Path | PromptSet | None = None, **kwargs):
+        self._prompt_source, self._prompt_set = prompt_set, None
+        self._banks: dict[int, PromptBank] = {}
+        super().__init__(*args, **kwargs)
+        if self.processor is None:
+            from ..processing import CMRCLIPProcessor
+
+            self.processor = CMRCLIPProcessor.from_pretrained(self.model.name_or_path)
+        # Batching collates with the tokenizer's pad id; studies of one processor share a shape.
+        self.tokenizer = self.processor.tokenizer
+        self.feature_extractor = self.processor.feature_extractor
+
+    @property
+    def prompt_set(self) -> PromptSet:
+        """The prompt set used when a call passes none: the one given at construction, else the model
+        directory's `zero_shot_prompts.json`, else the built-in default."""
+        if self._prompt_set is None:
+            self._prompt_set = self._resolve_prompt_set(self._prompt_source)
+        return self._prompt_set
+
+    def _resolve_prompt_set(self, prompt_set) -> PromptSet:
+        if isinstance(prompt_set, PromptSet):
+            return prompt_set
+        if prompt_set is not None:
+            return PromptSet.load(prompt_set)
+        return model_prompt_set(self.model.name_or_path if Path(str(self.model.name_or_path)).is_dir() else None)
+
+    def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, findings=None, estimate=None,
+                             prompt_set=None, skip_errors=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"zero-shot-cmr got unknown arguments {sorted(kwargs)}; it takes candidate_labels, "
+                            "hypothesis_template, findings, estimate, prompt_set, batch_size.")
+        prompts = self._resolve_prompt_set(prompt_set) if prompt_set is not None else self.prompt_set
+        query = ZeroShotQuery.build(prompts, candidate_labels, hypothesis_template, findings, estimate)
+        return {}, {"query": query, "prompt_set": prompts}, {"query": query, "prompt_set": prompts}
+
+    def preprocess(self, study) -> dict:
+        if isinstance(study, dict) and "video_embeds" in study:
+            return {"video_embeds": torch.as_tensor(study["video_embeds"]).float().reshape(1, -1), "warnings": [[]]}
+        if isinstance(study, dict) and "pixel_values_videos" in study:
+            pixels = torch.as_tensor(study["pixel_values_videos"])
+            return {"pixel_values_videos": pixels if pixels.dim() == 5 else pixels.unsqueeze(0), "warnings": [[]]}
+        if isinstance(study, (str, Path)):
+            batch = self.feature_extractor(str(study), return_tensors="pt")
+            meta = batch["study_metadata"][0]
+            warnings = list(meta.get("warnings", [])) + [f"missing view: {v}" for v in meta.get("missing_views", [])]
+            return {"pixel_values_videos": batch["pixel_values_videos"], "warnings": [warnings]}
+        raise TypeError(f"zero-shot-cmr takes a study path, a dict with 'pixel_values_videos' or 'video_embeds', "
+                        f"or a list of these; got {type(study).__name__}.")
+
+    def _forward(self, model_inputs: dict, query: ZeroShotQuery, prompt_set: PromptSet) -> dict:
+        if "video_embeds" in model_inputs:
+            videos = torch.nn.functional.normalize(model_inputs["video_embeds"].to(self.device), dim=-1)
+        else:
+            pixels = model_inputs["pixel_values_videos"].to(self.device, self.model.dtype)
+            videos = torch.nn.functional.normalize(
+                self.model.get_video_features(pixel_values_videos=pixels).pooler_output.float(), dim=-1)
+        scale = float(self.model.logit_scale_value())
+        return {**self._bank(prompt_set).score(videos, query, scale), "warnings": model_inputs["warnings"]}
+
+    def _bank(self, prompt_set: PromptSet) -> PromptBank:
+        if id(prompt_set) not in self._banks:
+            self._banks[id(prompt_set)] = PromptBank(self.model, self.tokenizer, prompt_set)
+        return self._banks[id(prompt_set)]
+
+    def postprocess(self, model_outputs: dict, query: ZeroShotQuery, prompt_set: PromptSet) -> dict:
+        result = {}
+        if query.labels:
+            scores = model_outputs["label_scores"].reshape(-1).tolist()
+            result["labels"] = sorted(({"label": l, "score": s} for l, s in zip(query.labels, scores)),
+                                      key=lambda item: -item["score"])
+        if query.findings:
+            scores = model_outputs["finding_scores"].reshape(-1).tolist()
+            result["findings"] = sorted((_finding(name, score, prompt_set) for name, score in zip(query.findings, scores)),
+                                        key=lambda item: -item["score"])
+        if query.estimates:
+            values = model_outputs["estimates"].reshape(-1).tolist()
+            result["estimates"] = dict(zip(query.estimates, values))
+        result["warnings"] = model_outputs["warnings"][0]
+        return result
+
+
+def _finding(name: str, score: float, prompt_set: PromptSet) -> dict:
+    item = {"finding": name, "score": score}
+    if name in prompt_set.thresholds:
+        item["threshold"] = prompt_set.thresholds[name]
+        item["present"] = score >= prompt_set.thresholds[name]
+    return item
