@@ -96,17 +96,25 @@ def small_study(tmp_path_factory):
 def test_damaged_copies_raise_only_typed_errors_or_succeed(small_study, tmp_path):
     rng = random.Random(1234)
     processor = CMRStudyProcessor(num_frames=8, image_size=16)
-    outcomes = {"ok": 0, "typed": 0}
+    outcomes = {"ok": 0, "typed": 0, "set aside": 0}
     for variant in range(N_VARIANTS):
         files = list(small_study)
+        damaged = []
         for index in rng.sample(range(len(files)), rng.randint(1, 3)):
             target = tmp_path / f"v{variant}_{index}.dcm"
             target.write_bytes(_mutate(files[index].read_bytes(), rng, files[index]))
             files[index] = target
+            damaged.append(target.name)
         try:
-            out = _quiet(processor, _quiet(read_study, files))
+            study = _quiet(read_study, files)
+            read = {Path(f.file.name).name for s in study.series for f in s.frames}
+            skipped = {Path(item.name).name for item in study.skipped}
+            assert all(name in read | skipped for name in damaged)  # every damaged file accounted for
+            outcomes["set aside"] += sum(name in skipped for name in damaged)
+            out = _quiet(processor, study)
             assert out["pixel_values_videos"].shape == (1, 8, 3, 16, 16)
             outcomes["ok"] += 1
         except CMRStudyError:
             outcomes["typed"] += 1
-    assert outcomes["ok"] > N_VARIANTS // 3 and outcomes["typed"] > 0, outcomes
+    # a damaged file costs only itself: nearly every variant still gives a video, the bad files set aside
+    assert outcomes["ok"] >= 0.9 * N_VARIANTS and outcomes["set aside"] > N_VARIANTS // 2, outcomes
