@@ -41,3 +41,37 @@ def save_random_model(path: Path, seed: int = 0) -> Path:
                                  feature_extractor=CMRStudyProcessor(num_frames=NUM_FRAMES, image_size=IMAGE_SIZE))
     processor.save_pretrained(path)
     return path
+
+
+FINDINGS = ["lv_dilation", "lge"]
+
+
+def tiny_corpus(n_per_split: int = 8, seed: int = 0):
+    """A prepared-corpus DatasetDict (the columns `cmr-clip prepare` writes) of random frames whose labels
+    and impressions follow two findings."""
+    import json
+
+    import numpy as np
+    from datasets import Dataset, DatasetDict
+
+    from cmr_clip.data.prepare import corpus_features
+
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for name in ("train", "validation", "test"):
+        rows = {key: [] for key in corpus_features(NUM_FRAMES, IMAGE_SIZE)}
+        for i in range(n_per_split):
+            labels = {f: bool((i >> bit) & 1) for bit, f in enumerate(FINDINGS)}
+            words = ["dilated lv ." if labels["lv_dilation"] else "normal lv size .",
+                     "late gadolinium enhancement ." if labels["lge"] else "no lge ."]
+            bounds = np.linspace(0, 10, NUM_FRAMES + 1).astype(int)
+            rows["study_id"].append(f"{name}{i:03d}")
+            rows["frames"].append(rng.integers(0, 255, (10, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8))
+            rows["slots"].append(np.stack([bounds[:-1], bounds[1:]], 1).astype(np.int32))
+            rows["impression"].append(" ".join(words))
+            rows["labels"].append(json.dumps(labels))
+            rows["vendor"].append(["siemens", "ge"][i % 2])
+            rows["field_strength"].append([1.5, 3.0][(i // 2) % 2])
+            rows["metadata"].append("{}")
+        splits[name] = Dataset.from_dict(rows, features=corpus_features(NUM_FRAMES, IMAGE_SIZE))
+    return DatasetDict(splits)
