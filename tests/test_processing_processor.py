@@ -121,3 +121,18 @@ def test_clip_processor_text_and_studies_save_and_auto_load(study_dir, tokenizer
     assert loaded.tokenizer.tokenize("normal lv") == ["normal", "lv"]
     again = loaded(text=["normal lv function"], studies=study_dir)
     assert torch.equal(again["pixel_values_videos"][0], out["pixel_values_videos"][0])
+
+
+def test_training_draws_seeded_random_frames_per_segment():
+    arrays = {"cine/4ch": np.arange(30, dtype=np.uint8)[:, None, None].repeat(8, 1).repeat(8, 2),
+              "cine/sax": np.arange(9 * 60, dtype=np.uint16).reshape(9, 60, 1, 1).repeat(8, 2).repeat(8, 3)}
+    processor = CMRStudyProcessor(layout="reference", image_size=8, resize_shortest_edge=8, crop_size=8)
+
+    def phases(**kwargs):
+        return [(f["entry"], f["phase"]) for f in processor(arrays, **kwargs)["study_metadata"][0]["frames_used"]]
+
+    test_time = phases()
+    assert phases(training=True, seed=1) == phases(training=True, seed=1)
+    assert phases(training=True, seed=1) != phases(training=True, seed=2)
+    assert phases(training=True, seed=1) != test_time
+    assert test_time == phases()
