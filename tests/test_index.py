@@ -130,3 +130,17 @@ def test_cli_builds_appends_and_searches(model_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     hits = json.loads((tmp_path / "hits.json").read_text())
     assert len(hits) == 3 and all(h["study_id"] in printed for h in hits) and hits[0]["impression"]
+
+
+def test_benchmark_script_runs_and_agrees(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "index_search.py"
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(script), "--n", "2000", "--projection-dim", "32", "--repeats", "2",
+                             "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["n"] == 2000 and figures["query_ms"] > 0 and figures["baseline_over_exact"] > 0
