@@ -17,7 +17,7 @@ import torch
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
 
 from .errors import CMRStudyError, NoUsableCineError
-from .layout import FramePlan, Selection, StudyLayout, plan_frames, select_frames
+from .layout import Selection, StudyLayout, plan_frames, select_frames
 from .pixels import IMAGENET_MEAN, IMAGENET_STD, ArrayFrame, FrameTransform, decode_frame, window_to_uint8
 from .reader import read_study
 from .study import SEQUENCES, VIEWS, Series, Study

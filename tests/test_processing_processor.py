@@ -15,7 +15,6 @@ from cmr_clip.processing import (
     NoUsableCineError,
     UnsupportedCompressionError,
     read_study,
-    study_from_arrays,
 )
 from cmr_clip.processing.pixels import FrameTransform, decode_frame, window_to_uint8
 from processing_factory import write_study
