@@ -77,7 +77,11 @@ class StudyLayout:
 
     @classmethod
     def reference(cls) -> "StudyLayout":
-        """The released model's composition and 64-frame segment sampling (see docs/reference-model.md)."""
+        """The released model's composition and 64-frame segment sampling (see docs/reference-model.md).
+
+        The release names "the cine long-axis view" and "the LGE long-axis" image beside its 2-chamber and
+        3-chamber images; both are read as the 4-chamber (horizontal long-axis) view.
+        """
         lax_lge = dict(frames=None, slices="middle", phases="first", repeat_as_slices_of="lge/sax")
         return cls(
             name="reference",
