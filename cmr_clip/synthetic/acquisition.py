@@ -48,12 +48,16 @@ class Exam:
 
 
 class _Scanner:
+    """Per-exam acquisition state: noise level, trigger delay, breath-holds, and the series it renders."""
+
     def __init__(self, heart: Heart, field: float, rng: np.random.Generator):
         self.heart = heart
         self.field = field
         self.rng = rng
+        self.amyloid = heart.subject.diagnosis == "amyloidosis"
         self.sigma = NOISE_SIGMA[field] * rng.uniform(0.8, 1.25)
         self.trigger_delay = float(rng.uniform(0.0, 12.0))
+        self.diastole = int(round(0.75 * heart.n_phases)) % heart.n_phases  # LGE, T1 map, TI scout
 
     def trigger_time(self, phase: int) -> float:
         return round(self.trigger_delay + phase * self.heart.rr_ms / self.heart.n_phases, 2)
@@ -64,85 +68,77 @@ class _Scanner:
     def magnitude(self, image: np.ndarray) -> np.ndarray:
         return rician(image, self.sigma, self.rng)
 
-    def cine(self, plane: Plane, slice_index: int = 0, bad: bool = False) -> list:
-        sampler = PlaneSampler(self.heart, plane, self.breath_hold(), self.field)
-        frames = []
-        for phase in range(self.heart.n_phases):
-            image = sampler.image(phase, cine_signal)
-            if bad:
-                image = ghosting(image, self.rng)
-            frames.append(Frame(self.magnitude(image), plane, slice_index, phase, self.trigger_time(phase)))
-        return frames
+    def ir(self, ti: float):
+        return lambda labels, scar: ir_signal(labels, scar, ti, self.field, self.amyloid)
 
+    def localizer(self, planes) -> Series:
+        series = Series("localizer", "other", "localizer", "other", "magnitude")
+        for i, plane in enumerate(planes):
+            image = PlaneSampler(self.heart, plane, None, self.field).image(0, cine_signal, blur_px=0.8)
+            series.frames.append(Frame(self.magnitude(image), plane, i, 0))
+        return series
 
-def _lge_series(scanner: _Scanner, planes, view: str, ti: float, psir: bool, amyloid: bool) -> list:
-    heart, rng = scanner.heart, scanner.rng
-    diastole = int(round(0.75 * heart.n_phases)) % heart.n_phases
-    contrast = lambda labels, scar: ir_signal(labels, scar, ti, scanner.field, amyloid)  # noqa: E731
-    magnitude = Series("lge", view, "lge", "lge", "magnitude")
-    signed = Series("psir", view, "lge_psir", "lge", "signed")
-    for i, plane in enumerate(planes):
-        image = PlaneSampler(heart, plane, scanner.breath_hold(), scanner.field).image(diastole, contrast)
-        kw = dict(trigger_time=scanner.trigger_time(diastole), inversion_time=round(ti, 1))
-        magnitude.frames.append(Frame(scanner.magnitude(image), plane, i, 0, **kw))
-        signed.frames.append(Frame(image + rng.normal(0.0, scanner.sigma, image.shape), plane, i, 0, **kw))
-    return [magnitude, signed] if psir else [magnitude]
+    def cine(self, planes, view: str, role: str = "cine", spacing: float | None = None) -> Series:
+        """A cine series: every phase of every plane, with a fresh breath-hold per plane."""
+        series = Series("cine", view, role, "cine", "magnitude", cardiac_images=self.heart.n_phases,
+                        slice_spacing=spacing)
+        for i, plane in enumerate(planes):
+            sampler = PlaneSampler(self.heart, plane, self.breath_hold(), self.field)
+            for phase in range(self.heart.n_phases):
+                image = sampler.image(phase, cine_signal)
+                if role == "repeat_discarded":  # the breath-hold failed; the technologist repeats it
+                    image = ghosting(image, self.rng)
+                series.frames.append(Frame(self.magnitude(image), plane, i, phase, self.trigger_time(phase)))
+        return series
+
+    def t1_map(self, plane: Plane) -> Series:
+        contrast = lambda labels, scar: native_t1(labels, scar, self.field, self.amyloid)  # noqa: E731
+        t1 = PlaneSampler(self.heart, plane, None, self.field).image(self.diastole, contrast, blur_px=0.7)
+        series = Series("t1_map", "other", "t1_map", "other", "t1")
+        series.frames.append(Frame(np.clip(t1 + self.rng.normal(0.0, 25.0, t1.shape), 0, None), plane, 0, 0))
+        return series
+
+    def ti_scout(self, plane: Plane, n_ti: int) -> Series:
+        """Inversion-recovery images at rising TIs, from which the LGE TI is chosen."""
+        sampler = PlaneSampler(self.heart, plane, None, self.field)
+        series = Series("ti_scout", "other", "ti_scout", "other", "magnitude", cardiac_images=n_ti)
+        for k, ti in enumerate(np.linspace(110.0, 110.0 + 30.0 * (n_ti - 1), n_ti)):
+            image = sampler.image(self.diastole, self.ir(ti))
+            ti = round(float(ti), 1)
+            series.frames.append(Frame(self.magnitude(image), plane, 0, k, trigger_time=ti, inversion_time=ti))
+        return series
+
+    def lge(self, planes, view: str, ti: float, psir: bool, spacing: float | None = None) -> list[Series]:
+        """Magnitude LGE and, for PSIR protocols, the phase-sensitive (signed) reconstruction."""
+        magnitude = Series("lge", view, "lge", "lge", "magnitude", slice_spacing=spacing)
+        signed = Series("psir", view, "lge_psir", "lge", "signed", slice_spacing=spacing)
+        timing = dict(trigger_time=self.trigger_time(self.diastole), inversion_time=round(ti, 1))
+        for i, plane in enumerate(planes):
+            image = PlaneSampler(self.heart, plane, self.breath_hold(), self.field).image(self.diastole, self.ir(ti))
+            magnitude.frames.append(Frame(self.magnitude(image), plane, i, 0, **timing))
+            signed.frames.append(Frame(image + self.rng.normal(0.0, self.sigma, image.shape), plane, i, 0, **timing))
+        return [magnitude, signed] if psir else [magnitude]
 
 
 def acquire(heart: Heart, protocol: Protocol, field: float, rng: np.random.Generator, psir: bool) -> Exam:
-    """Render every series of one exam of `heart`."""
+    """Render every series of one exam of `heart`, in acquisition order."""
     scanner = _Scanner(heart, field, rng)
     matrix = draw_matrix(rng, protocol)
-    amyloid = heart.subject.diagnosis == "amyloidosis"
-    series = []
-
-    localizer = Series("localizer", "other", "localizer", "other", "magnitude")
-    for i, plane in enumerate(plan_localizer(heart, protocol)):
-        image = PlaneSampler(heart, plane, None, field).image(0, cine_signal, blur_px=0.8)
-        localizer.frames.append(Frame(scanner.magnitude(image), plane, i, 0))
-    series.append(localizer)
-
+    series = [scanner.localizer(plan_localizer(heart, protocol))]
     lax = {view: plan_lax(heart, view, matrix, rng) for view in LAX_VIEWS}
     repeated = str(rng.choice(LAX_VIEWS))
     for view in LAX_VIEWS:
         if view == repeated:
-            bad = Series("cine", view, "repeat_discarded", "cine", "magnitude", cardiac_images=heart.n_phases)
-            bad.frames = scanner.cine(lax[view], bad=True)
-            series.append(bad)
-        good = Series("cine", view, "cine", "cine", "magnitude", cardiac_images=heart.n_phases)
-        good.frames = scanner.cine(lax[view])
-        series.append(good)
-
+            series.append(scanner.cine([lax[view]], view, role="repeat_discarded"))
+        series.append(scanner.cine([lax[view]], view))
     sax, spacing = plan_sax(heart, protocol, matrix, rng)
-    cine_sax = Series("cine", "sax", "cine", "cine", "magnitude", cardiac_images=heart.n_phases, slice_spacing=spacing)
-    for i, plane in enumerate(sax):
-        cine_sax.frames.extend(scanner.cine(plane, i))
-    series.append(cine_sax)
-
+    series.append(scanner.cine(sax, "sax", spacing=spacing))
     mid = sax[len(sax) // 2]
-    diastole = int(round(0.75 * heart.n_phases)) % heart.n_phases
-    t1 = PlaneSampler(heart, mid, None, field).image(
-        diastole, lambda labels, scar: native_t1(labels, scar, field, amyloid), blur_px=0.7
-    )
-    t1_map = Series("t1_map", "other", "t1_map", "other", "t1")
-    t1_map.frames.append(Frame(np.clip(t1 + rng.normal(0.0, 25.0, t1.shape), 0, None), mid, 0, 0))
-    series.append(t1_map)
-
-    ti_scout = Series("ti_scout", "other", "ti_scout", "other", "magnitude")
-    sampler = PlaneSampler(heart, mid, None, field)
-    n_ti = 8 if protocol.name == "small" else 16
-    for k, ti in enumerate(np.linspace(110.0, 110.0 + 30.0 * (n_ti - 1), n_ti)):
-        image = sampler.image(diastole, lambda labels, scar: ir_signal(labels, scar, ti, field, amyloid))
-        ti_scout.frames.append(Frame(scanner.magnitude(image), mid, 0, k, trigger_time=round(float(ti), 1),
-                                     inversion_time=round(float(ti), 1)))
-    ti_scout.cardiac_images = n_ti
-    series.append(ti_scout)
-
-    ti = null_ti(field, amyloid) + rng.uniform(-8.0, 8.0)
+    series.append(scanner.t1_map(mid))
+    series.append(scanner.ti_scout(mid, 8 if protocol.name == "small" else 16))
+    ti = null_ti(field, scanner.amyloid) + rng.uniform(-8.0, 8.0)
     lge_sax, lge_spacing = plan_sax(heart, protocol, matrix, rng)
-    for s in _lge_series(scanner, lge_sax, "sax", ti, psir, amyloid):
-        s.slice_spacing = lge_spacing
-        series.append(s)
+    series.extend(scanner.lge(lge_sax, "sax", ti, psir, spacing=lge_spacing))
     for view in LAX_VIEWS:
-        series.extend(_lge_series(scanner, [lax[view]], view, ti, psir, amyloid))
+        series.extend(scanner.lge([lax[view]], view, ti, psir))
     return Exam(series, field)
