@@ -209,6 +209,6 @@ def _run(jobs: list, workers: int, progress: bool) -> list[dict]:
             for record in pool.imap_unordered(_make_study_star, jobs):
                 records.append(record)
                 bar.update()
-        records.sort(key=lambda r: r["study_id"])
+        records.sort(key=lambda r: int(r["study_id"][3:]))
     bar.close()
     return records

@@ -73,16 +73,21 @@ def _split_for_vendor(exam: Exam, ctx: StudyContext) -> list[_OutputSeries]:
     return out
 
 
-def _stored(series: Series, signal: np.ndarray, ctx: StudyContext) -> tuple[np.ndarray, float, float]:
-    """Stored pixel values and (RescaleSlope, RescaleIntercept) for a frame."""
-    top = 2**ctx.style.bits_stored - 1
+def _rescale(series: Series, ctx: StudyContext) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of a series: T1 maps hold ms, signed images an offset."""
     if series.values == "t1":
-        return np.clip(np.rint(signal), 0, top).astype(np.uint16), 1.0, 0.0
+        return 1.0, 0.0
     if series.values == "signed":
-        offset = 2 ** (ctx.style.bits_stored - 1)
-        stored = np.clip(np.rint(signal * ctx.scale / ctx.slope / 2.0) + offset, 0, top)
-        return stored.astype(np.uint16), ctx.slope, -offset * ctx.slope
-    return np.clip(np.rint(signal * ctx.scale / ctx.slope), 0, top).astype(np.uint16), ctx.slope, 0.0
+        return ctx.slope, -(2 ** (ctx.style.bits_stored - 1)) * ctx.slope
+    return ctx.slope, 0.0
+
+
+def _stored(series: Series, signal: np.ndarray, ctx: StudyContext) -> np.ndarray:
+    """Stored pixel values of a frame (real value = stored * slope + intercept)."""
+    slope, intercept = _rescale(series, ctx)
+    gain = 1.0 if series.values == "t1" else ctx.scale / (2.0 if series.values == "signed" else 1.0)
+    stored = np.rint((signal * gain - intercept) / slope)
+    return np.clip(stored, 0, 2**ctx.style.bits_stored - 1).astype(np.uint16)
 
 
 def _ds(value: float, digits: int = 4) -> str:
@@ -158,31 +163,44 @@ def _series_dataset(out: _OutputSeries, exam: Exam, ctx: StudyContext, uids: dic
     return ds
 
 
+def _add_classic_shared(ds: Dataset, out: _OutputSeries, ctx: StudyContext) -> None:
+    """Elements every single-frame file of the series has in common: rescale, and orientation when fixed."""
+    slope, intercept = _rescale(out.series, ctx)
+    if slope != 1.0 or intercept != 0.0:
+        ds.RescaleIntercept = _ds(intercept, 4)
+        ds.RescaleSlope = _ds(slope, 5)
+        ds.RescaleType = "US"
+    planes = {(f.plane.row_dir, f.plane.col_dir, f.plane.spacing) for f in out.frames}
+    if len(planes) == 1:  # otherwise (localizers) orientation and spacing go with each frame
+        _set_orientation(ds, out.frames[0].plane)
+
+
+def _set_orientation(ds: Dataset, plane) -> None:
+    ds.ImageOrientationPatient = [_ds(v, 6) for v in (*plane.row_dir, *plane.col_dir)]
+    ds.PixelSpacing = [_ds(v) for v in plane.spacing]
+
+
 def _window(stored: np.ndarray, slope: float, intercept: float) -> tuple[str, str]:
     low, high = np.percentile(stored.ravel()[::3], (1, 99.5)) * slope + intercept  # every 3rd pixel is plenty
     return _ds((low + high) / 2, 1), _ds(max(high - low, 1.0), 1)
 
 
-def _frame_elements(out: _OutputSeries, frame: Frame, ctx: StudyContext, instance: int, uid) -> Dataset:
-    """The elements of a classic image that change from frame to frame."""
+def _frame_elements(out: _OutputSeries, frame: Frame, ctx: StudyContext, instance: int, uid, shared) -> Dataset:
+    """The elements of a classic image that are not already in its series' `shared` dataset."""
     plane = frame.plane
     ds = Dataset()
     ds.SOPInstanceUID = uid()
     ds.InstanceNumber = instance
     ds.ImagePositionPatient = [_ds(v) for v in plane.position]
-    ds.ImageOrientationPatient = [_ds(v, 6) for v in (*plane.row_dir, *plane.col_dir)]
+    if "ImageOrientationPatient" not in shared:
+        _set_orientation(ds, plane)
     ds.SliceLocation = _ds(float(np.dot(plane.position, plane.normal)), 4)
-    ds.PixelSpacing = [_ds(v) for v in plane.spacing]
     if frame.trigger_time is not None:
         ds.TriggerTime = _ds(frame.trigger_time, 2)
     if frame.inversion_time is not None:
         ds.InversionTime = _ds(frame.inversion_time, 1)
-    stored, slope, intercept = _stored(out.series, frame.signal, ctx)
-    if slope != 1.0 or intercept != 0.0:
-        ds.RescaleIntercept = _ds(intercept, 4)
-        ds.RescaleSlope = _ds(slope, 5)
-        ds.RescaleType = "US"
-    ds.WindowCenter, ds.WindowWidth = _window(stored, slope, intercept)
+    stored = _stored(out.series, frame.signal, ctx)
+    ds.WindowCenter, ds.WindowWidth = _window(stored, *_rescale(out.series, ctx))
     ds.add_new("PixelData", "OW", stored.tobytes())
     return ds
 
@@ -253,8 +271,8 @@ def _enhanced(ds: Dataset, out: _OutputSeries, ctx: StudyContext, uid) -> None:
     """Turn a series dataset into one Enhanced MR multi-frame image holding all its frames."""
     frames = out.frames
     first = frames[0].plane
-    stored = [_stored(out.series, f.signal, ctx) for f in frames]
-    _, slope, intercept = stored[0]
+    pixels = np.stack([_stored(out.series, f.signal, ctx) for f in frames])
+    slope, intercept = _rescale(out.series, ctx)
     ds.SOPInstanceUID = uid()
     ds.InstanceNumber = 1
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M_FFE", "NONE"]
@@ -318,7 +336,6 @@ def _enhanced(ds: Dataset, out: _OutputSeries, ctx: StudyContext, uid) -> None:
         item.FunctionalGroupPointer = group
         index.append(item)
     ds.DimensionIndexSequence = Sequence(index)
-    pixels = np.stack([s[0] for s in stored])
     ds.WindowCenter, ds.WindowWidth = _window(pixels, slope, intercept)
     ds.PixelData = pixels.tobytes()
 
@@ -342,10 +359,11 @@ def write_exam(study_dir: Path, exam: Exam, ctx: StudyContext, uid: UIDSource) -
             file_index += 1
             continue
         ds.SOPClassUID = MRImageStorage
+        _add_classic_shared(ds, out, ctx)
         writer = _ClassicSeriesWriter(ds)
         for frame, instance in zip(out.frames, _instance_order(out, ctx)):
             rel = file_path(ctx.layout, out.number, folder_name(out), instance, file_index, ctx.token)
-            writer.write(study_dir / rel, _frame_elements(out, frame, ctx, instance, uid))
+            writer.write(study_dir / rel, _frame_elements(out, frame, ctx, instance, uid, ds))
             truth.append(_truth(rel, None, out, frame))
             file_index += 1
     return truth
