@@ -1,0 +1,36 @@
+"""`cmr-clip evaluate --model DIR --data DIR`: zero-shot, few-shot, retrieval, slices and robustness, written as
+metrics.json, summary.md and PNG plots (see `cmr_clip.evaluation.report`).
+
+    cmr-clip evaluate --model cmr-clip-demo --data cmr-clip-demo/corpus --reports cmr-clip-demo/cohort/reports.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a CMR-CLIP directory saved with its processor")
+    parser.add_argument("--data", required=True, help="a prepared corpus with train, validation and test splits")
+    parser.add_argument("--out", help="output folder (default: MODEL/evaluation)")
+    parser.add_argument("--reports", help="reports JSONL with measurements (e.g. lvef) for the zero-shot estimate")
+    parser.add_argument("--episodes", type=int, default=20, help="few-shot episodes per k")
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="few-shot k values")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    parser.add_argument("--save-thresholds", action="store_true",
+                        help="save the validation thresholds with the model (MODEL/zero_shot_prompts.json)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (they need matplotlib)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .report import evaluate_model
+
+    out = Path(args.out or Path(args.model) / "evaluation")
+    metrics = evaluate_model(args.model, args.data, out, reports=args.reports, ks=tuple(args.shots),
+                             episodes=args.episodes, resamples=args.bootstrap, plots=not args.no_plots, seed=args.seed,
+                             save_thresholds=args.save_thresholds)
+    print((out / "summary.md").read_text())
+    print(f"metrics.json, summary.md{'' if args.no_plots else ' and plots'} in {out}/")
+    return 0 if metrics else 1

@@ -1,0 +1,45 @@
+"""Bootstrap 95% intervals for any figure computed from per-study arrays.
+
+Studies are resampled with replacement (scikit-learn's `resample`), the figure is recomputed on each
+resample, and the interval is the 2.5th to 97.5th percentile of those values. Resamples on which the
+figure is undefined (e.g. an AUC drawn with one class only) are skipped; fewer than half valid gives no
+interval.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+
+def bootstrap_interval(statistic: Callable[..., float], *arrays: np.ndarray, resamples: int = 1000,
+                       seed: int = 0) -> dict[str, float | None]:
+    """{"value", "low", "high"}: the statistic on the data and its percentile-bootstrap 95% interval."""
+    from sklearn.utils import resample
+
+    value = _safe(statistic, arrays)
+    rng = np.random.RandomState(seed)
+    values = []
+    for _ in range(resamples):
+        drawn = resample(*arrays, random_state=rng)
+        drawn = drawn if isinstance(drawn, list) else [drawn]
+        result = _safe(statistic, drawn)
+        if result is not None:
+            values.append(result)
+    if value is None or len(values) < resamples / 2:
+        return {"value": value, "low": None, "high": None}
+    low, high = np.percentile(values, [2.5, 97.5])
+    return {"value": value, "low": float(low), "high": float(high)}
+
+
+def _safe(statistic: Callable[..., float], arrays) -> float | None:
+    with warnings.catch_warnings():
+        # A resample with one class only makes scikit-learn warn and return NaN; it is skipped below.
+        warnings.simplefilter("ignore")
+        try:
+            result = statistic(*arrays)
+        except ValueError:
+            return None
+    return None if result is None or not np.isfinite(result) else float(result)

@@ -1,0 +1,156 @@
+"""Zero-shot evaluation on a prepared corpus: per-finding AUC, decision thresholds, value estimates.
+
+The scores come from the same `PromptBank` the `zero-shot-cmr` pipeline uses, applied to the model's
+embeddings of a split, so the evaluation and the pipeline cannot disagree. Thresholds are chosen on a
+validation split by Youden's J (the ROC point that maximises sensitivity + specificity - 1) and saved
+with the model's prompt set (`zero_shot_prompts.json`), from which the pipeline answers yes/no.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..pipelines.prompts import PromptSet
+from ..pipelines.scoring import PromptBank, ZeroShotQuery
+
+THRESHOLD_RULE = "youden_j on the validation split"
+
+
+class EvaluationError(ValueError):
+    """The data cannot support the evaluation asked for (no labels, one class only, mismatched sizes)."""
+
+
+@torch.no_grad()
+def split_embeddings(model, processor, split, batch_size: int = 32, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Normalised `video` and `text` (impression) embeddings of every study of a prepared split, in row order,
+    with the middle frame of every slot as at evaluation."""
+    from tqdm.auto import tqdm
+
+    from ..data.dataset import StudyTextCollator, StudyTextDataset
+
+    collate = StudyTextCollator(processor.tokenizer, processor.feature_extractor, max_length=model.config.max_text_length)
+    loader = torch.utils.data.DataLoader(StudyTextDataset(split), batch_size=batch_size, collate_fn=collate)
+    device = next(model.parameters()).device
+    videos, texts = [], []
+    for batch in tqdm(loader, desc="embedding studies", disable=not progress):
+        out = model(pixel_values_videos=batch["pixel_values_videos"].to(device), input_ids=batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device))
+        videos.append(out.video_embeds.float().cpu())
+        texts.append(out.text_embeds.float().cpu())
+    return {"video": torch.cat(videos), "text": torch.cat(texts)}
+
+
+def split_labels(split, names: list[str]) -> dict[str, np.ndarray]:
+    """finding -> float array over the split's rows (1.0 present, 0.0 absent, NaN where a row has no labels)."""
+    rows = [json.loads(text) if text else {} for text in split["labels"]]
+    return {name: np.array([float(row[name]) if name in row else np.nan for row in rows]) for name in names}
+
+
+def finding_scores(model, tokenizer, video_embeds: torch.Tensor, prompt_set: PromptSet,
+                   findings: list[str] | None = None) -> dict[str, np.ndarray]:
+    """finding -> zero-shot probability per study, exactly as the pipeline computes it."""
+    query = ZeroShotQuery.build(prompt_set, findings=findings or True)
+    scores = PromptBank(model, tokenizer, prompt_set).score(video_embeds, query, float(model.logit_scale_value()))
+    return {name: scores["finding_scores"][:, i].numpy() for i, name in enumerate(query.findings)}
+
+
+def estimates(model, tokenizer, video_embeds: torch.Tensor, prompt_set: PromptSet, name: str) -> np.ndarray:
+    """Zero-shot estimate of a quantity (e.g. `lvef`) per study."""
+    query = ZeroShotQuery.build(prompt_set, estimate=name)
+    scores = PromptBank(model, tokenizer, prompt_set).score(video_embeds, query, float(model.logit_scale_value()))
+    return scores["estimates"][:, 0].numpy()
+
+
+def _known(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = ~np.isnan(truth)
+    return scores[keep], truth[keep].astype(int)
+
+
+def finding_aucs(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """ROC AUC per finding (None where the split has only one class of that finding)."""
+    from sklearn.metrics import roc_auc_score
+
+    result = {}
+    for name, values in scores.items():
+        s, y = _known(values, labels[name])
+        result[name] = float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else None
+    return result
+
+
+def youden_thresholds(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per finding, the score threshold that maximises Youden's J (TPR - FPR); findings with one class are left out."""
+    from sklearn.metrics import roc_curve
+
+    thresholds = {}
+    for name, values in scores.items():
+        s, y = _known(values, labels[name])
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, cut = roc_curve(y, s)
+        best = int(np.argmax(tpr - fpr))
+        thresholds[name] = float(min(cut[best], 1.0))
+    return thresholds
+
+
+def calibrate(model, tokenizer, video_embeds: torch.Tensor, split, prompt_set: PromptSet) -> PromptSet:
+    """A copy of the prompt set with thresholds chosen on this (validation) split."""
+    scores = finding_scores(model, tokenizer, video_embeds, prompt_set)
+    thresholds = youden_thresholds(scores, split_labels(split, list(scores)))
+    if not thresholds:
+        raise EvaluationError("no finding has both classes in the validation split; thresholds need positives and negatives.")
+    data = prompt_set.to_dict()
+    data["thresholds"] = {**thresholds, "rule": THRESHOLD_RULE}
+    return PromptSet.from_dict(data)
+
+
+def regression_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Mean absolute error and Pearson correlation of estimates against measured values."""
+    from sklearn.metrics import mean_absolute_error
+
+    keep = ~np.isnan(truth)
+    predicted, truth = predicted[keep], truth[keep]
+    if len(truth) < 3:
+        raise EvaluationError(f"need at least 3 studies with a measured value, got {len(truth)}.")
+    return {"mae": float(mean_absolute_error(truth, predicted)), "pearson_r": float(np.corrcoef(predicted, truth)[0, 1]),
+            "n": float(len(truth))}
+
+
+def read_measurements(reports: str | Path, study_ids: list[str], name: str) -> np.ndarray:
+    """`measurements[name]` per study id from a reports JSONL (the synthetic cohort writes them); NaN where absent."""
+    by_id = {}
+    for line in Path(reports).read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_id[row["study_id"]] = (row.get("measurements") or {}).get(name)
+    return np.array([np.nan if by_id.get(i) is None else float(by_id[i]) for i in study_ids])
+
+
+def zero_shot_split_metrics(model_dir: str | Path, corpus, reports: str | Path | None = None,
+                            save_thresholds: bool = True) -> dict:
+    """The demo's zero-shot figures: thresholds from the validation split (saved with the model when asked),
+    AUC per finding on the test split, and the LVEF estimate's error when `reports` has measurements."""
+    from ..modeling import CMRCLIPModel
+    from ..pipelines.prompts import model_prompt_set
+    from ..processing import CMRCLIPProcessor
+
+    model = CMRCLIPModel.from_pretrained(model_dir).eval()
+    processor = CMRCLIPProcessor.from_pretrained(model_dir)
+    prompt_set = model_prompt_set(None)
+    calibrated = calibrate(model, processor.tokenizer, split_embeddings(model, processor, corpus["validation"])["video"],
+                           corpus["validation"], prompt_set)
+    if save_thresholds:
+        calibrated.save(model_dir)
+    test = corpus["test"]
+    videos = split_embeddings(model, processor, test)["video"]
+    scores = finding_scores(model, processor.tokenizer, videos, calibrated)
+    labels = split_labels(test, list(scores))
+    result = {"auc": finding_aucs(scores, labels), "thresholds": calibrated.thresholds, "threshold_rule": THRESHOLD_RULE,
+              "n": len(test)}
+    if reports is not None and "lvef" in calibrated.estimates:
+        truth = read_measurements(reports, list(test["study_id"]), "lvef")
+        result["lvef_estimate"] = regression_metrics(estimates(model, processor.tokenizer, videos, calibrated, "lvef"), truth)
+    return result
