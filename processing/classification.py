@@ -45,6 +45,7 @@ VIEW_PATTERNS = [
 # how far a study's planning may turn all of them together (the heart's own roll about its axis).
 LAX_ROTATION = {"4ch": 0.0, "3ch": 60.0, "2ch": 115.0}
 LAX_COMMON_TURN = 35.0
+NAME_CONFLICT_COST = 45.0**2
 SAME_VIEW_DEGREES = 12.0
 
 
@@ -216,24 +217,30 @@ def assign_long_axis_views(series: list[Series], reference: Series | None) -> di
 
     The planes of one study are grouped by their rotation about the long axis, and the groups matched to
     the 2CH/3CH/4CH rotations allowing one common turn of the whole set (each heart sits a little
-    differently), so that the three views' order and spacing decide rather than each angle alone.
+    differently), so that the three views' order and spacing decide rather than each angle alone. Views
+    named in descriptions anchor the fit (a wider turn is then allowed; a name the geometry contradicts by
+    more than ~45 degrees loses).
     """
     if reference is None or reference.normal is None:
         return {}
-    rotations = {}
+    rotations, named = {}, {}
     for item in series:
         if item.sequence == "other" or item is reference or item.normal is None:
             continue
         if angle_between_planes(item.normal, reference.normal) >= 60.0 and _distance_from_long_axis(item, reference) <= 30.0:
             rotations[id(item)] = long_axis_rotation(item.normal, reference.normal)
+            if _text_view(item) in LAX_ROTATION:
+                named[id(item)] = _text_view(item)
     groups = _group_rotations(rotations)
     if not groups:
         return {}
+    max_turn = 90.0 if named else LAX_COMMON_TURN
     best = None
-    for turn in np.arange(-LAX_COMMON_TURN, LAX_COMMON_TURN + 1.0, 1.0):
+    for turn in np.arange(-max_turn, max_turn + 1.0, 1.0):
         for views in itertools.permutations(LAX_ROTATION, min(len(groups), 3)):
             gaps = [_angular_gap(centre, LAX_ROTATION[v] + turn) for (centre, _), v in zip(groups, views)]
-            cost = sum(g * g for g in gaps) + 0.5 * turn * turn / len(groups)
+            conflicts = sum(named.get(key, view) != view for (_, members), view in zip(groups, views) for key in members)
+            cost = sum(g * g for g in gaps) + 0.5 * turn * turn / len(groups) + NAME_CONFLICT_COST * conflicts
             if best is None or cost < best[0]:
                 best = (cost, turn, views)
     _, turn, views = best

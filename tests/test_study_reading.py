@@ -243,3 +243,27 @@ def test_a_frame_without_position_is_set_apart_and_the_stack_stays_ordered(studi
     apart = [s for s in study.series if any(f.file.name == damaged[0] for f in s.frames)]
     assert apart and apart[0] is not sax and not (apart[0].used and apart[0].sequence == "cine" and apart[0].view == "sax")
     assert [f.trigger_time for f in sax.grid[2]] == sorted(f.trigger_time for f in sax.grid[2])
+
+
+def test_named_views_anchor_a_heart_turned_far_from_the_prior(tmp_path, monkeypatch):
+    import processing_factory
+
+    turned = {view: angle + 55.0 for view, angle in processing_factory.LAX_ANGLES.items()}
+    monkeypatch.setattr(processing_factory, "LAX_ANGLES", turned)
+    truth = write_study(tmp_path, style="siemens", n_slices=4, n_phases=6, repeat=False, localizer=False)
+    assert classification_errors(read_study(tmp_path), truth) == []
+
+
+def test_a_misleading_description_loses_against_the_geometry(studies, tmp_path):
+    folder, truth = studies[("siemens", False)]
+    copy = tmp_path / "study"
+    shutil.copytree(folder, copy)
+    for (path, _), expected in truth.items():
+        if expected["sequence"] == "cine" and expected["view"] == "4ch":
+            ds = pydicom.dcmread(copy / path)
+            ds.SeriesDescription = "cine_2ch"  # a mislabelled 4-chamber series
+            ds.save_as(copy / path)
+    study = read_study(copy)
+    assert classification_errors(study, truth) == []
+    four_chamber = study.find("cine", "4ch")
+    assert four_chamber.description == "cine_2ch" and any("2ch +2: description" in r for r in four_chamber.reasons)
