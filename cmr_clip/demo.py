@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 def run_demo(settings: DemoSettings) -> dict:
     """Cohort -> corpus -> training -> held-out evaluation; returns the figures written to `out/metrics.json`."""
     from .data.prepare import prepare, train_wordpiece_tokenizer
+    from .evaluation.zero_shot import zero_shot_split_metrics
     from .processing import CMRStudyProcessor
     from .synthetic import make_cohort
     from .training import TrainConfig, train
@@ -102,10 +103,12 @@ def run_demo(settings: DemoSettings) -> dict:
     start = time.perf_counter()
     _step("4/4 evaluating on the held-out test studies")
     test = evaluate_test_split(out, corpus["test"])
+    zero_shot = zero_shot_split_metrics(out, corpus, reports=out / "cohort" / "reports.jsonl")
     timings["evaluation_s"] = time.perf_counter() - start
 
     metrics = {
         "test_retrieval": test,
+        "test_zero_shot": zero_shot,
         "validation_history": training["history"],
         "splits": {name: len(split) for name, split in corpus.items()},
         "timings_s": timings,
@@ -139,6 +142,8 @@ def evaluate_test_split(model_dir: Path, split) -> dict:
 
 
 def summary_table(metrics: dict, settings: DemoSettings) -> str:
+    from .evaluation.zero_shot import zero_shot_table
+
     test = metrics["test_retrieval"]
     lines = [
         "",
@@ -153,6 +158,7 @@ def summary_table(metrics: dict, settings: DemoSettings) -> str:
             f"{test[f'{direction}_R@10']:.2f} | {test[f'{direction}_median_rank']:>11.1f} | {test['chance_R@5']:>10.2f} |"
         )
     total = sum(metrics["timings_s"].values())
+    lines += ["", zero_shot_table(metrics["test_zero_shot"])]
     lines += [
         "",
         f"Finished in {total / 60:.1f} min. Model, processor and metrics.json are in {settings.out}/",

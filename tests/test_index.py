@@ -132,6 +132,7 @@ def test_cli_builds_appends_and_searches(model_dir, tmp_path, capsys):
     assert len(hits) == 3 and all(h["study_id"] in printed for h in hits) and hits[0]["impression"]
 
 
+@pytest.mark.slow
 def test_benchmark_script_runs_and_agrees(tmp_path):
     import subprocess
     import sys

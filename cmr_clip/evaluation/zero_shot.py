@@ -35,7 +35,8 @@ def split_embeddings(model, processor, split, batch_size: int = 32, progress: bo
     collate = StudyTextCollator(processor.tokenizer, processor.feature_extractor, max_length=model.config.max_text_length)
     loader = torch.utils.data.DataLoader(StudyTextDataset(split), batch_size=batch_size, collate_fn=collate)
     device = next(model.parameters()).device
-    videos, texts = [], []
+    empty = torch.zeros(0, model.config.projection_dim)  # an empty split embeds to (0, D)
+    videos, texts = [empty], [empty]
     for batch in tqdm(loader, desc="embedding studies", disable=not progress):
         out = model(pixel_values_videos=batch["pixel_values_videos"].to(device), input_ids=batch["input_ids"].to(device),
                     attention_mask=batch["attention_mask"].to(device))
@@ -97,11 +98,10 @@ def youden_thresholds(scores: dict[str, np.ndarray], labels: dict[str, np.ndarra
 
 
 def calibrate(model, tokenizer, video_embeds: torch.Tensor, split, prompt_set: PromptSet) -> PromptSet:
-    """A copy of the prompt set with thresholds chosen on this (validation) split."""
+    """A copy of the prompt set with thresholds chosen on this (validation) split, for the findings that have
+    both classes in it (the others get none, and the pipeline gives only their scores)."""
     scores = finding_scores(model, tokenizer, video_embeds, prompt_set)
     thresholds = youden_thresholds(scores, split_labels(split, list(scores)))
-    if not thresholds:
-        raise EvaluationError("no finding has both classes in the validation split; thresholds need positives and negatives.")
     data = prompt_set.to_dict()
     data["thresholds"] = {**thresholds, "rule": THRESHOLD_RULE}
     return PromptSet.from_dict(data)
@@ -152,5 +152,22 @@ def zero_shot_split_metrics(model_dir: str | Path, corpus, reports: str | Path |
               "n": len(test)}
     if reports is not None and "lvef" in calibrated.estimates:
         truth = read_measurements(reports, list(test["study_id"]), "lvef")
-        result["lvef_estimate"] = regression_metrics(estimates(model, processor.tokenizer, videos, calibrated, "lvef"), truth)
+        if np.sum(~np.isnan(truth)) >= 3:
+            result["lvef_estimate"] = regression_metrics(estimates(model, processor.tokenizer, videos, calibrated, "lvef"), truth)
     return result
+
+
+def zero_shot_table(figures: dict) -> str:
+    """The figures of `zero_shot_split_metrics` as a markdown table (AUC per finding, LVEF estimate)."""
+    lines = [f"| zero-shot finding    | AUC  | threshold ({figures['threshold_rule']}) |", "| --- | --- | --- |"]
+    for name, auc in figures["auc"].items():
+        threshold = figures["thresholds"].get(name)
+        lines.append(f"| {name:<20} | {'n/a ' if auc is None else f'{auc:.2f}'} | "
+                     f"{'' if threshold is None else f'{threshold:.3f}'} |")
+    if any(auc is None for auc in figures["auc"].values()):
+        lines.append("n/a: the test split has no positives (or no negatives) of that finding.")
+    if "lvef_estimate" in figures:
+        lvef = figures["lvef_estimate"]
+        lines += ["", f"LVEF from prompts: MAE {lvef['mae']:.1f} points, Pearson r {lvef['pearson_r']:.2f} "
+                      f"({int(lvef['n'])} test studies)."]
+    return "\n".join(lines)

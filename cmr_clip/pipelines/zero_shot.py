@@ -61,7 +61,7 @@ class ZeroShotCMRPipeline(Pipeline):
         return model_prompt_set(self.model.name_or_path if Path(str(self.model.name_or_path)).is_dir() else None)
 
     def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, findings=None, estimate=None,
-                             prompt_set=None, skip_errors=None, **kwargs):
+                             prompt_set=None, **kwargs):
         if kwargs:
             raise TypeError(f"zero-shot-cmr got unknown arguments {sorted(kwargs)}; it takes candidate_labels, "
                             "hypothesis_template, findings, estimate, prompt_set, batch_size.")
