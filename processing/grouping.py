@@ -36,6 +36,7 @@ def split_into_series(frames: list[Frame]) -> list[Series]:
         clusters = _orientation_clusters(members)
         for cluster in clusters:
             item = series_from_frames(cluster)
+            item.orientations_in_dicom_series = len(clusters)
             if item.normal is None and len(clusters) > 1:
                 item.reasons.append("split: frames without position or orientation, set apart from their stack")
             elif uid_parts[uid] > 1 or len(clusters) > 1:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from .classification import apply_overrides, assign_long_axis_views, classify_sequence, classify_view, find_sax_reference, resolve_repeats
+
+from .classification import (
+    apply_overrides,
+    assign_long_axis_views,
+    classify_sequence,
+    classify_view,
+    find_sax_reference,
+    resolve_repeats,
+)
 from .errors import NotAStudyError
 from .grouping import merge_parallel_slices, split_into_series
 from .headers import SkippedFile, scan_headers
@@ -36,9 +44,8 @@ def read_study(source, overrides: dict | None = None, num_workers: int | None = 
 def classify_series(frames, overrides: dict | None = None):
     """Group, order and classify frames into series (the steps after the header pass)."""
     series = split_into_series(frames)
-    multiplane = Counter(s.series_instance_uid for s in series)
     for item in series:
-        classify_sequence(item, part_of_multiplane=_mixed_orientations(item, multiplane))
+        classify_sequence(item, part_of_multiplane=item.orientations_in_dicom_series >= 3)
     apply_overrides(series, overrides)
     for sequence in ("cine", "lge"):
         series = merge_parallel_slices(series, sequence)
@@ -50,6 +57,3 @@ def classify_series(frames, overrides: dict | None = None):
     resolve_repeats(series)
     return series
 
-
-def _mixed_orientations(item, parts_per_uid: Counter) -> bool:
-    return parts_per_uid[item.series_instance_uid] >= 3 and any("orientations" in reason for reason in item.reasons)

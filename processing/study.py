@@ -41,6 +41,7 @@ class Series:
     reasons: list[str] = field(default_factory=list)
     used: bool = True
     overridden: bool = False
+    orientations_in_dicom_series: int = 1
 
     @property
     def frames(self) -> list[Frame]:
