@@ -21,8 +21,7 @@ from datasets import load_from_disk
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 from transformers import pipeline
 
-import cmr_clip  # noqa: F401  (registers the zero-shot-cmr task)
-from cmr_clip import CMRCLIPModel, CMRCLIPProcessor, PromptSet
+from cmr_clip import CMRCLIPModel, CMRCLIPProcessor, PromptSet  # importing cmr_clip registers zero-shot-cmr
 from cmr_clip.data.dataset import StudyTextCollator, StudyTextDataset
 
 
@@ -49,11 +48,11 @@ def direct_probabilities(model, processor, pixels: torch.Tensor, prompts: Prompt
     return result
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("demo_dir", help="the folder `cmr-clip demo --out` wrote")
     parser.add_argument("--json", help="write the figures to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     demo = Path(args.demo_dir)
     model, processor = CMRCLIPModel.from_pretrained(demo).eval(), CMRCLIPProcessor.from_pretrained(demo)
     test = load_from_disk(str(demo / "corpus"))["test"]
@@ -69,7 +68,7 @@ def main() -> int:
 
     labels = [json.loads(text) for text in test["labels"]]
     aucs = {}
-    for name in prompts.findings:
+    for name in (n for n in prompts.findings if n in labels[0]):
         truth = np.array([row[name] for row in labels], dtype=int)
         aucs[name] = float(roc_auc_score(truth, direct[name])) if len(set(truth)) == 2 else None
     measured = {row["study_id"]: row["measurements"]["lvef"]

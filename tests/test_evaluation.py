@@ -2,7 +2,6 @@
 modules offline, robustness perturbations, and `cmr-clip evaluate` end to end on a tiny corpus."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest

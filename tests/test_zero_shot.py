@@ -199,6 +199,29 @@ def test_cli_prints_a_table_and_writes_json(model_dir, studies, tmp_path, capsys
     assert "lvef" in saved[0]["estimates"] and len(saved[0]["findings"]) == len(PromptSet.load().findings)
 
 
+def test_example_script_on_a_demo_shaped_folder(model_dir, tmp_path, capsys):
+    import importlib.util
+
+    from test_zero_shot_support import tiny_corpus
+
+    demo = tmp_path / "demo"
+    shutil.copytree(model_dir, demo)
+    corpus = tiny_corpus(6)
+    corpus.save_to_disk(str(demo / "corpus"))
+    (demo / "cohort").mkdir()
+    (demo / "cohort" / "reports.jsonl").write_text("".join(
+        json.dumps({"study_id": sid, "measurements": {"lvef": 25.0 + 7 * i}}) + "\n"
+        for i, sid in enumerate(corpus["test"]["study_id"])))
+    spec = importlib.util.spec_from_file_location("zero_shot_demo", Path(__file__).resolve().parents[1] / "examples" / "zero_shot_demo.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main([str(demo), "--json", str(tmp_path / "figures.json")]) == 0
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["pipeline_vs_direct_max_abs_difference"] < 1e-4 and figures["test_studies"] == 6
+    assert set(figures["auc"]) == {"lv_dilation", "lge"} and all(0.0 <= a <= 1.0 for a in figures["auc"].values())
+    assert "LVEF estimate" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_example_on_a_demo_run_matches_the_direct_computation(tmp_path):
     from cmr_clip.demo import DemoSettings, run_demo

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .few_shot import DEFAULT_KS, few_shot_curve
 from .retrieval import DEFAULT_KS as RECALL_KS
@@ -45,7 +46,7 @@ def auc_with_interval(scores: np.ndarray, truth: np.ndarray, resamples: int) -> 
     return {**figure, "positives": int(y.sum()), "n": int(len(y))}
 
 
-def retrieval_with_intervals(text: "torch.Tensor", video: "torch.Tensor", resamples: int) -> dict:
+def retrieval_with_intervals(text: torch.Tensor, video: torch.Tensor, resamples: int) -> dict:
     """Recall@K and median rank in both directions; intervals resample the queries."""
     similarity = text @ video.T
     result = {"n": int(len(text))}

@@ -28,9 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import pipeline
-
-    from .. import ZeroShotCMRPipeline  # noqa: F401  (importing cmr_clip registers the task)
+    from transformers import pipeline  # the zero-shot-cmr task is registered by importing cmr_clip, our parent
 
     classify = pipeline("zero-shot-cmr", model=args.model, prompt_set=args.prompts)
     findings = True if args.findings == [] else args.findings
