@@ -80,10 +80,13 @@ class ZeroShotQuery:
         label_prompts = tuple(_label_prompts(prompt_set, label, hypothesis_template) for label in labels)
         if findings is None and not labels and not estimate:
             findings = True
-        finding_names = prompt_set.finding_names(None if findings is True else [findings] if isinstance(findings, str)
-                                                 else list(findings)) if findings else []
-        estimates = prompt_set.estimate_names([estimate] if isinstance(estimate, str) else list(estimate)) if estimate else []
+        finding_names = prompt_set.finding_names(None if findings is True else _as_list(findings)) if findings else []
+        estimates = prompt_set.estimate_names(_as_list(estimate)) if estimate else []
         return cls(tuple(labels), label_prompts, tuple(finding_names), tuple(estimates))
+
+
+def _as_list(names) -> list[str]:
+    return [names] if isinstance(names, str) else list(names)
 
 
 def _label_prompts(prompt_set: PromptSet, label: str, template: str | None) -> tuple[str, ...]:
@@ -95,8 +98,8 @@ def _label_prompts(prompt_set: PromptSet, label: str, template: str | None) -> t
 class PromptBank:
     """Prompt embeddings for queries against one model, each text encoded once and reused."""
 
-    def __init__(self, model, tokenizer, prompt_set: PromptSet):
-        self.model, self.tokenizer, self.prompt_set = model, tokenizer, prompt_set
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
         self._cache: dict[str, torch.Tensor] = {}
 
     def embed(self, texts: list[str]) -> torch.Tensor:
@@ -108,25 +111,25 @@ class PromptBank:
     def ensembles(self, groups: list[list[str]]) -> torch.Tensor:
         return torch.stack([ensemble(self.embed(list(group))) for group in groups])
 
-    def estimate_grid(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        spec = self.prompt_set.estimates[name]
+    def estimate_grid(self, prompt_set: PromptSet, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = prompt_set.estimates[name]
         grid = self.ensembles([[t.format(value=v) for t in spec["templates"]] for v in spec["values"]])
         return grid, torch.tensor(spec["values"], dtype=torch.float32)
 
-    def score(self, videos: torch.Tensor, query: ZeroShotQuery, scale: float) -> dict[str, torch.Tensor]:
+    def score(self, videos: torch.Tensor, query: ZeroShotQuery, prompt_set: PromptSet, scale: float) -> dict[str, torch.Tensor]:
         """`label_scores` (N, L), `finding_scores` (N, F), `estimates` (N, E) for normalised study embeddings."""
         n, device = videos.shape[0], videos.device
         out = {"label_scores": torch.zeros(n, 0), "finding_scores": torch.zeros(n, 0), "estimates": torch.zeros(n, 0)}
         if query.labels:
             out["label_scores"] = label_probabilities(videos, self.ensembles(list(query.label_prompts)).to(device), scale)
         if query.findings:
-            positive = self.ensembles([self.prompt_set.findings[f]["positive"] for f in query.findings]).to(device)
-            negative = self.ensembles([self.prompt_set.findings[f]["negative"] for f in query.findings]).to(device)
+            positive = self.ensembles([prompt_set.findings[f]["positive"] for f in query.findings]).to(device)
+            negative = self.ensembles([prompt_set.findings[f]["negative"] for f in query.findings]).to(device)
             out["finding_scores"] = finding_probabilities(videos, positive, negative, scale)
         if query.estimates:
             columns = []
             for name in query.estimates:
-                grid, values = self.estimate_grid(name)
+                grid, values = self.estimate_grid(prompt_set, name)
                 columns.append(value_estimate(videos, grid.to(device), values.to(device), scale))
             out["estimates"] = torch.stack(columns, dim=1)
         return {k: v.cpu() for k, v in out.items()}

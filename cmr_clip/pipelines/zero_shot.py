@@ -35,7 +35,6 @@ class ZeroShotCMRPipeline(Pipeline):
 
     def __init__(self, *args, prompt_set: str | Path | PromptSet | None = None, **kwargs):
         self._prompt_source, self._prompt_set = prompt_set, None
-        self._banks: dict[int, PromptBank] = {}
         super().__init__(*args, **kwargs)
         if self.processor is None:
             from ..processing import CMRCLIPProcessor
@@ -44,6 +43,7 @@ class ZeroShotCMRPipeline(Pipeline):
         # Batching collates with the tokenizer's pad id; studies of one processor share a shape.
         self.tokenizer = self.processor.tokenizer
         self.feature_extractor = self.processor.feature_extractor
+        self.prompt_bank = PromptBank(self.model, self.tokenizer)
 
     @property
     def prompt_set(self) -> PromptSet:
@@ -91,12 +91,7 @@ class ZeroShotCMRPipeline(Pipeline):
             videos = torch.nn.functional.normalize(
                 self.model.get_video_features(pixel_values_videos=pixels).pooler_output.float(), dim=-1)
         scale = float(self.model.logit_scale_value())
-        return {**self._bank(prompt_set).score(videos, query, scale), "warnings": model_inputs["warnings"]}
-
-    def _bank(self, prompt_set: PromptSet) -> PromptBank:
-        if id(prompt_set) not in self._banks:
-            self._banks[id(prompt_set)] = PromptBank(self.model, self.tokenizer, prompt_set)
-        return self._banks[id(prompt_set)]
+        return {**self.prompt_bank.score(videos, query, prompt_set, scale), "warnings": model_inputs["warnings"]}
 
     def postprocess(self, model_outputs: dict, query: ZeroShotQuery, prompt_set: PromptSet) -> dict:
         result = {}
