@@ -52,6 +52,9 @@ class TrainConfig:
     """`no`, `bf16` or `fp16` (Accelerate)."""
     gradient_checkpointing: bool = False
     augment: bool = True
+    crop_scale: list = field(default_factory=lambda: [0.5, 1.0])
+    """Area range of the random resized crop (the release's 0.5-1); narrower keeps sizes comparable."""
+    flip_probability: float = 0.5
     max_text_length: int = 128
 
     checkpoint_every: int = 0
@@ -98,7 +101,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         kind = _scalar_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
-        if kind is bool:
+        if kind is list:
+            parser.add_argument(flag, dest=f.name, type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
+        elif kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
         elif kind is dict:
             parser.add_argument(flag, dest=f.name, type=json.loads, default=None, help="JSON object")

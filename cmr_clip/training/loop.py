@@ -187,7 +187,8 @@ def train(config: TrainConfig) -> dict:
     study_processor = load_study_processor(config.data_dir)
     collator = StudyTextCollator(tokenizer, study_processor, max_length=config.max_text_length)
     train_set = StudyTextDataset(corpus["train"], train=True, seed=config.seed,
-                                 augmentation=Augmentation() if config.augment else None)
+                                 augmentation=Augmentation(scale=tuple(config.crop_scale), flip=config.flip_probability)
+                                 if config.augment else None)
     if len(train_set) < 2:
         raise ValueError("Contrastive training needs at least 2 training studies.")
     batch_size = min(config.batch_size, len(train_set))
@@ -276,8 +277,7 @@ def train(config: TrainConfig) -> dict:
         if accelerator.is_main_process:
             progress.write(format_epoch(record))
         state["epoch"], state["batches_in_epoch"], state["epoch_losses"] = epoch + 1, 0, []
-        if not done or not config.checkpoint_every or state["global_step"] % config.checkpoint_every:
-            save_checkpoint(accelerator, config, state)
+        save_checkpoint(accelerator, config, state)
         if done:
             break
     progress.close()
