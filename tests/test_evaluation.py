@@ -141,7 +141,7 @@ def test_evaluate_writes_metrics_with_intervals_summary_and_plots(evaluated):
     assert all(-1.0 <= metrics["robustness"][name]["value"] <= 1.0 + 1e-6 for name in ("shuffle", "drop"))
     summary = (out / "summary.md").read_text()
     assert "## Zero-shot" in summary and "Youden" in summary.replace("youden", "Youden")
-    for png in ("zero_shot_roc.png", "few_shot.png", "retrieval_recall.png"):
+    for png in ("zero_shot_roc.png", "few_shot.png", "retrieval_recall.png", "zero_shot_auc_slices.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,5 +1,6 @@
 """PNG plots of an evaluation (needs the `plot` extra, matplotlib): zero-shot ROC per finding, few-shot AUC
-curves, retrieval Recall@K overall and per vendor and field strength."""
+curves, retrieval Recall@K overall and per vendor and field strength, zero-shot AUC per vendor and field
+strength."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def _pyplot():
 def write_plots(out: Path, scores: dict, labels: dict, metrics: dict) -> list[Path]:
     return [roc_plot(out / "zero_shot_roc.png", scores, labels, metrics["zero_shot"]["auc"]),
             few_shot_plot(out / "few_shot.png", metrics["few_shot"]),
-            recall_plot(out / "retrieval_recall.png", metrics)]
+            recall_plot(out / "retrieval_recall.png", metrics),
+            slice_auc_plot(out / "zero_shot_auc_slices.png", metrics["slices"])]
 
 
 def roc_plot(path: Path, scores: dict, labels: dict, aucs: dict) -> Path:
@@ -72,6 +74,27 @@ def recall_plot(path: Path, metrics: dict) -> Path:
                   label=f"{name} (n={retrieval['n']})")
     axis.set(xlabel="K", ylabel="Recall@K (text -> study)", title="Retrieval on the test split", ylim=(0, 1.02))
     axis.legend(fontsize=8)
+    return _save(figure, path, plt)
+
+
+def slice_auc_plot(path: Path, slices: dict) -> Path:
+    """Grouped bars: zero-shot AUC (with its interval) per finding, one bar per vendor or field strength."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(len(slices), 1, figsize=(9, 3.5 * len(slices)), squeeze=False)
+    for axis, (column, values) in zip(axes[:, 0], slices.items()):
+        findings = list(next(iter(values.values()))["zero_shot_auc"]) if values else []
+        width = 0.8 / max(1, len(values))
+        for i, (value, entry) in enumerate(values.items()):
+            figures = [entry["zero_shot_auc"][name] for name in findings]
+            heights = [f["value"] if f["value"] is not None else np.nan for f in figures]
+            errors = [[h - f["low"] if f["low"] is not None else 0 for h, f in zip(heights, figures)],
+                      [f["high"] - h if f["high"] is not None else 0 for h, f in zip(heights, figures)]]
+            axis.bar(np.arange(len(findings)) + i * width, heights, width, yerr=errors, capsize=2,
+                     label=f"{value} (n={entry['n']})")
+        axis.axhline(0.5, color="k", linestyle=":", linewidth=1)
+        axis.set_xticks(np.arange(len(findings)) + 0.4 - width / 2, findings, rotation=20, fontsize=8)
+        axis.set(ylabel="AUC", ylim=(0, 1.05), title=f"Zero-shot AUC by {column} (missing bar: one class only)")
+        axis.legend(fontsize=8)
     return _save(figure, path, plt)
 
 
