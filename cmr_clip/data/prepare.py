@@ -18,6 +18,7 @@ import csv
 import hashlib
 import json
 import logging
+import multiprocessing
 import re
 import shutil
 from collections.abc import Iterator
@@ -271,12 +272,21 @@ def _run_jobs(jobs: list[_Job], num_proc: int, progress: bool) -> list[dict]:
             results.append(process_job(job))
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=num_proc) as pool:
+        # Spawned, not forked: a fork of a process whose torch thread pool is running can hang in the
+        # worker's first resize. One thread per worker: the processes are the parallelism.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=num_proc, mp_context=context, initializer=_single_threaded) as pool:
             for result in pool.map(process_job, jobs, chunksize=4):
                 results.append(result)
                 bar.update(1)
     bar.close()
     return results
+
+
+def _single_threaded() -> None:
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def train_wordpiece_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 2000):
