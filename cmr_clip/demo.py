@@ -16,19 +16,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# The demo's small model: 16 frames of 64 x 64 px, 8 px patches, a 4-layer video tower and a 2-layer BERT
-# with a WordPiece vocabulary learned from the cohort's training impressions.
-DEMO_VISION = dict(patch_size=8, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256)
+# The demo's small model: 16 frames of 64 x 64 px in 16 px patches, a 4-layer video tower (time attention
+# initialised like space attention: there is no image model to start from) and a 2-layer BERT with a
+# WordPiece vocabulary learned from the cohort's training impressions.
+DEMO_VISION = dict(patch_size=16, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
+                   time_init="normal")
 DEMO_TEXT = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
 
 
 @dataclass
 class DemoSettings:
     out: str = "cmr-clip-demo"
-    studies: int = 200
+    studies: int = 400
     epochs: int = 30
-    batch_size: int = 16
-    learning_rate: float = 5e-4
+    batch_size: int = 8
+    learning_rate: float = 1e-3
     num_frames: int = 16
     image_size: int = 64
     vocab_size: int = 1000
@@ -93,8 +95,8 @@ def run_demo(settings: DemoSettings) -> dict:
         data_dir=str(out / "corpus"), output_dir=str(out), text_model=settings.text_model,
         vision=DEMO_VISION, text={} if settings.text_model else DEMO_TEXT, projection_dim=64,
         epochs=settings.epochs, batch_size=settings.batch_size, eval_batch_size=64,
-        learning_rate=settings.learning_rate, warmup_ratio=0.1, max_text_length=64, seed=settings.seed,
-        progress=settings.progress,
+        learning_rate=settings.learning_rate, warmup_ratio=0.1, max_text_length=128, seed=settings.seed,
+        learnable_logit_scale=True, crop_scale=[0.8, 1.0], progress=settings.progress,
     )
     training = train(config)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -55,14 +55,16 @@ def finding_scores(model, tokenizer, video_embeds: torch.Tensor, prompt_set: Pro
                    findings: list[str] | None = None) -> dict[str, np.ndarray]:
     """finding -> zero-shot probability per study, exactly as the pipeline computes it."""
     query = ZeroShotQuery.build(prompt_set, findings=findings or True)
-    scores = PromptBank(model, tokenizer).score(video_embeds, query, prompt_set, float(model.logit_scale_value()))
+    scale = float(model.logit_scale_value().detach())
+    scores = PromptBank(model, tokenizer).score(video_embeds, query, prompt_set, scale)
     return {name: scores["finding_scores"][:, i].numpy() for i, name in enumerate(query.findings)}
 
 
 def estimates(model, tokenizer, video_embeds: torch.Tensor, prompt_set: PromptSet, name: str) -> np.ndarray:
     """Zero-shot estimate of a quantity (e.g. `lvef`) per study."""
     query = ZeroShotQuery.build(prompt_set, estimate=name)
-    scores = PromptBank(model, tokenizer).score(video_embeds, query, prompt_set, float(model.logit_scale_value()))
+    scale = float(model.logit_scale_value().detach())
+    scores = PromptBank(model, tokenizer).score(video_embeds, query, prompt_set, scale)
     return scores["estimates"][:, 0].numpy()
 
 

@@ -90,7 +90,7 @@ class ZeroShotCMRPipeline(Pipeline):
             pixels = model_inputs["pixel_values_videos"].to(self.device, self.model.dtype)
             videos = torch.nn.functional.normalize(
                 self.model.get_video_features(pixel_values_videos=pixels).pooler_output.float(), dim=-1)
-        scale = float(self.model.logit_scale_value())
+        scale = float(self.model.logit_scale_value().detach())
         return {**self.prompt_bank.score(videos, query, prompt_set, scale), "warnings": model_inputs["warnings"]}
 
     def postprocess(self, model_outputs: dict, query: ZeroShotQuery, prompt_set: PromptSet) -> dict:
