@@ -237,3 +237,15 @@ def test_example_on_a_demo_run_matches_the_direct_computation(tmp_path):
     figures = json.loads((tmp_path / "figures.json").read_text())
     assert figures["pipeline_vs_direct_max_abs_difference"] < 1e-4
     assert figures["test_studies"] == metrics["splits"]["test"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_a_bad_study_is_reported_and_the_others_answered(classify, studies, tmp_path, batch_size):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "notes.txt").write_text("not DICOM")
+    alone = classify(studies[0], findings=["lge"])
+    answers = classify([str(broken), studies[0]], findings=["lge"], batch_size=batch_size)
+    assert answers[0]["error"].startswith("NotAStudyError:") and "findings" not in answers[0]
+    assert answers[1]["findings"][0]["score"] == pytest.approx(alone["findings"][0]["score"], abs=1e-5)
+    assert str(tmp_path) not in json.dumps(answers)

@@ -47,6 +47,9 @@ def format_table(names: list[str], answers: list[dict]) -> str:
     """One markdown table per study: labels, findings (with yes/no where thresholds exist), estimates, warnings."""
     blocks = []
     for name, answer in zip(names, answers):
+        if "error" in answer:
+            blocks.append(f"## {name}\n\nskipped: {answer['error']}")
+            continue
         lines = [f"## {name}", "", "| answer | score | call |", "| ------ | ----- | ---- |"]
         for item in answer.get("labels", []):
             lines.append(f"| {item['label']} | {item['score']:.3f} | |")

@@ -12,7 +12,9 @@ A study is a path (folder or zip), `{"pixel_values_videos": (T, 3, H, W) or (1, 
 processed, or `{"video_embeds": (D,) or (1, D)}` cached embeddings; a list is a batch of studies. The
 answer per study is a dict: `labels` (sorted, scores sum to 1), `findings` (sorted by probability, with
 `present` when the prompt set has a threshold for the finding), `estimates` (name -> value), and the
-processor's `warnings` for the study. No paths or identifiers are echoed back.
+processor's `warnings` for the study; a study that cannot be read gets `{"error": "<type>: <why>"}`
+instead, and the other studies of the call are answered as usual. No paths or identifiers are echoed
+back.
 """
 
 from __future__ import annotations
@@ -71,15 +73,26 @@ class ZeroShotCMRPipeline(Pipeline):
 
     def preprocess(self, study) -> dict:
         if isinstance(study, dict) and "video_embeds" in study:
-            return {"video_embeds": torch.as_tensor(study["video_embeds"]).float().reshape(1, -1), "warnings": [[]]}
+            embeds = torch.as_tensor(study["video_embeds"]).float().reshape(1, -1)
+            return {"video_embeds": embeds, "warnings": [[]], "error": [None]}
         if isinstance(study, dict) and "pixel_values_videos" in study:
             pixels = torch.as_tensor(study["pixel_values_videos"])
-            return {"pixel_values_videos": pixels if pixels.dim() == 5 else pixels.unsqueeze(0), "warnings": [[]]}
+            pixels = pixels if pixels.dim() == 5 else pixels.unsqueeze(0)
+            return {"pixel_values_videos": pixels, "warnings": [[]], "error": [None]}
         if isinstance(study, (str, Path)):
-            batch = self.feature_extractor(str(study), return_tensors="pt")
+            from ..processing import CMRStudyError
+
+            try:
+                batch = self.feature_extractor(str(study), return_tensors="pt")
+            except CMRStudyError as error:
+                # Reported in this study's answer; the other studies of the call go on. The zero frames
+                # only keep a batch's shapes aligned and are never scored.
+                extractor = self.feature_extractor
+                pixels = torch.zeros(1, extractor.num_frames, 3, extractor.image_size, extractor.image_size)
+                return {"pixel_values_videos": pixels, "warnings": [[]], "error": [f"{type(error).__name__}: {error}"]}
             meta = batch["study_metadata"][0]
             warnings = list(meta.get("warnings", [])) + [f"missing view: {v}" for v in meta.get("missing_views", [])]
-            return {"pixel_values_videos": batch["pixel_values_videos"], "warnings": [warnings]}
+            return {"pixel_values_videos": batch["pixel_values_videos"], "warnings": [warnings], "error": [None]}
         raise TypeError(f"zero-shot-cmr takes a study path, a dict with 'pixel_values_videos' or 'video_embeds', "
                         f"or a list of these; got {type(study).__name__}.")
 
@@ -91,9 +104,12 @@ class ZeroShotCMRPipeline(Pipeline):
             videos = torch.nn.functional.normalize(
                 self.model.get_video_features(pixel_values_videos=pixels).pooler_output.float(), dim=-1)
         scale = float(self.model.logit_scale_value().detach())
-        return {**self.prompt_bank.score(videos, query, prompt_set, scale), "warnings": model_inputs["warnings"]}
+        scores = self.prompt_bank.score(videos, query, prompt_set, scale)
+        return {**scores, "warnings": model_inputs["warnings"], "error": model_inputs["error"]}
 
     def postprocess(self, model_outputs: dict, query: ZeroShotQuery, prompt_set: PromptSet) -> dict:
+        if model_outputs["error"][0] is not None:
+            return {"error": model_outputs["error"][0]}
         result = {}
         if query.labels:
             scores = model_outputs["label_scores"].reshape(-1).tolist()
