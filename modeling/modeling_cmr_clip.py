@@ -184,8 +184,11 @@ def divided_attention(
     return output, patch_weights
 
 
-class CMRCLIPTimeAttention(nn.Module):
-    """Attention of every patch with the same patch position in every frame (and CLS)."""
+class CMRCLIPDividedAttention(nn.Module):
+    """Shared parts of the two attentions of a block: fused qkv, output projection, `divided_attention`.
+    The time and space attentions are sibling subclasses, so that their outputs are recorded apart."""
+
+    along_time: bool
 
     def __init__(self, config: CMRCLIPVisionConfig):
         super().__init__()
@@ -197,32 +200,30 @@ class CMRCLIPTimeAttention(nn.Module):
         self.is_causal = False
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self, hidden_states: torch.Tensor, num_frames: int, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, Any]:
+        output, weights = divided_attention(self, hidden_states, num_frames, along_time=self.along_time, **kwargs)
+        return self.out_proj(output), weights
+
+
+class CMRCLIPTimeAttention(CMRCLIPDividedAttention):
+    """Attention of every patch with the same patch position in every frame (and CLS)."""
+
+    along_time = True
+
+    def __init__(self, config: CMRCLIPVisionConfig):
+        super().__init__(config)
         # time_init="zeros": a zero qkv (hence zero values) makes the time branch output exactly zero, so
         # the block starts as an image transformer block; gradients still reach qkv through out_proj.
         self.qkv._zero_init = config.time_init == "zeros"
 
-    def forward(self, hidden_states: torch.Tensor, num_frames: int, **kwargs) -> tuple[torch.Tensor, Any]:
-        output, weights = divided_attention(self, hidden_states, num_frames, along_time=True, **kwargs)
-        return self.out_proj(output), weights
 
-
-class CMRCLIPSpaceAttention(nn.Module):
+class CMRCLIPSpaceAttention(CMRCLIPDividedAttention):
     """Attention of every patch with the patches of its own frame (and CLS)."""
 
-    def __init__(self, config: CMRCLIPVisionConfig):
-        super().__init__()
-        self.config = config
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
-        self.scale = self.head_dim**-0.5
-        self.dropout = config.attention_dropout
-        self.is_causal = False
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
-        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
-
-    def forward(self, hidden_states: torch.Tensor, num_frames: int, **kwargs) -> tuple[torch.Tensor, Any]:
-        output, weights = divided_attention(self, hidden_states, num_frames, along_time=False, **kwargs)
-        return self.out_proj(output), weights
+    along_time = False
 
 
 class CMRCLIPMLP(nn.Module):
