@@ -23,6 +23,7 @@ import torch
 from transformers import BertConfig
 
 from cmr_clip import CMRCLIPConfig, CMRCLIPModel
+from cmr_clip.demo import DEMO_TEXT, DEMO_VISION
 from video_encoder import MIB, PeakMemory  # same folder: the benchmarks share one memory probe
 
 SIZES = {
@@ -30,10 +31,8 @@ SIZES = {
                              num_attention_heads=2, intermediate_size=64),
                  text=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
                  projection_dim=16, text_length=16),
-    "demo": dict(vision=dict(image_size=64, patch_size=8, num_frames=16, hidden_size=128, num_hidden_layers=4,
-                             num_attention_heads=4, intermediate_size=256),
-                 text=dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256),
-                 projection_dim=64, text_length=64),
+    "demo": dict(vision=dict(image_size=64, num_frames=16, **DEMO_VISION), text=dict(DEMO_TEXT, vocab_size=1000),
+                 projection_dim=64, text_length=128),
     "full": dict(vision=dict(), text=dict(vocab_size=28996), projection_dim=512, text_length=128),
 }
 CONFIGURATIONS = {

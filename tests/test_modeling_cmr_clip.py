@@ -12,8 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel, ViTConfig, ViTModel
 
-import cmr_clip
-from cmr_clip import CMRCLIPConfig, CMRCLIPModel, CMRCLIPVisionConfig, CMRCLIPVisionModel
+from cmr_clip import CMRCLIPConfig, CMRCLIPModel, CMRCLIPVisionModel
 from cmr_clip.modeling.convert_original_checkpoint import (
     CheckpointMismatchError,
     check_against_model,

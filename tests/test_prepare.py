@@ -3,12 +3,10 @@ broken and a missing study, resumability, streaming, and no patient identity in 
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-import torch
 
 from cmr_clip.data.prepare import (
     ReportsError,
