@@ -9,6 +9,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .modeling import (
     CMRCLIPConfig,
+    CMRCLIPForStudyClassification,
     CMRCLIPModel,
     CMRCLIPOutput,
     CMRCLIPVisionConfig,
@@ -35,6 +36,7 @@ PIPELINE_REGISTRY.register_pipeline("zero-shot-cmr", pipeline_class=ZeroShotCMRP
 
 __all__ = [
     "CMRCLIPConfig",
+    "CMRCLIPForStudyClassification",
     "CMRCLIPModel",
     "CMRCLIPOutput",
     "CMRCLIPProcessor",

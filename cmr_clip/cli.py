@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "prepare": ("cmr_clip.data.cli", "pair DICOM studies with report impressions into a training corpus"),
     "train": ("cmr_clip.training.cli", "train CMR-CLIP on a prepared corpus with Accelerate"),
+    "finetune": ("cmr_clip.finetune.cli", "fine-tune a study classifier (findings, diagnosis, LVEF) from CMR-CLIP, whole or with LoRA"),
     "synth": ("cmr_clip.synthetic.cli", "write a synthetic cohort of cardiac MRI studies with reports"),
     "inspect": ("cmr_clip.inspect_cli", "show how a DICOM study is read and classified, and which frames the model gets"),
     "zero-shot": ("cmr_clip.pipelines.cli", "zero-shot findings, labels and estimates for studies with a CMR-CLIP model"),

@@ -6,18 +6,22 @@ released checkpoint. No training, CLI or pipeline code lives here.
 
 from .configuration_cmr_clip import CMRCLIPConfig, CMRCLIPVisionConfig
 from .modeling_cmr_clip import (
+    CMRCLIPForStudyClassification,
     CMRCLIPModel,
     CMRCLIPOutput,
     CMRCLIPPreTrainedModel,
+    CMRCLIPStudyClassifierOutput,
     CMRCLIPVisionModel,
     CMRCLIPVisionModelOutput,
 )
 
 __all__ = [
     "CMRCLIPConfig",
+    "CMRCLIPForStudyClassification",
     "CMRCLIPModel",
     "CMRCLIPOutput",
     "CMRCLIPPreTrainedModel",
+    "CMRCLIPStudyClassifierOutput",
     "CMRCLIPVisionConfig",
     "CMRCLIPVisionModel",
     "CMRCLIPVisionModelOutput",

@@ -91,6 +91,10 @@ class CMRCLIPConfig(PreTrainedConfig):
         logit_scale_init_value (`float`): initial log of the learnable scale (CLIP's log(1/0.07)).
         max_logit_scale (`float`): the learnable scale is clamped to at most this value (not its log).
         max_text_length (`int`): longer inputs are cut to this many tokens, as the release does.
+        classifier_hidden_size (`int`): [`CMRCLIPForStudyClassification`] only: 0 for a linear head on the
+            study embedding, otherwise the hidden width of a small MLP head.
+        label_weights (`list[float]`, *optional*): [`CMRCLIPForStudyClassification`] only: per-label loss
+            weights against class imbalance (positive-class weight per finding, or weight per class).
     """
 
     model_type = "cmr_clip"
@@ -110,6 +114,8 @@ class CMRCLIPConfig(PreTrainedConfig):
     max_logit_scale: float | int = 100.0
     max_text_length: int = 512
     initializer_range: float | int = 0.02
+    classifier_hidden_size: int = 0
+    label_weights: list | None = None
 
     def validate_architecture(self):
         if self.text_pooling not in ("mean", "cls", "pooler"):

@@ -607,10 +607,99 @@ class CMRCLIPModel(CMRCLIPPreTrainedModel):
         )
 
 
+@dataclass
+class CMRCLIPStudyClassifierOutput(ModelOutput):
+    """Output of `CMRCLIPForStudyClassification`: `loss` (with `labels`), `logits` `(batch, num_labels)` and
+    the projected, unnormalised study embedding the head saw."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    study_embeds: torch.FloatTensor | None = None
+
+
+class CMRCLIPForStudyClassification(CMRCLIPPreTrainedModel):
+    """The video tower of CMR-CLIP with a classification head on the study embedding.
+
+    Takes a `CMRCLIPConfig`: `CMRCLIPForStudyClassification.from_pretrained(cmr_clip_dir, num_labels=...,
+    problem_type=..., id2label=...)` loads `vision_model.*` and `visual_projection.*` from a trained
+    `CMRCLIPModel` checkpoint, ignores the text tower and starts the head fresh. `config.problem_type`:
+    `single_label_classification` (cross-entropy), `multi_label_classification` (one logit per finding,
+    binary cross-entropy) or `regression` (mean squared error; e.g. LVEF). `config.label_weights`, a list
+    with one weight per label, counters class imbalance: the positive-class weight of each finding
+    (multi-label) or the weight of each class (single-label). `config.classifier_hidden_size` > 0 gives a small MLP head.
+
+    LoRA (PEFT) target module names: in the video tower `qkv` and `out_proj` (space and time attention,
+    fused query/key/value and output), `fc1` and `fc2` (MLP); put the head, `classifier`, in
+    `modules_to_save`. In `CMRCLIPModel`'s BERT text tower the names are `query`, `key`, `value`, `dense`.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^text_model\.", r"^text_projection\.", r"^logit_scale"]
+
+    def __init__(self, config: CMRCLIPConfig):
+        # `id2label` alone is enough to name the classes; keep `label2id` its inverse.
+        config.label2id = {name: int(index) for index, name in config.id2label.items()}
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vision_model = CMRCLIPVisionModel._from_config(config.vision_config)
+        self.visual_projection = build_projection(
+            config.projection_type, config.vision_config.hidden_size, config.projection_dim
+        )
+        hidden = config.classifier_hidden_size
+        if hidden > 0:
+            self.classifier = nn.Sequential(
+                nn.Linear(config.projection_dim, hidden), nn.GELU(), nn.Linear(hidden, config.num_labels)
+            )
+        else:
+            self.classifier = nn.Linear(config.projection_dim, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.vision_model.get_input_embeddings()
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        problem = self.config.problem_type
+        if problem is None:
+            problem = "regression" if self.num_labels == 1 else "single_label_classification"
+        label_weights = self.config.label_weights
+        weight = torch.tensor(label_weights, dtype=logits.dtype, device=logits.device) if label_weights else None
+        if problem == "single_label_classification":
+            return nn.functional.cross_entropy(logits, labels.long().view(-1), weight=weight)
+        if problem == "multi_label_classification":
+            return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), pos_weight=weight)
+        if problem == "regression":
+            return nn.functional.mse_loss(logits.view(labels.shape[0], -1), labels.to(logits.dtype).view(labels.shape[0], -1))
+        raise ValueError(
+            f"Unknown problem_type {problem!r}; use 'single_label_classification', "
+            "'multi_label_classification' or 'regression'."
+        )
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values_videos: torch.FloatTensor,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> CMRCLIPStudyClassifierOutput:
+        r"""
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, frames, channels, height, width)`):
+            the studies' frames.
+        labels (`torch.Tensor`, *optional*): class indices `(batch_size,)`, multi-hot `(batch_size,
+            num_labels)` or regression targets, as `config.problem_type` says.
+        """
+        vision_outputs = self.vision_model(pixel_values_videos=pixel_values_videos, return_dict=True, **kwargs)
+        study_embeds = self.visual_projection(vision_outputs.pooler_output)
+        logits = self.classifier(study_embeds)
+        loss = self._loss(logits, labels) if labels is not None else None
+        return CMRCLIPStudyClassifierOutput(loss=loss, logits=logits, study_embeds=study_embeds)
+
+
+
 __all__ = [
+    "CMRCLIPForStudyClassification",
     "CMRCLIPModel",
     "CMRCLIPOutput",
     "CMRCLIPPreTrainedModel",
+    "CMRCLIPStudyClassifierOutput",
     "CMRCLIPVisionModel",
     "CMRCLIPVisionModelOutput",
     "contrastive_loss",
