@@ -58,6 +58,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--min-positives", type=int, default=4)
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
     corpus = load_from_disk(args.data)
     study_processor = load_study_processor(args.data)
@@ -78,7 +79,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     metrics = finetune(FinetuneConfig(model_dir=args.model, data_dir=args.data, labels=[hardest],
                                       output_dir=str(out / "adapter"), lora=True, lora_r=args.lora_r,
-                                      epochs=args.epochs, learning_rate=args.learning_rate, progress=False))
+                                      epochs=args.epochs, learning_rate=args.learning_rate, augment=args.augment,
+                                      progress=False))
     tuned = load_finetuned(str(out / "adapter")).eval()
     lora_scores = split_outputs(tuned, corpus["test"], study_processor).numpy()
     truth = labels["test"][hardest]
@@ -87,6 +89,7 @@ def main(argv=None) -> dict:
         "test_studies": int(len(truth)), "test_positives": int(truth.sum()),
         "probe_auc": bootstrap_interval(roc_auc_score, truth, probe_auc[hardest][1]),
         "lora_auc": bootstrap_interval(roc_auc_score, truth, lora_scores),
+        "lora_validation_auc": metrics["evaluation"]["validation"]["per_label"][hardest]["auc"],
         "lora_f1_at_validation_threshold": metrics["evaluation"]["test"]["per_label"][hardest]["f1"],
         "trainable_share": metrics["trainable_parameters"] / metrics["total_parameters"],
         "adapter_bytes": (out / "adapter" / "adapter_model.safetensors").stat().st_size,
