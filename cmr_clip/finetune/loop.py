@@ -72,6 +72,7 @@ class FinetuneConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     augment: bool = True
+    """Random frame per slot, crop and flip per study; False: the evaluation's middle frames, unaugmented."""
     mixed_precision: str = "no"
     seed: int = 0
     progress: bool = True
@@ -232,8 +233,9 @@ def finetune(config: FinetuneConfig) -> dict:
 
     study_processor = load_study_processor(config.data_dir)
     collator = LabelledCollator(study_processor)
-    augmentation = Augmentation() if config.augment else None
-    train_set = LabelledStudies(corpus["train"], train_targets, True, config.seed, augmentation)
+    # Without augmentation every slot takes its middle frame, as at evaluation (a None augmentation would
+    # give StudyTextDataset's default one).
+    train_set = LabelledStudies(corpus["train"], train_targets, config.augment, config.seed, Augmentation())
     if config.balance == "sampler":
         counts = np.bincount(train_targets.astype(int), minlength=len(label_names))
         sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(1.0 / counts[train_targets.astype(int)]),
