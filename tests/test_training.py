@@ -18,6 +18,7 @@ from transformers import BertTokenizer
 
 from cmr_clip import CMRCLIPModel
 from cmr_clip.data.augment import Augmentation, choose_frames, example_rng
+from cmr_clip.data.dataset import StudyTextDataset
 from cmr_clip.training import TrainConfig, train
 from cmr_clip.training.loop import EpochShuffleSampler, latest_checkpoint, parameter_groups
 
@@ -236,3 +237,15 @@ def test_accelerate_recipes_parse(name):
     assert config.num_processes == 8 and config.mixed_precision == "bf16"
     if name == "accelerate_fsdp.yaml":
         assert "CMRCLIPVisionLayer" in config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
+
+
+def test_training_dataset_without_augmentation_only_draws_frames(corpus):
+    from datasets import load_from_disk
+
+    split = load_from_disk(str(corpus))["train"]
+    plain = StudyTextDataset(split, train=True, seed=1, augmentation=None)
+    augmented = StudyTextDataset(split, train=True, seed=1, augmentation=Augmentation(flip=1.0))
+    row = split.with_format("torch", columns=["frames", "slots"])[0]
+    drawn = choose_frames(row["frames"], row["slots"], example_rng(1, 0, 0)).to(torch.uint8)
+    assert plain[0]["frames"].equal(drawn)
+    assert not augmented[0]["frames"].equal(drawn)

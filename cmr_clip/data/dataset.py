@@ -18,8 +18,9 @@ from .augment import Augmentation, choose_frames, example_rng
 class StudyTextDataset(torch.utils.data.Dataset):
     """A split of a prepared corpus: yields uint8 frames (T, H, W) and the impression for each study.
 
-    With `train=True`, each slot's frame is drawn at random and the study is augmented, from a generator
-    seeded by (seed, epoch, index); call `set_epoch` at the start of every epoch.
+    With `train=True`, each slot's frame is drawn at random and the study is augmented by `augmentation`
+    (None: not augmented), from a generator seeded by (seed, epoch, index); call `set_epoch` at the start
+    of every epoch.
     """
 
     def __init__(self, split, train: bool = False, seed: int = 0, augmentation: Augmentation | None = None):
@@ -27,7 +28,7 @@ class StudyTextDataset(torch.utils.data.Dataset):
         self.train = train
         self.seed = seed
         self.epoch = 0
-        self.augmentation = augmentation if augmentation is not None else Augmentation()
+        self.augmentation = augmentation
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
