@@ -233,8 +233,7 @@ def finetune(config: FinetuneConfig) -> dict:
 
     study_processor = load_study_processor(config.data_dir)
     collator = LabelledCollator(study_processor)
-    # Without augmentation every slot takes its middle frame, as at evaluation (a None augmentation would
-    # give StudyTextDataset's default one).
+    # Without augmentation every slot also takes its middle frame, as at evaluation.
     train_set = LabelledStudies(corpus["train"], train_targets, config.augment, config.seed, Augmentation())
     if config.balance == "sampler":
         counts = np.bincount(train_targets.astype(int), minlength=len(label_names))
