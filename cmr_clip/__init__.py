@@ -1,10 +1,11 @@
 """cmr-clip: cardiac MRI video-text foundation models (CMR-CLIP, CMR-TARGET) for the Hugging Face ecosystem.
 
 Importing this package registers the models with transformers' Auto* classes (and, as they land, the
-processors and pipelines), so that `AutoModel.from_pretrained(dir)` gives a `CMRCLIPModel`.
+processors and pipelines), so that `AutoModel.from_pretrained(dir)` gives a `CMRCLIPModel` (and
+`AutoModelForVideoClassification.from_pretrained(dir)` a `CMRCLIPForStudyClassification`).
 """
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoModelForVideoClassification
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .modeling import (
@@ -14,12 +15,15 @@ from .modeling import (
     CMRCLIPOutput,
     CMRCLIPVisionConfig,
     CMRCLIPVisionModel,
+    CMRTargetConfig,
+    CMRTargetForConditionalGeneration,
 )
 from .pipelines import PromptSet, ZeroShotCMRPipeline
 from .processing import (
     CMRCLIPProcessor,
     CMRStudyError,
     CMRStudyProcessor,
+    CMRTargetProcessor,
     Series,
     Study,
     StudyLayout,
@@ -32,6 +36,11 @@ AutoConfig.register(CMRCLIPConfig.model_type, CMRCLIPConfig, exist_ok=True)
 AutoConfig.register(CMRCLIPVisionConfig.model_type, CMRCLIPVisionConfig, exist_ok=True)
 AutoModel.register(CMRCLIPConfig, CMRCLIPModel, exist_ok=True)
 AutoModel.register(CMRCLIPVisionConfig, CMRCLIPVisionModel, exist_ok=True)
+# A CMR-CLIP directory loads as a study classifier: video tower and projection, fresh head.
+AutoModelForVideoClassification.register(CMRCLIPConfig, CMRCLIPForStudyClassification, exist_ok=True)
+AutoConfig.register(CMRTargetConfig.model_type, CMRTargetConfig, exist_ok=True)
+AutoModel.register(CMRTargetConfig, CMRTargetForConditionalGeneration, exist_ok=True)
+AutoModelForImageTextToText.register(CMRTargetConfig, CMRTargetForConditionalGeneration, exist_ok=True)
 PIPELINE_REGISTRY.register_pipeline("zero-shot-cmr", pipeline_class=ZeroShotCMRPipeline, pt_model=AutoModel)
 
 __all__ = [
@@ -44,6 +53,9 @@ __all__ = [
     "CMRCLIPVisionModel",
     "CMRStudyError",
     "CMRStudyProcessor",
+    "CMRTargetConfig",
+    "CMRTargetForConditionalGeneration",
+    "CMRTargetProcessor",
     "PromptSet",
     "Series",
     "Study",

@@ -14,6 +14,8 @@ from .modeling_cmr_clip import (
     CMRCLIPVisionModel,
     CMRCLIPVisionModelOutput,
 )
+from .configuration_cmr_target import CMRTargetConfig
+from .modeling_cmr_target import CMRTargetForConditionalGeneration, CMRTargetOutput, CMRTargetPreTrainedModel
 
 __all__ = [
     "CMRCLIPConfig",
@@ -25,4 +27,8 @@ __all__ = [
     "CMRCLIPVisionConfig",
     "CMRCLIPVisionModel",
     "CMRCLIPVisionModelOutput",
+    "CMRTargetConfig",
+    "CMRTargetForConditionalGeneration",
+    "CMRTargetOutput",
+    "CMRTargetPreTrainedModel",
 ]

@@ -8,6 +8,7 @@ the tokenizer. Importing this package registers both processors with transformer
 from transformers import AutoFeatureExtractor, AutoProcessor
 
 from ..modeling.configuration_cmr_clip import CMRCLIPConfig
+from ..modeling.configuration_cmr_target import CMRTargetConfig
 from .errors import (
     CMRStudyError,
     CorruptPixelDataError,
@@ -21,14 +22,18 @@ from .feature_extraction_cmr_study import CMRStudyProcessor, study_from_arrays
 from .headers import Frame, SkippedFile
 from .layout import FramePlan, LayoutEntry, StudyLayout, plan_frames, select_frames
 from .processing_cmr_clip import CMRCLIPProcessor
+from .processing_cmr_target import CMRTargetProcessor, split_sentences
 from .reader import read_study
 from .study import Series, Study
 
 AutoFeatureExtractor.register(CMRCLIPConfig, CMRStudyProcessor, exist_ok=True)
 AutoProcessor.register(CMRCLIPConfig, CMRCLIPProcessor, exist_ok=True)
+AutoFeatureExtractor.register(CMRTargetConfig, CMRStudyProcessor, exist_ok=True)
+AutoProcessor.register(CMRTargetConfig, CMRTargetProcessor, exist_ok=True)
 
 __all__ = [
     "CMRCLIPProcessor",
+    "CMRTargetProcessor",
     "CMRStudyError",
     "CMRStudyProcessor",
     "CorruptPixelDataError",
@@ -42,6 +47,7 @@ __all__ = [
     "Series",
     "SkippedFile",
     "Study",
+    "split_sentences",
     "StudyLayout",
     "UnsupportedCompressionError",
     "plan_frames",

@@ -304,6 +304,22 @@ def train_wordpiece_tokenizer(texts: list[str], out_dir: str | Path, vocab_size:
     return tokenizer
 
 
+def train_report_tokenizer(texts: list[str], vocab_size: int = 1000, out_dir: str | Path | None = None):
+    """A byte-level BPE tokenizer (cased, exact round trip) learned from `texts`, for a CMR-TARGET decoder
+    trained from scratch; `<|endoftext|>` is its start and end token. The video and sentence tokens are
+    added by `CMRTargetProcessor.add_special_tokens`."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=["<|endoftext|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                        unk_token="<|endoftext|>")
+    if out_dir is not None:
+        tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
 def stream_corpus(studies_dir: str | Path, reports: str | Path, processor=None, split: str | None = None,
                   val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0):
     """The same rows as `prepare`, as a `datasets.IterableDataset` processed on the fly, for archives too
