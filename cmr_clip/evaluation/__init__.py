@@ -1,11 +1,14 @@
-"""Evaluation of CMR-CLIP: retrieval, zero-shot and few-shot metrics, robustness, and `evaluate` modules.
+"""Evaluation of CMR-CLIP: retrieval, zero-shot, few-shot and report metrics, robustness, and `evaluate` modules.
 
 The `evaluate` modules ship inside the package and load offline by path:
-`evaluate.load(metric_path("retrieval_recall"))`, `evaluate.load(metric_path("zero_shot_auc"))`.
+`evaluate.load(metric_path("retrieval_recall"))`, `evaluate.load(metric_path("zero_shot_auc"))`,
+`evaluate.load(metric_path("report_generation"))`, `evaluate.load(metric_path("clinical_accuracy"))`.
 """
 
 from pathlib import Path
 
+from .findings import FindingMention, extract_diagnosis, extract_findings, findings_present
+from .report_metrics import bleu, clinical_accuracy, meteor_exact_stem, report_generation_metrics, rouge_l
 from .retrieval import retrieval_metrics
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
@@ -20,4 +23,16 @@ def metric_path(name: str) -> str:
     return str(path)
 
 
-__all__ = ["metric_path", "retrieval_metrics"]
+__all__ = [
+    "FindingMention",
+    "bleu",
+    "clinical_accuracy",
+    "extract_diagnosis",
+    "extract_findings",
+    "findings_present",
+    "meteor_exact_stem",
+    "metric_path",
+    "report_generation_metrics",
+    "retrieval_metrics",
+    "rouge_l",
+]
