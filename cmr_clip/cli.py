@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("cmr_clip.index_cli", "build a searchable index of study embeddings (cmr-clip index build ...)"),
     "search": ("cmr_clip.search_cli", "search a study index by text or by study"),
     "evaluate": ("cmr_clip.evaluation.cli", "zero-shot, few-shot, retrieval and robustness metrics with plots"),
+    "push": ("cmr_clip.hub_cli", "publish a model (card, remote code) or a prepared corpus to the Hub, refusing patient identifiers"),
 }
 
 

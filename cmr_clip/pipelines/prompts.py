@@ -103,8 +103,24 @@ def resolve_prompt_file(source: str | Path | None) -> Path:
     return path
 
 
-def model_prompt_set(model_dir: str | Path | None) -> PromptSet:
-    """The model's own prompt set (with thresholds) when it has one, else the built-in default."""
-    if model_dir is not None and (Path(model_dir) / MODEL_PROMPTS_FILE).is_file():
-        return PromptSet.load(model_dir)
-    return PromptSet.load(None)
+def model_prompt_set(model: str | Path | None) -> PromptSet:
+    """The model's own prompt set (with thresholds) when its folder or Hub repo has one, else the built-in default."""
+    path = model_prompt_file(model)
+    return PromptSet.load(path)
+
+
+def model_prompt_file(model: str | Path | None) -> Path | None:
+    """`zero_shot_prompts.json` of a model folder or Hub repo id (fetched into the Hub cache), or None."""
+    if model is None or str(model) == "":
+        return None
+    if Path(model).is_dir():
+        path = Path(model) / MODEL_PROMPTS_FILE
+        return path if path.is_file() else None
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(str(model), MODEL_PROMPTS_FILE, _raise_exceptions_for_missing_entries=False,
+                            _raise_exceptions_for_connection_errors=False)
+    except (OSError, ValueError):  # not a repo id, or not reachable
+        return None
+    return Path(found) if found else None

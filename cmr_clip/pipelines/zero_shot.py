@@ -60,7 +60,7 @@ class ZeroShotCMRPipeline(Pipeline):
             return prompt_set
         if prompt_set is not None:
             return PromptSet.load(prompt_set)
-        return model_prompt_set(self.model.name_or_path if Path(str(self.model.name_or_path)).is_dir() else None)
+        return model_prompt_set(self.model.name_or_path)
 
     def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, findings=None, estimate=None,
                              prompt_set=None, **kwargs):

@@ -1,0 +1,61 @@
+"""`cmr-clip push DIR --repo-id ORG/NAME [--private]`: publish a saved model (or a prepared corpus) to the Hub.
+
+A model directory is staged with its weights, configs, processor, prompt set, a generated model card and
+the package's own code for `trust_remote_code=True` loading; a prepared corpus (`cmr-clip prepare`) is
+pushed as a dataset. Both go through the PHI guard first and are refused, with the offending file and
+field, if anything looks like a patient identifier. `--dry-run OUT` writes what would be uploaded to OUT
+and uploads nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", help="a saved model directory, or a prepared corpus to push as a dataset")
+    parser.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--data", default=None, help="the prepared corpus the model was trained on, summarised in "
+                        "the card (counts, vendors, field strengths; default: DIR/corpus when present)")
+    parser.add_argument("--license", default="apache-2.0", help="license field of the model card")
+    parser.add_argument("--dataset", action="append", default=None, dest="datasets",
+                        help="Hub dataset id the model was trained on (repeatable), for the card's metadata")
+    parser.add_argument("--no-remote-code", action="store_true", help="do not ship the package's code with the model")
+    parser.add_argument("--keep-study-ids", action="store_true",
+                        help="datasets: keep the study_id column (dropped by default: export folder names are often "
+                             "accession numbers)")
+    parser.add_argument("--dry-run", metavar="OUT", default=None,
+                        help="write what would be uploaded to OUT (models) and upload nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .hub import DROPPED_DATASET_COLUMNS, PHIError, push, push_dataset, stage
+
+    directory = Path(args.directory)
+    try:
+        if (directory / "dataset_dict.json").is_file():
+            if args.dry_run:
+                from datasets import load_from_disk
+
+                from .hub import check_dataset
+
+                check_dataset(load_from_disk(str(directory)), f"dataset {args.repo_id}")
+                print(f"{directory}: no identifier found; nothing uploaded (--dry-run).")
+                return 0
+            drop = () if args.keep_study_ids else DROPPED_DATASET_COLUMNS
+            push_dataset(directory, args.repo_id, private=args.private, drop_columns=drop)
+            print(f"pushed dataset {directory} to {args.repo_id}{' (private)' if args.private else ''}")
+            return 0
+        options = dict(data_dir=args.data, license=args.license, datasets=args.datasets)
+        if args.dry_run:
+            files = stage(directory, args.dry_run, remote_code=not args.no_remote_code, repo_id=args.repo_id, **options)
+            print(f"would upload to {args.repo_id}: {', '.join(files)} (staged in {args.dry_run})")
+            return 0
+        commit = push(directory, args.repo_id, private=args.private, remote_code=not args.no_remote_code, **options)
+    except PHIError as error:
+        print(f"cmr-clip push: {error}")
+        return 1
+    print(f"pushed {directory} to {args.repo_id}{' (private)' if args.private else ''}: {getattr(commit, 'commit_url', commit)}")
+    return 0
