@@ -32,10 +32,11 @@ labels say. Plain regular expressions, no NLP dependency; the rules, in the orde
    names no attribute it rules out a named structure's size and function ("Normal LV").
 6. Negation: "no", "not", "without", "absence of", "negative for", "free of", "nor" negate what follows
    them; "not seen/identified/present/demonstrated/...", "absent" and "none" negate what precedes them.
-   A scope ends at `;:`, at "but", "however", "although", "whereas", "while", "with", and at a comma or
+   A scope ends at `;`, at "but", "however", "although", "whereas", "while", "with", and at a comma or
    "and" that starts a new statement (followed by a grade or an adjective such as "dilated", "normal",
    "preserved"), so "No LGE, pericardial effusion or LV hypertrophy" negates all three while "No LGE,
-   dilated LV" does not negate the dilatation. A negated "normal"/"preserved" states the finding.
+   dilated LV" does not negate the dilatation; a colon does not end it ("LGE: none"). A negated
+   "normal"/"preserved" states the finding.
 7. Grades: the nearest grade before the term in its chunk: mild, moderate, severe ("markedly" is
    severe), ranges such as "mild-moderate"; for effusions trace (also "trivial"), small, moderate,
    large.
@@ -136,13 +137,15 @@ _DIAGNOSIS_PATTERNS = {
 }
 
 _NEGATION_FORWARD = _rx(r"\bno\b|\bnot\b|\bwithout\b|\babsence of\b|\bnegative for\b|\bfree of\b|\bnor\b|\bneither\b")
-_NEGATION_BACKWARD = _rx(r"\bnot (?:seen|identified|present|demonstrated|visuali[sz]ed|detected|evident|appreciated|noted)\b"
-                         r"|\babsent\b|\bnone\b")
-_NEW_STATEMENT = rf"(?=\s*(?:{_GRADE_WORD}|dilated|enlarged|reduced|impaired|depressed|decreased|preserved|normal" \
-                 r"|hyperdynamic|small|large|trace|trivial)\b)"
-_SCOPE_END = _rx(rf"[;:]|\b(?:but|however|although|though|whereas|while|except|with)\b|(?:,|\band\b){_NEW_STATEMENT}")
+_NEGATION_BACKWARD = _rx(r"\bnot (?:seen|identified|present|demonstrated|visuali[sz]ed|detected|evident"
+                         r"|appreciated|noted)\b|\babsent\b|\bnone\b")
+_NEW_STATEMENT = (rf"(?=\s*(?:{_GRADE_WORD}|dilated|enlarged|reduced|impaired|depressed|decreased|preserved"
+                  r"|normal|hyperdynamic|small|large|trace|trivial)\b)")
+_SCOPE_END = _rx(rf";|\b(?:but|however|although|though|whereas|while|except|with)\b"
+                 rf"|(?:,|\band\b){_NEW_STATEMENT}")
 _CHUNK_END = _rx(r"[;:,]|\b(?:with|but|however|whereas|while|although|though)\b"
-                 r"|\band\b(?!\s+(?:(?:systolic|global|cavity|wall)\s+)?(?:size|function|volumes?|thickness|dimensions?))")
+                 r"|\band\b(?!\s+(?:(?:systolic|global|cavity|wall)\s+)?"
+                 r"(?:size|function|volumes?|thickness|dimensions?))")
 _NUMERIC_PARENTHESIS = _rx(r"\([^()]*\d[^()]*\)")
 _LIST_NUMBER = _rx(r"^\s*\d+[.)]\s*")
 _LGE_SEQUENCE = _rx(r"\b(?:LGE|late gadolinium enhancement) (?:imaging|images|sequences?)\b")
