@@ -29,7 +29,8 @@ labels say. Plain regular expressions, no NLP dependency; the rules, in the orde
    Hypertrophy is not inherited: it is the LV's unless its own chunk names another structure.
 5. "normal" (and "unremarkable") rules out the attributes it names ("Normal RV size and systolic
    function"), looking forward to the end of its scope and then back ("LV function is normal"); where it
-   names no attribute it rules out a named structure's size and function ("Normal LV").
+   names no attribute it rules out a named structure's size and function ("Normal LV"). "increased"
+   and "elevated" state size or wall thickness the same way ("wall thickness is increased").
 6. Negation: "no", "not", "without", "absence of", "negative for", "free of", "nor" negate what follows
    them; "not seen/identified/present/demonstrated/...", "absent" and "none" negate what precedes them.
    A scope ends at `;`, at "but", "however", "although", "whereas", "while", "with", and at a comma or
@@ -110,17 +111,22 @@ class _Term:
 
 
 _TERMS = (
-    _Term(_rx(r"(?<!non-)(?<!non)\bdilat\w*|\benlarg\w*|\bincreased (?:cavity )?(?:size|volumes?)\b"), "size", True),
+    _Term(_rx(r"(?<!non-)(?<!non)\bdilat\w*|\benlarg\w*"), "size", True),
     _Term(_rx(r"\baneurysm\w*|\bectatic\b|\bectasia\b"), "size", True, structures=("aorta",)),
     _Term(_rx(r"\bnon-?dilated\b|\bnormal-sized\b"), "size", False),
     _Term(_rx(r"(?<!diastolic )\bdysfunction\b|\bglobal(?:ly)? hypokine\w*"), "function", True),
     _Term(_rx(r"\b(?:reduced|impaired|depressed|decreased|poor|diminished)\b"), "function", True, generic=True),
     _Term(_rx(r"\bpreserved\b"), "function", False, generic=True),
     _Term(_rx(r"\bhyperdynamic\b|\bhypercontractile\b|\bsupra-?normal\b"), "function", False),
-    _Term(_rx(r"(?<!non-)\bhypertroph\w*|\bLVH\b|\bthickened\b|\bincreased (?:wall )?thickness\b"), "thickness", True,
+    _Term(_rx(r"(?<!non-)\bhypertroph\w*|\bLVH\b|\bthickened\b"), "thickness", True,
           structures=("lv",)),
 )
-_NORMAL = _rx(r"\bnormal\b|\bunremarkable\b")
+# Qualifiers of the attributes they name (rule 5): pattern, what they state, the attributes they can
+# qualify, and those they qualify when they name only a structure ("Normal LV").
+_QUALIFIERS = (
+    (_rx(r"\bnormal\b|\bunremarkable\b"), False, ("size", "function", "thickness"), ("size", "function")),
+    (_rx(r"\bincreased\b|\belevated\b"), True, ("size", "thickness"), ()),
+)
 _LGE = _rx(r"\b(?:late|delayed)(?: gadolinium)? enhancement\b|\bgadolinium enhancement\b|\bLGE\b|\bscar\w*"
            r"|\bfibrosis\b|\binfarct\w*")
 _EFFUSION = _rx(r"\beffusions?\b")
@@ -241,7 +247,7 @@ class _Sentence:
         return {a: [m.start() for m in rx.finditer(self.s, start, end)] for a, rx in _NOUNS.items()}
 
     def statements(self) -> list[_Statement]:
-        return [*self._term_statements(), *self._normal_statements(), *self._lge_statements(),
+        return [*self._term_statements(), *self._qualifier_statements(), *self._lge_statements(),
                 *self._effusion_statements()]
 
     def _attribute_statements(self, structure: str, attribute: str, present: bool, position: int,
@@ -266,25 +272,27 @@ class _Sentence:
         nouns = self.nouns_in(*_span_of(self.chunks, position))
         return bool(nouns[attribute]) or not any(nouns.values())
 
-    def _normal_statements(self) -> list[_Statement]:
-        """What each "normal" rules out (rule 5): the attributes it names, else a named structure's."""
+    def _qualifier_statements(self) -> list[_Statement]:
+        """What each "normal" rules out and each "increased" states (rule 5): the attributes it names,
+        looking forward in its scope and then back, else the size and function of a named structure."""
         out = []
-        for m in _NORMAL.finditer(self.s):
-            scope = _span_of(self.scopes, m.start())
-            for start, end in ((m.end(), scope[1]), (scope[0], m.start())):
-                nouns = self.nouns_in(start, end)
-                if any(nouns.values()):
-                    for attribute in ("size", "function", "thickness"):
-                        for pos in nouns[attribute]:
-                            out += self._attribute_statements(self.structure_at(pos), attribute, False, m.start())
-                    break
-                named = [(name, pos) for name, pos in self.structures if start <= pos < end]
-                if named:
-                    for name, _ in named:
-                        for attribute in ("size", "function"):
-                            out += self._attribute_statements(name, attribute, False, m.start())
-                    break
+        for pattern, present, attributes, of_structure in _QUALIFIERS:
+            for m in pattern.finditer(self.s):
+                out += self._qualified(m, present, attributes, of_structure)
         return out
+
+    def _qualified(self, m: re.Match, present: bool, attributes, of_structure) -> list[_Statement]:
+        scope = _span_of(self.scopes, m.start())
+        for start, end in ((m.end(), scope[1]), (scope[0], m.start())):
+            nouns = self.nouns_in(start, end)
+            if any(nouns.values()):
+                return [st for attribute in attributes for pos in nouns[attribute]
+                        for st in self._attribute_statements(self.structure_at(pos), attribute, present, m.start())]
+            named = [name for name, pos in self.structures if start <= pos < end]
+            if named:
+                return [st for name in named for attribute in of_structure
+                        for st in self._attribute_statements(name, attribute, present, m.start())]
+        return []
 
     def _lge_statements(self) -> list[_Statement]:
         return [_Statement("lge", not self.negated(m.start()), None) for m in _LGE.finditer(self.s)]
