@@ -111,15 +111,14 @@ class _Term:
 
 
 _TERMS = (
-    _Term(_rx(r"(?<!non-)(?<!non)\bdilat\w*|\benlarg\w*"), "size", True),
+    _Term(_rx(r"(?<!non-)\bdilat\w*|\benlarg\w*"), "size", True),
     _Term(_rx(r"\baneurysm\w*|\bectatic\b|\bectasia\b"), "size", True, structures=("aorta",)),
     _Term(_rx(r"\bnon-?dilated\b|\bnormal-sized\b"), "size", False),
     _Term(_rx(r"(?<!diastolic )\bdysfunction\b|\bglobal(?:ly)? hypokine\w*"), "function", True),
     _Term(_rx(r"\b(?:reduced|impaired|depressed|decreased|poor|diminished)\b"), "function", True, generic=True),
     _Term(_rx(r"\bpreserved\b"), "function", False, generic=True),
     _Term(_rx(r"\bhyperdynamic\b|\bhypercontractile\b|\bsupra-?normal\b"), "function", False),
-    _Term(_rx(r"(?<!non-)\bhypertroph\w*|\bLVH\b|\bthickened\b"), "thickness", True,
-          structures=("lv",)),
+    _Term(_rx(r"(?<!non-)\bhypertroph\w*|\bLVH\b|\bthickened\b"), "thickness", True),
 )
 # Qualifiers of the attributes they name (rule 5): pattern, what they state, the attributes they can
 # qualify, and those they qualify when they name only a structure ("Normal LV").
@@ -211,7 +210,6 @@ class _Sentence:
     """One prepared sentence: its structures, chunks and negation scopes, and what it states."""
 
     def __init__(self, sentence: str):
-        self.text = sentence
         self.plain = _NUMERIC_PARENTHESIS.sub(lambda m: " " * len(m.group(0)), sentence)
         self.diagnoses = [(name, m) for name, rx in _DIAGNOSIS_PATTERNS.items() for m in rx.finditer(self.plain)]
         masked = _blank(self.plain, [m.span() for _, m in self.diagnoses])
