@@ -104,6 +104,8 @@ def _scan_chunk(refs: list[FileRef]) -> tuple[list[Frame], list[SkippedFile]]:
                 frames.extend(_frames_of_file(ref, archives))
             except _Skip as reason:
                 skipped.append(SkippedFile(ref.name, str(reason)))
+            except ImportError:  # a missing package (pydicom, for remote code) is not a bad header: say what to install
+                raise
             except Exception as error:  # never trust a header: any parse failure sets the file aside
                 skipped.append(SkippedFile(ref.name, f"unreadable header ({type(error).__name__}: {error})"))
     finally:

@@ -80,11 +80,11 @@ class ZeroShotCMRPipeline(Pipeline):
             pixels = pixels if pixels.dim() == 5 else pixels.unsqueeze(0)
             return {"pixel_values_videos": pixels, "warnings": [[]], "error": [None]}
         if isinstance(study, (str, Path)):
-            from ..processing import CMRStudyError
-
             try:
                 batch = self.feature_extractor(str(study), return_tensors="pt")
-            except CMRStudyError as error:
+            except Exception as error:
+                if not _is_study_error(error):
+                    raise
                 # Reported in this study's answer; the other studies of the call go on. The zero frames
                 # only keep a batch's shapes aligned and are never scored.
                 extractor = self.feature_extractor
@@ -124,6 +124,12 @@ class ZeroShotCMRPipeline(Pipeline):
             result["estimates"] = dict(zip(query.estimates, values))
         result["warnings"] = model_outputs["warnings"][0]
         return result
+
+
+def _is_study_error(error: Exception) -> bool:
+    """A `CMRStudyError`, known by name: loaded as remote code, the processor and the pipeline each have their own
+    copy of the errors module, so the class the processor raises is not the one this module would import."""
+    return any(cls.__name__ == "CMRStudyError" for cls in type(error).__mro__)
 
 
 def _finding(name: str, score: float, prompt_set: PromptSet) -> dict:
