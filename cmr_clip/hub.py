@@ -185,12 +185,10 @@ def export_remote_code(save_dir: str | Path) -> list[str]:
         if isinstance(processor_config.get("feature_extractor"), dict) and "AutoFeatureExtractor" in processor_map:
             processor_config["feature_extractor"]["auto_map"] = {"AutoFeatureExtractor": processor_map["AutoFeatureExtractor"]}
         write_json(save_dir / "processor_config.json", processor_config)
-    for name in ("preprocessor_config.json", "tokenizer_config.json"):
-        extra = read_json(save_dir / name)
-        if extra and processor_map:
-            key = "AutoFeatureExtractor" if name.startswith("preprocessor") else "AutoProcessor"
-            extra["auto_map"] = {**extra.get("auto_map", {}), key: processor_map[key]}
-            write_json(save_dir / name, extra)
+    preprocessor = read_json(save_dir / "preprocessor_config.json")  # a study processor saved on its own
+    if preprocessor and "AutoFeatureExtractor" in processor_map:
+        preprocessor["auto_map"] = {"AutoFeatureExtractor": processor_map["AutoFeatureExtractor"]}
+        write_json(save_dir / "preprocessor_config.json", preprocessor)
     return written
 
 
