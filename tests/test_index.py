@@ -145,3 +145,19 @@ def test_benchmark_script_runs_and_agrees(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(out.read_text())
     assert figures["n"] == 2000 and figures["query_ms"] > 0 and figures["baseline_over_exact"] > 0
+
+
+def test_fingerprint_covers_a_learnable_logit_scale():
+    """A 0-dim parameter (the learnable logit scale of the demo model) is part of the fingerprint."""
+    from test_zero_shot_support import tiny_config
+
+    from cmr_clip import CMRCLIPModel
+    from cmr_clip.index import model_fingerprint
+
+    config = tiny_config()
+    config.learnable_logit_scale = True
+    model = CMRCLIPModel(config)
+    before = model_fingerprint(model)
+    with torch.no_grad():
+        model.logit_scale += 0.5
+    assert model_fingerprint(model) != before
