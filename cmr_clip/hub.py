@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import inspect
 import json
 import re
@@ -210,10 +211,13 @@ def _leaf(module_name: str) -> str:
 
 def _copy_flat(modules: list, target: Path) -> list[str]:
     """Each module and every module it imports relatively, rewritten to flat imports, as `target/<leaf>.py`."""
-    pending, sources = list(modules), {}
+    pending, sources, origins = list(modules), {}, {}
     while pending:
         module = pending.pop()
         leaf = _leaf(module.__name__)
+        if origins.setdefault(leaf, module.__name__) != module.__name__:
+            raise HubPublishError(f"{origins[leaf]} and {module.__name__} would both be copied as {leaf}.py; remote code "
+                                  "is flat, so module names must differ.")
         if leaf in sources:
             continue
         source, needed = flat_source(module)

@@ -286,8 +286,9 @@ def run_remote(python: str, folder: Path, pixels: Path, study: str, tmp_path: Pa
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def remote_matches_package(model_dir: Path, study: str, tmp_path: Path, python: str, block: bool) -> float:
-    """Max |score difference| between the zero-shot pipeline with the package and the published remote code."""
+def remote_matches_package(model_dir: Path, study: str, tmp_path: Path, python: str, block: bool) -> dict:
+    """Between the zero-shot pipeline with the package and the published remote code: the largest difference of
+    a probability (labels, findings) and the largest relative difference of an estimate (LVEF %)."""
     from cmr_clip import CMRCLIPProcessor
 
     pixels = CMRCLIPProcessor.from_pretrained(model_dir)(studies=[study, study])["pixel_values_videos"]
@@ -301,12 +302,15 @@ def remote_matches_package(model_dir: Path, study: str, tmp_path: Path, python: 
     got = scores(remote["answers"])
     assert got.keys() == expected.keys()
     assert "pip install pydicom" in remote["dicom"]
-    return max(abs(got[k] - expected[k]) for k in expected)
+    probabilities = [abs(got[k] - expected[k]) for k in expected if k[1] != "estimate"]
+    estimates = [abs(got[k] - expected[k]) / abs(expected[k]) for k in expected if k[1] == "estimate"]
+    return {"probability": max(probabilities), "estimate_relative": max(estimates)}
 
 
 def test_remote_code_without_cmr_clip_gives_the_package_scores(demo_dir, tmp_path):
     study = str(sorted((demo_dir / "cohort" / "studies").iterdir())[0])
-    assert remote_matches_package(demo_dir, study, tmp_path, sys.executable, block=True) < 1e-6
+    difference = remote_matches_package(demo_dir, study, tmp_path, sys.executable, block=True)
+    assert difference["probability"] < 1e-6 and difference["estimate_relative"] < 1e-6
 
 
 @pytest.mark.slow
@@ -331,8 +335,10 @@ def test_fresh_virtualenv_without_cmr_clip_gives_the_package_scores(tmp_path):
     subprocess.run([python, "-m", "pip", "install", "-q", f"torch=={torch.__version__}",
                     f"transformers=={transformers.__version__}"], check=True, timeout=1800)
     difference = remote_matches_package(model_dir, study, tmp_path, python, block=False)
-    print(f"max |score difference| package vs fresh-venv remote code: {difference:.3g}")
-    assert difference < 1e-5
+    print(f"package vs fresh-venv remote code: max |probability difference| {difference['probability']:.3g}, "
+          f"max relative estimate difference {difference['estimate_relative']:.3g}")
+    # float32 sums may be ordered differently in another process (thread count), not more
+    assert difference["probability"] < 1e-5 and difference["estimate_relative"] < 1e-6
 
 
 def test_pipeline_prompt_set_comes_from_a_hub_repo(monkeypatch, tmp_path):
