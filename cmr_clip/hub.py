@@ -166,6 +166,8 @@ def export_remote_code(save_dir: str | Path) -> list[str]:
         roots.append(info["impl"])
         pipelines[task] = {"impl": f"{_leaf(info['impl'].__module__)}.{info['impl'].__name__}",
                            "pt": [c.__name__ for c in info["pt"]], "tf": [], "type": info.get("type", "multimodal")}
+        for auto in info["pt"]:  # the Auto class the pipeline loads the model with must find the remote class
+            model_map.setdefault(auto.__name__, model_map["AutoModel"])
     processor_config = read_json(save_dir / "processor_config.json")
     processor_map = {}
     if processor_config:
