@@ -607,6 +607,24 @@ class CMRCLIPModel(CMRCLIPPreTrainedModel):
         )
 
 
+def study_classification_loss(
+    problem_type: str, logits: torch.Tensor, labels: torch.Tensor, label_weights: list[float] | None = None
+) -> torch.Tensor:
+    """Cross-entropy (single-label; `label_weights` per class), binary cross-entropy (multi-label; positive
+    weight per finding) or mean squared error (regression) of `(batch, num_labels)` logits."""
+    weight = torch.tensor(label_weights, dtype=logits.dtype, device=logits.device) if label_weights else None
+    if problem_type == "single_label_classification":
+        return nn.functional.cross_entropy(logits, labels.long().view(-1), weight=weight)
+    if problem_type == "multi_label_classification":
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), pos_weight=weight)
+    if problem_type == "regression":
+        return nn.functional.mse_loss(logits.view(labels.shape[0], -1), labels.to(logits.dtype).view(labels.shape[0], -1))
+    raise ValueError(
+        f"Unknown problem_type {problem_type!r}; use 'single_label_classification', "
+        "'multi_label_classification' or 'regression'."
+    )
+
+
 @dataclass
 class CMRCLIPStudyClassifierOutput(ModelOutput):
     """Output of `CMRCLIPForStudyClassification`: `loss` (with `labels`), `logits` `(batch, num_labels)` and
@@ -660,18 +678,7 @@ class CMRCLIPForStudyClassification(CMRCLIPPreTrainedModel):
         problem = self.config.problem_type
         if problem is None:
             problem = "regression" if self.num_labels == 1 else "single_label_classification"
-        label_weights = self.config.label_weights
-        weight = torch.tensor(label_weights, dtype=logits.dtype, device=logits.device) if label_weights else None
-        if problem == "single_label_classification":
-            return nn.functional.cross_entropy(logits, labels.long().view(-1), weight=weight)
-        if problem == "multi_label_classification":
-            return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), pos_weight=weight)
-        if problem == "regression":
-            return nn.functional.mse_loss(logits.view(labels.shape[0], -1), labels.to(logits.dtype).view(labels.shape[0], -1))
-        raise ValueError(
-            f"Unknown problem_type {problem!r}; use 'single_label_classification', "
-            "'multi_label_classification' or 'regression'."
-        )
+        return study_classification_loss(problem, logits, labels, self.config.label_weights)
 
     @can_return_tuple
     def forward(
@@ -703,4 +710,5 @@ __all__ = [
     "CMRCLIPVisionModel",
     "CMRCLIPVisionModelOutput",
     "contrastive_loss",
+    "study_classification_loss",
 ]

@@ -1,5 +1,6 @@
-"""Supervised fine-tuning of CMR-CLIP's video tower on study labels, whole or with LoRA adapters (PEFT),
-on Accelerate.
+"""Supervised fine-tuning of CMR-CLIP on study labels, whole or with LoRA adapters (PEFT), on Accelerate:
+the video tower with a classification head (`tower="video"`), or the text tower alone so that label prompts
+classify the studies (`tower="text"`, prompt adaptation, see `prompt_tuning`).
 
 Labels come from a prepared corpus's `labels` column (a JSON object per study: `{finding: bool, ...,
 diagnosis: str}`): several boolean findings make a multi-label head (one logit per finding), a string field
@@ -7,7 +8,9 @@ such as `diagnosis` a single-label head, a numeric field (e.g. LVEF) a regressio
 countered by per-label loss weights (negatives/positives per finding; inverse class frequency) or by a
 class-balanced sampler. The result directory holds either the whole classifier (full fine-tune) or the
 head's config and the adapter alone (LoRA), and `metrics.json` with per-label AUC and F1 at the threshold
-chosen on validation; `load_finetuned(dir)` gives the model back either way.
+chosen on validation; `load_finetuned(dir)` gives the model back either way. Checkpoints
+(`checkpoints/step-*`, Accelerate state) are written as the training loop writes them and `resume="latest"`
+continues a run to the same weights.
 """
 
 from __future__ import annotations
@@ -26,9 +29,18 @@ from transformers import get_cosine_schedule_with_warmup
 
 from ..data.augment import Augmentation
 from ..data.dataset import StudyTextDataset
-from ..modeling import CMRCLIPConfig, CMRCLIPForStudyClassification
-from ..training.loop import EpochShuffleSampler, load_corpus, load_study_processor, parameter_groups
+from ..modeling import CMRCLIPConfig, CMRCLIPForStudyClassification, CMRCLIPModel
+from ..training.loop import (
+    EpochShuffleSampler,
+    load_corpus,
+    load_study_processor,
+    new_state,
+    parameter_groups,
+    resume_state,
+    save_checkpoint,
+)
 from .metrics import classification_metrics
+from .prompt_tuning import PromptClassifier, label_prompt_groups
 
 VIDEO_LORA_TARGETS = ["qkv", "out_proj", "fc1", "fc2"]
 """LoRA targets in the video tower: fused q/k/v and output of space and time attention, the MLP."""
@@ -36,6 +48,8 @@ TEXT_LORA_TARGETS = ["query", "key", "value", "dense"]
 """LoRA targets in a BERT text tower (`CMRCLIPModel.text_model`), for prompt adaptation."""
 FINETUNE_CONFIG_FILE = "finetune_config.json"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
+PROMPTS_FILE = "label_prompts.json"
+TOWERS = ("video", "text")
 
 
 class FinetuneError(ValueError):
@@ -54,11 +68,17 @@ class FinetuneConfig:
     """Keys of the `labels` JSON: boolean findings (multi-label), one string field such as `diagnosis`
     (single-label) or one numeric field (regression)."""
     output_dir: str = "cmr-clip-finetuned"
+    tower: str = "video"
+    """`video`: a head on the video tower (`CMRCLIPForStudyClassification`); `text`: prompt adaptation, the
+    text tower trained so that the prompt set's label prompts classify the studies, the video tower frozen."""
+    prompt_set: str | None = None
+    """`tower="text"`: a prompt set file, built-in name or model directory; default the model's own set."""
     lora: bool = False
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
-    lora_targets: list = field(default_factory=lambda: list(VIDEO_LORA_TARGETS))
+    lora_targets: list | None = None
+    """Linear layer names; default VIDEO_LORA_TARGETS or TEXT_LORA_TARGETS for the tower."""
     classifier_hidden_size: int = 0
     """0: a linear head on the study embedding; > 0: an MLP with this hidden width."""
     balance: str = "weights"
@@ -74,11 +94,21 @@ class FinetuneConfig:
     augment: bool = True
     """Random frame per slot, crop and flip per study; False: the evaluation's middle frames, unaugmented."""
     mixed_precision: str = "no"
+    checkpoint_every: int = 0
+    """Save `accelerator.save_state` every N optimizer steps (0: only at the end of each epoch)."""
+    save_total_limit: int = 2
+    resume: str | None = None
+    """`latest` or a checkpoint directory."""
     seed: int = 0
     progress: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def lora_target_names(self) -> list[str]:
+        if self.lora_targets:
+            return list(self.lora_targets)
+        return list(TEXT_LORA_TARGETS if self.tower == "text" else VIDEO_LORA_TARGETS)
 
 
 def parse_labels(rows: list[str], names: list[str]) -> tuple[str, np.ndarray, list[str]]:
@@ -181,8 +211,6 @@ def trainable_fraction(model: torch.nn.Module) -> tuple[int, int]:
 def build_classifier(config: FinetuneConfig, problem_type: str, label_names: list[str],
                      label_weights: list[float] | None) -> CMRCLIPForStudyClassification:
     """The classifier from `config.model_dir` (video tower and projection loaded, head fresh)."""
-    if not (Path(config.model_dir) / "config.json").is_file():
-        raise FinetuneError(f"{config.model_dir} is not a saved CMR-CLIP model (no config.json); train one first.")
     num_labels = len(label_names)
     model = CMRCLIPForStudyClassification.from_pretrained(
         config.model_dir, num_labels=num_labels, problem_type=problem_type,
@@ -190,6 +218,61 @@ def build_classifier(config: FinetuneConfig, problem_type: str, label_names: lis
         label_weights=label_weights, classifier_hidden_size=config.classifier_hidden_size,
     )
     return model
+
+
+def build_prompt_classifier(config: FinetuneConfig, problem_type: str, label_names: list[str],
+                            label_weights: list[float] | None) -> tuple[PromptClassifier, dict]:
+    """Prompt adaptation's model from `config.model_dir` (whole CMR-CLIP and its tokenizer) and the label
+    prompts it scores against (also saved with the run)."""
+    from transformers import AutoTokenizer
+
+    from ..pipelines.prompts import PromptSet, model_prompt_set
+
+    prompt_set = PromptSet.load(config.prompt_set) if config.prompt_set else model_prompt_set(config.model_dir)
+    groups = label_prompt_groups(prompt_set, problem_type, label_names)
+    clip = CMRCLIPModel.from_pretrained(config.model_dir)
+    model = PromptClassifier(clip, AutoTokenizer.from_pretrained(config.model_dir), groups, problem_type, label_weights)
+    return model, {"problem_type": problem_type, "labels": label_names, "prompt_groups": groups}
+
+
+def build_model(config: FinetuneConfig, problem_type: str, label_names: list[str],
+                label_weights: list[float] | None) -> tuple[torch.nn.Module, dict | None]:
+    """The model to train (with LoRA adapters when asked) and, for prompt adaptation, its label prompts."""
+    if config.tower not in TOWERS:
+        raise FinetuneError(f"tower {config.tower!r}: use 'video' (a classification head) or 'text' (prompt adaptation).")
+    if not (Path(config.model_dir) / "config.json").is_file():
+        raise FinetuneError(f"{config.model_dir} is not a saved CMR-CLIP model (no config.json); train one first.")
+    if config.tower == "video":
+        model, prompts = build_classifier(config, problem_type, label_names, label_weights), None
+        if config.lora:
+            model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_names(),
+                               modules_to_save=["classifier"])
+        return model, prompts
+    model, prompts = build_prompt_classifier(config, problem_type, label_names, label_weights)
+    if config.lora:
+        model.clip = apply_lora(model.clip, config.lora_r, config.lora_alpha, config.lora_dropout,
+                                config.lora_target_names())
+    return model, prompts
+
+
+class BalancedEpochSampler(torch.utils.data.Sampler):
+    """Class-balanced sampling with replacement (each class drawn equally often on average), a draw that
+    depends only on (seed, epoch) so that a resumed run sees the same studies."""
+
+    def __init__(self, classes: np.ndarray, seed: int):
+        counts = np.bincount(classes)
+        weights = 1.0 / counts[classes]
+        self.probabilities, self.seed, self.epoch = weights / weights.sum(), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return iter(rng.choice(len(self.probabilities), len(self.probabilities), p=self.probabilities).tolist())
 
 
 @torch.no_grad()
@@ -224,11 +307,8 @@ def finetune(config: FinetuneConfig) -> dict:
     if config.balance == "sampler" and problem_type != "single_label_classification":
         raise FinetuneError("balance 'sampler' draws classes evenly and needs one single-label field; use 'weights'.")
     label_weights = imbalance_weights(problem_type, train_targets, len(label_names)) if config.balance == "weights" else None
-    model = build_classifier(config, problem_type, label_names, label_weights)
+    model, prompts = build_model(config, problem_type, label_names, label_weights)
     model.train()
-    if config.lora:
-        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, list(config.lora_targets),
-                           modules_to_save=["classifier"])
     trainable, total = trainable_fraction(model)
 
     study_processor = load_study_processor(config.data_dir)
@@ -236,13 +316,13 @@ def finetune(config: FinetuneConfig) -> dict:
     # Without augmentation every slot also takes its middle frame, as at evaluation.
     train_set = LabelledStudies(corpus["train"], train_targets, config.augment, config.seed, Augmentation())
     if config.balance == "sampler":
-        counts = np.bincount(train_targets.astype(int), minlength=len(label_names))
-        sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(1.0 / counts[train_targets.astype(int)]),
-                                                         len(train_set), generator=torch.Generator().manual_seed(config.seed))
+        sampler = BalancedEpochSampler(train_targets.astype(int), config.seed)
     else:
         sampler = EpochShuffleSampler(len(train_set), config.seed)
+    # The loader's own generator keeps its per-epoch seed draw off the global RNG (restored by a checkpoint).
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=min(config.batch_size, len(train_set)),
-                                               sampler=sampler, collate_fn=collator)
+                                               sampler=sampler, collate_fn=collator,
+                                               generator=torch.Generator().manual_seed(config.seed))
     eval_splits = {name: corpus[name] for name in ("validation", "test") if name in corpus}
     eval_loaders = {
         name: torch.utils.data.DataLoader(
@@ -260,15 +340,19 @@ def finetune(config: FinetuneConfig) -> dict:
         optimizer, int(config.warmup_ratio * total_steps) * accelerator.num_processes,
         total_steps * accelerator.num_processes))
 
-    history, step = [], 0
-    progress = tqdm(total=total_steps, disable=not (config.progress and accelerator.is_local_main_process),
-                    desc="fine-tuning")
-    for epoch in range(math.ceil(total_steps / steps_per_epoch)):
+    state = resume_state(accelerator, config.output_dir, config.resume) if config.resume else new_state()
+    progress = tqdm(total=total_steps, initial=state["global_step"],
+                    disable=not (config.progress and accelerator.is_local_main_process), desc="fine-tuning")
+    for epoch in range(state["epoch"], math.ceil(total_steps / steps_per_epoch)):
+        if state["global_step"] >= total_steps:
+            break
         train_set.set_epoch(epoch)
-        if hasattr(sampler, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        losses = []
-        for batch in train_loader:
+        loader = train_loader
+        if state["batches_in_epoch"]:
+            loader = accelerator.skip_first_batches(train_loader, state["batches_in_epoch"])
+        loader.set_epoch(epoch)  # Accelerate passes it to the sampler, also on a loader resuming mid-epoch
+        losses = state["epoch_losses"]
+        for batch in loader:
             loss = model(pixel_values_videos=batch["pixel_values_videos"], labels=batch["labels"]).loss
             accelerator.backward(loss)
             if config.max_grad_norm:
@@ -277,13 +361,16 @@ def finetune(config: FinetuneConfig) -> dict:
             scheduler.step()
             optimizer.zero_grad()
             losses.append(loss.detach().float().item())
-            step += 1
+            state["global_step"] += 1
+            state["batches_in_epoch"] += 1
             progress.update(1)
-            if step >= total_steps:
+            if config.checkpoint_every and state["global_step"] % config.checkpoint_every == 0:
+                save_checkpoint(accelerator, config, state)
+            if state["global_step"] >= total_steps:
                 break
-        history.append({"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses))})
-        if step >= total_steps:
-            break
+        state["history"].append({"epoch": epoch + 1, "step": state["global_step"], "train_loss": float(np.mean(losses))})
+        state["epoch"], state["batches_in_epoch"], state["epoch_losses"] = epoch + 1, 0, []
+        save_checkpoint(accelerator, config, state)
     progress.close()
 
     val_scores, val_truth = predict_scores(model, eval_loaders["validation"], accelerator, problem_type)
@@ -292,38 +379,62 @@ def finetune(config: FinetuneConfig) -> dict:
         scores, truth = (val_scores, val_truth) if name == "validation" else predict_scores(
             model, loader, accelerator, problem_type)
         evaluation[name] = classification_metrics(problem_type, label_names, val_scores, val_truth, scores, truth)
-    metrics = {"problem_type": problem_type, "labels": label_names, "trainable_parameters": trainable,
-               "total_parameters": total, "history": history, "evaluation": evaluation, "config": config.to_dict()}
+    metrics = {"problem_type": problem_type, "labels": label_names, "tower": config.tower,
+               "trainable_parameters": trainable, "total_parameters": total, "history": state["history"],
+               "evaluation": evaluation, "config": config.to_dict()}
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_finetuned(accelerator.unwrap_model(model), config, metrics)
+        save_finetuned(accelerator.unwrap_model(model), config, metrics, prompts)
     accelerator.end_training()
     return metrics
 
 
-def save_finetuned(model, config: FinetuneConfig, metrics: dict) -> None:
-    """Full fine-tune: the whole classifier. LoRA: the adapter and head alone, plus the classifier's config
-    (labels, problem type) so `load_finetuned` can rebuild it on the base model."""
+def save_finetuned(model, config: FinetuneConfig, metrics: dict, prompts: dict | None = None) -> None:
+    """Full fine-tune: the whole classifier (video tower) or CMR-CLIP model (text tower). LoRA: the adapter
+    (and head) alone, plus the classifier's config (labels, problem type) so `load_finetuned` can rebuild it
+    on the base model. Prompt adaptation also keeps its label prompts."""
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    if config.lora:
-        model.get_base_model().config.save_pretrained(out)
+    if isinstance(model, PromptClassifier):
+        model.clip.save_pretrained(out)
+        (out / PROMPTS_FILE).write_text(json.dumps(prompts, indent=2))
+    else:
+        model.save_pretrained(out)
+        if config.lora:
+            model.get_base_model().config.save_pretrained(out)
     (out / FINETUNE_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
 def load_finetuned(path: str, merge: bool = False):
-    """The fine-tuned classifier of `path` (made by `finetune`): the whole model, or the base model of the
-    run with its LoRA adapter (`PeftModel`; `merge=True` folds the adapter in with `merge_and_unload`)."""
+    """The fine-tuned model of `path` (made by `finetune`): the whole classifier, or the base model of the run
+    with its LoRA adapter (`PeftModel`; `merge=True` folds the adapter in with `merge_and_unload`). A text-tower
+    run gives a `PromptClassifier` whose `clip` is the adapted CMR-CLIP model."""
     out = Path(path)
+    run = json.loads((out / FINETUNE_CONFIG_FILE).read_text()) if (out / FINETUNE_CONFIG_FILE).is_file() else {}
+    if run.get("tower") == "text":
+        return load_prompt_classifier(out, run, merge)
     if not (out / ADAPTER_CONFIG_FILE).is_file():
         if not (out / "config.json").is_file():
             raise FinetuneError(f"{path} is not a fine-tuned model directory (no config.json or adapter).")
         return CMRCLIPForStudyClassification.from_pretrained(out)
     from peft import PeftModel
 
-    run = json.loads((out / FINETUNE_CONFIG_FILE).read_text())
     base = CMRCLIPForStudyClassification.from_pretrained(run["model_dir"], config=CMRCLIPConfig.from_pretrained(out))
     model = PeftModel.from_pretrained(base, out)
     return model.merge_and_unload() if merge else model
+
+
+def load_prompt_classifier(out: Path, run: dict, merge: bool) -> PromptClassifier:
+    from transformers import AutoTokenizer
+
+    prompts = json.loads((out / PROMPTS_FILE).read_text())
+    if (out / ADAPTER_CONFIG_FILE).is_file():
+        from peft import PeftModel
+
+        clip = PeftModel.from_pretrained(CMRCLIPModel.from_pretrained(run["model_dir"]), out)
+        clip = clip.merge_and_unload() if merge else clip
+    else:
+        clip = CMRCLIPModel.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(run["model_dir"])
+    return PromptClassifier(clip, tokenizer, prompts["prompt_groups"], prompts["problem_type"]).eval()

@@ -133,9 +133,28 @@ def latest_checkpoint(output_dir: str) -> Path | None:
     return done[-1] if done else None
 
 
-def save_checkpoint(accelerator: Accelerator, config: TrainConfig, state: dict) -> Path:
+def new_state() -> dict:
+    """The loop's position, saved with every checkpoint: optimizer steps done, the epoch and the batches of
+    it already seen, that epoch's losses so far and the per-epoch history."""
+    return {"global_step": 0, "epoch": 0, "batches_in_epoch": 0, "epoch_losses": [], "history": []}
+
+
+def resume_state(accelerator: Accelerator, output_dir: str, resume: str) -> dict:
+    """Load the checkpoint `resume` names (`latest`: the newest complete one in `output_dir`) into the
+    prepared model, optimizer, scheduler and RNGs; returns its loop state."""
+    path = latest_checkpoint(output_dir) if resume == "latest" else Path(resume)
+    if path is None:
+        raise FileNotFoundError(f"--resume latest: no complete checkpoint in {output_dir}/{CHECKPOINTS}")
+    accelerator.load_state(str(path))
+    state = json.loads((path / STATE_FILE).read_text())
+    logger.info("Resumed from %s at step %d", path.name, state["global_step"])
+    return state
+
+
+def save_checkpoint(accelerator: Accelerator, config, state: dict) -> Path:
     """`accelerator.save_state` into a temporary directory renamed when complete, so that a run killed
-    while saving never leaves a half-written checkpoint for `--resume latest` to pick."""
+    while saving never leaves a half-written checkpoint for `--resume latest` to pick. `config`: any run
+    configuration with `output_dir` and `save_total_limit` (`TrainConfig`, `FinetuneConfig`)."""
     root = Path(config.output_dir) / CHECKPOINTS
     final = root / f"step-{state['global_step']:08d}"
     partial = root / f".partial-{final.name}"
@@ -219,14 +238,7 @@ def train(config: TrainConfig) -> dict:
     scheduler = accelerator.prepare(scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
-    state = {"global_step": 0, "epoch": 0, "batches_in_epoch": 0, "epoch_losses": [], "history": []}
-    if config.resume:
-        path = latest_checkpoint(config.output_dir) if config.resume == "latest" else Path(config.resume)
-        if path is None:
-            raise FileNotFoundError(f"--resume latest: no complete checkpoint in {config.output_dir}/{CHECKPOINTS}")
-        accelerator.load_state(str(path))
-        state = json.loads((path / STATE_FILE).read_text())
-        logger.info("Resumed from %s at step %d", path.name, state["global_step"])
+    state = resume_state(accelerator, config.output_dir, config.resume) if config.resume else new_state()
     if accelerator.is_main_process and config.log_with:
         accelerator.init_trackers("cmr-clip", config={k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
 
