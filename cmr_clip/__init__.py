@@ -18,7 +18,7 @@ from .modeling import (
     CMRTargetConfig,
     CMRTargetForConditionalGeneration,
 )
-from .pipelines import PromptSet, ZeroShotCMRPipeline
+from .pipelines import CMRReportGenerationPipeline, PromptSet, ZeroShotCMRPipeline
 from .processing import (
     CMRCLIPProcessor,
     CMRStudyError,
@@ -42,8 +42,11 @@ AutoConfig.register(CMRTargetConfig.model_type, CMRTargetConfig, exist_ok=True)
 AutoModel.register(CMRTargetConfig, CMRTargetForConditionalGeneration, exist_ok=True)
 AutoModelForImageTextToText.register(CMRTargetConfig, CMRTargetForConditionalGeneration, exist_ok=True)
 PIPELINE_REGISTRY.register_pipeline("zero-shot-cmr", pipeline_class=ZeroShotCMRPipeline, pt_model=AutoModel)
+PIPELINE_REGISTRY.register_pipeline("cmr-report-generation", pipeline_class=CMRReportGenerationPipeline,
+                                    pt_model=AutoModelForImageTextToText)
 
 __all__ = [
+    "CMRReportGenerationPipeline",
     "CMRCLIPConfig",
     "CMRCLIPForStudyClassification",
     "CMRCLIPModel",

@@ -17,15 +17,20 @@ from transformers.processing_utils import ProcessorMixin
 VIDEO_TOKEN = "<|video|>"
 SENTENCE_TOKEN = "<|sep|>"
 
-# A sentence ends at ". ", "! " or "? " followed by an upper-case letter or a digit; decimals ("1.5 T"),
-# abbreviations followed by lower case and "(LVEF 55%)." inside a sentence are not split.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
+# Within a line, a sentence ends at ". ", "! " or "? " followed by an upper-case letter, a digit or a
+# parenthesis; decimals ("1.5 T") and abbreviations followed by lower case ("e.g. the") are not split.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
+_LIST_NUMBER = re.compile(r"^\d+[.)]\s+")
 
 
 def split_sentences(text: str) -> list[str]:
-    """The sentences of an impression, whitespace-normalised, empty ones dropped."""
-    text = " ".join(text.split())
-    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+    """The sentences of an impression: lines split into sentences, whitespace normalised, list numbers
+    ("1.", "2)") at the start of a line dropped."""
+    sentences = []
+    for line in text.splitlines():
+        line = _LIST_NUMBER.sub("", " ".join(line.split()))
+        sentences += [p for p in _SENTENCE_END.split(line) if p]
+    return sentences
 
 
 class CMRTargetProcessor(ProcessorMixin):

@@ -120,6 +120,7 @@ def test_processor_round_trip_and_sentences(target, tmp_path):
     ("Aortic root 3.5 cm at 1.5 T. Small effusion.", ["Aortic root 3.5 cm at 1.5 T.", "Small effusion."]),
     ("  Dilated RV.\nNo effusion.  ", ["Dilated RV.", "No effusion."]),
     ("One sentence without a stop", ["One sentence without a stop"]),
+    ("1. Normal LV. No LGE.\n2) Small effusion, e.g. trace.", ["Normal LV.", "No LGE.", "Small effusion, e.g. trace."]),
     ("", []),
 ])
 def test_split_sentences(text, sentences):

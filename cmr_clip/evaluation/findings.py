@@ -53,6 +53,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..processing.processing_cmr_target import split_sentences
 from ..synthetic.subject import DIAGNOSES, FINDINGS
 
 
@@ -152,17 +153,10 @@ _CHUNK_END = _rx(r"[;:,]|\b(?:with|but|however|whereas|while|although|though)\b"
                  r"|\band\b(?!\s+(?:(?:systolic|global|cavity|wall)\s+)?"
                  r"(?:size|function|volumes?|thickness|dimensions?))")
 _NUMERIC_PARENTHESIS = _rx(r"\([^()]*\d[^()]*\)")
-_LIST_NUMBER = _rx(r"^\s*\d+[.)]\s*")
 _LGE_SEQUENCE = _rx(r"\b(?:LGE|late gadolinium enhancement) (?:imaging|images|sequences?)\b")
 
 
 # --- sentences, scopes and chunks -----------------------------------------------------------------
-def split_sentences(text: str) -> list[str]:
-    """The sentences of an impression: split at `.!?` + white space and at line breaks, list numbers dropped."""
-    pieces = re.split(r"(?<=[.!?])\s+|\n+", text)
-    return [s for s in (_LIST_NUMBER.sub("", p).strip() for p in pieces) if s]
-
-
 def _blank(text: str, spans) -> str:
     chars = list(text)
     for start, end in spans:

@@ -15,6 +15,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 class TrainConfig:
     """A training run. Paths may be local directories; nothing is downloaded unless a Hub name is given."""
 
+    task: str = "contrastive"
+    """`contrastive` trains CMR-CLIP; `report` trains CMR-TARGET (impressions from video features)."""
     data_dir: str = ""
     """A prepared corpus (`cmr-clip prepare`): a `datasets.DatasetDict` saved with `save_to_disk`."""
     output_dir: str = "cmr-clip-model"
@@ -37,6 +39,21 @@ class TrainConfig:
     learnable_logit_scale: bool = False
     temperature: float = 0.05
     attn_implementation: str = "sdpa"
+
+    cmr_clip_model: str | None = None
+    """Report task: the trained CMR-CLIP (directory or Hub id) whose video tower CMR-TARGET starts from;
+    `init_from` instead continues a CMR-TARGET."""
+    decoder: str | None = None
+    """Report task: a pretrained causal LM (name or directory) and its tokenizer; default a fresh GPT-2
+    with a byte-level BPE tokenizer learned from the training impressions."""
+    decoder_config: dict = field(default_factory=dict)
+    """Report task: config fields of the fresh decoder (`model_type` "gpt2" unless given)."""
+    report_vocab_size: int = 1000
+    video_token_pooling: str = "cls_frames"
+    """Report task: `cls` (one video token) or `cls_frames` (CLS plus `num_frame_tokens` pooled frame tokens)."""
+    num_frame_tokens: int = 16
+    freeze_vision: bool = True
+    """Report task: keep the CMR-CLIP video tower fixed (the projector and decoder learn)."""
 
     epochs: int = 10
     max_steps: int | None = None

@@ -187,8 +187,46 @@ def evaluate_retrieval(model, loader, accelerator: Accelerator) -> dict[str, flo
     return retrieval_metrics(torch.cat(texts).cpu(), torch.cat(videos).cpu())
 
 
+class ContrastiveTask:
+    """CMR-CLIP's contrastive training: study-impression pairs, negatives gathered across processes,
+    retrieval recall on the validation split."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+
+    def build(self, corpus, study_processor) -> torch.nn.Module:
+        num_frames, image_size = corpus_video_shape(corpus["train"])
+        self.tokenizer = resolve_tokenizer(self.config)
+        self.collator = StudyTextCollator(self.tokenizer, study_processor, max_length=self.config.max_text_length)
+        return build_model(self.config, self.tokenizer, num_frames, image_size)
+
+    def loss(self, model, unwrapped, batch) -> torch.Tensor:
+        out = model(pixel_values_videos=batch["pixel_values_videos"], input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"])
+        return gathered_contrastive_loss(out.text_embeds.float(), out.video_embeds.float(),
+                                         unwrapped.logit_scale_value().to(out.text_embeds.device))
+
+    def evaluate(self, model, loader, accelerator: Accelerator) -> dict[str, float]:
+        return evaluate_retrieval(model, loader, accelerator)
+
+    def save(self, model, study_processor, metrics: dict) -> None:
+        save_final(model, self.tokenizer, study_processor, self.config, metrics)
+
+
+def make_task(config: TrainConfig):
+    if config.task == "contrastive":
+        return ContrastiveTask(config)
+    if config.task == "report":
+        from .report import ReportTask
+
+        return ReportTask(config)
+    raise ValueError(f"Unknown task {config.task!r}: use 'contrastive' (CMR-CLIP) or 'report' (CMR-TARGET).")
+
+
 def train(config: TrainConfig) -> dict:
-    """Train CMR-CLIP on a prepared corpus; returns the metrics also written to `output_dir/metrics.json`."""
+    """Train on a prepared corpus (CMR-CLIP with `task="contrastive"`, CMR-TARGET with `task="report"`);
+    returns the metrics also written to `output_dir/metrics.json`."""
+    task = make_task(config)
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -197,19 +235,17 @@ def train(config: TrainConfig) -> dict:
     )
     set_seed(config.seed)
     corpus = load_corpus(config.data_dir)
-    num_frames, image_size = corpus_video_shape(corpus["train"])
-    tokenizer = resolve_tokenizer(config)
-    model = build_model(config, tokenizer, num_frames, image_size)
+    study_processor = load_study_processor(config.data_dir)
+    model = task.build(corpus, study_processor)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable()
 
-    study_processor = load_study_processor(config.data_dir)
-    collator = StudyTextCollator(tokenizer, study_processor, max_length=config.max_text_length)
+    collator = task.collator
     train_set = StudyTextDataset(corpus["train"], train=True, seed=config.seed,
                                  augmentation=Augmentation(scale=tuple(config.crop_scale), flip=config.flip_probability)
                                  if config.augment else None)
     if len(train_set) < 2:
-        raise ValueError("Contrastive training needs at least 2 training studies.")
+        raise ValueError("Training needs at least 2 training studies.")
     batch_size = min(config.batch_size, len(train_set))
     sampler = EpochShuffleSampler(len(train_set), config.seed)
     # The loader's own generator keeps its per-epoch seed draw off the global RNG, whose state a checkpoint
@@ -240,7 +276,7 @@ def train(config: TrainConfig) -> dict:
 
     state = resume_state(accelerator, config.output_dir, config.resume) if config.resume else new_state()
     if accelerator.is_main_process and config.log_with:
-        accelerator.init_trackers("cmr-clip", config={k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
+        accelerator.init_trackers(f"cmr-clip-{config.task}", config={k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
 
     progress = tqdm(total=total_steps, initial=state["global_step"],
                     disable=not (config.progress and accelerator.is_local_main_process), desc="training")
@@ -256,10 +292,7 @@ def train(config: TrainConfig) -> dict:
         running = state["epoch_losses"]  # kept in checkpoints, so a resumed epoch reports the same mean loss
         for batch in loader:
             with accelerator.accumulate(model):
-                out = model(pixel_values_videos=batch["pixel_values_videos"], input_ids=batch["input_ids"],
-                            attention_mask=batch["attention_mask"])
-                loss = gathered_contrastive_loss(out.text_embeds.float(), out.video_embeds.float(),
-                                                 unwrapped.logit_scale_value().to(out.text_embeds.device))
+                loss = task.loss(model, unwrapped, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -283,7 +316,7 @@ def train(config: TrainConfig) -> dict:
         record = {"epoch": epoch + 1, "step": state["global_step"],
                   "train_loss": float(np.mean(running)) if running else None}
         if eval_loader is not None:
-            record.update(evaluate_retrieval(model, eval_loader, accelerator))
+            record.update(task.evaluate(model, eval_loader, accelerator))
         state["history"].append(record)
         accelerator.log({f"eval/{k}": v for k, v in record.items() if isinstance(v, float)}, step=state["global_step"])
         if accelerator.is_main_process:
@@ -297,7 +330,7 @@ def train(config: TrainConfig) -> dict:
     metrics = {"history": state["history"], "final": state["history"][-1] if state["history"] else {},
                "train_studies": len(train_set), "config": config.to_dict()}
     if accelerator.is_main_process:
-        save_final(accelerator.unwrap_model(model), tokenizer, study_processor, config, metrics)
+        task.save(accelerator.unwrap_model(model), study_processor, metrics)
     accelerator.end_training()
     return metrics
 
@@ -307,6 +340,8 @@ def format_epoch(record: dict) -> str:
     if "text_to_study_R@5" in record:
         parts.append(f"text->study R@1/5/10 {record['text_to_study_R@1']:.2f}/{record['text_to_study_R@5']:.2f}/"
                      f"{record['text_to_study_R@10']:.2f} (chance R@5 {record['chance_R@5']:.2f})")
+    if "val_loss" in record:
+        parts.append(f"val loss {record['val_loss']:.3f} (perplexity {record['val_perplexity']:.2f})")
     return "  ".join(p for p in parts if p)
 
 

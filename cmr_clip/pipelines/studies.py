@@ -1,0 +1,34 @@
+"""Study inputs of the CMR pipelines: a path, already processed frames, or a study that cannot be read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def study_inputs(study, feature_extractor, task: str) -> dict:
+    """`{"pixel_values_videos": (1, T, 3, H, W), "warnings": [[...]], "error": [None or "Type: why"]}` for a
+    study path (folder or zip) or a dict holding `pixel_values_videos` ((T, 3, H, W) or (1, T, 3, H, W)).
+
+    A study that cannot be read gets zero frames, which only keep a batch's shapes aligned, and its error,
+    so that the other studies of a call are answered as usual.
+    """
+    if isinstance(study, dict) and "pixel_values_videos" in study:
+        pixels = torch.as_tensor(study["pixel_values_videos"])
+        pixels = pixels if pixels.dim() == 5 else pixels.unsqueeze(0)
+        return {"pixel_values_videos": pixels, "warnings": [[]], "error": [None]}
+    if isinstance(study, (str, Path)):
+        from ..processing import CMRStudyError
+
+        try:
+            batch = feature_extractor(str(study), return_tensors="pt")
+        except CMRStudyError as error:
+            size = feature_extractor.image_size
+            pixels = torch.zeros(1, feature_extractor.num_frames, 3, size, size)
+            return {"pixel_values_videos": pixels, "warnings": [[]], "error": [f"{type(error).__name__}: {error}"]}
+        meta = batch["study_metadata"][0]
+        warnings = list(meta.get("warnings", [])) + [f"missing view: {v}" for v in meta.get("missing_views", [])]
+        return {"pixel_values_videos": batch["pixel_values_videos"], "warnings": [warnings], "error": [None]}
+    raise TypeError(f"{task} takes a study path, a dict with 'pixel_values_videos', or a list of these; "
+                    f"got {type(study).__name__}.")

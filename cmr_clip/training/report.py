@@ -1,0 +1,117 @@
+"""The report task of `cmr-clip train --task report`: CMR-TARGET learns to write a study's impression from
+its video features by teacher forcing, on the same prepared corpus and Accelerate loop as CMR-CLIP."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from ..data.prepare import train_report_tokenizer
+from ..modeling import CMRTargetForConditionalGeneration
+from ..processing import CMRTargetProcessor
+from .config import TrainConfig
+
+
+@dataclass
+class ReportCollator:
+    """uint8 frames -> `pixel_values_videos`; impressions -> placeholder-prefixed `input_ids` and `labels`."""
+
+    processor: CMRTargetProcessor
+    study_processor: object
+    max_length: int = 128
+
+    def __call__(self, examples: list[dict]) -> dict:
+        frames = torch.stack([e["frames"] for e in examples])
+        text = self.processor.encode_text([e["impression"] for e in examples], max_length=self.max_length)
+        return {"pixel_values_videos": self.study_processor.normalise(frames), **text,
+                "index": torch.tensor([e["index"] for e in examples])}
+
+
+class ReportTask:
+    """CMR-TARGET from a trained CMR-CLIP (`cmr_clip_model`) or a CMR-TARGET to continue (`init_from`);
+    validation loss and perplexity every epoch."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+
+    def build(self, corpus, study_processor) -> CMRTargetForConditionalGeneration:
+        from .loop import corpus_video_shape
+
+        config = self.config
+        if config.init_from:
+            model = CMRTargetForConditionalGeneration.from_pretrained(config.init_from)
+            tokenizer = CMRTargetProcessor.from_pretrained(config.init_from).tokenizer
+        elif config.cmr_clip_model:
+            tokenizer = self._tokenizer(corpus)
+            model = CMRTargetForConditionalGeneration.from_cmr_clip(
+                config.cmr_clip_model, config.decoder or self._decoder_fields(tokenizer),
+                video_token_id=tokenizer.convert_tokens_to_ids("<|video|>"),
+                sentence_token_id=tokenizer.convert_tokens_to_ids("<|sep|>"), vocab_size=len(tokenizer),
+                video_token_pooling=config.video_token_pooling, num_frame_tokens=config.num_frame_tokens,
+                freeze_vision=config.freeze_vision,
+            )
+            if tokenizer.pad_token_id is not None:
+                model.config.text_config.pad_token_id = tokenizer.pad_token_id
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+        else:
+            raise ValueError("--task report needs --cmr-clip-model (a trained CMR-CLIP) or --init-from (a CMR-TARGET).")
+        num_frames, image_size = corpus_video_shape(corpus["train"])
+        vision = model.config.vision_config
+        if vision.num_frames < num_frames or vision.image_size != image_size:
+            raise ValueError(
+                f"the video tower takes up to {vision.num_frames} frames of {vision.image_size} px; the corpus has "
+                f"{num_frames} of {image_size} px. Prepare the corpus with the CMR-CLIP model's layout and image size."
+            )
+        self.processor = CMRTargetProcessor(tokenizer=tokenizer, feature_extractor=study_processor,
+                                            num_video_tokens=model.config.num_video_tokens)
+        self.collator = ReportCollator(self.processor, study_processor, max_length=config.max_text_length)
+        return model.train()
+
+    def _tokenizer(self, corpus):
+        if self.config.decoder:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self.config.decoder)
+        else:
+            tokenizer = train_report_tokenizer(list(corpus["train"]["impression"]), self.config.report_vocab_size)
+        CMRTargetProcessor.add_special_tokens(tokenizer)
+        return tokenizer
+
+    def _decoder_fields(self, tokenizer) -> dict:
+        fields = dict(n_embd=256, n_layer=4, n_head=4, n_positions=max(256, self.config.max_text_length + 64))
+        fields.update(self.config.decoder_config)
+        fields.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)
+        return fields
+
+    def loss(self, model, unwrapped, batch) -> torch.Tensor:
+        return model(pixel_values_videos=batch["pixel_values_videos"], input_ids=batch["input_ids"],
+                     attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+
+    @torch.no_grad()
+    def evaluate(self, model, loader, accelerator: Accelerator) -> dict[str, float]:
+        """Token-weighted validation loss over every process, and its perplexity."""
+        model.eval()
+        total = torch.zeros(2, device=accelerator.device)
+        for batch in loader:
+            loss = self.loss(model, None, batch)
+            tokens = (batch["labels"][:, 1:] != -100).sum()
+            total += torch.stack([loss.float() * tokens, tokens.float()])
+        model.train()
+        total = accelerator.reduce(total, reduction="sum")
+        val_loss = float(total[0] / total[1].clamp(min=1))
+        return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
+
+    def save(self, model, study_processor, metrics: dict) -> None:
+        out = Path(self.config.output_dir)
+        model.save_pretrained(out)
+        self.processor.save_pretrained(out)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if self.config.push_to_hub:
+            model.push_to_hub(self.config.push_to_hub)
+            self.processor.push_to_hub(self.config.push_to_hub)
