@@ -359,3 +359,17 @@ def test_pipeline_prompt_set_comes_from_a_hub_repo(monkeypatch, tmp_path):
     monkeypatch.setattr(transformers.utils, "cached_file", cached_file)
     assert model_prompt_set("org/cmr-clip-demo").thresholds == {"lge": 0.42}
     assert fetched == [("org/cmr-clip-demo", "zero_shot_prompts.json")]
+
+
+def test_training_push_to_hub_goes_through_the_guarded_push(captured, tmp_path):
+    from test_zero_shot_support import tiny_config, tiny_tokenizer
+
+    from cmr_clip import CMRCLIPModel, CMRStudyProcessor
+    from cmr_clip.training import TrainConfig
+    from cmr_clip.training.loop import save_final
+
+    config = TrainConfig(data_dir=str(tmp_path / "corpus"), output_dir=str(tmp_path / "out"), push_to_hub="org/trained")
+    save_final(CMRCLIPModel(tiny_config()), tiny_tokenizer(), CMRStudyProcessor(num_frames=8, image_size=16), config,
+               {"history": []})
+    assert captured["repo"][0]["repo_id"] == "org/trained"
+    assert {"README.md", "model.safetensors", "zero_shot.py"} <= set(captured["files"])

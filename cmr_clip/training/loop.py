@@ -365,5 +365,6 @@ def save_final(model: CMRCLIPModel, tokenizer, study_processor, config: TrainCon
     processor.save_pretrained(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if config.push_to_hub:
-        model.push_to_hub(config.push_to_hub)
-        processor.push_to_hub(config.push_to_hub)
+        from ..hub import push
+
+        push(out, config.push_to_hub)  # with the model card, remote code and the PHI guard

@@ -113,5 +113,6 @@ class ReportTask:
         self.processor.save_pretrained(out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if self.config.push_to_hub:
-            model.push_to_hub(self.config.push_to_hub)
-            self.processor.push_to_hub(self.config.push_to_hub)
+            from ..hub import push
+
+            push(out, self.config.push_to_hub)  # with the model card, remote code and the PHI guard
