@@ -136,3 +136,21 @@ def test_auto_model_for_video_classification_gives_the_study_classifier(clip_dir
     videos = video_batch(model.config)
     with torch.no_grad():
         torch.testing.assert_close(again(pixel_values_videos=videos).logits, model.eval()(pixel_values_videos=videos).logits)
+
+
+def test_head_init_probe_fits_the_head_on_frozen_embeddings_first(labelled, tmp_path):
+    corpus, model = labelled
+
+    def run(head_init):
+        return finetune(FinetuneConfig(model_dir=str(model), data_dir=str(corpus), labels=["bright", "dark"],
+                                       output_dir=str(tmp_path / head_init), lora=True, lora_r=4, max_steps=1,
+                                       learning_rate=1e-9, batch_size=16, augment=False, head_init=head_init,
+                                       progress=False))
+
+    fresh, probed = run("fresh"), run("probe")
+    assert fresh["head_probe_loss"] is None
+    # With a learning rate of ~0 the fine-tune itself changes nothing: the probed head alone fits better.
+    assert probed["history"][0]["train_loss"] < fresh["history"][0]["train_loss"]
+    with pytest.raises(Exception, match="head_init"):
+        finetune(FinetuneConfig(model_dir=str(model), data_dir=str(corpus), labels=["bright"], tower="text",
+                                head_init="probe", output_dir=str(tmp_path / "text")))

@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-targets", nargs="+", default=None,
                         help="Linear layer names (default: video qkv out_proj fc1 fc2; text query key value dense)")
     parser.add_argument("--classifier-hidden-size", type=int, default=0, help="> 0: an MLP head of this width")
+    parser.add_argument("--head-init", choices=["fresh", "probe"], default=defaults.head_init,
+                        help="probe: fit the head on frozen embeddings first, then fine-tune (LP-FT)")
     parser.add_argument("--balance", choices=["weights", "sampler", "none"], default=defaults.balance,
                         help="class imbalance: loss weights, class-balanced sampling (single-label) or none")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
@@ -63,7 +65,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
         tower=args.tower, prompt_set=args.prompt_set, lora=args.lora,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         lora_targets=list(args.lora_targets) if args.lora_targets else None,
-        classifier_hidden_size=args.classifier_hidden_size,
+        classifier_hidden_size=args.classifier_hidden_size, head_init=args.head_init,
         balance=args.balance, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
         learning_rate=args.learning_rate, weight_decay=args.weight_decay, augment=args.augment,
         mixed_precision=args.mixed_precision, checkpoint_every=args.checkpoint_every, resume=args.resume,

@@ -30,6 +30,7 @@ from transformers import get_cosine_schedule_with_warmup
 from ..data.augment import Augmentation
 from ..data.dataset import StudyTextDataset
 from ..modeling import CMRCLIPConfig, CMRCLIPForStudyClassification, CMRCLIPModel
+from ..modeling.modeling_cmr_clip import study_classification_loss
 from ..training.loop import (
     EpochShuffleSampler,
     load_corpus,
@@ -81,6 +82,10 @@ class FinetuneConfig:
     """Linear layer names; default VIDEO_LORA_TARGETS or TEXT_LORA_TARGETS for the tower."""
     classifier_hidden_size: int = 0
     """0: a linear head on the study embedding; > 0: an MLP with this hidden width."""
+    head_init: str = "fresh"
+    """`fresh`: the head starts random. `probe` (video tower): the head is first fitted alone on the frozen
+    study embeddings of the training split (linear probing), then trained on with the tower (LP-FT), so the
+    tower's first updates follow a head that already points at the labels instead of a random one."""
     balance: str = "weights"
     """`weights` (loss weights per label/class), `sampler` (class-balanced sampling, single-label) or `none`."""
     epochs: int = 10
@@ -240,6 +245,8 @@ def build_model(config: FinetuneConfig, problem_type: str, label_names: list[str
     """The model to train (with LoRA adapters when asked) and, for prompt adaptation, its label prompts."""
     if config.tower not in TOWERS:
         raise FinetuneError(f"tower {config.tower!r}: use 'video' (a classification head) or 'text' (prompt adaptation).")
+    if config.head_init not in ("fresh", "probe") or (config.head_init == "probe" and config.tower != "video"):
+        raise FinetuneError(f"head_init {config.head_init!r}: use 'fresh', or 'probe' with the video tower's head.")
     if not (Path(config.model_dir) / "config.json").is_file():
         raise FinetuneError(f"{config.model_dir} is not a saved CMR-CLIP model (no config.json); train one first.")
     if config.tower == "video":
@@ -253,6 +260,29 @@ def build_model(config: FinetuneConfig, problem_type: str, label_names: list[str
         model.clip = apply_lora(model.clip, config.lora_r, config.lora_alpha, config.lora_dropout,
                                 config.lora_target_names())
     return model, prompts
+
+
+def fit_head_on_frozen_embeddings(model, loader, problem_type: str, label_weights: list[float] | None,
+                                  steps: int = 300, learning_rate: float = 1e-2, weight_decay: float = 0.01) -> float:
+    """Linear probing before fine-tuning: the head alone, full batch, on the study embeddings of `loader`
+    (frozen tower, unaugmented). Returns the final training loss."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    model.eval()
+    embeds, targets = [], []
+    with torch.no_grad():
+        for batch in loader:
+            embeds.append(model(pixel_values_videos=batch["pixel_values_videos"]).study_embeds)
+            targets.append(batch["labels"])
+    model.train()
+    embeds, targets = torch.cat(embeds), torch.cat(targets)
+    params = [p for p in base.classifier.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss = study_classification_loss(problem_type, base.classifier(embeds), targets, label_weights)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return float(loss.detach())
 
 
 class BalancedEpochSampler(torch.utils.data.Sampler):
@@ -331,6 +361,13 @@ def finetune(config: FinetuneConfig) -> dict:
         for name, split in eval_splits.items()
     }
 
+    head_probe_loss = None
+    if config.head_init == "probe" and not config.resume:
+        probe_loader = torch.utils.data.DataLoader(
+            LabelledStudies(corpus["train"], train_targets, False, 0, None), batch_size=config.eval_batch_size,
+            collate_fn=collator)
+        head_probe_loss = fit_head_on_frozen_embeddings(model, probe_loader, problem_type, label_weights,
+                                                        weight_decay=config.weight_decay)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     eval_loaders = {name: accelerator.prepare(loader) for name, loader in eval_loaders.items()}
@@ -380,7 +417,8 @@ def finetune(config: FinetuneConfig) -> dict:
             model, loader, accelerator, problem_type)
         evaluation[name] = classification_metrics(problem_type, label_names, val_scores, val_truth, scores, truth)
     metrics = {"problem_type": problem_type, "labels": label_names, "tower": config.tower,
-               "trainable_parameters": trainable, "total_parameters": total, "history": state["history"],
+               "trainable_parameters": trainable, "total_parameters": total, "head_probe_loss": head_probe_loss,
+               "history": state["history"],
                "evaluation": evaluation, "config": config.to_dict()}
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
