@@ -39,3 +39,13 @@ def test_training_benchmark_runs(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert re.search(r"^no checkpointing\s+\d+\.\d\d\s+(\d+\.\d|n/a)\s+1\.00x", out, re.M), out
     assert re.search(r"^checkpointing\s+\d+\.\d\d\s+(\d+\.\d|n/a)\s+\d+\.\d\dx", out, re.M), out
+
+
+def test_report_generation_benchmark_runs(capsys):
+    report_generation = _load_script("report_generation")
+
+    result = report_generation.main(["--size", "tiny", "--repeats", "1", "--new-tokens", "6"])
+
+    out = capsys.readouterr().out
+    assert re.search(r"^  ratio\s+\d+\.\d\dx$", out, re.M), out
+    assert result["tokens_per_s_kv_cache"] > 0 and result["tokens_per_s_no_cache"] > 0

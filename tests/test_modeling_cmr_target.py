@@ -9,7 +9,6 @@ from target_support import IMPRESSIONS, random_videos, tiny_target
 from test_zero_shot_support import save_random_model
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
-import cmr_clip  # noqa: F401  (registers the Auto classes)
 from cmr_clip import CMRCLIPModel, CMRTargetConfig, CMRTargetForConditionalGeneration, CMRTargetProcessor
 from cmr_clip.processing import CMRStudyProcessor, split_sentences
 

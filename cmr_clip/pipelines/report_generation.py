@@ -16,7 +16,6 @@ not a report.
 
 from __future__ import annotations
 
-import torch
 from transformers import Pipeline
 
 from .studies import study_inputs

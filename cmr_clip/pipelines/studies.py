@@ -19,11 +19,11 @@ def study_inputs(study, feature_extractor, task: str) -> dict:
         pixels = pixels if pixels.dim() == 5 else pixels.unsqueeze(0)
         return {"pixel_values_videos": pixels, "warnings": [[]], "error": [None]}
     if isinstance(study, (str, Path)):
-        from ..processing import CMRStudyError
-
         try:
             batch = feature_extractor(str(study), return_tensors="pt")
-        except CMRStudyError as error:
+        except Exception as error:
+            if not is_study_error(error):
+                raise
             size = feature_extractor.image_size
             pixels = torch.zeros(1, feature_extractor.num_frames, 3, size, size)
             return {"pixel_values_videos": pixels, "warnings": [[]], "error": [f"{type(error).__name__}: {error}"]}
@@ -32,3 +32,9 @@ def study_inputs(study, feature_extractor, task: str) -> dict:
         return {"pixel_values_videos": batch["pixel_values_videos"], "warnings": [warnings], "error": [None]}
     raise TypeError(f"{task} takes a study path, a dict with 'pixel_values_videos', or a list of these; "
                     f"got {type(study).__name__}.")
+
+
+def is_study_error(error: Exception) -> bool:
+    """A `CMRStudyError`, known by name: loaded as remote code, the processor and the pipeline each have their own
+    copy of the errors module, so `isinstance` against the pipeline's copy would miss the processor's errors."""
+    return any(cls.__name__ == "CMRStudyError" for cls in type(error).__mro__)

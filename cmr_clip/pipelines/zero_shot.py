@@ -26,6 +26,7 @@ from transformers import Pipeline
 
 from .prompts import PromptSet, model_prompt_set
 from .scoring import PromptBank, ZeroShotQuery
+from .studies import study_inputs
 
 
 class ZeroShotCMRPipeline(Pipeline):
@@ -75,24 +76,8 @@ class ZeroShotCMRPipeline(Pipeline):
         if isinstance(study, dict) and "video_embeds" in study:
             embeds = torch.as_tensor(study["video_embeds"]).float().reshape(1, -1)
             return {"video_embeds": embeds, "warnings": [[]], "error": [None]}
-        if isinstance(study, dict) and "pixel_values_videos" in study:
-            pixels = torch.as_tensor(study["pixel_values_videos"])
-            pixels = pixels if pixels.dim() == 5 else pixels.unsqueeze(0)
-            return {"pixel_values_videos": pixels, "warnings": [[]], "error": [None]}
-        if isinstance(study, (str, Path)):
-            try:
-                batch = self.feature_extractor(str(study), return_tensors="pt")
-            except Exception as error:
-                if not _is_study_error(error):
-                    raise
-                # Reported in this study's answer; the other studies of the call go on. The zero frames
-                # only keep a batch's shapes aligned and are never scored.
-                extractor = self.feature_extractor
-                pixels = torch.zeros(1, extractor.num_frames, 3, extractor.image_size, extractor.image_size)
-                return {"pixel_values_videos": pixels, "warnings": [[]], "error": [f"{type(error).__name__}: {error}"]}
-            meta = batch["study_metadata"][0]
-            warnings = list(meta.get("warnings", [])) + [f"missing view: {v}" for v in meta.get("missing_views", [])]
-            return {"pixel_values_videos": batch["pixel_values_videos"], "warnings": [warnings], "error": [None]}
+        if (isinstance(study, dict) and "pixel_values_videos" in study) or isinstance(study, (str, Path)):
+            return study_inputs(study, self.feature_extractor, "zero-shot-cmr")
         raise TypeError(f"zero-shot-cmr takes a study path, a dict with 'pixel_values_videos' or 'video_embeds', "
                         f"or a list of these; got {type(study).__name__}.")
 
@@ -124,12 +109,6 @@ class ZeroShotCMRPipeline(Pipeline):
             result["estimates"] = dict(zip(query.estimates, values))
         result["warnings"] = model_outputs["warnings"][0]
         return result
-
-
-def _is_study_error(error: Exception) -> bool:
-    """A `CMRStudyError`, known by name: loaded as remote code, the processor and the pipeline each have their own
-    copy of the errors module, so the class the processor raises is not the one this module would import."""
-    return any(cls.__name__ == "CMRStudyError" for cls in type(error).__mro__)
 
 
 def _finding(name: str, score: float, prompt_set: PromptSet) -> dict:
