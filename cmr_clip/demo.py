@@ -1,9 +1,11 @@
 """`cmr-clip demo`: the first thing to run. Writes a synthetic cohort of cardiac MRI studies with reports,
 prepares it, trains a small CMR-CLIP from scratch on the CPU, evaluates it on held-out studies and saves
-it, all in a few minutes on a laptop and without any patient data.
+it, then trains a small CMR-TARGET on its video tower and drafts a held-out study's impression; all on a
+laptop and without any patient data.
 
     cmr-clip demo --out cmr-clip-demo
     python -c "from cmr_clip import CMRCLIPModel; CMRCLIPModel.from_pretrained('cmr-clip-demo')"
+    cmr-clip report cmr-clip-demo/cohort/studies/SYN00000 --model cmr-clip-demo/report
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 DEMO_VISION = dict(patch_size=16, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
                    time_init="normal")
 DEMO_TEXT = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
+# The demo's CMR-TARGET decoder: a 3-layer GPT-2, 192 wide, with a byte-level BPE vocabulary from the cohort.
+DEMO_DECODER = dict(n_embd=192, n_layer=3, n_head=4)
 
 
 @dataclass
@@ -37,6 +41,7 @@ class DemoSettings:
     text_model: str | None = None
     seed: int = 0
     num_proc: int = max(1, min(4, os.cpu_count() or 1))
+    report_epochs: int = 12
     progress: bool = True
 
 
@@ -51,12 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                              "instead of a small BERT trained from scratch")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--num-proc", type=int, default=defaults.num_proc, help="processes for writing and reading DICOM")
+    parser.add_argument("--report-epochs", type=int, default=defaults.report_epochs,
+                        help="epochs of the CMR-TARGET report step (0 skips it)")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(out=args.out, studies=args.studies, epochs=args.epochs, batch_size=args.batch_size,
                             learning_rate=args.learning_rate, text_model=args.text_model, seed=args.seed,
-                            num_proc=args.num_proc)
+                            num_proc=args.num_proc, report_epochs=args.report_epochs)
     metrics = run_demo(settings)
     print(summary_table(metrics, settings))
     return 0
@@ -75,13 +82,14 @@ def run_demo(settings: DemoSettings) -> dict:
     timings = {}
 
     start = time.perf_counter()
-    _step(f"1/4 writing {settings.studies} synthetic studies (beating-heart phantoms as DICOM, with reports)")
+    steps = 5 if settings.report_epochs else 4
+    _step(f"1/{steps} writing {settings.studies} synthetic studies (beating-heart phantoms as DICOM, with reports)")
     make_cohort(out / "cohort", settings.studies, seed=settings.seed, size="small", num_workers=settings.num_proc,
                 progress=settings.progress)
     timings["synthesis_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    _step("2/4 reading the DICOM studies and preparing the corpus (patient-level splits)")
+    _step(f"2/{steps} reading the DICOM studies and preparing the corpus (patient-level splits)")
     processor = CMRStudyProcessor(num_frames=settings.num_frames, image_size=settings.image_size)
     corpus = prepare(out / "cohort" / "studies", out / "cohort" / "reports.jsonl", out / "corpus", processor=processor,
                      num_proc=settings.num_proc, seed=settings.seed, progress=settings.progress)
@@ -90,7 +98,7 @@ def run_demo(settings: DemoSettings) -> dict:
     timings["prepare_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    _step(f"3/4 training a small CMR-CLIP from scratch for {settings.epochs} epochs")
+    _step(f"3/{steps} training a small CMR-CLIP from scratch for {settings.epochs} epochs")
     config = TrainConfig(
         data_dir=str(out / "corpus"), output_dir=str(out), text_model=settings.text_model,
         vision=DEMO_VISION, text={} if settings.text_model else DEMO_TEXT, projection_dim=64,
@@ -103,21 +111,51 @@ def run_demo(settings: DemoSettings) -> dict:
     timings["training_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    _step("4/4 evaluating on the held-out test studies")
+    _step(f"4/{steps} evaluating on the held-out test studies")
     test = evaluate_test_split(out, corpus["test"])
     zero_shot = zero_shot_split_metrics(out, corpus, reports=out / "cohort" / "reports.jsonl")
     timings["evaluation_s"] = time.perf_counter() - start
+
+    report = None
+    if settings.report_epochs:
+        start = time.perf_counter()
+        _step(f"5/{steps} training a small CMR-TARGET on the CMR-CLIP video tower for {settings.report_epochs} epochs, "
+              "then drafting a held-out study's impression")
+        report = train_report_model(settings, out, corpus["test"])
+        timings["report_s"] = time.perf_counter() - start
 
     metrics = {
         "test_retrieval": test,
         "test_zero_shot": zero_shot,
         "validation_history": training["history"],
+        **({"report": report} if report else {}),
         "splits": {name: len(split) for name, split in corpus.items()},
         "timings_s": timings,
         "settings": {k: v for k, v in vars(settings).items() if k != "progress"},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def train_report_model(settings: DemoSettings, out: Path, test_split) -> dict:
+    """CMR-TARGET in `out/report`, from the demo's CMR-CLIP (video tower frozen), and its draft for the first
+    test study, read from its DICOM folder through `pipeline("cmr-report-generation")`."""
+    from transformers import pipeline
+
+    from .training import TrainConfig, train
+
+    config = TrainConfig(
+        task="report", data_dir=str(out / "corpus"), output_dir=str(out / "report"), cmr_clip_model=str(out),
+        decoder_config=DEMO_DECODER, epochs=settings.report_epochs, batch_size=16, eval_batch_size=64,
+        learning_rate=1e-3, warmup_ratio=0.1, max_text_length=128, seed=settings.seed, crop_scale=[0.8, 1.0],
+        progress=settings.progress,
+    )
+    training = train(config)
+    shutil.rmtree(out / "report" / "checkpoints", ignore_errors=True)
+    study_id, reference = test_split[0]["study_id"], test_split[0]["impression"]
+    draft = pipeline("cmr-report-generation", model=str(out / "report"))(str(out / "cohort" / "studies" / study_id))
+    return {"validation_history": training["history"], "example": {
+        "study": study_id, "reference": reference, "draft": draft.get("generated_impression", draft.get("error"))}}
 
 
 def evaluate_test_split(model_dir: Path, split) -> dict:
@@ -161,6 +199,10 @@ def summary_table(metrics: dict, settings: DemoSettings) -> str:
         )
     total = sum(metrics["timings_s"].values())
     lines += ["", zero_shot_table(metrics["test_zero_shot"])]
+    if "report" in metrics:
+        example = metrics["report"]["example"]
+        lines += ["", f"CMR-TARGET draft for held-out study {example['study']} (a draft for a reader to edit):",
+                  f"  draft: {example['draft']}", f"  true:  {example['reference']}"]
     lines += [
         "",
         f"Finished in {total / 60:.1f} min. Model, processor and metrics.json are in {settings.out}/",
@@ -170,6 +212,10 @@ def summary_table(metrics: dict, settings: DemoSettings) -> str:
         f"  python -c \"from cmr_clip import CMRCLIPModel; CMRCLIPModel.from_pretrained('{settings.out}')\"",
         f"  cmr-clip train --data-dir {settings.out}/corpus --init-from {settings.out} --output-dir more-training",
     ]
+    if "report" in metrics:
+        lines += [f"  cmr-clip report {settings.out}/cohort/studies/{metrics['report']['example']['study']} "
+                  f"--model {settings.out}/report",
+                  f"  cmr-clip evaluate --task report --model {settings.out}/report --data {settings.out}/corpus"]
     return "\n".join(lines)
 
 

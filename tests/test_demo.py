@@ -14,7 +14,8 @@ def test_quick_demo_writes_a_loadable_model_processor_and_metrics(tmp_path, caps
     from cmr_clip import CMRCLIPModel
     from cmr_clip.processing import CMRCLIPProcessor
 
-    settings = DemoSettings(out=str(tmp_path / "demo"), studies=10, epochs=1, batch_size=4, num_proc=2, progress=False)
+    settings = DemoSettings(out=str(tmp_path / "demo"), studies=10, epochs=1, batch_size=4, num_proc=2, progress=False,
+                            report_epochs=1)
     metrics = run_demo(settings)
     out = Path(settings.out)
     model = CMRCLIPModel.from_pretrained(out)
@@ -27,6 +28,13 @@ def test_quick_demo_writes_a_loadable_model_processor_and_metrics(tmp_path, caps
     assert not (out / "checkpoints").exists()
     table = summary_table(metrics, settings)
     assert "text -> study" in table and "cmr-clip inspect" in table
+    # The report step: a loadable CMR-TARGET and a draft for a held-out study next to its impression.
+    from cmr_clip import CMRTargetForConditionalGeneration
+
+    assert isinstance(CMRTargetForConditionalGeneration.from_pretrained(out / "report"), CMRTargetForConditionalGeneration)
+    example = saved["report"]["example"]
+    assert example["reference"] and isinstance(example["draft"], str) and not (out / "report" / "checkpoints").exists()
+    assert f"CMR-TARGET draft for held-out study {example['study']}" in table and "cmr-clip report" in table
     # No synthetic patient identity in anything the demo wrote outside the DICOM cohort.
     patients = [json.loads(line)["patient_id"] for line in (out / "cohort" / "reports.jsonl").read_text().splitlines()]
     written = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file() and "cohort" not in p.parts
@@ -45,4 +53,6 @@ def test_full_demo_learns(tmp_path):
     history = [epoch["text_to_study_R@5"] for epoch in metrics["validation_history"]]
     first, last = sum(history[:3]) / 3, sum(history[-3:]) / 3
     assert last > first, history
-    assert sum(metrics["timings_s"].values()) < 600, metrics["timings_s"]
+    report = [epoch["val_loss"] for epoch in metrics["report"]["validation_history"]]
+    assert report[-1] < report[0], report
+    assert sum(metrics["timings_s"].values()) < 900, metrics["timings_s"]
