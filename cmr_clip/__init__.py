@@ -18,6 +18,7 @@ from .modeling import (
     CMRTargetConfig,
     CMRTargetForConditionalGeneration,
 )
+from .index import CMRStudyIndex
 from .pipelines import CMRReportGenerationPipeline, PromptSet, ZeroShotCMRPipeline
 from .processing import (
     CMRCLIPProcessor,
@@ -55,6 +56,7 @@ __all__ = [
     "CMRCLIPVisionConfig",
     "CMRCLIPVisionModel",
     "CMRStudyError",
+    "CMRStudyIndex",
     "CMRStudyProcessor",
     "CMRTargetConfig",
     "CMRTargetForConditionalGeneration",

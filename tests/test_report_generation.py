@@ -200,3 +200,23 @@ def test_decoder_token_dropout_only_changes_training_inputs(trained, corpus, cli
     assert (seen[0][0, prompt:] == task.processor.tokenizer.pad_token_id).all()
     task.loss(model.eval(), None, batch)
     assert torch.equal(seen[1], batch["input_ids"])
+
+
+def test_draft_reports_example(target_dir, studies, capsys):
+    """examples/draft_reports.py: CMR-TARGET's sentences and the nearest training impression for each study."""
+    import importlib.util
+
+    from test_zero_shot_support import tiny_corpus
+
+    clip = Path(target_dir) / "clip"  # the random CMR-CLIP the tiny CMR-TARGET was built from
+    corpus = tiny_corpus()
+    corpus.save_to_disk(str(clip / "corpus"))
+    script = Path(__file__).resolve().parents[1] / "examples" / "draft_reports.py"
+    spec = importlib.util.spec_from_file_location("draft_reports", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main([str(target_dir), str(clip), *studies])
+    assert [r["study"] for r in rows] == [Path(s).name for s in studies]
+    assert all(r["retrieval"] in set(corpus["train"]["impression"]) for r in rows)
+    assert all(isinstance(r["cmr_target"], list) for r in rows)
+    assert "CMR-TARGET draft:" in capsys.readouterr().out
