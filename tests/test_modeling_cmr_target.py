@@ -190,3 +190,29 @@ def test_config_validation():
         CMRTargetConfig(num_frame_tokens=0)
     assert CMRTargetConfig(video_token_pooling="cls_frames", num_frame_tokens=8).num_video_tokens == 9
     assert CMRTargetConfig().text_config.model_type == "gpt2"
+
+
+def test_from_cmr_clip_keeps_a_pretrained_decoder(tmp_path):
+    """A pretrained causal LM directory as the decoder: its weights are kept, the embeddings grow by the added
+    special tokens, and input and output embeddings stay tied."""
+    from target_support import tiny_report_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = tiny_report_tokenizer()
+    torch.manual_seed(3)
+    decoder = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer) - 3, n_embd=32, n_layer=1, n_head=2,
+                                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
+    decoder.save_pretrained(tmp_path / "decoder")
+    model = CMRTargetForConditionalGeneration.from_cmr_clip(
+        save_random_model(tmp_path / "clip"), tmp_path / "decoder",
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video|>"),
+        sentence_token_id=tokenizer.convert_tokens_to_ids("<|sep|>"), vocab_size=len(tokenizer))
+    lm = model.language_model
+    assert lm.get_input_embeddings().num_embeddings == len(tokenizer) == model.config.text_config.vocab_size
+    old = decoder.get_input_embeddings().weight
+    assert torch.equal(lm.get_input_embeddings().weight[: old.shape[0]], old)
+    assert torch.equal(lm.transformer.h[0].attn.c_attn.weight, decoder.transformer.h[0].attn.c_attn.weight)
+    assert lm.lm_head.weight.data_ptr() == lm.get_input_embeddings().weight.data_ptr()
+    model.save_pretrained(tmp_path / "target")
+    again = CMRTargetForConditionalGeneration.from_pretrained(tmp_path / "target")
+    assert torch.equal(again.language_model.get_input_embeddings().weight, lm.get_input_embeddings().weight)

@@ -220,3 +220,9 @@ def test_draft_reports_example(target_dir, studies, capsys):
     assert all(r["retrieval"] in set(corpus["train"]["impression"]) for r in rows)
     assert all(isinstance(r["cmr_target"], list) for r in rows)
     assert "CMR-TARGET draft:" in capsys.readouterr().out
+
+
+def test_report_training_in_bf16_mixed_precision(corpus, clip_dir, tmp_path):
+    metrics = train(report_config(corpus, clip_dir, tmp_path, epochs=1, mixed_precision="bf16"))
+    assert metrics["history"][0]["val_loss"] == pytest.approx(metrics["history"][0]["val_loss"])  # not NaN
+    assert CMRTargetForConditionalGeneration.from_pretrained(tmp_path).dtype == torch.float32
