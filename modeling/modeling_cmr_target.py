@@ -145,7 +145,6 @@ class CMRTargetForConditionalGeneration(CMRTargetPreTrainedModel, GenerationMixi
             if vocab_size is not None and vocab_size != model.language_model.get_input_embeddings().num_embeddings:
                 model.language_model.resize_token_embeddings(vocab_size)
             model.config.text_config = model.language_model.config
-        model.config.text_config.bos_token_id = getattr(model.config.text_config, "bos_token_id", None)
         if config.freeze_vision:
             model.vision_model.requires_grad_(False)
         return model

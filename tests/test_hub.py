@@ -373,3 +373,46 @@ def test_training_push_to_hub_goes_through_the_guarded_push(captured, tmp_path):
                {"history": []})
     assert captured["repo"][0]["repo_id"] == "org/trained"
     assert {"README.md", "model.safetensors", "zero_shot.py"} <= set(captured["files"])
+
+
+REMOTE_REPORT_SCRIPT = textwrap.dedent('''
+    import importlib.abc, json, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {"cmr_clip", "pydicom"}:
+                raise ModuleNotFoundError(f"No module named {name!r}")
+
+    sys.meta_path.insert(0, Block())
+    import torch
+    from transformers import pipeline
+
+    draft = pipeline("cmr-report-generation", model=sys.argv[1], trust_remote_code=True)
+    assert type(draft.model).__module__.startswith("transformers_modules"), type(draft.model).__module__
+    studies = [{"pixel_values_videos": x} for x in torch.load(sys.argv[2])]
+    print(json.dumps(draft(studies, max_new_tokens=16)))
+''')
+
+
+def test_published_cmr_target_drafts_the_same_without_cmr_clip(tmp_path):
+    """A CMR-TARGET published with remote code: the report pipeline, loaded where cmr_clip cannot be imported,
+    drafts what the package drafts (greedy)."""
+    from target_support import random_videos, save_tiny_target
+
+    model_dir = save_tiny_target(tmp_path / "target")
+    pixels = random_videos(2, seed=11)
+    torch.save(pixels, tmp_path / "pixels.pt")
+    expected = pipeline("cmr-report-generation", model=str(model_dir))([{"pixel_values_videos": x} for x in pixels],
+                                                                       max_new_tokens=16)
+    files = stage(model_dir, tmp_path / "published")
+    assert "modeling_cmr_target.py" in files and "processing_cmr_target.py" in files
+    config = json.loads((tmp_path / "published" / "config.json").read_text())
+    assert config["custom_pipelines"]["cmr-report-generation"]["impl"].endswith("CMRReportGenerationPipeline")
+    script = tmp_path / "remote_report.py"
+    script.write_text(REMOTE_REPORT_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_"))}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_MODULES_CACHE=str(tmp_path / "hf-modules"), HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "published"), str(tmp_path / "pixels.pt")],
+                            capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
