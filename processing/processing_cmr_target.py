@@ -20,16 +20,16 @@ SENTENCE_TOKEN = "<|sep|>"
 # Within a line, a sentence ends at ". ", "! " or "? " followed by an upper-case letter, a digit or a
 # parenthesis; decimals ("1.5 T") and abbreviations followed by lower case ("e.g. the") are not split.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
-_LIST_NUMBER = re.compile(r"^\d+[.)]\s+")
+_LIST_NUMBER = re.compile(r"^\d+[.)](\s+|$)")
 
 
 def split_sentences(text: str) -> list[str]:
     """The sentences of an impression: lines split into sentences, whitespace normalised, list numbers
-    ("1.", "2)") at the start of a line dropped."""
+    ("1.", "2)") at the start of a line or of a sentence dropped."""
     sentences = []
     for line in text.splitlines():
-        line = _LIST_NUMBER.sub("", " ".join(line.split()))
-        sentences += [p for p in _SENTENCE_END.split(line) if p]
+        pieces = _SENTENCE_END.split(" ".join(line.split()))
+        sentences += [s for s in (_LIST_NUMBER.sub("", p) for p in pieces) if s]
     return sentences
 
 
@@ -74,12 +74,14 @@ class CMRTargetProcessor(ProcessorMixin):
         return [self.video_token_id] * self.num_video_tokens + ([bos] if bos is not None else [])
 
     def impression_ids(self, text: str) -> list[int]:
-        """The impression's tokens: sentences joined by the separator, then the end token."""
+        """The impression's tokens: sentences joined by the separator, then the end token. Each sentence is
+        tokenised after a space, as words inside a text are, so that its first word is one familiar token
+        ("ĠNormal") for byte-level vocabularies rather than pieces of a rarely seen text-initial form."""
         ids: list[int] = []
         for i, sentence in enumerate(split_sentences(text)):
             if i:
                 ids.append(self.sentence_token_id)
-            ids.extend(self.tokenizer(sentence, add_special_tokens=False)["input_ids"])
+            ids.extend(self.tokenizer(" " + sentence, add_special_tokens=False)["input_ids"])
         if self.tokenizer.eos_token_id is not None:
             ids.append(self.tokenizer.eos_token_id)
         return ids

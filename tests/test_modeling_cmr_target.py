@@ -120,6 +120,7 @@ def test_processor_round_trip_and_sentences(target, tmp_path):
     ("  Dilated RV.\nNo effusion.  ", ["Dilated RV.", "No effusion."]),
     ("One sentence without a stop", ["One sentence without a stop"]),
     ("1. Normal LV. No LGE.\n2) Small effusion, e.g. trace.", ["Normal LV.", "No LGE.", "Small effusion, e.g. trace."]),
+    ("1. Normal cardiac MRI. 2. No LGE. 3. Aortic root 30 mm.", ["Normal cardiac MRI.", "No LGE.", "Aortic root 30 mm."]),
     ("", []),
 ])
 def test_split_sentences(text, sentences):
