@@ -226,3 +226,20 @@ def test_report_training_in_bf16_mixed_precision(corpus, clip_dir, tmp_path):
     metrics = train(report_config(corpus, clip_dir, tmp_path, epochs=1, mixed_precision="bf16"))
     assert metrics["history"][0]["val_loss"] == pytest.approx(metrics["history"][0]["val_loss"])  # not NaN
     assert CMRTargetForConditionalGeneration.from_pretrained(tmp_path).dtype == torch.float32
+
+
+def test_paired_differences_on_known_drafts():
+    """A system that states every reference finding against one that misses them: +F1 with an interval above 0;
+    identical systems: a zero difference."""
+    from cmr_clip.evaluation.report_generation import finding_counts, paired_differences
+
+    references = ["Dilated LV. Small pericardial effusion.", "Concentric LV hypertrophy.", "No LGE."] * 10
+    perfect = list(references)
+    blank = ["Normal study."] * len(references)
+    assert finding_counts(perfect[:2], references[:2]).tolist() == [[2, 0, 0], [1, 0, 0]]
+    assert finding_counts(blank[:2], references[:2]).tolist() == [[0, 0, 2], [0, 0, 1]]
+    better = paired_differences(perfect, blank, references, resamples=200)
+    assert better["finding_f1_micro"]["value"] == pytest.approx(1.0) and better["finding_f1_micro"]["low"] > 0.9
+    assert better["rougeL"]["value"] > 0 and better["rougeL"]["low"] > 0
+    same = paired_differences(perfect, perfect, references, resamples=200)
+    assert same["finding_f1_micro"]["value"] == 0 and same["rougeL"]["high"] == 0

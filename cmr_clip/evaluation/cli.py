@@ -55,7 +55,7 @@ def run_report(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.model) / "evaluation")
     results = evaluate_report_generation(args.model, args.data, out, clip_model=args.clip_model, split=args.split,
                                          num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                                         max_sentences=args.max_sentences)
+                                         max_sentences=args.max_sentences, resamples=args.bootstrap)
     print(format_comparison(results))
     print(f"report_metrics.json in {out}/")
     return 0

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .findings import FINDINGS, extract_findings, findings_present
-from .report_metrics import report_generation_metrics
+from .report_metrics import report_generation_metrics, rouge_l_scores
+from .stats import bootstrap_interval
 
 
 def load_split(data_dir: str | Path, split: str):
@@ -80,16 +82,48 @@ def negated_findings_asserted(predictions: list[str], references: list[str]) -> 
             "negated_asserted_rate": asserted / negated if negated else 0.0}
 
 
+def finding_counts(predictions: list[str], references: list[str]) -> np.ndarray:
+    """(n, 3): true positives, false positives and false negatives of each study, over all findings."""
+    counts = []
+    for prediction, reference in zip(predictions, references):
+        p, r = findings_present(prediction), findings_present(reference)
+        counts.append([sum(p[f] and r[f] for f in FINDINGS), sum(p[f] and not r[f] for f in FINDINGS),
+                       sum(r[f] and not p[f] for f in FINDINGS)])
+    return np.array(counts, dtype=float)
+
+
+def _micro_f1(counts: np.ndarray) -> float:
+    tp, fp, fn = counts.sum(0)
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+
+
+def paired_differences(drafts: list[str], baseline: list[str], references: list[str], resamples: int = 1000,
+                       seed: int = 0) -> dict:
+    """CMR-TARGET minus baseline on finding-level micro F1 and mean ROUGE-L, with paired bootstrap 95%
+    intervals over studies (both systems scored on the same resampled studies)."""
+    ours, theirs = finding_counts(drafts, references), finding_counts(baseline, references)
+    rouge_ours, rouge_theirs = np.array(rouge_l_scores(drafts, references)), np.array(rouge_l_scores(baseline, references))
+    return {
+        "finding_f1_micro": bootstrap_interval(lambda a, b: _micro_f1(a) - _micro_f1(b), ours, theirs,
+                                               resamples=resamples, seed=seed),
+        "rougeL": bootstrap_interval(lambda a, b: float(a.mean() - b.mean()), rouge_ours, rouge_theirs,
+                                     resamples=resamples, seed=seed),
+    }
+
+
 def score_drafts(predictions: list[str], references: list[str]) -> dict:
     return {**report_generation_metrics(predictions, references), **negated_findings_asserted(predictions, references)}
 
 
 def evaluate_report_generation(target_dir: str | Path, data_dir: str | Path, out_dir: str | Path | None = None,
                                clip_model: str | Path | None = None, split: str = "test", batch_size: int = 8,
-                               examples: int = 5, progress: bool = True, **generate_kwargs) -> dict:
+                               examples: int = 5, progress: bool = True, resamples: int = 1000,
+                               **generate_kwargs) -> dict:
     """Scores CMR-TARGET (`target_dir`) and, when `clip_model` is given (default: the CMR-CLIP that
     CMR-TARGET was trained from, as recorded in its `metrics.json`), the retrieval baseline on `split`.
-    Writes `report_metrics.json` (figures and a few example drafts, no identifiers) to `out_dir`."""
+    With the baseline, `difference` holds CMR-TARGET minus baseline on finding-level micro F1 and ROUGE-L with
+    paired bootstrap 95% intervals (`resamples`). Writes `report_metrics.json` (figures and a few example
+    drafts, no identifiers) to `out_dir`."""
     from ..modeling import CMRTargetForConditionalGeneration
     from ..processing import CMRTargetProcessor
 
@@ -108,6 +142,7 @@ def evaluate_report_generation(target_dir: str | Path, data_dir: str | Path, out
     if clip_model is not None:
         baseline = retrieval_impressions(clip_model, corpus["train"], test, progress=progress)
         results["retrieval_baseline"] = score_drafts(baseline, references)
+        results["difference"] = paired_differences(drafts, baseline, references, resamples=resamples)
     results["examples"] = [
         {"reference": references[i], "cmr_target": drafts[i], **({"retrieval": baseline[i]} if baseline else {})}
         for i in range(min(examples, len(test)))
@@ -136,4 +171,7 @@ def format_comparison(results: dict) -> str:
     for key in keys:
         values = [results[s].get(key) for s in systems]
         lines.append(f"{key:<24}" + "".join(f"{v:>20.3f}" if isinstance(v, float) else f"{str(v):>20}" for v in values))
+    for key, figure in results.get("difference", {}).items():
+        interval = (f"[{figure['low']:+.3f}, {figure['high']:+.3f}]" if figure["low"] is not None else "[n/a]")
+        lines.append(f"CMR-TARGET - baseline, {key}: {figure['value']:+.3f}, paired bootstrap 95% interval {interval}")
     return "\n".join(lines)

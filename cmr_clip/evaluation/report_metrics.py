@@ -69,11 +69,16 @@ def bleu(predictions: Sequence[str], references: Sequence[str]) -> dict[str, flo
             .corpus_score(hypotheses, refs).score / 100.0 for n in range(1, 5)}
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Mean ROUGE-L F-measure over prediction-reference pairs."""
+def rouge_l_scores(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L F-measure of each prediction-reference pair."""
     _check_pairs(predictions, references)
     scorer = _require("rouge_score.rouge_scorer", "ROUGE-L").RougeScorer(["rougeL"])
-    scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+    return [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Mean ROUGE-L F-measure over prediction-reference pairs."""
+    scores = rouge_l_scores(predictions, references)
     return float(sum(scores) / len(scores))
 
 
@@ -152,4 +157,5 @@ def report_generation_metrics(predictions: Sequence[str], references: Sequence[s
     }
 
 
-__all__ = ["bleu", "clinical_accuracy", "meteor_exact_stem", "report_generation_metrics", "rouge_l", "tokenize"]
+__all__ = ["bleu", "clinical_accuracy", "meteor_exact_stem", "report_generation_metrics", "rouge_l", "rouge_l_scores",
+           "tokenize"]
