@@ -182,26 +182,6 @@ def test_evaluate_report_task_compares_with_the_retrieval_baseline(trained, corp
     assert "finding_f1_micro" in capsys.readouterr().out
 
 
-def test_decoder_token_dropout_only_changes_training_inputs(trained, corpus, clip_dir, tmp_path):
-    """With token dropout the training loss sees pad tokens in place of impression tokens (never the prompt),
-    and evaluation is unchanged."""
-    from cmr_clip.training.loop import load_corpus, load_study_processor
-    from cmr_clip.training.report import ReportTask
-
-    out, _ = trained
-    task = ReportTask(report_config(corpus, clip_dir, tmp_path, init_from=str(out), decoder_token_dropout=1.0))
-    model = task.build(load_corpus(str(corpus)), load_study_processor(str(corpus)))
-    batch = task.collator([{"frames": torch.zeros(4, 16, 16, dtype=torch.uint8), "impression": "normal lv .", "index": 0}])
-    seen = []
-    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"].clone()), with_kwargs=True)
-    task.loss(model.train(), None, batch)
-    prompt = len(task.processor.prompt_ids())
-    assert torch.equal(seen[0][0, :prompt], batch["input_ids"][0, :prompt])
-    assert (seen[0][0, prompt:] == task.processor.tokenizer.pad_token_id).all()
-    task.loss(model.eval(), None, batch)
-    assert torch.equal(seen[1], batch["input_ids"])
-
-
 def test_draft_reports_example(target_dir, studies, capsys):
     """examples/draft_reports.py: CMR-TARGET's sentences and the nearest training impression for each study."""
     import importlib.util

@@ -54,9 +54,6 @@ class TrainConfig:
     num_frame_tokens: int = 16
     freeze_vision: bool = True
     """Report task: keep the CMR-CLIP video tower fixed (the projector and decoder learn)."""
-    decoder_token_dropout: float = 0.0
-    """Report task: share of impression tokens replaced by the pad token in the decoder's input while training
-    (the targets stay), so that the decoder leans on the video rather than on the words so far."""
 
     epochs: int = 10
     max_steps: int | None = None

@@ -90,12 +90,7 @@ class ReportTask:
         return fields
 
     def loss(self, model, unwrapped, batch) -> torch.Tensor:
-        input_ids = batch["input_ids"]
-        if model.training and self.config.decoder_token_dropout > 0:
-            dropped = (torch.rand(input_ids.shape, device=input_ids.device) < self.config.decoder_token_dropout)
-            dropped &= batch["labels"] != -100
-            input_ids = input_ids.masked_fill(dropped, self.processor.tokenizer.pad_token_id)
-        return model(pixel_values_videos=batch["pixel_values_videos"], input_ids=input_ids,
+        return model(pixel_values_videos=batch["pixel_values_videos"], input_ids=batch["input_ids"],
                      attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
 
     @torch.no_grad()
