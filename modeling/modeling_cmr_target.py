@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.generation import StoppingCriteria, StoppingCriteriaList
 from transformers.utils import ModelOutput
 
 from .configuration_cmr_target import CMRTargetConfig
-from .modeling_cmr_clip import CMRCLIPVisionModel
+from .modeling_cmr_clip import CMRCLIPModel, CMRCLIPVisionModel
 
 
 @dataclass
@@ -119,10 +119,6 @@ class CMRTargetForConditionalGeneration(CMRTargetPreTrainedModel, GenerationMixi
         is the decoder tokenizer's size once the video and sentence tokens are added: the embeddings are
         resized to it.
         """
-        from transformers import AutoConfig
-
-        from .modeling_cmr_clip import CMRCLIPModel
-
         clip = cmr_clip if isinstance(cmr_clip, PreTrainedModel) else CMRCLIPModel.from_pretrained(cmr_clip)
         vision = clip.vision_model
         pretrained_decoder = isinstance(decoder, (str, Path))
