@@ -203,7 +203,14 @@ def test_draft_reports_example(target_dir, studies, capsys):
 
 
 def test_report_training_in_bf16_mixed_precision(corpus, clip_dir, tmp_path):
-    metrics = train(report_config(corpus, clip_dir, tmp_path, epochs=1, mixed_precision="bf16"))
+    from accelerate.state import AcceleratorState
+
+    # Accelerate keeps one mixed-precision setting per process; earlier tests in this process trained in fp32.
+    AcceleratorState._reset_state()
+    try:
+        metrics = train(report_config(corpus, clip_dir, tmp_path, epochs=1, mixed_precision="bf16"))
+    finally:
+        AcceleratorState._reset_state()
     assert metrics["history"][0]["val_loss"] == pytest.approx(metrics["history"][0]["val_loss"])  # not NaN
     assert CMRTargetForConditionalGeneration.from_pretrained(tmp_path).dtype == torch.float32
 
