@@ -9,7 +9,8 @@ findings with at least `--min-positives` positive studies in both validation and
 lowest probe test AUC is the hardest (or `--finding` names one); LoRA fine-tunes of the same model
 (adapters on qkv, out_proj, fc1, fc2 and a head first fitted on the frozen embeddings, `--head-init probe`),
 one per `--seeds`, are trained on that finding alone and all are scored on the test split with the same
-metric: AUC with a bootstrap 95% interval, and the paired bootstrap interval of the difference LoRA - probe. Printed, and written to `OUT/comparison.json`,
+metric: AUC with a bootstrap 95% interval, and the paired bootstrap interval of the difference LoRA - probe, per seed
+and for the seeds' mean AUC (the same resampled test studies for every seed). Printed, and written to `OUT/comparison.json`,
 with the hyper-parameters and the wall time of each run.
 """
 
@@ -55,6 +56,11 @@ def auc_difference(truth: np.ndarray, probe: np.ndarray, tuned: np.ndarray) -> f
     return roc_auc_score(truth, tuned) - roc_auc_score(truth, probe)
 
 
+def mean_auc_difference(truth: np.ndarray, probe: np.ndarray, *tuned: np.ndarray) -> float:
+    """The seeds' mean LoRA AUC minus the probe's, on the same (resampled) studies."""
+    return float(np.mean([roc_auc_score(truth, scores) for scores in tuned])) - roc_auc_score(truth, probe)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model")
@@ -94,7 +100,7 @@ def main(argv=None) -> dict:
     hyper = {"lora_r": args.lora_r, "learning_rate": args.learning_rate, "epochs": args.epochs,
              "batch_size": args.batch_size, "classifier_hidden_size": args.classifier_hidden_size,
              "balance": args.balance, "augment": args.augment, "head_init": args.head_init}
-    runs = []
+    runs, seed_scores = [], []
     for seed in args.seeds:
         run_dir = out / f"adapter-seed{seed}"
         start = time.perf_counter()
@@ -103,6 +109,7 @@ def main(argv=None) -> dict:
         wall = time.perf_counter() - start
         tuned = load_finetuned(str(run_dir)).eval()
         scores = split_outputs(tuned, corpus["test"], study_processor).numpy()
+        seed_scores.append(scores)
         runs.append({
             "seed": seed, "wall_s": wall,
             "lora_auc": bootstrap_interval(roc_auc_score, truth, scores),
@@ -119,6 +126,7 @@ def main(argv=None) -> dict:
         "finding": hardest, "test_studies": int(len(truth)), "test_positives": int(truth.sum()),
         "probe_auc": bootstrap_interval(roc_auc_score, truth, probe_scores),
         "lora_auc_mean": float(lora_aucs.mean()), "lora_auc_std": float(lora_aucs.std()),
+        "lora_mean_minus_probe": bootstrap_interval(mean_auc_difference, truth, probe_scores, *seed_scores),
         "runs": runs, "hyper_parameters": hyper,
         "trainable_share": metrics["trainable_parameters"] / metrics["total_parameters"],
         "adapter_bytes": (out / f"adapter-seed{args.seeds[-1]}" / "adapter_model.safetensors").stat().st_size,
@@ -128,6 +136,9 @@ def main(argv=None) -> dict:
     print(f"probe test AUC on {hardest}: {probe['value']:.3f} (95% CI {probe['low']:.3f}-{probe['high']:.3f})")
     print(f" LoRA test AUC on {hardest}: {result['lora_auc_mean']:.3f} +- {result['lora_auc_std']:.3f} over seeds "
           f"{args.seeds}; trainable share {result['trainable_share']:.2%}; adapter {result['adapter_bytes'] / 1e6:.2f} MB")
+    diff = result["lora_mean_minus_probe"]
+    if diff["low"] is not None:
+        print(f"mean over seeds LoRA - probe {diff['value']:+.3f} (paired 95% CI {diff['low']:+.3f} to {diff['high']:+.3f})")
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
     return result
 
