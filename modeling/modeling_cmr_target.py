@@ -211,12 +211,12 @@ class CMRTargetForConditionalGeneration(CMRTargetPreTrainedModel, GenerationMixi
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (with video placeholders first) or inputs_embeds.")
-            has_video = bool((input_ids == self.config.video_token_id).any())
-            if has_video and pixel_values_videos is None:
-                raise ValueError("input_ids hold video placeholders but no pixel_values_videos were given.")
-            if has_video:
+            if pixel_values_videos is not None:
                 inputs_embeds, video_tokens = self._merge_video_tokens(input_ids, pixel_values_videos)
             else:
+                # Checked only without a cache: decoding steps (one new token each) skip the device sync.
+                if cache is None and bool((input_ids == self.config.video_token_id).any()):
+                    raise ValueError("input_ids hold video placeholders but no pixel_values_videos were given.")
                 inputs_embeds = self.get_input_embeddings()(input_ids)
         if position_ids is None and attention_mask is not None and cache is None:
             # As `generate` derives them, so that padded training batches and generation agree.
