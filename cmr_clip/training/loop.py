@@ -83,15 +83,19 @@ def resolve_tokenizer(config: TrainConfig):
     return AutoTokenizer.from_pretrained(source)
 
 
+def check_video_shape(vision, num_frames: int, image_size: int, source: str) -> None:
+    """The corpus's studies must fit the video tower of `source` (a model directory or name)."""
+    if vision.num_frames < num_frames or vision.image_size != image_size:
+        raise ValueError(
+            f"{source} takes up to {vision.num_frames} frames of {vision.image_size} px; the corpus has "
+            f"{num_frames} of {image_size} px. Prepare the corpus with a matching layout and image size."
+        )
+
+
 def build_model(config: TrainConfig, tokenizer, num_frames: int, image_size: int) -> CMRCLIPModel:
     if config.init_from:
         model = CMRCLIPModel.from_pretrained(config.init_from, attn_implementation=config.attn_implementation)
-        vision = model.config.vision_config
-        if vision.num_frames < num_frames or vision.image_size != image_size:
-            raise ValueError(
-                f"{config.init_from} takes up to {vision.num_frames} frames of {vision.image_size} px; the corpus has "
-                f"{num_frames} of {image_size} px. Prepare the corpus with a matching layout and image size."
-            )
+        check_video_shape(model.config.vision_config, num_frames, image_size, config.init_from)
         return model.train()
     head = dict(projection_dim=config.projection_dim, text_pooling=config.text_pooling,
                 projection_type=config.projection_type, learnable_logit_scale=config.learnable_logit_scale,

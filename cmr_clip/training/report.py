@@ -40,7 +40,7 @@ class ReportTask:
         self.config = config
 
     def build(self, corpus, study_processor) -> CMRTargetForConditionalGeneration:
-        from .loop import corpus_video_shape
+        from .loop import check_video_shape, corpus_video_shape
 
         config = self.config
         if config.init_from:
@@ -61,12 +61,7 @@ class ReportTask:
         else:
             raise ValueError("--task report needs --cmr-clip-model (a trained CMR-CLIP) or --init-from (a CMR-TARGET).")
         num_frames, image_size = corpus_video_shape(corpus["train"])
-        vision = model.config.vision_config
-        if vision.num_frames < num_frames or vision.image_size != image_size:
-            raise ValueError(
-                f"the video tower takes up to {vision.num_frames} frames of {vision.image_size} px; the corpus has "
-                f"{num_frames} of {image_size} px. Prepare the corpus with the CMR-CLIP model's layout and image size."
-            )
+        check_video_shape(model.config.vision_config, num_frames, image_size, config.init_from or config.cmr_clip_model)
         self.processor = CMRTargetProcessor(tokenizer=tokenizer, feature_extractor=study_processor,
                                             num_video_tokens=model.config.num_video_tokens)
         self.collator = ReportCollator(self.processor, study_processor, max_length=config.max_text_length)
