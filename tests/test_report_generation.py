@@ -4,6 +4,7 @@ search, a bad study reported), `cmr-clip report`, and `cmr-clip evaluate --task 
 retrieval baseline."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -211,7 +212,7 @@ def test_report_training_in_bf16_mixed_precision(corpus, clip_dir, tmp_path):
         metrics = train(report_config(corpus, clip_dir, tmp_path, epochs=1, mixed_precision="bf16"))
     finally:
         AcceleratorState._reset_state()
-    assert metrics["history"][0]["val_loss"] == pytest.approx(metrics["history"][0]["val_loss"])  # not NaN
+    assert math.isfinite(metrics["history"][0]["val_loss"])
     assert CMRTargetForConditionalGeneration.from_pretrained(tmp_path).dtype == torch.float32
 
 
