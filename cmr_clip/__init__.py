@@ -25,9 +25,11 @@ from .processing import (
     CMRStudyError,
     CMRStudyProcessor,
     CMRTargetProcessor,
+    MultipleStudiesError,
     Series,
     Study,
     StudyLayout,
+    read_studies,
     read_study,
 )
 
@@ -61,10 +63,12 @@ __all__ = [
     "CMRTargetConfig",
     "CMRTargetForConditionalGeneration",
     "CMRTargetProcessor",
+    "MultipleStudiesError",
     "PromptSet",
     "Series",
     "Study",
     "StudyLayout",
+    "read_studies",
     "read_study",
     "ZeroShotCMRPipeline",
 ]

@@ -1,6 +1,8 @@
 """From DICOM files to model inputs (installed as `cmr_clip.processing`).
 
-`read_study` reads a PACS export's headers and returns a classified, ordered `Study`; a `StudyLayout` picks
+`read_study` reads a PACS export's headers and returns a classified, ordered `Study` (`read_studies` yields
+every study of a source holding several; `read_study` refuses such a source with `MultipleStudiesError`
+unless `study=` picks one); a `StudyLayout` picks
 frames; `CMRStudyProcessor` decodes only those and returns `pixel_values_videos`; `CMRCLIPProcessor` adds
 the tokenizer. Importing this package registers both processors with transformers' Auto classes.
 """
@@ -14,8 +16,12 @@ from .errors import (
     CorruptPixelDataError,
     InconsistentGeometryError,
     LayoutError,
+    MixedPatientsError,
+    MultipleStudiesError,
     NoUsableCineError,
     NotAStudyError,
+    NotCardiacMRError,
+    UnreadableSeriesError,
     UnsupportedCompressionError,
 )
 from .feature_extraction_cmr_study import CMRStudyProcessor, study_from_arrays
@@ -23,7 +29,7 @@ from .headers import Frame, SkippedFile
 from .layout import FramePlan, LayoutEntry, StudyLayout, plan_frames, select_frames
 from .processing_cmr_clip import CMRCLIPProcessor
 from .processing_cmr_target import CMRTargetProcessor, split_sentences
-from .reader import read_study
+from .reader import SourceStudy, list_studies, read_studies, read_study
 from .study import Series, Study
 
 AutoFeatureExtractor.register(CMRCLIPConfig, CMRStudyProcessor, exist_ok=True)
@@ -42,15 +48,22 @@ __all__ = [
     "InconsistentGeometryError",
     "LayoutEntry",
     "LayoutError",
+    "MixedPatientsError",
+    "MultipleStudiesError",
     "NoUsableCineError",
     "NotAStudyError",
+    "NotCardiacMRError",
     "Series",
     "SkippedFile",
+    "SourceStudy",
     "Study",
     "split_sentences",
     "StudyLayout",
+    "UnreadableSeriesError",
     "UnsupportedCompressionError",
+    "list_studies",
     "plan_frames",
+    "read_studies",
     "read_study",
     "select_frames",
     "study_from_arrays",

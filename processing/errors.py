@@ -35,3 +35,23 @@ class CorruptPixelDataError(CMRStudyError):
 
 class LayoutError(CMRStudyError):
     """A study layout is malformed (unknown sequence, view or policy, frame counts that do not add up)."""
+
+
+class MultipleStudiesError(CMRStudyError):
+    """The source holds several studies (StudyInstanceUIDs) where one was expected; pick one with `study=`."""
+
+
+class MixedPatientsError(CMRStudyError):
+    """One study (one StudyInstanceUID) holds images of more than one patient: the export is inconsistent."""
+
+
+class NotCardiacMRError(CMRStudyError):
+    """The study is not a cardiac MR: images of another modality (CT, US, ...) or an MR of another body part."""
+
+
+class UnreadableSeriesError(CorruptPixelDataError):
+    """No frame of a series can be decoded; the processor sets the series aside and its views count as missing."""
+
+    def __init__(self, message: str, series=None):
+        super().__init__(message)
+        self.series = series

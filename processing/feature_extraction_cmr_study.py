@@ -4,22 +4,33 @@ A transformers feature extractor (no torchvision needed), so it saves to and loa
 `preprocessor_config.json` with `save_pretrained` / `from_pretrained` and sits in `CMRCLIPProcessor`'s
 `feature_extractor` slot. Its output is `pixel_values_videos` (batch, frames, 3, height, width) and, per
 study, metadata free of patient identifiers: views found, frames used, missing views, warnings.
+
+Multi-study sources: a call gives one row per input, so a source holding several studies is a
+`MultipleStudiesError` for that input (reported and skipped under `skip_errors`) unless `study=` picks one;
+with `expand_studies=True` every study of a source becomes its own row instead. Either way each row's
+metadata carries `index` (the input) and `study` (the study's key), and no row mixes two studies.
+
+Bad frames: a selected frame whose pixel data cannot be decoded is replaced by the nearest decodable frame
+of the same slice, then of the same series, with a warning; a series with no decodable frame is set aside,
+so its views count as missing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
 
-from .errors import CMRStudyError, NoUsableCineError
+from .errors import CMRStudyError, CorruptPixelDataError, InconsistentGeometryError, NoUsableCineError, UnreadableSeriesError
 from .layout import Selection, StudyLayout, plan_frames, select_frames
 from .pixels import IMAGENET_MEAN, IMAGENET_STD, ArrayFrame, FrameTransform, decode_frame, window_to_uint8
-from .reader import read_study
+from .reader import list_studies, read_study
 from .study import SEQUENCES, VIEWS, Series, Study
 
 logger = logging.getLogger(__name__)
@@ -85,28 +96,34 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         training: bool = False,
         seed: int | None = None,
         overrides: dict | None = None,
+        study: int | str | None = None,
+        expand_studies: bool = False,
     ) -> BatchFeature:
         """Process one study or a list of studies.
 
         A study is a path (folder, zip), a `Study`, or a dict of arrays per view (see `study_from_arrays`).
+        A path holding several studies raises `MultipleStudiesError` unless `study` picks one (index,
+        StudyInstanceUID or key, as in `read_study`) or `expand_studies` makes each study its own row.
         With `skip_errors`, a study that raises a `CMRStudyError` is left out of the batch and reported in
-        `errors` (its position and the message); otherwise the error propagates. `training` picks a random
-        frame per segment of the reference layout (seeded by `seed`) instead of the middle one.
+        `errors` (its input's position, its study key when known, and the message); otherwise the error
+        propagates. `training` picks a random frame per segment of the reference layout (seeded by `seed`)
+        instead of the middle one.
         """
         items = studies if isinstance(studies, (list, tuple)) else [studies]
         rng = np.random.default_rng(seed) if training else None
         videos, metadata, errors = [], [], []
         for index, item in enumerate(items):
-            try:
-                video, meta = self.process_study(item, rng=rng, overrides=overrides)
-            except CMRStudyError as error:
-                if not skip_errors:
-                    raise
-                logger.warning("study %d skipped: %s", index, error)
-                errors.append({"index": index, "error": type(error).__name__, "message": str(error)})
-                continue
-            videos.append(video)
-            metadata.append({**meta, "index": index})
+            for labels, load in self._study_loaders(item, overrides, study, expand_studies):
+                try:
+                    video, meta = self.process_study(load(), rng=rng)
+                except CMRStudyError as error:
+                    if not skip_errors:
+                        raise
+                    logger.warning("study %d skipped: %s", index, error)
+                    errors.append({"index": index, **labels, "error": type(error).__name__, "message": str(error)})
+                    continue
+                videos.append(video)
+                metadata.append({**meta, "index": index, **labels})
         empty = torch.zeros(0, self.num_frames, 3, self.image_size, self.image_size)
         pixel_values = torch.stack(videos) if videos else empty
         if return_tensors != "pt":
@@ -114,27 +131,42 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         data = {"pixel_values_videos": pixel_values, "study_metadata": metadata, "errors": errors}
         return BatchFeature(data=data, skip_tensor_conversion=["study_metadata", "errors"])
 
-    def process_study(self, item, rng: np.random.Generator | None = None, overrides: dict | None = None) -> tuple[torch.Tensor, dict]:
-        """One study -> (frames (T, 3, H, W), metadata)."""
-        study = self.load_study(item, overrides=overrides)
-        _require_cine(study)
-        selection = select_frames(study, self.study_layout, rng=rng)
-        return self.frames_to_tensor(selection), study_metadata(study, selection)
+    def _study_loaders(self, item, overrides, study, expand_studies: bool) -> list[tuple[dict, Callable[[], Study]]]:
+        """(labels for the output, a function loading the study) per study of one input."""
+        if not (expand_studies and isinstance(item, (str, os.PathLike))):
+            return [({}, partial(self.load_study, item, overrides=overrides, study=study))]
+        try:
+            found = list_studies(Path(item))
+        except CMRStudyError as error:
+            return [({}, partial(_raise, error))]
+        return [({"study": part.key, "study_index": part.index}, partial(part.read, overrides)) for part in found]
 
-    def compact(self, item, overrides: dict | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    def process_study(self, item, rng: np.random.Generator | None = None, overrides: dict | None = None,
+                      study: int | str | None = None) -> tuple[torch.Tensor, dict]:
+        """One study -> (frames (T, 3, H, W), metadata)."""
+        loaded = self.load_study(item, overrides=overrides, study=study)
+        _require_cine(loaded)
+        layout = self.study_layout
+        selection, images = select_and_decode(loaded, lambda s: select_frames(s, layout, rng=rng))
+        return self.images_to_tensor(selection, images), study_metadata(loaded, selection)
+
+    def compact(self, item, overrides: dict | None = None, study: int | str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
         """A study stored compactly for training: the layout's candidate frames as uint8 (L, H, W), after
         windowing, resize and crop but before normalisation; the slot ranges (T, 2) into them (see
         `FramePlan`); and the metadata of the test-time selection. `normalise` turns chosen frames into
-        model input."""
-        study = self.load_study(item, overrides=overrides)
-        _require_cine(study)
-        plan = plan_frames(study, self.study_layout)
-        images = decode_selected(Selection(layout=plan.layout, frames=list(plan.timeline)))
+        model input. `study` picks one study of a multi-study source, as in `read_study`."""
+        loaded = self.load_study(item, overrides=overrides, study=study)
+        _require_cine(loaded)
+        layout = self.study_layout
+        decoded, images = select_and_decode(loaded, lambda s: Selection(layout=layout.name, frames=list(plan_frames(s, layout).timeline)))
+        plan = plan_frames(loaded, layout)
         transform = self.transform
         resized = {key: (transform.geometry(image) * 255).round().to(torch.uint8) for key, image in images.items()}
         size = (self.image_size, self.image_size)
         frames = np.stack([resized[frame_key(item)].numpy() for item in plan.timeline]) if plan.timeline else np.zeros((0, *size), np.uint8)
-        return frames, np.asarray(plan.slots, dtype=np.int32).reshape(-1, 2), study_metadata(study, plan.select())
+        selection = plan.select()
+        selection.warnings.extend(decoded.warnings)
+        return frames, np.asarray(plan.slots, dtype=np.int32).reshape(-1, 2), study_metadata(loaded, selection)
 
     def normalise(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 frames (..., H, W) from `compact` -> normalised (..., 3, H, W); all-zero frames (the
@@ -144,35 +176,126 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         return out.masked_fill(padding[..., None, None, None], 0.0)
 
     @staticmethod
-    def load_study(item, overrides: dict | None = None) -> Study:
+    def load_study(item, overrides: dict | None = None, study: int | str | None = None) -> Study:
         if isinstance(item, Study):
             return item
         if isinstance(item, dict):
             return study_from_arrays(item)
         if isinstance(item, (str, os.PathLike)):
-            return read_study(Path(item), overrides=overrides)
+            return read_study(Path(item), overrides=overrides, study=study)
         raise TypeError(f"a study is a path, a Study or a dict of arrays per view, not {type(item).__name__}")
 
     def frames_to_tensor(self, selection: Selection) -> torch.Tensor:
         """Decode each selected frame once, window per series, transform; zero frames where nothing was selected."""
+        return self.images_to_tensor(selection, decode_selected(selection))
+
+    def images_to_tensor(self, selection: Selection, images: dict) -> torch.Tensor:
+        """The selection's decoded 8-bit `images` transformed, in order; zero frames where nothing was selected."""
         transform = self.transform
-        cache = transform.transform_all(decode_selected(selection))
+        cache = transform.transform_all(images)
         frames = [transform.zeros() if item is None else cache[frame_key(item)] for item in selection.frames]
         return torch.stack(frames)
 
 
+def _raise(error: Exception):
+    raise error
+
+
+def select_and_decode(study: Study, select: Callable[[Study], Selection]) -> tuple[Selection, dict]:
+    """`select(study)` and its decoded images (see `decode_selected`). A series found to have no decodable
+    frame is set aside, so that its views count as missing, and the frames are selected again."""
+    notes = []
+    while True:
+        selection = select(study)
+        try:
+            images = decode_selected(selection)
+        except UnreadableSeriesError as error:
+            error.series.used = False
+            error.series.reasons.append("set aside: no frame's pixel data can be decoded")
+            notes.append(f"series {error.series.series_number} set aside: no frame's pixel data can be decoded")
+            _require_cine(study)
+            continue
+        selection.warnings.extend(notes)
+        return selection, images
+
+
 def decode_selected(selection: Selection) -> dict:
-    """8-bit images of the selected frames, keyed by (series, slice, phase), windowed per series."""
-    by_series: dict[int, list] = {}
+    """8-bit images of the selected frames, keyed by (series, slice, phase), windowed per series.
+
+    A frame that cannot be decoded is replaced by the nearest decodable frame of its slice (by phase), then
+    of its series (by slice, then phase), and `selection.warnings` says so; the window is taken over the
+    frames actually shown. Raises `UnreadableSeriesError` for a series with no decodable frame at all.
+    """
+    by_series: dict[int, tuple[Series, dict]] = {}
     for item in selection.frames:
         if item is not None:
-            by_series.setdefault(id(item.series), {})[frame_key(item)] = item
+            by_series.setdefault(id(item.series), (item.series, {}))[1][frame_key(item)] = item
     images = {}
-    for chosen in by_series.values():
-        keys = list(chosen)
-        decoded = window_to_uint8([decode_frame(chosen[key].frame) for key in keys])
-        images.update(zip(keys, decoded))
+    for series, chosen in by_series.values():
+        decoder = SeriesDecoder(series)
+        shown = {key: decoder.nearest_readable(item.slice_index, item.phase_index) for key, item in chosen.items()}
+        selection.warnings.extend(decoder.warnings)
+        positions = list(dict.fromkeys(shown.values()))
+        windowed = dict(zip(positions, window_to_uint8([decoder.decoded[position] for position in positions])))
+        images.update({key: windowed[position] for key, position in shown.items()})
     return images
+
+
+class SeriesDecoder:
+    """Decodes a series' frames on demand, each once, and finds a decodable stand-in for a frame that is not."""
+
+    def __init__(self, series: Series):
+        self.series = series
+        self.decoded: dict[tuple[int, int], np.ndarray] = {}
+        self.failures: dict[tuple[int, int], str] = {}
+        self.warnings: list[str] = []
+
+    def nearest_readable(self, slice_index: int, phase_index: int) -> tuple[int, int]:
+        """(slice, phase) of the frame to show for this one: itself if it decodes, else the nearest that does."""
+        wanted = (slice_index, phase_index)
+        if self.readable(wanted):
+            return wanted
+        for position in self._neighbours(slice_index, phase_index):
+            if self.readable(position):
+                self.warnings.append(self._replacement_note(wanted, position))
+                return position
+        raise UnreadableSeriesError(
+            f"series {self.series.series_number}: no frame's pixel data can be decoded "
+            f"({len(self.failures)} frames tried); the series is damaged, re-export it", series=self.series)
+
+    def readable(self, position: tuple[int, int]) -> bool:
+        if position in self.decoded:
+            return True
+        if position in self.failures:
+            return False
+        frame = self.series.frame_at(*position)
+        if getattr(frame, "pixel_problem", None):
+            self.failures[position] = frame.pixel_problem
+            return False
+        try:
+            self.decoded[position] = decode_frame(frame)
+        except (CorruptPixelDataError, InconsistentGeometryError) as error:
+            if isinstance(frame, ArrayFrame):
+                raise  # an array the user gave is a usage error, not a damaged file
+            self.failures[position] = f"{type(error).__name__}: pixel data cannot be decoded"
+            return False
+        return True
+
+    def _neighbours(self, slice_index: int, phase_index: int) -> list[tuple[int, int]]:
+        """Other frames of the slice by phase distance, then the other slices' by slice and phase distance (ties: the earlier)."""
+        grid = self.series.grid
+        same_slice = sorted(((slice_index, p) for p in range(len(grid[slice_index])) if p != phase_index),
+                            key=lambda position: abs(position[1] - phase_index))
+        others = sorted(((s, p) for s in range(len(grid)) if s != slice_index for p in range(len(grid[s]))),
+                        key=lambda position: (abs(position[0] - slice_index), abs(position[1] - phase_index)))
+        return same_slice + others
+
+    def _replacement_note(self, wanted: tuple[int, int], used: tuple[int, int]) -> str:
+        frame = self.series.frame_at(*wanted)
+        instance = "" if getattr(frame, "instance_number", None) is None else f", instance {frame.instance_number}"
+        where = f"phase {used[1]} of the same slice" if used[0] == wanted[0] else f"slice {used[0]}, phase {used[1]} of the same series"
+        return (f"series {self.series.series_number}, slice {wanted[0]}, phase {wanted[1]}{instance}: "
+                f"{self.failures[wanted]}; replaced by {where}")
 
 
 def frame_key(item) -> tuple:
@@ -198,8 +321,10 @@ def _require_cine(study: Study) -> None:
 
 
 def study_metadata(study: Study, selection: Selection) -> dict:
-    """What was found and used, without identifiers (no UIDs, no paths, no patient or date fields)."""
+    """What was found and used, without identifiers (no UIDs, no paths, no patient or date fields); `study` is
+    the study's key, a short hash of its StudyInstanceUID."""
     return {
+        "study": study.key,
         "layout": selection.layout,
         "num_frames": len(selection.frames),
         "views_found": study.views_found,

@@ -1,4 +1,7 @@
-"""From frames to series: group by SeriesInstanceUID, split mixed series, order frames, merge per-slice series.
+"""From frames to studies and series: split by StudyInstanceUID, group by SeriesInstanceUID, split mixed
+series, order frames, merge per-slice series.
+
+Frames are split into studies first, so that no series (and no video) ever mixes two studies.
 
 A DICOM series is split where it mixes orientations (a 3-plane localizer), image types (magnitude and
 phase) or series numbers (scanners that reuse a UID). Slices are ordered by position along the stack
@@ -21,6 +24,21 @@ SAME_SLICE_MM = 0.5
 # ImageType values (third onwards) of phase, real and phase-sensitive reconstructions across vendors.
 PHASE_LIKE_FLAGS = {"P", "PHASE", "R", "REAL", "R_IR", "P_IR", "PSIR", "PHASE MAP"}
 SAME_POSITION_MM = 2.0
+
+
+def split_into_studies(frames: list[Frame]) -> list[tuple[str, list[Frame]]]:
+    """(StudyInstanceUID, frames) per study, in the order the source lists them.
+
+    Frames without a well-formed StudyInstanceUID (missing or damaged) join the study when there is only
+    one; among several they form a group of their own (UID ""), since nothing says where they belong.
+    """
+    groups: dict[str, list[Frame]] = defaultdict(list)
+    for frame in frames:
+        groups[frame.study_instance_uid].append(frame)
+    if "" in groups and len(groups) == 2:
+        orphans = groups.pop("")
+        next(iter(groups.values())).extend(orphans)
+    return list(groups.items())
 
 
 def split_into_series(frames: list[Frame]) -> list[Series]:

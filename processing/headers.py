@@ -3,17 +3,23 @@
 Headers are not trusted: every attribute goes through a parser that returns None for a missing or
 malformed value, and a file whose header cannot be read at all is set aside with the reason. Enhanced MR
 multi-frame files are expanded into one `Frame` per frame, with that frame's geometry and timing from the
-per-frame (or shared) functional groups. Patient identity is never copied out of a header.
+per-frame (or shared) functional groups. Patient identity is never copied out of a header: PatientID is
+only compared, through a hash salted afresh for every header pass, to check that a study holds one patient.
+A file whose header is sound but whose uncompressed pixel data is too short keeps its place in its series,
+marked with `pixel_problem`, so that decoding can put a neighbouring frame in its place.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
+import re
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -27,6 +33,9 @@ PARALLEL_MIN_FILES = 400
 PARALLEL_MIN_CPUS = 4
 # What a decoder needs besides Rows and Columns.
 PIXEL_DESCRIPTION = ("BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation")
+# A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters. Anything else is a damaged header.
+_VALID_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+PATIENT_HASH_CHARS = 16
 
 
 @dataclass
@@ -63,6 +72,11 @@ class Frame:
     rescale_slope: float
     rescale_intercept: float
     photometric: str
+    study_instance_uid: str = ""
+    modality: str = ""
+    body_part: str = ""
+    patient_hash: str | None = None
+    pixel_problem: str | None = None
 
     @property
     def label(self) -> str:
@@ -84,24 +98,25 @@ def scan_headers(refs: list[FileRef], num_workers: int | None = None) -> tuple[l
     """
     cpus = os.cpu_count() or 1
     workers = num_workers if num_workers is not None else (min(8, cpus) if cpus >= PARALLEL_MIN_CPUS else 1)
+    salt = os.urandom(16)  # patient hashes compare within this pass only
     if workers <= 1 or len(refs) < PARALLEL_MIN_FILES:
-        return _scan_chunk(refs)
+        return _scan_chunk(refs, salt)
     chunks = [refs[i::workers] for i in range(workers)]
     frames, skipped = [], []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for chunk_frames, chunk_skipped in pool.map(_scan_chunk, chunks):
+        for chunk_frames, chunk_skipped in pool.map(partial(_scan_chunk, salt=salt), chunks):
             frames.extend(chunk_frames)
             skipped.extend(chunk_skipped)
     return frames, skipped
 
 
-def _scan_chunk(refs: list[FileRef]) -> tuple[list[Frame], list[SkippedFile]]:
+def _scan_chunk(refs: list[FileRef], salt: bytes) -> tuple[list[Frame], list[SkippedFile]]:
     frames, skipped = [], []
     archives: dict[str, zipfile.ZipFile] = {}
     try:
         for ref in refs:
             try:
-                frames.extend(_frames_of_file(ref, archives))
+                frames.extend(_frames_of_file(ref, archives, salt))
             except _Skip as reason:
                 skipped.append(SkippedFile(ref.name, str(reason)))
             except ImportError:  # a missing package (pydicom, for remote code) is not a bad header: say what to install
@@ -140,7 +155,7 @@ def _read_header(ref: FileRef, archives: dict[str, zipfile.ZipFile]) -> tuple[py
         return ds, size - handle.tell()
 
 
-def _frames_of_file(ref: FileRef, archives: dict[str, zipfile.ZipFile]) -> list[Frame]:
+def _frames_of_file(ref: FileRef, archives: dict[str, zipfile.ZipFile], salt: bytes) -> list[Frame]:
     ds, remaining = _read_header(ref, archives)
     sop_class = _text(ds, "SOPClassUID")
     if sop_class == DIRECTORY_SOP_CLASS:
@@ -151,31 +166,35 @@ def _frames_of_file(ref: FileRef, archives: dict[str, zipfile.ZipFile]) -> list[
     missing = [k for k in PIXEL_DESCRIPTION if k not in ds]
     if missing:
         raise _Skip(f"pixel data cannot be decoded: {', '.join(missing)} missing")
-    _check_pixel_length(ds, rows * columns, remaining)
     n_frames = _int(ds, "NumberOfFrames") or 1
+    base = {**_common_fields(ref, ds, salt), "pixel_problem": _pixel_length_problem(ds, rows * columns, remaining)}
     if "PerFrameFunctionalGroupsSequence" in ds:
-        return _enhanced_frames(ref, ds, n_frames)
-    base = _common_fields(ref, ds)
+        return _enhanced_frames(base, ds, n_frames)
     return [Frame(**base, frame_index=None if n_frames == 1 else i, **_classic_frame_fields(ds)) for i in range(n_frames)]
 
 
-def _check_pixel_length(ds: pydicom.Dataset, pixels_per_frame: int, remaining: int) -> None:
-    """Uncompressed pixel data shorter than the header promises means a truncated file: set it aside now."""
+def _pixel_length_problem(ds: pydicom.Dataset, pixels_per_frame: int, remaining: int) -> str | None:
+    """Why uncompressed pixel data cannot be decoded (shorter than the header promises: a truncated file), or None."""
     meta = getattr(ds, "file_meta", None)
     syntax = pydicom.uid.UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else None
     if syntax is not None and syntax.is_transfer_syntax and (syntax.is_compressed or syntax.is_deflated):
-        return
+        return None
     bits = _int(ds, "BitsAllocated") or 0
     expected = pixels_per_frame * (_int(ds, "SamplesPerPixel") or 1) * (_int(ds, "NumberOfFrames") or 1) * bits // 8
     if remaining <= 0 or remaining < expected:
-        raise _Skip(f"pixel data truncated: {max(remaining, 0)} bytes left for {expected} expected")
+        return f"pixel data truncated: {max(remaining, 0)} bytes left for {expected} expected"
+    return None
 
 
-def _common_fields(ref: FileRef, ds: pydicom.Dataset) -> dict:
+def _common_fields(ref: FileRef, ds: pydicom.Dataset, salt: bytes) -> dict:
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     return dict(
         file=ref,
+        study_instance_uid=_uid(ds, "StudyInstanceUID"),
+        modality=_text(ds, "Modality").upper(),
+        body_part=_text(ds, "BodyPartExamined").upper(),
+        patient_hash=_patient_hash(ds, salt),
         series_instance_uid=_text(ds, "SeriesInstanceUID"),
         series_number=_int(ds, "SeriesNumber"),
         description=_text(ds, "SeriesDescription"),
@@ -212,9 +231,8 @@ def _classic_frame_fields(ds: pydicom.Dataset) -> dict:
     )
 
 
-def _enhanced_frames(ref: FileRef, ds: pydicom.Dataset, n_frames: int) -> list[Frame]:
+def _enhanced_frames(base: dict, ds: pydicom.Dataset, n_frames: int) -> list[Frame]:
     """One `Frame` per frame; functional-group values win over the top-level (classic) attributes."""
-    base = _common_fields(ref, ds)
     classic = _classic_frame_fields(ds)
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = list(ds.PerFrameFunctionalGroupsSequence)
@@ -285,6 +303,20 @@ def _text(ds, keyword: str) -> str:
     if not values:
         return ""
     return "\\".join(str(v) for v in values).strip()
+
+
+def _uid(ds, keyword: str) -> str:
+    """A UID, or "" when it is missing or not a well-formed UID (a damaged header must not open a study of its own)."""
+    text = _text(ds, keyword)
+    return text if len(text) <= 64 and _VALID_UID.fullmatch(text) else ""
+
+
+def _patient_hash(ds, salt: bytes) -> str | None:
+    """A salted, truncated SHA-256 of PatientID, or None without one; the raw value is never kept."""
+    patient = _text(ds, "PatientID")
+    if not patient:
+        return None
+    return hashlib.sha256(salt + patient.encode("utf-8", "replace")).hexdigest()[:PATIENT_HASH_CHARS]
 
 
 def _joined(ds, keyword: str) -> str:

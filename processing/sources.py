@@ -1,4 +1,5 @@
-"""Where a study's files come from: a directory (recursive, DICOMDIR honoured), a list of files, or a zip.
+"""Where a study's files come from: a directory (recursive, DICOMDIRs honoured, nested ones too), a list of
+files, or a zip. A source may hold several studies; they are told apart after the header pass.
 
 A `FileRef` names one file for people (`name`, relative to the study's folder or archive, used in messages)
 and knows how to hand its bytes to pydicom, so zip members are read without extracting the archive. The
@@ -66,46 +67,51 @@ def list_files(source) -> tuple[list[FileRef], list[MissingFile]]:
 
 
 def _list_directory(root: Path) -> tuple[list[FileRef], list[MissingFile]]:
-    dicomdir = _find_dicomdir(root)
-    if dicomdir is not None:
-        listed = _files_from_dicomdir(dicomdir)
-        if listed is not None:
-            return listed
-    refs = []
+    """Files under `root`. A readable DICOMDIR stands for its folder and everything below it: there, only the
+    files it (or a DICOMDIR nested below it) references are read. Folders no DICOMDIR covers are walked, so a
+    medium with several DICOMDIRs, or one in a subfolder, gives all of their files."""
+    refs, missing, seen, indexed = [], [], set(), []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
+        folder = Path(dirpath)
+        dicomdir = next((folder / name for name in sorted(filenames) if name.lower() == "dicomdir"), None)
+        listed = _files_from_dicomdir(dicomdir, root) if dicomdir is not None else None
+        if listed is not None:
+            indexed.append(folder)
+            for ref in listed[0]:
+                if ref.path not in seen:
+                    seen.add(ref.path)
+                    refs.append(ref)
+            missing.extend(listed[1])
+        if any(folder == top or top in folder.parents for top in indexed):
+            continue
         for filename in sorted(filenames):
-            if filename.lower() in _IGNORED_NAMES or filename.startswith("."):
+            path = folder / filename
+            if filename.lower() in _IGNORED_NAMES or filename.startswith(".") or str(path) in seen:
                 continue
-            path = Path(dirpath) / filename
+            seen.add(str(path))
             refs.append(FileRef(name=_relative_name(path, root), path=str(path)))
-    return refs, []
+    return refs, missing
 
 
-def _find_dicomdir(root: Path) -> Path | None:
-    for child in root.iterdir():
-        if child.is_file() and child.name.lower() == "dicomdir":
-            return child
-    return None
-
-
-def _files_from_dicomdir(dicomdir: Path) -> tuple[list[FileRef], list[MissingFile]] | None:
-    """Files referenced by a DICOMDIR; None when the DICOMDIR is unreadable (then the folder is walked)."""
+def _files_from_dicomdir(dicomdir: Path, root: Path) -> tuple[list[FileRef], list[MissingFile]] | None:
+    """Files referenced by a DICOMDIR (named relative to `root`); None when the DICOMDIR is unreadable (then its
+    folder is walked)."""
     try:
         index = pydicom.dcmread(dicomdir)
         records = list(index.DirectoryRecordSequence)
     except Exception:  # a broken index must not hide the files next to it
         return None
-    root = dicomdir.parent
+    folder = dicomdir.parent
     refs, missing, seen = [], [], set()
     for record in records:
         file_id = record.get("ReferencedFileID")
         if not file_id:
             continue
         parts = [file_id] if isinstance(file_id, str) else list(file_id)
-        path = _resolve_case_insensitive(root, parts)
-        name = "/".join(parts)
+        path = _resolve_case_insensitive(folder, parts)
         if path is None:
+            name = (folder / Path(*parts)).relative_to(root).as_posix()
             missing.append(MissingFile(name, "referenced by DICOMDIR but missing on disk"))
         elif path not in seen:
             seen.add(path)

@@ -7,6 +7,7 @@ and everything written out do not.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,14 @@ from .headers import Frame, SkippedFile
 
 SEQUENCES = ("cine", "lge", "other")
 VIEWS = ("sax", "2ch", "3ch", "4ch", "lvot", "other")
+STUDY_KEY_CHARS = 10
+
+
+def study_key(study_instance_uid: str) -> str:
+    """A short hash of a StudyInstanceUID that tells studies apart in outputs without the UID itself ("no-uid" without one)."""
+    if not study_instance_uid:
+        return "no-uid"
+    return hashlib.sha256(study_instance_uid.encode()).hexdigest()[:STUDY_KEY_CHARS]
 
 
 @dataclass
@@ -89,10 +98,19 @@ class Series:
 
 @dataclass
 class Study:
-    """A study: its series (classified and ordered) and the files the header pass set aside."""
+    """A study: its series (classified and ordered) and the files the header pass set aside.
+
+    `study_instance_uid` is kept for users who need it; `key` (a short hash of it, see `study_key`) is what
+    outputs use to tell studies apart.
+    """
 
     series: list[Series]
     skipped: list[SkippedFile] = field(default_factory=list)
+    study_instance_uid: str = ""
+
+    @property
+    def key(self) -> str:
+        return study_key(self.study_instance_uid)
 
     def find(self, sequence: str, view: str, role: str | None = None) -> Series | None:
         """The series used for (sequence, view): the last good acquisition, or None."""

@@ -7,6 +7,7 @@ must cost only itself.
 from __future__ import annotations
 
 import random
+import re
 import warnings
 from pathlib import Path
 
@@ -14,7 +15,15 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_files
 
-from cmr_clip.processing import CMRStudyError, CMRStudyProcessor, UnsupportedCompressionError, read_study
+from cmr_clip.processing import (
+    CMRStudyError,
+    CMRStudyProcessor,
+    MultipleStudiesError,
+    NotCardiacMRError,
+    UnsupportedCompressionError,
+    list_studies,
+    read_study,
+)
 from cmr_clip.processing.pixels import decode_frame
 from processing_factory import write_study
 
@@ -59,11 +68,23 @@ def test_every_pydicom_test_file_reads_or_fails_typed():
     assert decoded > 20  # uncompressed, big endian, RLE, baseline JPEG, deflated ... do decode
 
 
-def test_the_whole_test_data_folder_reads_as_one_pile():
+def test_the_whole_test_data_folder_is_many_studies_each_read_or_refused_typed():
     folder = Path(get_testdata_files("CT_small.dcm")[0]).parent
-    study = _quiet(read_study, folder)
-    assert study.series and study.skipped
-    assert all(item.reason for item in study.skipped)
+    with pytest.raises(MultipleStudiesError, match=r"holds \d+ studies.*study=") as caught:
+        _quiet(read_study, folder)
+    assert not re.search(r"\d+\.\d+\.\d+\.\d+", str(caught.value))  # no UIDs listed
+    outcomes = {"read": 0, "not cardiac MR": 0, "other typed": 0}
+    for part in _quiet(list_studies, folder):
+        try:
+            study = _quiet(part.read)
+            assert study.series and all(item.reason for item in study.skipped)
+            outcomes["read"] += 1
+        except NotCardiacMRError as error:
+            assert "MR" not in part.modalities or "BodyPartExamined" in str(error)
+            outcomes["not cardiac MR"] += 1
+        except CMRStudyError:
+            outcomes["other typed"] += 1
+    assert outcomes["read"] >= 3 and outcomes["not cardiac MR"] >= 10, outcomes
 
 
 def _mutate(data: bytes, rng: random.Random, path: Path) -> bytes:
