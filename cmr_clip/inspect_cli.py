@@ -1,16 +1,23 @@
-"""`cmr-clip inspect PATH`: how a study was read, classified and laid out, as text and as a PNG montage."""
+"""`cmr-clip inspect PATH`: how a study was read, classified and laid out, as text and as a PNG montage.
+
+A source holding several studies is shown study by study (each headed by its index and key, the names
+`--study`, `read_study(..., study=)` and the `study` column of `prepare`'s reports accept); `--study` shows one.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="a study folder (DICOMDIR honoured), a zip archive or a DICOM file")
     parser.add_argument("--layout", default="default", choices=["default", "reference"], help="layout whose frames are listed")
     parser.add_argument("--num-frames", type=int, default=None, help="frames of the default layout (16 unless given)")
-    parser.add_argument("--montage", default=None, metavar="PNG", help="also write a montage of the selected frames here")
+    parser.add_argument("--montage", default=None, metavar="PNG",
+                        help="also write a montage of the selected frames here (one per study, named -<key>.png, when several)")
+    parser.add_argument("--study", default=None, help="of a source holding several studies, show only this one (index or key)")
     parser.add_argument(
         "--override", action="append", default=[], metavar="PATTERN=SEQUENCE/VIEW",
         help="force a classification, e.g. '*cine*sa*=cine/sax' or '<SeriesInstanceUID>=lge/4ch' (repeatable)",
@@ -29,16 +36,36 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .processing import CMRStudyError, StudyLayout, read_study
+    from .processing import CMRStudyError, StudyLayout, list_studies
+    from .processing.reader import pick_study
 
     try:
-        study = read_study(args.path, overrides=parse_overrides(args.override))
+        overrides = parse_overrides(args.override)
         layout = StudyLayout.named(args.layout, args.num_frames)
-        print(study.summary(layout=layout))
-        if args.montage:
-            study.montage(args.montage, layout=layout)
-            print(f"montage written to {args.montage}")
+        studies = list_studies(args.path)
+        if args.study is not None:
+            studies = [pick_study(studies, args.study)]
     except CMRStudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    return 0
+    failed = 0
+    for part in studies:
+        if len(studies) > 1 or args.study is not None:
+            print(f"=== {part.describe()} ===")
+        try:
+            study = part.read(overrides)
+            print(study.summary(layout=layout))
+            if args.montage:
+                montage = _montage_path(args.montage, part.key if len(studies) > 1 else None)
+                study.montage(montage, layout=layout)
+                print(f"montage written to {montage}")
+        except CMRStudyError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def _montage_path(path: str, key: str | None) -> Path:
+    """The montage file; with several studies, one per study named after its key."""
+    path = Path(path)
+    return path if key is None else path.with_name(f"{path.stem}-{key}{path.suffix or '.png'}")

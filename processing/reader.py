@@ -128,7 +128,7 @@ def pick_study(studies: list[SourceStudy], study: int | str | None) -> SourceStu
             "folder:\n" + _listing(studies)
         )
     for item in studies:
-        if study in (item.index, item.study_instance_uid, item.key) and not isinstance(study, bool):
+        if not isinstance(study, bool) and study in (item.index, str(item.index), item.study_instance_uid, item.key):
             return item
     raise NotAStudyError(f"study={study!r} names none of the source's {len(studies)} studies; pick an index, "
                          "a StudyInstanceUID or a key from:\n" + _listing(studies))

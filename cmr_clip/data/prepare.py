@@ -4,7 +4,12 @@
 
 Reports come as JSONL or CSV with `study_id` and `impression` (or a full `report`, from which the
 impression section is extracted), and optionally `patient_id`, `split`, `labels`, `vendor`,
-`field_strength`. Each study is `DIR/<study_id>` (a folder or a `.zip`). The result is a
+`field_strength`, `source` and `study`. Each study is `DIR/<source>` (a folder or a `.zip`; `source`
+defaults to `study_id`). A source may hold several studies (a worklist export, a CD with several
+visits): each report row then names its study with `study` (the index `cmr-clip inspect` lists, the
+StudyInstanceUID or the study key), one row per study, and a row without it is skipped with a
+`MultipleStudiesError` that lists the source's studies. No row ever holds frames of two studies; each
+row's `metadata` carries the study's key (a short hash of its StudyInstanceUID). The result is a
 `datasets.DatasetDict` (`train`, `validation`, `test`) saved with `save_to_disk`, whose rows hold the
 study's candidate frames compactly (see `CMRStudyProcessor.compact`); the study processor is saved
 beside it (`study_processor/`). Splits are by patient: no patient is in two splits. Patient ids are
@@ -90,6 +95,8 @@ def read_reports(path: str | Path) -> list[dict]:
             "labels": labels or None,
             "vendor": row.get("vendor") or None,
             "field_strength": float(row["field_strength"]) if row.get("field_strength") not in (None, "") else None,
+            "source": str(row.get("source") or study_id),
+            "study": row["study"] if row.get("study") not in (None, "") else None,
         })
     return records
 
@@ -131,10 +138,13 @@ class _Job:
     path: str | None
     cache: str
     processor: dict
+    study: int | str | None = None
 
 
-def _cache_file(cache_dir: Path, study_id: str) -> Path:
-    return cache_dir / (hashlib.sha1(study_id.encode()).hexdigest() + ".npz")
+def _cache_file(cache_dir: Path, record: dict) -> Path:
+    """One cache file per report row and the study it names (a changed `source` or `study` is not reused)."""
+    name = "\0".join([record["study_id"], record["source"], str(record["study"])])
+    return cache_dir / (hashlib.sha1(name.encode()).hexdigest() + ".npz")
 
 
 def process_job(job: _Job) -> dict:
@@ -145,9 +155,9 @@ def process_job(job: _Job) -> dict:
         return {"study_id": job.study_id, "ok": True, "cached": True}
     if job.path is None:
         return {"study_id": job.study_id, "ok": False, "error": "StudyNotFound",
-                "message": "no folder or zip named after the study in --studies"}
+                "message": "no folder or zip named after the study (or its source) in --studies"}
     try:
-        frames, slots, meta = CMRStudyProcessor(**job.processor).compact(job.path)
+        frames, slots, meta = CMRStudyProcessor(**job.processor).compact(job.path, study=job.study)
     except CMRStudyError as err:
         return {"study_id": job.study_id, "ok": False, "error": type(err).__name__, "message": str(err)}
     except Exception as err:  # noqa: BLE001 - a batch job reports and skips a bad study
@@ -165,7 +175,7 @@ def _load_cached(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
 
 def _rows(records: list[dict], cache_dir: Path) -> Iterator[dict]:
     for record in records:
-        yield corpus_row(record, *_load_cached(_cache_file(cache_dir, record["study_id"])))
+        yield corpus_row(record, *_load_cached(_cache_file(cache_dir, record)))
 
 
 def corpus_row(record: dict, frames: np.ndarray, slots: np.ndarray, meta: dict) -> dict:
@@ -231,8 +241,8 @@ def prepare(
             stale.unlink()
     stamp.write_text(json.dumps(settings, sort_keys=True))
 
-    jobs = [_Job(r["study_id"], str(p) if (p := find_study(studies_dir, r["study_id"])) else None,
-                 str(_cache_file(cache_dir, r["study_id"])), settings) for r in records]
+    jobs = [_Job(r["study_id"], str(p) if (p := find_study(studies_dir, r["source"])) else None,
+                 str(_cache_file(cache_dir, r)), settings, r["study"]) for r in records]
     results = _run_jobs(jobs, num_proc, progress)
     failed = {r["study_id"]: r for r in results if not r["ok"]}
     for study_id, result in failed.items():
@@ -347,11 +357,11 @@ def _stream_rows(records: list[dict], studies_dir: str, settings: dict) -> Itera
 
     processor = CMRStudyProcessor(**settings)
     for record in records:
-        path = find_study(Path(studies_dir), record["study_id"])
+        path = find_study(Path(studies_dir), record["source"])
         try:
             if path is None:
-                raise FileNotFoundError("no folder or zip named after the study")
-            frames, slots, meta = processor.compact(path)
+                raise FileNotFoundError("no folder or zip named after the study (or its source)")
+            frames, slots, meta = processor.compact(path, study=record["study"])
         except (CMRStudyError, FileNotFoundError) as err:
             logger.warning("skipped study %s: %s", record["study_id"], err)
             continue

@@ -10,8 +10,9 @@
 
 Generation keywords (`num_beams`, `do_sample`, `temperature`, `max_new_tokens`, `max_sentences`, ...) pass
 through to `generate`; greedy decoding is the default and is deterministic. A study that cannot be read
-gets `{"error": "<type>: <why>"}` and the others are answered. The output is a draft for a reader to edit,
-not a report.
+gets `{"error": "<type>: <why>"}` and the others are answered; a path holding several studies is such an
+error (`MultipleStudiesError`): pass `read_study(path, study=...)`, a `Study`, instead. The output is a
+draft for a reader to edit, not a report.
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@
     classify(["a", "b"], candidate_labels=["hcm", "amyloidosis", "normal"])   # softmax over labels
     classify("study_dir", findings=["lge"], estimate="lvef")
 
-A study is a path (folder or zip), `{"pixel_values_videos": (T, 3, H, W) or (1, T, 3, H, W)}` already
-processed, or `{"video_embeds": (D,) or (1, D)}` cached embeddings; a list is a batch of studies. The
+A study is a path (folder or zip), a `Study` from `read_study`, `{"pixel_values_videos": (T, 3, H, W) or
+(1, T, 3, H, W)}` already processed, or `{"video_embeds": (D,) or (1, D)}` cached embeddings; a list is a
+batch of studies. A path holding several studies is answered with a `MultipleStudiesError` entry: pass
+`read_study(path, study=...)` for the one you mean. The
 answer per study is a dict: `labels` (sorted, scores sum to 1), `findings` (sorted by probability, with
 `present` when the prompt set has a threshold for the finding), `estimates` (name -> value), and the
 processor's `warnings` for the study; a study that cannot be read gets `{"error": "<type>: <why>"}`
@@ -26,7 +28,7 @@ from transformers import Pipeline
 
 from .prompts import PromptSet, model_prompt_set
 from .scoring import PromptBank, ZeroShotQuery
-from .studies import study_inputs
+from .studies import is_read_study, study_inputs
 
 
 class ZeroShotCMRPipeline(Pipeline):
@@ -76,9 +78,9 @@ class ZeroShotCMRPipeline(Pipeline):
         if isinstance(study, dict) and "video_embeds" in study:
             embeds = torch.as_tensor(study["video_embeds"]).float().reshape(1, -1)
             return {"video_embeds": embeds, "warnings": [[]], "error": [None]}
-        if (isinstance(study, dict) and "pixel_values_videos" in study) or isinstance(study, (str, Path)):
+        if (isinstance(study, dict) and "pixel_values_videos" in study) or isinstance(study, (str, Path)) or is_read_study(study):
             return study_inputs(study, self.feature_extractor, "zero-shot-cmr")
-        raise TypeError(f"zero-shot-cmr takes a study path, a dict with 'pixel_values_videos' or 'video_embeds', "
+        raise TypeError(f"zero-shot-cmr takes a study path, a Study, a dict with 'pixel_values_videos' or 'video_embeds', "
                         f"or a list of these; got {type(study).__name__}.")
 
     def _forward(self, model_inputs: dict, query: ZeroShotQuery, prompt_set: PromptSet) -> dict:
