@@ -222,7 +222,7 @@ def select_and_decode(study: Study, select: Callable[[Study], Selection]) -> tup
 def decode_selected(selection: Selection) -> dict:
     """8-bit images of the selected frames, keyed by (series, slice, phase), windowed per series.
 
-    A frame that cannot be decoded is replaced by the nearest decodable frame of its slice (by phase), then
+    A frame that cannot be decoded is replaced by the nearest decodable frame of its slice (in time), then
     of its series (by slice, then phase), and `selection.warnings` says so; the window is taken over the
     frames actually shown. Raises `UnreadableSeriesError` for a series with no decodable frame at all.
     """
@@ -282,12 +282,16 @@ class SeriesDecoder:
         return True
 
     def _neighbours(self, slice_index: int, phase_index: int) -> list[tuple[int, int]]:
-        """Other frames of the slice by phase distance, then the other slices' by slice and phase distance (ties: the earlier)."""
+        """Other frames of the slice, nearest in time first (TriggerTime, else phase order), then the other
+        slices' frames by slice and phase distance; ties go to the earlier frame."""
         grid = self.series.grid
+        times = [getattr(frame, "trigger_time", None) for frame in grid[slice_index]]
+        if None in times:
+            times = list(range(len(grid[slice_index])))
         same_slice = sorted(((slice_index, p) for p in range(len(grid[slice_index])) if p != phase_index),
-                            key=lambda position: abs(position[1] - phase_index))
+                            key=lambda position: (abs(times[position[1]] - times[phase_index]), position[1]))
         others = sorted(((s, p) for s in range(len(grid)) if s != slice_index for p in range(len(grid[s]))),
-                        key=lambda position: (abs(position[0] - slice_index), abs(position[1] - phase_index)))
+                        key=lambda position: (abs(position[0] - slice_index), abs(position[1] - phase_index), position))
         return same_slice + others
 
     def _replacement_note(self, wanted: tuple[int, int], used: tuple[int, int]) -> str:

@@ -139,3 +139,18 @@ def test_damaged_copies_raise_only_typed_errors_or_succeed(small_study, tmp_path
             outcomes["typed"] += 1
     # a damaged file costs only itself: nearly every variant still gives a video, the bad files set aside
     assert outcomes["ok"] >= 0.9 * N_VARIANTS and outcomes["set aside"] > N_VARIANTS // 2, outcomes
+
+
+def test_a_series_with_no_decodable_frame_is_set_aside_and_its_view_counts_as_missing(tmp_path):
+    folder = tmp_path / "study"
+    write_study(folder, style="siemens", n_slices=3, n_phases=5, lax=("4ch",), localizer=False, repeat=False, seed=11)
+    lge_sax = [p for p in sorted(folder.rglob("*")) if p.is_file() and pydicom.dcmread(p, stop_before_pixels=True).SeriesDescription == "de_sax"]
+    lge_number = pydicom.dcmread(lge_sax[0], stop_before_pixels=True).SeriesNumber
+    for path in lge_sax:
+        path.write_bytes(path.read_bytes()[:-1000])
+    processor = CMRStudyProcessor(num_frames=8, image_size=16)
+    for metadata in (_quiet(processor, str(folder))["study_metadata"][0], _quiet(processor.compact, str(folder))[2]):
+        assert "lge/sax" in metadata["missing_views"]
+        assert f"series {lge_number} set aside: no frame's pixel data can be decoded" in metadata["warnings"]
+        assert all(f["entry"] != "lge/sax" for f in metadata["frames_used"])
+        assert {f["entry"] for f in metadata["frames_used"]} >= {"cine/sax", "lge/4ch"}

@@ -8,10 +8,13 @@ and give the volumes our own computation expects.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
+import torch
 
 from cmr_clip.processing import CMRStudyProcessor, read_study
 
@@ -109,3 +112,46 @@ def test_processor_uses_the_middle_slice_and_reports_missing_views(study):
     assert [f["phase"] for f in used] == list(range(20))
     assert set(meta["missing_views"]) == {"cine/4ch", "lge/sax", "lge/4ch", "lge/2ch", "lge/3ch"}
     assert meta["zero_frames"] == 44 and out["pixel_values_videos"][0, 20:].abs().sum() == 0
+
+
+def _nearest_by_trigger_time(folder: Path, damaged: Path) -> int:
+    """InstanceNumber of the file nearest in time to `damaged` at its slice position, read with pydicom alone
+    (ties: the earlier)."""
+    target = pydicom.dcmread(damaged, stop_before_pixels=True)
+    candidates = []
+    for path in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if path != damaged and list(ds.ImagePositionPatient) == list(target.ImagePositionPatient):
+            candidates.append((abs(float(ds.TriggerTime) - float(target.TriggerTime)), float(ds.TriggerTime), int(ds.InstanceNumber)))
+    return min(candidates)[2]
+
+
+def test_a_truncated_selected_frame_is_replaced_by_its_nearest_decodable_neighbour(study, tmp_path):
+    processor = CMRStudyProcessor(layout="reference", image_size=32, resize_shortest_edge=36, crop_size=36)
+    before = processor(study)
+    sax = study.find("cine", "sax")
+    slot_instance = [None if f["entry"] == "zeros" else sax.frame_at(f["slice"], f["phase"]).instance_number
+                     for f in before["study_metadata"][0]["frames_used"]]
+    victim = slot_instance[7]
+    copy = tmp_path / "SCD"
+    shutil.copytree(STUDY / "cine", copy / "cine")
+    shutil.copytree(STUDY / "localizer", copy / "localizer")
+    damaged = next(p for p in (copy / "cine").iterdir() if int(pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber) == victim)
+    damaged.write_bytes(damaged.read_bytes()[:-40000])  # the header survives, the pixel data does not
+    neighbour = _nearest_by_trigger_time(copy / "cine", damaged)
+
+    after = processor(read_study(copy))
+    video_before, video_after = before["pixel_values_videos"][0], after["pixel_values_videos"][0]
+    replaced = [i for i, instance in enumerate(slot_instance) if instance == victim]
+    shown_instead = [i for i, instance in enumerate(slot_instance) if instance == neighbour]
+    assert replaced and shown_instead
+    for i in replaced:
+        assert torch.equal(video_after[i], video_after[shown_instead[0]])  # the neighbour's frame, as shown in this video
+        assert not torch.allclose(video_after[i], video_before[i], atol=0.05)
+    others = [i for i in range(len(slot_instance)) if i not in replaced]
+    # every other frame as before, up to the series' 8-bit window, taken now without the lost frame
+    assert torch.allclose(video_after[others], video_before[others], atol=0.01)
+    warnings = after["study_metadata"][0]["warnings"]
+    notes = [w for w in warnings if "replaced by" in w]
+    assert len(notes) == 1 and f"instance {victim}:" in notes[0] and "pixel data truncated" in notes[0]
+    assert "phase" in notes[0] and "of the same slice" in notes[0] and str(copy) not in notes[0]
