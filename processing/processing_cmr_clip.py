@@ -33,6 +33,9 @@ class CMRCLIPProcessor(ProcessorMixin):
         """
         if text is None and studies is None:
             raise ValueError("pass text=..., studies=... or both")
+        if text is not None and study_kwargs.get("expand_studies"):
+            raise ValueError("texts pair with inputs, so expand_studies cannot be used with text; pick each study "
+                             "with study=... or read_studies(), and pass one text per study")
         data, skip = {}, ["study_metadata", "errors"]
         if studies is not None:
             videos = self.feature_extractor(studies, return_tensors=return_tensors, skip_errors=skip_errors, **study_kwargs)

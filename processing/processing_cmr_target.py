@@ -112,6 +112,9 @@ class CMRTargetProcessor(ProcessorMixin):
         """Studies (paths, as `CMRStudyProcessor` takes them) and/or impressions into model inputs."""
         if studies is None and text is None:
             raise ValueError("pass studies=..., text=... or both")
+        if text is not None and study_kwargs.get("expand_studies"):
+            raise ValueError("texts pair with inputs, so expand_studies cannot be used with text; pick each study "
+                             "with study=... or read_studies(), and pass one text per study")
         data: dict = {}
         if studies is not None:
             videos = self.feature_extractor(studies, return_tensors="pt", skip_errors=skip_errors, **study_kwargs)

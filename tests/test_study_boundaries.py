@@ -23,10 +23,12 @@ import pytest
 import torch
 from pydicom.data import get_testdata_file
 from pydicom.fileset import FileSet
+from transformers import BertTokenizer
 
 import cmr_clip
 from cmr_clip.data.prepare import prepare
 from cmr_clip.processing import (
+    CMRCLIPProcessor,
     CMRStudyProcessor,
     MixedPatientsError,
     MultipleStudiesError,
@@ -181,6 +183,15 @@ def test_pipelines_take_a_picked_study_and_refuse_a_mixed_path(sources, single_r
     assert inputs["error"] == [None] and torch.equal(inputs["pixel_values_videos"][0], out["pixel_values_videos"][0])
     refused = _quiet(study_inputs, sources["zip"], processor, "zero-shot-cmr")
     assert refused["error"][0].startswith("MultipleStudiesError: the source holds 2 studies")
+
+
+def test_text_and_study_processor_refuses_to_expand_studies_beside_texts(sources):
+    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "normal"])})
+    processor = CMRCLIPProcessor(tokenizer=tokenizer, feature_extractor=CMRStudyProcessor(num_frames=8, image_size=32))
+    with pytest.raises(ValueError, match="expand_studies cannot be used with text"):
+        processor(text=["normal"], studies=[str(sources["zip"])], expand_studies=True)
+    pairs = _quiet(processor, text=["normal"], studies=[str(sources["zip"])], study=0)
+    assert pairs["input_ids"].shape[0] == pairs["pixel_values_videos"].shape[0] == 1
 
 
 def test_prepare_writes_one_row_per_study_and_skips_an_unpicked_mixed_source(cohort, sources, tmp_path):
