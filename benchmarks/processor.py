@@ -3,7 +3,8 @@
 Writes full-size synthetic studies (one per vendor style) and times, in the same run:
 
 - ours: `read_study` (headers only, no pixels) + `CMRStudyProcessor(layout="reference")`, split into the
-  header scan, grouping/classification, decoding the selected frames, and windowing + resize/normalise;
+  header scan, the split by study, its checks and the grouping/classification, decoding the selected frames
+  (with the bad-frame fallback), and windowing + resize/normalise;
 - baseline: every file read with its pixels (`pydicom.dcmread` + `pixel_array`), frames grouped by series and
   sorted by position and trigger time, then the same frames as ours transformed the same way (the baseline
   is given our classification for free).
@@ -29,7 +30,8 @@ from pydicom.uid import RLELossless
 from cmr_clip.processing import CMRStudyProcessor, select_frames
 from cmr_clip.processing.feature_extraction_cmr_study import decode_selected, frame_key
 from cmr_clip.processing.headers import scan_headers
-from cmr_clip.processing.reader import classify_series
+from cmr_clip.processing.grouping import split_into_studies
+from cmr_clip.processing.reader import SourceStudy, classify_series
 from cmr_clip.processing.sources import list_files
 from cmr_clip.processing.study import Study
 from cmr_clip.synthetic import make_cohort
@@ -42,7 +44,8 @@ def ours(folder: Path, processor: CMRStudyProcessor) -> tuple[dict, int]:
     frames, skipped = scan_headers(refs, num_workers=1)
     times["header scan"] = time.perf_counter() - start
     start = time.perf_counter()
-    study = Study(series=classify_series(frames), skipped=skipped)
+    (uid, members), = split_into_studies(frames)
+    study = SourceStudy(0, uid, members, skipped).read()
     selection = select_frames(study, processor.study_layout)
     times["group + classify"] = time.perf_counter() - start
     start = time.perf_counter()

@@ -185,10 +185,6 @@ class CMRStudyProcessor(FeatureExtractionMixin):
             return read_study(Path(item), overrides=overrides, study=study)
         raise TypeError(f"a study is a path, a Study or a dict of arrays per view, not {type(item).__name__}")
 
-    def frames_to_tensor(self, selection: Selection) -> torch.Tensor:
-        """Decode each selected frame once, window per series, transform; zero frames where nothing was selected."""
-        return self.images_to_tensor(selection, decode_selected(selection))
-
     def images_to_tensor(self, selection: Selection, images: dict) -> torch.Tensor:
         """The selection's decoded 8-bit `images` transformed, in order; zero frames where nothing was selected."""
         transform = self.transform
