@@ -36,11 +36,11 @@ ROLE_PATTERNS = [
     ("ti_scout", r"ti[ _-]?scout|look[ _-]?locker|ti[ _-]?find|tfind|ti[ _-]?test|\btiscout", 3.0),
     ("localizer", r"locali[sz]er|\bloc\b|_loc\b|scout|survey|tri[ _-]?pilot|3[ _-]?pl(ane)?\b|\bpilot|haste", 2.5),
     ("map", r"\bmap|map\b|_map|molli|sasha|\bt1[ _-]?map|\bt2[ _-]?map|\becv\b|mapping", 2.5),
-    ("t2star", r"t2\*|t2[ _-]?star|\bt2s\b|gre[ _-]?me\b|\bme[ _-]?gre|multi[ _-]?echo|\bmfgre|\bmge\b", 3.0),
+    ("t2star", r"t2\*|t2[ _-]?star|\bt2s(\b|_)|gre[ _-]?me\b|\bme[ _-]?gre|multi[ _-]?echo|\bmfgre|\bmge\b", 3.0),
     ("t2w", r"stir|tirm|\btir|spair|\btse|_tse|tse2d|\bfse|fse[ _-]?xl|t2[ _-]?w|dark[ _-]?blood|black[ _-]?blood"
             r"|\bbb\b|\bbb[ _-]|_bb\b|\bdir\b|\bdir[ _-]|_dir\b|o?edema|\bt2[ _-]?(prep|fs|bb)\b", 3.0),
     ("flow", r"flow|phase[ _-]?contrast|\bpc\b|\bpc[ _-]|_pc\b|venc|\bvel|\bpca\b", 3.0),
-    ("perfusion", r"perf|first[ _-]?pass|\bsr[ _-]?(tfe|fgre|gre|ssfp|flash)|fgre[ _-]?et\b", 3.0),
+    ("perfusion", r"perf|first[ _-]?pass|\bfpp\b|adenosine|regadenoson|\bsr[ _-]?(tfe|fgre|gre|ssfp|flash)|fgre[ _-]?et\b", 3.0),
     ("tagging", r"\btag|_tag|tagg|spamm|\bgrid|_grid", 3.0),
     ("angio", r"angio|\bmra\b|_mra|mra_|\btof\b|whole[ _-]?heart|coronar|\bmip\b", 3.0),
     ("reformat", r"\bmpr\b|reformat|\brfmt\b", 2.0),
@@ -51,6 +51,7 @@ ROLE_PATTERNS = [
 # Roles whose positive identification (this much evidence) sets a series aside whatever else it resembles.
 SET_ASIDE_ROLES = ("ti_scout", "map", "t2star", "t2w", "flow", "perfusion", "tagging", "angio")
 POSITIVE_IDENTIFICATION = 3.0
+ANGIO_FLAGS = {"MIP", "ANGIO", "MRA"}
 # Inversion times (ms) consistent with LGE: the myocardial null after gadolinium, longer at 3 T (T1 is).
 LGE_INVERSION_MS = {1.5: (200.0, 450.0), 3.0: (230.0, 600.0)}
 LONG_ECHO_MS = 30.0  # T2-weighted spin echo; cine and LGE gradient echoes stay under ~5 ms
@@ -118,16 +119,18 @@ def _image_type_evidence(series: Series, add) -> None:
         add("localizer", 4.0, "ImageType LOCALIZER")
     if re.search(r"T1[ _]?MAP|T2[ _]?MAP|T2\*[ _]?MAP|\bMAP\b|MOLLI|\bECV\b|\bR2\*", joined):
         add("map", 4.0, f"ImageType {joined} (parametric map)")
-    if flags & {"MIP", "ANGIO", "MRA"}:
+    if flags & ANGIO_FLAGS:
         add("angio", 4.0, f"ImageType {joined} (angiography)")
     if flags & {"PCA", "M_PCA", "P_PCA", "VELOCITY", "VELOCITY MAP"}:
         add("flow", 4.0, f"ImageType {joined} (phase-contrast acquisition)")
     if frame.tagging in ("GRID", "LINE"):
         add("tagging", 5.0, f"Tagging {frame.tagging} (SPAMM tag lines over the cine)")
-    if frame.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX) or "SECONDARY" in flags:
+    reformat = "MPR" in flags or "REFORMATTED" in flags or "PROJECTION IMAGE" in joined
+    derived_view = reformat or bool(flags & ANGIO_FLAGS)  # ImageType SECONDARY on these says "derived", no more
+    if frame.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX) or ("SECONDARY" in flags and not derived_view):
         add("secondary", 5.0, "secondary capture")
-    if "MPR" in flags or "REFORMATTED" in flags or "PROJECTION IMAGE" in joined:
-        add("reformat", 4.0, f"ImageType {joined}")
+    if reformat:
+        add("reformat", 4.0, f"ImageType {joined} (reformat)")
     phase_image = image_flavour(frame) == "phase"
     if phase_image and (re.search(r"_v\d|v\d+in|venc", frame.sequence_name.lower()) or "VELOCITY" in joined):
         add("flow", 4.0, "velocity-encoded phase image (phase contrast)")

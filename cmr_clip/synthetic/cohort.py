@@ -175,7 +175,7 @@ def make_cohort(out_dir, n: int, seed: int = 0, vendors=None, size: str = "small
     _check_args(n, seed, size, num_workers)
     if extra_series == "all":  # every extra the study can have: perfusion only with contrast
         extra_series = tuple(name for name in EXTRA_SERIES if contrast or name != "perfusion")
-    extra_series = check_extras(extra_series, contrast)
+    extra_series = check_extras((extra_series,) if isinstance(extra_series, str) else extra_series, contrast)
     vendors = check_vendors(vendors)
     out_dir = Path(out_dir)
     plans = plan_cohort(int(n), int(seed), vendors)
