@@ -55,6 +55,7 @@ ANGIO_FLAGS = {"MIP", "ANGIO", "MRA"}
 # Inversion times (ms) consistent with LGE: the myocardial null after gadolinium, longer at 3 T (T1 is).
 LGE_INVERSION_MS = {1.5: (200.0, 450.0), 3.0: (230.0, 600.0)}
 LONG_ECHO_MS = 30.0  # T2-weighted spin echo; cine and LGE gradient echoes stay under ~5 ms
+MULTI_ECHO_SPREAD_MS = 4.0  # T2* echoes span ~2-20 ms; rounding jitter of one TE is far below this
 VIEW_PATTERNS = [
     ("lvot", r"lvot|outflow"),
     ("2ch", r"2[ _-]?ch|two[ _-]?ch|\bvla|vlax|2[ _-]?cv|\b2c\b"),
@@ -144,7 +145,7 @@ def _readout_evidence(series: Series, add) -> None:
     """Spin echo and long echo times (T2 weighting), several echo times (multi-echo T2*)."""
     frame = series.first_frame
     echoes = sorted({round(f.echo_time, 1) for f in series.frames if f.echo_time is not None})
-    if len(echoes) >= 3 and series.n_phases >= 3:
+    if len(echoes) >= 3 and series.n_phases >= 3 and echoes[-1] - echoes[0] >= MULTI_ECHO_SPREAD_MS:
         add("t2star", 4.0, f"{len(echoes)} echo times ({echoes[0]:g}-{echoes[-1]:g} ms) at each slice position: "
                            "multi-echo gradient echo (T2*)")
     if _spin_echo(frame):
