@@ -77,6 +77,12 @@ class Frame:
     body_part: str = ""
     patient_hash: str | None = None
     pixel_problem: str | None = None
+    # acquisition fields that tell sequences apart (classification); None where the header lacks them
+    echo_time: float | None = None
+    echo_train_length: int | None = None
+    field_strength: float | None = None
+    contrast_agent: str = ""
+    tagging: str = ""
 
     @property
     def label(self) -> str:
@@ -212,6 +218,10 @@ def _common_fields(ref: FileRef, ds: pydicom.Dataset, salt: bytes) -> dict:
         series_time=_time(ds, "SeriesTime"),
         transfer_syntax=transfer_syntax,
         photometric=_text(ds, "PhotometricInterpretation") or "MONOCHROME2",
+        echo_train_length=_int(ds, "EchoTrainLength"),
+        field_strength=_float(ds, "MagneticFieldStrength"),
+        contrast_agent=_text(ds, "ContrastBolusAgent"),
+        tagging=_text(ds, "Tagging").upper(),
     )
 
 
@@ -224,6 +234,7 @@ def _classic_frame_fields(ds: pydicom.Dataset) -> dict:
         slice_location=_float(ds, "SliceLocation"),
         trigger_time=_float(ds, "TriggerTime"),
         inversion_time=_float(ds, "InversionTime"),
+        echo_time=_float(ds, "EchoTime"),
         temporal_index=_int(ds, "TemporalPositionIdentifier"),
         complex_component=_text(ds, "ComplexImageComponent").upper(),
         rescale_slope=_float(ds, "RescaleSlope") or 1.0,
@@ -265,6 +276,7 @@ def _functional_group_fields(groups, shared) -> dict:
         trigger_time=lookup("CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime", _float),
         inversion_time=lookup("MRModifierSequence", "InversionTimes", _float)
         or lookup("MRTimingAndRelatedParametersSequence", "InversionTime", _float),
+        echo_time=lookup("MREchoSequence", "EffectiveEchoTime", _float),
         temporal_index=_int(content, "TemporalPositionIndex") if content is not None else None,
         complex_component=component.upper() if component else None,
         rescale_slope=lookup("PixelValueTransformationSequence", "RescaleSlope", _float),

@@ -24,6 +24,7 @@ from .classification import (
     classify_view,
     find_sax_reference,
     resolve_repeats,
+    set_aside_phase_contrast_magnitudes,
 )
 from .errors import MixedPatientsError, MultipleStudiesError, NotAStudyError, NotCardiacMRError
 from .grouping import merge_parallel_slices, split_into_series, split_into_studies
@@ -177,6 +178,7 @@ def classify_series(frames, overrides: dict | None = None):
     series = split_into_series(frames)
     for item in series:
         classify_sequence(item, part_of_multiplane=item.orientations_in_dicom_series >= 3)
+    set_aside_phase_contrast_magnitudes(series)
     apply_overrides(series, overrides)
     for sequence in ("cine", "lge"):
         series = merge_parallel_slices(series, sequence)

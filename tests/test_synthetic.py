@@ -365,6 +365,8 @@ def test_vendor_restriction_and_rewriting_a_folder(tmp_path):
         ({"n": 1, "vendors": ["toshiba"]}, "unknown vendor 'toshiba'"),
         ({"n": 1, "vendors": []}, "vendors must name at least one"),
         ({"n": 1, "num_workers": 0}, "num_workers must be a positive integer"),
+        ({"n": 1, "extra_series": ["dwi"]}, r"unknown extra series \['dwi'\]"),
+        ({"n": 1, "extra_series": ["perfusion"], "contrast": False}, "perfusion needs contrast"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(tmp_path, kwargs, message):

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from .acquisition import EXTRA_SERIES
 from .subject import DIAGNOSES
 from .vendors import VENDORS
 
@@ -21,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per CPU)")
     parser.add_argument("--blank-descriptions", action="store_true",
                         help="leave SeriesDescription, ProtocolName and SequenceName empty")
+    parser.add_argument("--extra-series", nargs="+", choices=(*EXTRA_SERIES, "all"), default=(),
+                        help="also write series a processor must set aside (T2 black-blood, T2*, tagging, "
+                             "phase-contrast flow, perfusion)")
+    parser.add_argument("--no-contrast", action="store_true", help="studies without contrast: no TI scout, no LGE")
     parser.add_argument("--preview", action="store_true",
                         help="also write preview.png, a montage of the first study (needs cmr-clip[plot])")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -33,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         records = make_cohort(args.out, args.n, seed=args.seed, vendors=args.vendors, size=args.size,
                               num_workers=args.workers, progress=not args.quiet, preview=args.preview,
-                              blank_descriptions=args.blank_descriptions)
+                              blank_descriptions=args.blank_descriptions,
+                              extra_series="all" if "all" in args.extra_series else tuple(args.extra_series),
+                              contrast=not args.no_contrast)
     except (ValueError, ImportError) as exc:
         print(f"cmr-clip synth: error: {exc}", file=sys.stderr)
         return 2

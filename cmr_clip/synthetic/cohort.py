@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .acquisition import acquire
+from .acquisition import EXTRA_SERIES, acquire, check_extras
 from .dicomio import StudyContext, write_exam
 from .identity import UIDSource, accession_number, draw_identity, draw_visit_date
 from .phantom import Heart, measure
@@ -83,7 +83,8 @@ def _subject_and_identity(plan: StudyPlan, seed: int):
     return follow_up(visit_rng, subject), identity, draw_visit_date(visit_rng, after=first_date)
 
 
-def make_study(plan: StudyPlan, seed: int, size: str, out_dir: Path, blank_descriptions: bool = False) -> dict:
+def make_study(plan: StudyPlan, seed: int, size: str, out_dir: Path, blank_descriptions: bool = False,
+               extra_series: tuple = (), contrast: bool = True) -> dict:
     """Render and write one study and its truth file; returns its report record."""
     protocol = get_protocol(size)
     subject, identity, date = _subject_and_identity(plan, seed)
@@ -92,7 +93,9 @@ def make_study(plan: StudyPlan, seed: int, size: str, out_dir: Path, blank_descr
     field = 3.0 if rng.random() < 0.4 else 1.5
     heart = Heart(subject, int(rng.integers(protocol.phases[0], protocol.phases[1] + 1)))
     measurements = measure(heart).as_dict()
-    exam = acquire(heart, protocol, field, rng, psir=bool(rng.random() < _PSIR_RATE[plan.vendor]))
+    exam = acquire(heart, protocol, field, rng, psir=bool(rng.random() < _PSIR_RATE[plan.vendor]),
+                   extras=tuple(extra_series), contrast=contrast,
+                   extra_rng=np.random.default_rng([seed, 5, plan.index]))
     scale, slope = draw_scaling(style, rng)
     ctx = StudyContext(
         identity=identity,
@@ -152,7 +155,8 @@ def _pool_context():
 
 
 def make_cohort(out_dir, n: int, seed: int = 0, vendors=None, size: str = "small", num_workers: int | None = None,
-                progress: bool = True, preview: bool = False, blank_descriptions: bool = False) -> list[dict]:
+                progress: bool = True, preview: bool = False, blank_descriptions: bool = False,
+                extra_series=(), contrast: bool = True) -> list[dict]:
     """Write `n` synthetic studies under `out_dir` and return their report records (see module doc).
 
     Studies and truth files of an earlier run into the same folder that are not part of this cohort
@@ -162,13 +166,21 @@ def make_cohort(out_dir, n: int, seed: int = 0, vendors=None, size: str = "small
     the demo) or 'full' (scanner-like); `num_workers` processes (default: one per CPU); `preview` also
     writes `preview.png`, a montage of the first study (needs the `plot` extra); `blank_descriptions`
     empties SeriesDescription, ProtocolName and SequenceName so only geometry and timing are left.
+    `extra_series` adds series a processor must set aside, any of `EXTRA_SERIES` ("t2w": black-blood T2
+    STIR or TSE short-axis stack, "t2star": multi-echo, "tagging", "flow": phase-contrast magnitude and
+    phase, "perfusion": first pass; "all": every one the study can have); they come from their own random stream, so the other series
+    of a study are the same with or without them. `contrast=False` writes studies without contrast: no
+    TI scout, no LGE (nor perfusion).
     """
     _check_args(n, seed, size, num_workers)
+    if extra_series == "all":  # every extra the study can have: perfusion only with contrast
+        extra_series = tuple(name for name in EXTRA_SERIES if contrast or name != "perfusion")
+    extra_series = check_extras((extra_series,) if isinstance(extra_series, str) else extra_series, contrast)
     vendors = check_vendors(vendors)
     out_dir = Path(out_dir)
     plans = plan_cohort(int(n), int(seed), vendors)
     _remove_other_studies(out_dir, {plan.study_id for plan in plans})
-    jobs = [(plan, int(seed), size, out_dir, blank_descriptions) for plan in plans]
+    jobs = [(plan, int(seed), size, out_dir, blank_descriptions, extra_series, contrast) for plan in plans]
     workers = min(num_workers or os.cpu_count() or 1, len(jobs))
     records = _run(jobs, workers, progress)
     with open(out_dir / "reports.jsonl", "w", encoding="utf-8") as fh:

@@ -1,8 +1,8 @@
 """Writing an exam as a vendor's DICOM export, and the ground truth of every frame written.
 
 Classic MR Image Storage (one image per file) for everything, except that Philips studies may carry
-their cine series as Enhanced MR Image Storage multi-frame files, with geometry and timing in the
-per-frame functional groups. Pixel data is uncompressed little endian; files are written with
+their cine-like series (cine, tagging, phase-contrast flow) as Enhanced MR Image Storage multi-frame files,
+with geometry and timing in the per-frame functional groups. Pixel data is uncompressed little endian; files are written with
 `dcmwrite(..., enforce_file_format=True)`, so each has a valid preamble and file meta.
 """
 
@@ -24,6 +24,14 @@ from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageS
 from .acquisition import Exam, Frame, Series
 from .identity import Identity, UIDSource
 from .vendors import VendorStyle, file_path
+
+# Philips enhanced multi-frame series: kind -> (FrameType, PulseSequenceName, ComplexImageComponent).
+_ENHANCED = {
+    "cine": (["ORIGINAL", "PRIMARY", "M_FFE", "NONE"], "B-TFE", "MAGNITUDE"),
+    "tagging": (["ORIGINAL", "PRIMARY", "M_FFE", "NONE"], "T1FFE", "MAGNITUDE"),
+    "flow": (["ORIGINAL", "PRIMARY", "M_PCA", "NONE"], "PCA", "MAGNITUDE"),
+    "flow_phase": (["ORIGINAL", "PRIMARY", "P_PCA", "NONE"], "PCA", "PHASE"),
+}
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ def _split_for_vendor(exam: Exam, ctx: StudyContext) -> list[_OutputSeries]:
     out = []
     for series in exam.series:
         header = style.header(series.kind)
-        view = style.view_names.get(series.view, "")
+        view = style.view_names.get(series.named_view or series.view, "")
         groups = [series.frames]
         if series.kind == "cine" and series.view == "sax" and style.cine_sax_per_slice:
             groups = [[f for f in series.frames if f.slice == s] for s in sorted({f.slice for f in series.frames})]
@@ -138,6 +146,10 @@ def _series_dataset(out: _OutputSeries, exam: Exam, ctx: StudyContext, uids: dic
     ds.MagneticFieldStrength = _ds(exam.field_strength, 1)
     ds.ProtocolName = "" if blank else out.protocol
     ds.FlipAngle = "50" if series.kind in ("cine", "localizer") else "20"
+    for keyword, value in series.dicom.items():
+        setattr(ds, keyword, value)
+    if any(f.echo_time is not None for f in out.frames):
+        del ds.EchoTime  # multi-echo: each image carries its own
     ds.PatientPosition = "HFS"
     if series.slice_spacing is not None:
         ds.SpacingBetweenSlices = _ds(series.slice_spacing, 2)
@@ -199,6 +211,11 @@ def _frame_elements(out: _OutputSeries, frame: Frame, ctx: StudyContext, instanc
         ds.TriggerTime = _ds(frame.trigger_time, 2)
     if frame.inversion_time is not None:
         ds.InversionTime = _ds(frame.inversion_time, 1)
+    if frame.echo_time is not None:
+        ds.EchoTime = _ds(frame.echo_time, 2)
+        ds.EchoNumbers = frame.phase + 1
+    if frame.temporal_index is not None:
+        ds.TemporalPositionIdentifier = frame.temporal_index
     stored = _stored(out.series, frame.signal, ctx)
     ds.WindowCenter, ds.WindowWidth = _window(stored, *_rescale(out.series, ctx))
     ds.add_new("PixelData", "OW", stored.tobytes())
@@ -273,25 +290,26 @@ def _enhanced(ds: Dataset, out: _OutputSeries, ctx: StudyContext, uid) -> None:
     first = frames[0].plane
     pixels = np.stack([_stored(out.series, f.signal, ctx) for f in frames])
     slope, intercept = _rescale(out.series, ctx)
+    frame_type, pulse_sequence, component = _ENHANCED[out.series.kind]
     ds.SOPInstanceUID = uid()
     ds.InstanceNumber = 1
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "M_FFE", "NONE"]
+    ds.ImageType = frame_type
     ds.NumberOfFrames = len(frames)
     ds.ContentQualification = "PRODUCT"
     ds.AcquisitionDateTime = ctx.date.strftime("%Y%m%d") + ds.AcquisitionTime
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
-    ds.PulseSequenceName = "B-TFE"
+    ds.PulseSequenceName = pulse_sequence
     ds.EchoPulseSequence = "GRADIENT"
     shared = Dataset()
-    frame_type = Dataset()
-    frame_type.FrameType = list(ds.ImageType)
-    frame_type.PixelPresentation = "MONOCHROME"
-    frame_type.VolumetricProperties = "VOLUME"
-    frame_type.VolumeBasedCalculationTechnique = "NONE"
-    frame_type.ComplexImageComponent = "MAGNITUDE"
-    frame_type.AcquisitionContrast = "MIXED"
-    shared.MRImageFrameTypeSequence = Sequence([frame_type])
+    frame_kind = Dataset()
+    frame_kind.FrameType = list(ds.ImageType)
+    frame_kind.PixelPresentation = "MONOCHROME"
+    frame_kind.VolumetricProperties = "VOLUME"
+    frame_kind.VolumeBasedCalculationTechnique = "NONE"
+    frame_kind.ComplexImageComponent = component
+    frame_kind.AcquisitionContrast = "MIXED"
+    shared.MRImageFrameTypeSequence = Sequence([frame_kind])
     measures = Dataset()
     measures.PixelSpacing = [_ds(v) for v in first.spacing]
     measures.SliceThickness = _ds(first.thickness, 2)
@@ -348,7 +366,7 @@ def write_exam(study_dir: Path, exam: Exam, ctx: StudyContext, uid: UIDSource) -
     file_index = 1
     for out in _split_for_vendor(exam, ctx):
         ds = _series_dataset(out, exam, ctx, uids, uid)
-        if ctx.enhanced_cine and out.series.kind == "cine":
+        if ctx.enhanced_cine and out.series.kind in _ENHANCED:
             ds.SOPClassUID = EnhancedMRImageStorage
             _enhanced(ds, out, ctx, uid)
             ds.file_meta = _file_meta(ds.SOPClassUID)

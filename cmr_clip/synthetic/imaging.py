@@ -4,6 +4,10 @@ Cine is balanced SSFP (bright blood, grey muscle). LGE follows the inversion-rec
 M = PD (1 - (1 + m0) exp(-TI / T1)) with post-contrast T1s, TI set at the myocardial null (at the blood
 null for amyloidosis, whose blood pool nulls first); its magnitude is the classic LGE image and its sign
 the PSIR one. The TI scout is the same signal over rising TIs; the T1 map holds native T1 in ms.
+The series a protocol adds besides (see `acquisition.EXTRA_SERIES`) get their own contrasts: black-blood
+T2-weighted (dark blood, fat suppressed, fluid bright), multi-echo gradient echo decaying with T2*, first-pass
+perfusion (a contrast bolus through the right heart, the left heart, then the myocardium), tag grids laid
+over the cine signal, and phase-contrast velocity (signed, through the aorta).
 """
 
 from __future__ import annotations
@@ -39,6 +43,17 @@ _SCAR_POST_T1 = 180.0
 _SCAR_NATIVE_T1 = 1250.0
 _RECOVERY_MS = 1600.0  # time from readout to the next inversion (two R-R intervals)
 NOISE_SIGMA = {1.5: 0.045, 3.0: 0.03}  # relative to blood on cine
+_BLACK_BLOOD_T2 = _lut({Tissue.BODY: 0.35, Tissue.FAT: 0.12, Tissue.LUNG: 0.03, Tissue.LIVER: 0.22,
+                        Tissue.EFFUSION: 1.0}, blood=0.04, muscle=0.42)
+_GRE_PD = _lut({Tissue.BODY: 0.5, Tissue.FAT: 0.9, Tissue.LUNG: 0.1, Tissue.LIVER: 0.55, Tissue.EFFUSION: 0.9},
+               blood=0.9, muscle=0.6)
+_T2STAR_MS = _lut({Tissue.AIR: 1.0, Tissue.BODY: 30.0, Tissue.FAT: 40.0, Tissue.LUNG: 2.0, Tissue.LIVER: 25.0,
+                   Tissue.EFFUSION: 200.0}, blood=250.0, muscle=35.0)
+_SATURATION_RECOVERY = _lut({Tissue.BODY: 0.2, Tissue.FAT: 0.3, Tissue.LUNG: 0.02, Tissue.LIVER: 0.15,
+                             Tissue.EFFUSION: 0.1}, blood=0.15, muscle=0.12)
+# Seconds after injection at which the bolus peaks in each compartment, and how much it brightens it.
+_BOLUS = (((Tissue.RV_BLOOD, Tissue.RA), 4.0, 0.9), ((Tissue.LV_BLOOD, Tissue.LA, Tissue.AORTA), 9.0, 0.9),
+          ((Tissue.LV_MYO,), 12.0, 0.3))
 
 
 def _field_t1(table: np.ndarray, field: float) -> np.ndarray:
@@ -148,3 +163,35 @@ def ghosting(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Respiratory ghosts along the phase-encoding direction, as in a failed breath-hold."""
     shift = int(image.shape[0] // rng.integers(3, 6))
     return gaussian_filter(image, 1.2) + 0.3 * np.roll(image, shift, axis=0) + 0.2 * np.roll(image, -shift, axis=0)
+
+
+def black_blood_t2(labels: np.ndarray, scar: np.ndarray | None) -> np.ndarray:
+    """T2-weighted black-blood turbo spin echo: blood nulled, fat suppressed, fluid (effusion) bright."""
+    return _BLACK_BLOOD_T2[labels]
+
+
+def gradient_echo_decay(echo_time_ms: float):
+    """Multi-echo gradient echo at one echo time: proton density times exp(-TE / T2*)."""
+    return lambda labels, scar: _GRE_PD[labels] * np.exp(-echo_time_ms / _T2STAR_MS[labels])
+
+
+def first_pass_signal(seconds: float):
+    """Saturation-recovery signal `seconds` after the contrast injection (gamma-variate bolus curves)."""
+    table = _SATURATION_RECOVERY.copy()
+    for tissues, peak, gain in _BOLUS:
+        t = max(seconds, 0.0) / peak  # gamma variate t^2 exp(2 (1 - t)): 1 at the peak
+        table[list(tissues)] += gain * t * t * np.exp(2.0 * (1.0 - t))
+    return lambda labels, scar: table[labels]
+
+
+def tag_grid(plane: Plane, spacing_mm: float, depth: float) -> np.ndarray:
+    """Multiplicative SPAMM grid on the plane's pixels: dark lines every `spacing_mm`, `depth` in [0, 1]."""
+    y = np.arange(plane.rows)[:, None] * plane.spacing[0]
+    x = np.arange(plane.cols)[None, :] * plane.spacing[1]
+    lines = np.maximum(np.cos(np.pi * x / spacing_mm) ** 8, np.cos(np.pi * y / spacing_mm) ** 8)
+    return 1.0 - depth * lines
+
+
+def through_plane_velocity(fraction: float):
+    """Signed velocity (fraction of the encoding velocity) in the aorta; zero in static tissue."""
+    return lambda labels, scar: np.where(labels == Tissue.AORTA, fraction, 0.0)

@@ -3,6 +3,9 @@
 Each vendor is a `VendorStyle`: header vocabulary per kind of series, the series-number scheme, how
 cine short-axis slices are grouped (one series per stack, or one per slice as GE exports them), the
 pixel scaling, and the file layouts its exports come in (with or without `.dcm`, nested folders).
+The names are the ones these scanners' cardiac protocols use (Siemens `tirm`, `t2_tse_dark-blood`,
+`tfl_perf`, `flow_..._Venc200`; GE `BB T2 STIR`, `FSE-XL`, `FastCard PC`; Philips `BB_T2W_SPAIR`,
+`sr_tfe`, `Qflow`, with Philips' ImageType flags M_SE, M_IR, M_FFE, M_PCA).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class VendorStyle:
 
 
 def _h(description, protocol, sequence_name, scanning, variant, image_type) -> SeriesHeader:
-    return SeriesHeader(description, protocol, sequence_name, tuple(scanning), tuple(variant), tuple(image_type))
+    scanning = (scanning,) if isinstance(scanning, str) else tuple(scanning)  # "GR" is one value, not G\R
+    return SeriesHeader(description, protocol, sequence_name, scanning, tuple(variant), tuple(image_type))
 
 
 SIEMENS = VendorStyle(
@@ -66,6 +70,19 @@ SIEMENS = VendorStyle(
                   ("ORIGINAL", "PRIMARY", "M", "NORM", "DIS2D")),
         "psir": _h("de_tfl2d_psir_{view}_PSIR", "de_tfl2d_psir_{view}", "*tfl2d1", ("GR", "IR"), ("SK", "SP", "MP"),
                    ("DERIVED", "PRIMARY", "PSIR", "NORM", "DIS2D")),
+        "t2_stir": _h("t2_tirm_{view}_bb", "t2_tirm_{view}_bb", "*tir2d1_15", ("SE", "IR"), ("SK", "SP", "MP", "OSP"),
+                      ("ORIGINAL", "PRIMARY", "M", "NORM", "DIS2D")),
+        "t2_tse": _h("t2_tse_dark-blood_{view}", "tse_bb_{view}", "*tse2d1_15", "SE", ("SK", "SP", "OSP"),
+                     ("ORIGINAL", "PRIMARY", "M", "NORM", "DIS2D")),
+        "t2star": _h("T2star_ME_{view}", "T2star_ME", "*fl2d8", "GR", ("SP",), ("ORIGINAL", "PRIMARY", "M", "ND", "NORM")),
+        "tagging": _h("tf2d_grid_tagging_{view}", "tf2d_grid_tagging", "*fl2d1r", "GR", ("SK", "SP"),
+                      ("ORIGINAL", "PRIMARY", "M", "RETRO", "DIS2D")),
+        "flow": _h("flow_AAo_Venc200", "flow_AAo_Venc200", "*fl2d1_v200in", "GR", ("SP",),
+                   ("ORIGINAL", "PRIMARY", "M", "RETRO", "DIS2D")),
+        "flow_phase": _h("flow_AAo_Venc200_P", "flow_AAo_Venc200", "*fl2d1_v200in", "GR", ("SP",),
+                         ("ORIGINAL", "PRIMARY", "P", "RETRO", "DIS2D")),
+        "perfusion": _h("tfl_perf_{view}", "tfl_perf_{view}", "*tfl2d1_16", "GR", ("SK", "SP", "MP"),
+                        ("ORIGINAL", "PRIMARY", "M", "ND", "NORM")),
     },
     view_names={"sax": "sax", "2ch": "2ch", "3ch": "3ch", "4ch": "4ch"},
     cine_sax_per_slice=False,
@@ -91,6 +108,16 @@ GE = VendorStyle(
         "lge": _h("MDE {view}", "MDE", "fgre2d", ("GR", "IR"), ("SS", "SP", "MP"), ("ORIGINAL", "PRIMARY", "OTHER")),
         "psir": _h("PSIR MDE {view}", "MDE PSIR", "fgre2d", ("GR", "IR"), ("SS", "SP", "MP"),
                    ("DERIVED", "PRIMARY", "OTHER", "PSIR")),
+        "t2_stir": _h("BB T2 STIR {view}", "DIR FSE-XL STIR", "fse-xl", ("SE", "IR"), ("SK", "OSP"),
+                      ("ORIGINAL", "PRIMARY", "OTHER")),
+        "t2_tse": _h("DIR T2 FSE-XL {view}", "DIR FSE-XL", "fse-xl", "SE", ("SK", "OSP"), ("ORIGINAL", "PRIMARY", "OTHER")),
+        "t2star": _h("GRE_ME T2* {view}", "GRE_ME", "mfgre", "GR", ("SS", "SP"), ("ORIGINAL", "PRIMARY", "OTHER")),
+        "tagging": _h("TAGGING FGRE {view}", "TAGGING", "fgre2d", "GR", ("SS", "SP"), ("ORIGINAL", "PRIMARY", "OTHER")),
+        "flow": _h("PC_ao FastCard", "2D FASTCARD PC", "fastcard_pc", "GR", ("SS", "SP"), ("ORIGINAL", "PRIMARY", "OTHER")),
+        "flow_phase": _h("PC_ao FastCard", "2D FASTCARD PC", "fastcard_pc", "GR", ("SS", "SP"),
+                         ("ORIGINAL", "PRIMARY", "PHASE")),
+        "perfusion": _h("Perfusion {view}", "FGRE-ET PERFUSION", "fgre2d", "GR", ("SS", "SP", "MP"),
+                        ("ORIGINAL", "PRIMARY", "OTHER")),
     },
     view_names={"sax": "SA", "2ch": "2CH", "3ch": "3CH", "4ch": "4CH"},
     cine_sax_per_slice=True,
@@ -117,6 +144,15 @@ PHILIPS = VendorStyle(
                   ("ORIGINAL", "PRIMARY", "M_IR", "M", "IR")),
         "psir": _h("PSIR_TFE_LGE_{view}", "IR_TFE_LGE_{view}", "", ("GR", "IR"), ("SS", "MP"),
                    ("ORIGINAL", "PRIMARY", "R_IR", "R", "IR")),
+        "t2_stir": _h("BB_T2W_STIR_{view}", "BB_T2W_STIR", "", ("SE", "IR"), ("SK", "MP"),
+                      ("ORIGINAL", "PRIMARY", "M_IR", "M", "IR")),
+        "t2_tse": _h("BB_T2W_SPAIR_{view}", "T2W_TSE", "", "SE", ("SK",), ("ORIGINAL", "PRIMARY", "M_SE", "M", "SE")),
+        "t2star": _h("T2star_ME_{view}", "T2star_FFE_ME", "", "GR", ("SS",), ("ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE")),
+        "tagging": _h("CSPAMM_TAG_{view}", "CSPAMM_TAG", "", "GR", ("SS",), ("ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE")),
+        "flow": _h("Qflow_AAo_venc200", "Qflow_AAo", "", "GR", ("SS",), ("ORIGINAL", "PRIMARY", "M_PCA", "M", "PCA")),
+        "flow_phase": _h("Qflow_AAo_venc200", "Qflow_AAo", "", "GR", ("SS",), ("ORIGINAL", "PRIMARY", "P_PCA", "P", "PCA")),
+        "perfusion": _h("Perfusion_SR_TFE_{view}", "sr_tfe_perf", "", "GR", ("SS", "MP"),
+                        ("ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE")),
     },
     view_names={"sax": "SA", "2ch": "2CH", "3ch": "3CH", "4ch": "4CH"},
     cine_sax_per_slice=False,
