@@ -7,8 +7,9 @@ of the study is decoded here) and finds:
 
 - the bright blood pools (bright-blood threshold on the end-diastolic frame, eroded once so that thin
   partial-volume bridges through a wall do not join two pools),
-- the LV: the largest round pool; the RV: the pool with the most area close beside the LV that wraps only
-  part of the way round it (a pericardial effusion or epicardial fat wraps all the way round);
+- the LV: the largest round pool; its blood signal sets a second, tighter threshold (pericardial fluid and
+  fat are a little darker than blood) under which the RV is the pool with the most area close beside the
+  LV that wraps only part of the way round it (a pericardial effusion or epicardial fat wraps all the way);
 - one of the two must contract (shrink between end-diastole and end-systole): static bright tissue is not
   a ventricle. A failing RV may hardly move, so motion is not required of each.
 
@@ -30,12 +31,13 @@ from .study import Series
 
 # Fractions of the R-R interval decoded besides end-diastole (phase 0): end-systole lies among them.
 SYSTOLIC_FRACTIONS = (0.25, 0.35, 0.45)
-BLOOD_THRESHOLD = 0.6  # of the bright-blood level (99th percentile of the end-diastolic frame)
+BLOOD_THRESHOLD = 0.6  # of the bright-blood level (99th percentile of the end-diastolic frame), to find the LV
+RV_BLOOD_FRACTION = 0.8  # of the LV's own blood signal, to find the RV: pericardial fluid and fat are less bright
 MIN_POOL_MM2 = 40.0
 MIN_SHRINK = 0.08  # one ventricle loses at least this fraction of its bright area in systole
 MIN_LV_MM2 = 300.0
 LV_MIN_ROUNDNESS = 0.7
-RV_REACH = 2.5  # the RV lies within this many LV radii of the LV centre
+RV_REACH_MM = 45.0  # the RV lies within this distance beyond the LV blood pool's radius (septum and RV depth)
 RV_MIN_AREA_OF_LV = 0.1
 RV_MAX_WRAP = 0.6  # the RV covers at most this fraction of the directions round the LV centre
 _WRAP_BINS = 36
@@ -79,10 +81,12 @@ def locate_heart(reference: Series) -> tuple[HeartAnatomy | None, str]:
         return None, f"the mid-ventricular short-axis slice could not be decoded ({type(error).__name__})"
     frame = slice_frames[0]
     spacing = frame.pixel_spacing or (1.0, 1.0)
-    pools = _moving_pools(images, spacing)
-    lv, rv = _ventricles(pools, spacing)
+    level = float(np.percentile(images[0], 99.0))
+    lv = _find_lv(_moving_pools(images, spacing, BLOOD_THRESHOLD * level)) if level > 0 else None
     if lv is None:
-        return None, "no round blood pool that contracts over the cycle in the mid-ventricular short-axis slice"
+        return None, "no round blood pool in the mid-ventricular short-axis slice"
+    blood = float(np.median(images[0][lv.pixels[:, 0], lv.pixels[:, 1]]))
+    rv = _find_rv(_moving_pools(images, spacing, RV_BLOOD_FRACTION * blood), lv, spacing)
     if rv is None:
         return None, "no second moving blood pool (the RV) beside the LV in the mid-ventricular short-axis slice"
     long_axis = base_to_apex(reference.normal)
@@ -102,13 +106,9 @@ def locate_heart(reference: Series) -> tuple[HeartAnatomy | None, str]:
     return anatomy, "ventricles found in the mid-ventricular short-axis cine slice"
 
 
-def _moving_pools(images: list[np.ndarray], spacing) -> list[_Pool]:
-    """Bright connected regions of the end-diastolic frame, with how much of each stays bright in systole."""
+def _moving_pools(images: list[np.ndarray], spacing, threshold: float) -> list[_Pool]:
+    """Connected regions of the end-diastolic frame above `threshold`, with how much of each stays so in systole."""
     ed = images[0]
-    level = float(np.percentile(ed, 99.0))
-    if level <= 0:
-        return []
-    threshold = BLOOD_THRESHOLD * level
     bright = ndimage.binary_erosion(ed > threshold)
     systole = [image > threshold for image in images[1:]]
     labels, count = ndimage.label(bright)
@@ -128,31 +128,34 @@ def _moving_pools(images: list[np.ndarray], spacing) -> list[_Pool]:
     return pools
 
 
-def _ventricles(pools: list[_Pool], spacing) -> tuple[_Pool | None, _Pool | None]:
-    """The LV (the largest round pool) and the RV (the pool with the most area close beside it, wrapping part of it).
-
-    Only the part of a pool within RV_REACH LV radii of the LV centre counts, so that bright fat of the
-    chest wall further out does not win. One of the two must contract over the cycle.
-    """
+def _find_lv(pools: list[_Pool]) -> _Pool | None:
+    """The LV: the largest round pool (the descending aorta is round too, but smaller)."""
     round_pools = [p for p in pools if p.roundness >= LV_MIN_ROUNDNESS and p.area_mm2 >= MIN_LV_MM2]
-    if not round_pools:
-        return None, None
-    lv = max(round_pools, key=lambda p: p.area_mm2)
-    reach = RV_REACH * np.sqrt(lv.area_mm2 / np.pi)
+    return max(round_pools, key=lambda p: p.area_mm2, default=None)
+
+
+def _find_rv(pools: list[_Pool], lv: _Pool, spacing) -> _Pool | None:
+    """The RV: the pool with the most area within RV_REACH_MM of the LV blood pool, wrapping part of the way round.
+
+    Only the part of a pool that close counts, so that bright fat of the chest wall further out does not
+    win; a ring round the whole heart (effusion, fat) is not the RV. The LV or the RV must contract.
+    """
+    reach = np.sqrt(lv.area_mm2 / np.pi) + RV_REACH_MM
     pixel_mm2 = float(spacing[0] * spacing[1])
     best, best_area = None, RV_MIN_AREA_OF_LV * lv.area_mm2
     for pool in pools:
-        if pool is lv:
-            continue
         offsets = (pool.pixels - lv.centroid) * np.asarray(spacing, float)
-        close = np.hypot(offsets[:, 0], offsets[:, 1]) <= reach
+        distance = np.hypot(offsets[:, 0], offsets[:, 1])
+        if distance.min() < 0.5 * np.sqrt(lv.area_mm2 / np.pi):
+            continue  # the LV itself
+        close = distance <= reach
         angles = np.arctan2(offsets[close, 0], offsets[close, 1])
         wrap = np.unique(((angles + np.pi) / (2 * np.pi) * _WRAP_BINS).astype(int) % _WRAP_BINS).size / _WRAP_BINS
         if close.sum() * pixel_mm2 > best_area and wrap <= RV_MAX_WRAP:
             best, best_area = pool, close.sum() * pixel_mm2
     if best is None or max(lv.shrink, best.shrink) < MIN_SHRINK:
-        return lv, None
-    return lv, best
+        return None
+    return best
 
 
 def _to_patient(frame, spacing, pixel: np.ndarray) -> np.ndarray:
