@@ -51,7 +51,7 @@ def score_long_axis(study, truth: dict) -> list[dict]:
         else:
             outcome = "wrong"
         rows.append({"vendor": truth["vendor"], "series_number": series.series_number, "sequence": series.sequence,
-                     "expected": expected["view"], "got": series.view, "outcome": outcome,
+                     "expected": expected["view"], "planned": expected["planned_view"], "got": series.view, "outcome": outcome,
                      "warned": bool(series.view_warning), "reasons": series.reasons[-2:]})
     return rows
 

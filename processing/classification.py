@@ -205,21 +205,21 @@ def _text_view(series: Series) -> str | None:
 
 def _decide_long_axis_view(series: Series, text_view: str | None, lax: LongAxisEvidence) -> None:
     """A long-axis plane's view: the anatomy and the description agree, one alone speaks, or 'other' with a warning."""
-    named = text_view in LAX_VIEW_AHA or text_view == "lvot"
-    anatomy_view = "3ch" if lax.view == "3ch" and text_view == "lvot" else lax.view
+    named = text_view if text_view in (*LAX_VIEW_AHA, "lvot") else None
     series.reasons.append(f"long-axis plane: {lax.reason}")
     if named:
-        series.reasons.append(f"{text_view}: description/protocol names the view")
-    if anatomy_view and (not named or text_view in (anatomy_view, "lvot")):
-        series.view = text_view if text_view == "lvot" else anatomy_view
-    elif named and anatomy_view is None:
-        series.view = text_view
-        series.confidence = round(series.confidence * 0.8, 2)
+        series.reasons.append(f"{named}: description/protocol names the view")
+    if named is None and lax.view:
+        series.view = lax.view
+    elif named and (lax.view in (None, named) or named == "lvot"):
+        series.view = named
+        if lax.view is None:
+            series.confidence = round(series.confidence * 0.8, 2)
     elif named:
-        series.view = text_view
+        series.view = named
         series.confidence = round(series.confidence * 0.4, 2)
-        series.view_warning = (f"the description names {text_view} but the plane cuts the {LAX_WALLS[anatomy_view]} "
-                               f"walls ({anatomy_view}); the description was kept, check this series")
+        series.view_warning = (f"the description names {named} but the plane cuts the {LAX_WALLS[lax.view]} "
+                               f"walls ({lax.view}); the description was kept, check this series")
     else:
         series.view = "other"
         series.confidence = round(series.confidence * 0.5, 2)
@@ -240,8 +240,7 @@ def _geometry_evidence(series: Series, reference: Series | None, add) -> None:
     if angle <= 20.0:
         add("sax", 2.5, f"plane parallel to the short-axis stack ({angle:.0f} deg)")
     elif angle >= LAX_MIN_ANGLE_TO_SAX:
-        distance = _distance_from_long_axis(series, _image_centre(reference.grid[len(reference.grid) // 2][0]))
-        add("other", 1.0, f"perpendicular to the short axis but {distance:.0f} mm from the LV long axis")
+        add("other", 1.0, f"perpendicular to the short axis but more than {LAX_MAX_DISTANCE_MM:.0f} mm from the LV long axis")
 
 
 def assign_long_axis_views(series: list[Series], reference: Series | None) -> dict:

@@ -80,10 +80,10 @@ def test_blank_descriptions_no_wrong_view_and_others_warned(blank_cohort):
 
 
 def test_views_follow_the_anatomy_when_planning_goes_far_astray(tmp_path, monkeypatch):
-    """Planes turned up to 45 degrees from their landmark: many now cut another view's walls or sit on a
+    """Planes turned up to 60 degrees from their landmark: many now cut another view's walls or sit on a
     border. The classifier follows the walls actually cut, never gives a wrong view, and says 'other' with
     a warning where it cannot separate two views."""
-    monkeypatch.setattr(planning, "LAX_PLANNING_ERROR_DEG", 45.0)
+    monkeypatch.setattr(planning, "LAX_PLANNING_ERROR_DEG", 60.0)
     make_cohort(tmp_path, 6, seed=8, progress=False, num_workers=1, blank_descriptions=True)
     truths = _truths(tmp_path)
     moved = [r for t in truths for planned, r in t["long_axis_planes"].items() if r["view"] != planned]
@@ -91,7 +91,10 @@ def test_views_follow_the_anatomy_when_planning_goes_far_astray(tmp_path, monkey
     rows = lax_views.score_cohort(tmp_path)
     assert [r for r in rows if r["outcome"] == "wrong"] == []
     assert all(r["warned"] for r in rows if r["outcome"] == "other")
-    assert sum(r["outcome"] == "correct" for r in rows) >= 0.6 * len(rows)
+    # planes that ended up cutting another view's walls are named by those walls, not by what was planned
+    assert any(r["outcome"] == "correct" and r["expected"] != r["planned"] for r in rows)
+    # within 10 deg of a border is 'other': with turns up to 60 deg that is about a third of the planes
+    assert sum(r["outcome"] == "correct" for r in rows) >= 0.45 * len(rows)
 
 
 def test_layout_warns_for_long_axis_series_left_other(blank_cohort, monkeypatch):
@@ -134,3 +137,42 @@ def test_sixty_rolled_studies_per_vendor_table(tmp_path):
         assert [r for r in rows if r["outcome"] == "wrong"] == []
         assert sum(r["outcome"] == "correct" for r in rows) >= 0.9 * len(rows)
         assert all(r["warned"] for r in rows if r["outcome"] == "other")
+
+
+SUNNYBROOK = ROOT / ".." / "shared" / "data" / "sunnybrook" / "SCD0000301"
+
+
+@pytest.mark.skipif(not SUNNYBROOK.is_dir(), reason="shared Sunnybrook data not available")
+def test_real_short_axis_only_study_reads_without_decoding_for_anatomy(monkeypatch):
+    """Sunnybrook (real, cine SAX and a scout only) has no long-axis plane: the header pass stays pixel-free."""
+    from cmr_clip.processing import anatomy
+
+    def no_decoding(frame):
+        raise AssertionError("a frame was decoded to locate the anatomy of a study without long-axis planes")
+
+    monkeypatch.setattr(anatomy, "decode_frame", no_decoding)
+    study = read_study(SUNNYBROOK)
+    cine = [s for s in study.series if s.sequence == "cine"]
+    assert [(s.view, s.n_slices, s.n_phases) for s in cine] == [("sax", 10, 20)]
+    assert not any(s.view_warning for s in study.series)
+
+
+def test_description_contradicted_by_the_anatomy_is_kept_with_a_warning(blank_cohort, tmp_path):
+    import shutil
+
+    import pydicom
+
+    truth = _truths(blank_cohort)[1]
+    study_dir = tmp_path / "study"
+    shutil.copytree(blank_cohort / "studies" / truth["study_id"], study_dir)
+    anatomy_2ch = [f for f in truth["frames"] if f["view"] == "2ch" and f["sequence"] == "cine"]
+    assert anatomy_2ch
+    number = anatomy_2ch[-1]["series_number"]
+    for path in {f["path"] for f in truth["frames"] if f["series_number"] == number}:
+        ds = pydicom.dcmread(study_dir / path)
+        ds.SeriesDescription = "CINE 4CH"
+        ds.save_as(study_dir / path)
+    series = next(s for s in read_study(study_dir).series if s.series_number == number)
+    assert series.view == "4ch"
+    assert "names 4ch but the plane cuts the anterior + inferior walls (2ch)" in series.view_warning
+    assert series.confidence < 0.5

@@ -15,10 +15,8 @@ import numpy as np
 from .phantom import Heart
 
 
-# How far a technologist's long-axis plane may turn about the LV long axis from its landmark, and how much
-# it tilts off the axis (degrees).
+# How far a technologist's long-axis plane may turn about the LV long axis from its landmark (degrees).
 LAX_PLANNING_ERROR_DEG = 15.0
-LAX_TILT_SD_DEG = 3.0
 
 
 @dataclass(frozen=True)
@@ -128,12 +126,6 @@ def plan_sax(heart: Heart, protocol: Protocol, matrix: Matrix, rng: np.random.Ge
     return planes, round(spacing, 2)
 
 
-def _rotate(vector: np.ndarray, axis: np.ndarray, angle_deg: float) -> np.ndarray:
-    """`vector` turned by `angle_deg` about the unit `axis` (Rodrigues)."""
-    a = np.deg2rad(angle_deg)
-    return vector * np.cos(a) + np.cross(axis, vector) * np.sin(a) + axis * np.dot(axis, vector) * (1 - np.cos(a))
-
-
 def lax_landmark(heart: Heart, view: str) -> np.ndarray:
     """The direction in the short-axis plane a technologist aims a long-axis plane along, from the anatomy.
 
@@ -153,15 +145,14 @@ def lax_landmark(heart: Heart, view: str) -> np.ndarray:
 def plan_lax(heart: Heart, view: str, matrix: Matrix, rng: np.random.Generator) -> Plane:
     """A long-axis plane (2ch, 3ch, 4ch) aimed at its landmark, apex towards the bottom.
 
-    Planning is imperfect: the plane turns about the long axis by up to LAX_PLANNING_ERROR_DEG and tilts
-    off it by a few degrees, about a point a few mm off the axis at mid-ventricle.
+    Planning is imperfect: the plane, which contains the LV long axis, turns about it by up to
+    LAX_PLANNING_ERROR_DEG from the landmark.
     """
     e_l = heart.axes[2]
-    u = _rotate(lax_landmark(heart, view), e_l, rng.uniform(-LAX_PLANNING_ERROR_DEG, LAX_PLANNING_ERROR_DEG))
-    e_l_tilted = _rotate(e_l, u, rng.normal(0.0, LAX_TILT_SD_DEG))
-    normal = np.cross(u, e_l_tilted)
-    row_dir, col_dir = _in_plane_rotation(u, e_l_tilted, rng.uniform(-12.0, 12.0))
-    centre = heart.origin + 0.4 * heart.length_ed * e_l + rng.normal(0.0, 2.0) * normal / np.linalg.norm(normal)
+    landmark = lax_landmark(heart, view)
+    u, _ = _in_plane_rotation(landmark, np.cross(e_l, landmark), rng.uniform(-LAX_PLANNING_ERROR_DEG, LAX_PLANNING_ERROR_DEG))
+    row_dir, col_dir = _in_plane_rotation(u, e_l, rng.uniform(-12.0, 12.0))
+    centre = heart.origin + 0.4 * heart.length_ed * e_l
     return plane_at(centre, row_dir, col_dir, matrix.rows, matrix.cols, matrix.spacing, rng.uniform(6.0, 8.0))
 
 
