@@ -51,8 +51,6 @@ class HeartAnatomy:
     long_axis: np.ndarray  # unit, base -> apex
     septal: np.ndarray  # unit, in the short-axis plane, from the LV centre towards the RV centre
     anterior: np.ndarray  # unit, in the short-axis plane: septal x long_axis
-    lv_radius_mm: float
-    rv_area_mm2: float
     frames_decoded: int
 
     def aha_angle(self, direction: np.ndarray) -> float:
@@ -99,8 +97,6 @@ def locate_heart(reference: Series) -> tuple[HeartAnatomy | None, str]:
         long_axis=long_axis,
         septal=septal,
         anterior=np.cross(septal, long_axis),
-        lv_radius_mm=float(np.sqrt(lv.area_mm2 / np.pi)),
-        rv_area_mm2=rv.area_mm2,
         frames_decoded=len(images),
     )
     return anatomy, "ventricles found in the mid-ventricular short-axis cine slice"
