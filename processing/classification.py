@@ -3,7 +3,8 @@
 Three independent kinds of evidence are weighed, so that blank or misleading descriptions do not decide
 alone: the text (SeriesDescription, ProtocolName, SequenceName, across vendors' naming), the timing and
 image type (phases over the R-R interval, TriggerTime, InversionTime, ImageType flags) and the geometry
-(parallel stacks, the angle to the short-axis stack, where a long-axis plane sits around the LV long axis).
+(parallel stacks, the angle to the short-axis stack) and, for long-axis planes, the study's own anatomy:
+which AHA walls the plane cuts, relative to the septum found in the short-axis cine (see `anatomy`).
 Each piece of evidence adds a score to a role or a view and a human-readable reason.
 
 Only cine and LGE are used; everything else a protocol holds is recognised and set aside with its reasons:
@@ -18,13 +19,14 @@ contrast always wins over them, so that no other contrast fills a cine or LGE sl
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import angle_between_planes, are_parallel, long_axis_rotation
+from .anatomy import HeartAnatomy, locate_heart
+from .geometry import angle_between_planes, are_parallel
 from .grouping import image_flavour, mark_repeat
 from .headers import SECONDARY_CAPTURE_PREFIX
 from .study import SEQUENCES, VIEWS, Series
@@ -63,13 +65,25 @@ VIEW_PATTERNS = [
     ("4ch", r"4[ _-]?ch|four[ _-]?ch|\bhla|hlax|\b4c\b"),
     ("sax", r"\bsax|\bsa\b|_sa\b|\bsa_|short[ _-]?ax|\bsa[ _-]|stack"),
 ]
-# Where each long-axis view sits around the LV long axis (see geometry.long_axis_rotation), in degrees, and
-# how far a study's planning may turn all of them together (the heart's own roll about its axis).
-LAX_ROTATION = {"4ch": 0.0, "3ch": 60.0, "2ch": 115.0}
-LAX_COMMON_TURN = 35.0
-NAME_CONFLICT_COST = 45.0**2
-SAME_VIEW_DEGREES = 12.0
 SAME_PLANE_MM = 2.0
+# The AHA segment model: going round a short-axis slice from the anterior wall (0 deg) towards the septum,
+# walls are 60 degrees wide, centred at 0 anterior, 60 anteroseptal, 120 inferoseptal, 180 inferior, 240
+# inferolateral, 300 anterolateral. A long-axis plane cuts two opposite walls, so its line through the LV
+# names the view: 2CH anterior + inferior, 3CH anteroseptal + inferolateral, 4CH inferoseptal + anterolateral.
+LAX_VIEW_AHA = {"2ch": 0.0, "3ch": 60.0, "4ch": 120.0}
+LAX_WALLS = {"2ch": "anterior + inferior", "3ch": "anteroseptal + inferolateral", "4ch": "inferoseptal + anterolateral"}
+# A plane this close to the border between two views' walls is given neither: the margin the anatomy must clear.
+VIEW_MARGIN_DEGREES = 10.0
+LAX_MIN_ANGLE_TO_SAX = 60.0
+LAX_MAX_DISTANCE_MM = 30.0
+
+
+@dataclass(frozen=True)
+class LongAxisEvidence:
+    """What the study's anatomy says about one long-axis plane: a view (None when it cannot tell) and why."""
+
+    view: str | None
+    reason: str
 
 
 def classify_sequence(series: Series, part_of_multiplane: bool = False) -> None:
@@ -271,9 +285,13 @@ def classify_view(series: Series, reference: Series | None, lax_views: dict | No
         reasons.append(f"{view} +{weight:g}: {reason}")
 
     text_view = _text_view(series)
+    lax = (lax_views or {}).get(id(series))
+    if lax is not None:
+        _decide_long_axis_view(series, text_view, lax)
+        return
     if text_view:
         add(text_view, 2.0, "description/protocol names the view")
-    _geometry_evidence(series, reference, lax_views or {}, add)
+    _geometry_evidence(series, reference, add)
     if not scores:
         series.view, series.confidence = "other", round(series.confidence * 0.5, 2)
         series.reasons.append("view unknown: no description and no short-axis stack to compare the plane with")
@@ -294,7 +312,30 @@ def _text_view(series: Series) -> str | None:
     return None
 
 
-def _geometry_evidence(series: Series, reference: Series | None, lax_views: dict, add) -> None:
+def _decide_long_axis_view(series: Series, text_view: str | None, lax: LongAxisEvidence) -> None:
+    """A long-axis plane's view: the anatomy and the description agree, one alone speaks, or 'other' with a warning."""
+    named = text_view if text_view in (*LAX_VIEW_AHA, "lvot") else None
+    series.reasons.append(f"long-axis plane: {lax.reason}")
+    if named:
+        series.reasons.append(f"{named}: description/protocol names the view")
+    if named is None and lax.view:
+        series.view = lax.view
+    elif named and (lax.view in (None, named) or named == "lvot"):
+        series.view = named
+        if lax.view is None:
+            series.confidence = round(series.confidence * 0.8, 2)
+    elif named:
+        series.view = named
+        series.confidence = round(series.confidence * 0.4, 2)
+        series.view_warning = (f"the description names {named} but the plane cuts the {LAX_WALLS[lax.view]} "
+                               f"walls ({lax.view}); the description was kept, check this series")
+    else:
+        series.view = "other"
+        series.confidence = round(series.confidence * 0.5, 2)
+        series.view_warning = f"long-axis plane left as view 'other': {lax.reason}"
+
+
+def _geometry_evidence(series: Series, reference: Series | None, add) -> None:
     if series.normal is None:
         return
     if reference is None:
@@ -307,70 +348,48 @@ def _geometry_evidence(series: Series, reference: Series | None, lax_views: dict
     angle = angle_between_planes(series.normal, reference.normal)
     if angle <= 20.0:
         add("sax", 2.5, f"plane parallel to the short-axis stack ({angle:.0f} deg)")
-        return
-    if angle < 60.0:
-        return
-    distance = _distance_from_long_axis(series, reference)
-    if distance > 30.0:
-        add("other", 1.0, f"perpendicular to the short axis but {distance:.0f} mm from the LV long axis")
-        return
-    if id(series) in lax_views:
-        view, rotation, gap = lax_views[id(series)]
-        weight = round(2.5 * max(0.0, 1.0 - gap / 40.0), 2)
-        if weight > 0:
-            add(view, weight, f"contains the LV long axis, {rotation:.0f} deg around it (fits the {view} plane within {gap:.0f} deg)")
+    elif angle >= LAX_MIN_ANGLE_TO_SAX:
+        add("other", 1.0, f"perpendicular to the short axis but more than {LAX_MAX_DISTANCE_MM:.0f} mm from the LV long axis")
 
 
 def assign_long_axis_views(series: list[Series], reference: Series | None) -> dict:
-    """Views of the long-axis planes, fitted jointly: {id(series): (view, rotation, gap in degrees)}.
+    """The anatomy's view of every long-axis plane: {id(series): LongAxisEvidence}.
 
-    The planes of one study are grouped by their rotation about the long axis, and the groups matched to
-    the 2CH/3CH/4CH rotations allowing one common turn of the whole set (each heart sits a little
-    differently), so that the three views' order and spacing decide rather than each angle alone. Views
-    named in descriptions anchor the fit (a wider turn is then allowed; a name the geometry contradicts by
-    more than ~45 degrees loses).
+    Long-axis planes are the cine and LGE planes at least 60 degrees from the short-axis stack that pass
+    within 30 mm of the LV. Only when there are some is the heart located (a few frames of the
+    short-axis cine decoded, see `anatomy.locate_heart`). Each plane's line in the short-axis slice is
+    placed by its AHA angle from the anterior wall; the view is the one whose walls it cuts, given only
+    when it clears the border to the next view's walls by VIEW_MARGIN_DEGREES.
     """
     if reference is None or reference.normal is None:
         return {}
-    rotations, named = {}, {}
-    for item in series:
-        if item.sequence == "other" or item is reference or item.normal is None:
-            continue
-        if angle_between_planes(item.normal, reference.normal) >= 60.0 and _distance_from_long_axis(item, reference) <= 30.0:
-            rotations[id(item)] = long_axis_rotation(item.normal, reference.normal)
-            if _text_view(item) in LAX_ROTATION:
-                named[id(item)] = _text_view(item)
-    groups = _group_rotations(rotations)
-    if not groups:
+    candidates = [item for item in series if item.sequence != "other" and item is not reference and item.normal is not None
+                  and angle_between_planes(item.normal, reference.normal) >= LAX_MIN_ANGLE_TO_SAX]
+    if not candidates:
         return {}
-    max_turn = 90.0 if named else LAX_COMMON_TURN
-    best = None
-    for turn in np.arange(-max_turn, max_turn + 1.0, 1.0):
-        for views in itertools.permutations(LAX_ROTATION, min(len(groups), 3)):
-            gaps = [_angular_gap(centre, LAX_ROTATION[v] + turn) for (centre, _), v in zip(groups, views)]
-            conflicts = sum(named.get(key, view) != view for (_, members), view in zip(groups, views) for key in members)
-            cost = sum(g * g for g in gaps) + 0.5 * turn * turn / len(groups) + NAME_CONFLICT_COST * conflicts
-            if best is None or cost < best[0]:
-                best = (cost, turn, views)
-    _, turn, views = best
+    anatomy, why = locate_heart(reference)
+    centre = anatomy.lv_centre if anatomy else _image_centre(reference.grid[len(reference.grid) // 2][0])
     result = {}
-    for (centre, members), view in zip(groups, views):
-        for key in members:
-            result[key] = (view, rotations[key], _angular_gap(rotations[key], LAX_ROTATION[view] + turn))
+    for item in candidates:
+        if _distance_from_long_axis(item, centre) > LAX_MAX_DISTANCE_MM:
+            continue
+        result[id(item)] = _anatomy_view(item, anatomy) if anatomy else LongAxisEvidence(None, f"view not placed: {why}")
     return result
 
 
-def _group_rotations(rotations: dict) -> list[tuple[float, list]]:
-    """Rotations within SAME_VIEW_DEGREES of each other are one view (repeats, cine and LGE of one plane)."""
-    groups: list[tuple[float, list]] = []
-    for key, rotation in sorted(rotations.items(), key=lambda item: item[1]):
-        for index, (centre, members) in enumerate(groups):
-            if _angular_gap(rotation, centre) <= SAME_VIEW_DEGREES:
-                members.append(key)
-                break
-        else:
-            groups.append((rotation, [key]))
-    return groups[:3] if len(groups) <= 3 else sorted(groups, key=lambda g: -len(g[1]))[:3]
+def _anatomy_view(series: Series, anatomy: HeartAnatomy) -> LongAxisEvidence:
+    line = np.cross(anatomy.long_axis, series.normal)
+    aha = anatomy.aha_angle(line / np.linalg.norm(line)) % 180.0
+    gaps = {view: _angular_gap(aha, centre) for view, centre in LAX_VIEW_AHA.items()}
+    view = min(gaps, key=gaps.get)
+    margin = 30.0 - gaps[view]
+    where = (f"its line through the LV lies at AHA {aha:.0f}/{aha + 180:.0f} deg from the anterior wall "
+             f"(septum from the RV in the short-axis cine, {anatomy.frames_decoded} frames decoded)")
+    if margin < VIEW_MARGIN_DEGREES:
+        neighbour = sorted(gaps, key=gaps.get)[1]
+        return LongAxisEvidence(None, f"{where}, {margin:.0f} deg from the border between the {view} and {neighbour} "
+                                      f"walls (less than the {VIEW_MARGIN_DEGREES:.0f} deg margin)")
+    return LongAxisEvidence(view, f"{where}: cuts the {LAX_WALLS[view]} walls ({view}, {margin:.0f} deg inside)")
 
 
 def _angular_gap(a: float, b: float) -> float:
@@ -378,9 +397,8 @@ def _angular_gap(a: float, b: float) -> float:
     return min(gap, 180.0 - gap)
 
 
-def _distance_from_long_axis(series: Series, reference: Series) -> float:
-    """Distance from the short-axis stack's centre line to the plane of `series`, in mm."""
-    centre = _image_centre(reference.grid[len(reference.grid) // 2][0])
+def _distance_from_long_axis(series: Series, centre: np.ndarray) -> float:
+    """Distance from a point on the LV long axis to the plane of `series`, in mm."""
     point = np.asarray(series.first_frame.position, float)
     return abs(float(np.dot(centre - point, series.normal)))
 

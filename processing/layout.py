@@ -214,6 +214,7 @@ def plan_frames(study: Study, layout: StudyLayout) -> FramePlan:
     series_for = {entry.key: _series_for(study, entry) for entry in layout.entries}
     missing = [key for key, series in series_for.items() if series is None]
     warnings = [f"{key} not found in the study" for key in missing]
+    warnings += [f"series {s.series_number}: {s.view_warning}" for s in study.series if s.used and s.view_warning]
     if layout.sampling == "segments":
         timeline, slots = _segment_plan(layout, series_for, warnings)
     else:

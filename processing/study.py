@@ -51,6 +51,7 @@ class Series:
     used: bool = True
     overridden: bool = False
     orientations_in_dicom_series: int = 1
+    view_warning: str = ""  # why the view is doubtful (a long-axis plane left 'other', a description the anatomy contradicts)
 
     @property
     def frames(self) -> list[Frame]:

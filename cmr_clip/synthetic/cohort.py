@@ -2,7 +2,10 @@
 
 Layout of `out_dir`:
   studies/<study_id>/...     DICOM files only, in the vendor's export layout
-  truth/<study_id>.json      per-frame ground truth for the processor (series, view, role, slice, phase)
+  truth/<study_id>.json      per-frame ground truth for the processor (series, view, role, slice, phase) and,
+                             under "long_axis_planes", the AHA walls each planned long-axis plane actually
+                             cuts in the phantom; a long-axis frame's "view" is the one those walls imply
+                             ('other' when ambiguous), its "planned_view" the one the technologist aimed at
   reports.jsonl              one record per study: impression, labels, vendor, field strength, measurements
 
 Every study is a pure function of (seed, its index), drawn from its own generators, so a cohort is the
@@ -25,7 +28,7 @@ import numpy as np
 from .acquisition import EXTRA_SERIES, acquire, check_extras
 from .dicomio import StudyContext, write_exam
 from .identity import UIDSource, accession_number, draw_identity, draw_visit_date
-from .phantom import Heart, measure
+from .phantom import Heart, measure, view_of_walls
 from .planning import get_protocol
 from .reports import write_impression
 from .subject import FINDINGS, draw_subject, follow_up
@@ -117,7 +120,9 @@ def make_study(plan: StudyPlan, seed: int, size: str, out_dir: Path, blank_descr
     if study_dir.exists():
         shutil.rmtree(study_dir)
     frames = write_exam(study_dir, exam, ctx, UIDSource(rng))
-    truth = {"study_id": plan.study_id, "vendor": plan.vendor, "frames": frames}
+    planes = long_axis_truth(heart, exam)
+    truth = {"study_id": plan.study_id, "vendor": plan.vendor, "frames": _anatomical_views(frames, planes),
+             "septal_roll_deg": round(subject.septal_roll_deg, 1), "long_axis_planes": planes}
     (out_dir / "truth" / f"{plan.study_id}.json").write_text(json.dumps(truth))
     return {
         "study_id": plan.study_id,
@@ -132,6 +137,27 @@ def make_study(plan: StudyPlan, seed: int, size: str, out_dir: Path, blank_descr
         "heart_rate_bpm": round(subject.heart_rate_bpm, 1),
         "size": size,
     }
+
+
+def long_axis_truth(heart: Heart, exam) -> dict:
+    """For each planned long-axis plane: the AHA walls it cuts in the phantom's anatomy and the view they imply."""
+    planes = {}
+    for series in exam.series:
+        if series.view in ("2ch", "3ch", "4ch") and series.view not in planes:
+            plane = series.frames[0].plane
+            walls = heart.walls_cut(plane.centre(), plane.normal)
+            planes[series.view] = {"walls": [list(w) for w in walls], "view": view_of_walls(walls)}
+    return planes
+
+
+def _anatomical_views(frames: list[dict], planes: dict) -> list[dict]:
+    """Long-axis frames take the view their plane's anatomy implies; the planned one is kept beside it."""
+    for frame in frames:
+        if frame["view"] in planes:
+            frame["planned_view"] = frame["view"]
+            implied = planes[frame["view"]]["view"]
+            frame["view"] = "other" if implied == "none" else implied
+    return frames
 
 
 def _make_study_star(args) -> dict:

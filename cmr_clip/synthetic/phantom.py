@@ -40,8 +40,18 @@ class Tissue(IntEnum):
 
 
 N_TISSUES = len(Tissue)
-# View angles about the long axis, from the septal direction towards the anterior wall (degrees).
-VIEW_ANGLES = {"4ch": 0.0, "3ch": 60.0, "2ch": 115.0}
+# The AHA walls of a short-axis slice, each 60 degrees wide, in order from the anterior wall (centred at
+# 0 deg) towards the septum; this phantom's septum is centred on its +x axis (the RV's centre line).
+AHA_WALLS = ("anterior", "anteroseptal", "inferoseptal", "inferior", "inferolateral", "anterolateral")
+# A long-axis plane is named by the two opposite walls it cuts (AHA 17-segment model).
+VIEW_OF_WALLS = {
+    frozenset(("anterior", "inferior")): "2ch",
+    frozenset(("anteroseptal", "inferolateral")): "3ch",
+    frozenset(("inferoseptal", "anterolateral")): "4ch",
+}
+# A crossing this close to the border of two walls cuts neither clearly: the view is ambiguous.
+AMBIGUOUS_WALL_DEGREES = 4.0
+_AORTIC_ROOT_AHA_DEG = 60.0  # the outflow tract and aortic valve sit over the anteroseptal wall
 _SEPTAL_BULGE_WIDTH = np.deg2rad(38.0)
 _APICAL_WALL_RATIO = 0.75  # apical cap thickness / lateral wall thickness
 _RV_WALL_MM = 3.5
@@ -58,6 +68,14 @@ class PhaseGeometry:
     length: float  # LV endocardial long semi-axis (base plane to endocardial apex)
     wall: float  # lateral wall thickness (the septum may be thicker)
     rv_scale: float
+
+
+def view_of_walls(walls: list[tuple[str, float]]) -> str:
+    """The long-axis view a plane is, from the walls it cuts (`Heart.walls_cut`); 'none' when ambiguous."""
+    if len(walls) != 2:
+        return "none"
+    near_border = any(abs(aha % 60.0 - 30.0) < AMBIGUOUS_WALL_DEGREES for _, aha in walls)
+    return "none" if near_border else VIEW_OF_WALLS.get(frozenset(w for w, _ in walls), "none")
 
 
 def contraction_curve(tau: np.ndarray, systole: float) -> np.ndarray:
@@ -100,9 +118,7 @@ class Heart:
         towards_rv = np.array([-0.6, -0.7, 0.25])  # from the LV towards the RV: right, anterior, up
         e_s = towards_rv - towards_rv.dot(e_l) * e_l
         e_s /= np.linalg.norm(e_s)
-        e_a = np.cross(e_l, e_s)
-        if e_a[1] > 0:  # y must point anteriorly (negative patient y)
-            e_a = -e_a
+        e_a = np.cross(e_s, e_l)  # normal situs: the anterior wall is septum x (base -> apex)
         roll = np.deg2rad(s.septal_roll_deg)
         e_s, e_a = np.cos(roll) * e_s + np.sin(roll) * e_a, -np.sin(roll) * e_s + np.cos(roll) * e_a
         self.axes = np.stack([e_s, e_a, e_l])  # rows: heart x, y, z in patient coordinates
@@ -170,10 +186,42 @@ class Heart:
     def to_patient(self, points: np.ndarray) -> np.ndarray:
         return points @ self.axes + self.origin
 
-    def view_direction(self, view: str) -> np.ndarray:
-        """Unit vector (patient frame) in the short-axis plane that a long-axis view contains."""
-        phi = np.deg2rad(VIEW_ANGLES[view])
+    def aha_direction(self, aha_deg: float) -> np.ndarray:
+        """Unit vector (patient frame) in the short-axis plane pointing at AHA angle `aha_deg` (0 anterior, 90 septal)."""
+        phi = np.deg2rad(90.0 - aha_deg)
         return np.cos(phi) * self.axes[0] + np.sin(phi) * self.axes[1]
+
+    def aortic_root_direction(self) -> np.ndarray:
+        """Unit vector (patient frame) in the short-axis plane from the LV axis towards the aortic root."""
+        return self.aha_direction(_AORTIC_ROOT_AHA_DEG)
+
+    def walls_cut(self, point, normal, step_mm: float = 0.25) -> list[tuple[str, float]]:
+        """The AHA walls a plane cuts in the mid-ventricular short-axis slice at end-diastole, read off the labels.
+
+        The plane (a point and its normal, patient frame) meets the slice half-way from the base to the apex
+        in a line; the myocardium along that line comes in runs, one per wall crossed. Each run gives its
+        mid-wall AHA angle (0 anterior, 90 septal centre) and the wall it lies in.
+        """
+        z_mid = 0.5 * self.length_ed
+        normal_h = np.asarray(normal, float) @ self.axes.T
+        point_h = self.to_heart(np.asarray(point, float)[None])[0]
+        direction = np.cross(normal_h, [0.0, 0.0, 1.0])
+        direction /= np.linalg.norm(direction)
+        # the point of the line nearest the long axis: in-plane, along the normal's in-slice part
+        in_slice = normal_h[:2] / max(np.linalg.norm(normal_h[:2]), 1e-9)
+        offset = (np.dot(normal_h, point_h) - normal_h[2] * z_mid) / max(np.linalg.norm(normal_h[:2]), 1e-9)
+        foot = np.array([in_slice[0] * offset, in_slice[1] * offset, z_mid])
+        t = np.arange(-self.radius, self.radius, step_mm)
+        q = foot + t[:, None] * direction
+        labels, _ = self.heart_labels(HeartPoints(self, q), self.ed_phase, with_scar=False)
+        myo = np.flatnonzero(labels == Tissue.LV_MYO)
+        runs = np.split(myo, np.flatnonzero(np.diff(myo) > 1) + 1) if myo.size else []
+        walls = []
+        for run in runs:
+            x, y = q[run[len(run) // 2], :2]
+            aha = (90.0 - np.degrees(np.arctan2(y, x))) % 360.0
+            walls.append((AHA_WALLS[int(((aha + 30.0) % 360.0) // 60.0)], round(float(aha), 1)))
+        return walls
 
     # --- labels --------------------------------------------------------------------------------------
     def _lv(self, hp: "HeartPoints", g: PhaseGeometry):
@@ -263,7 +311,7 @@ class Heart:
         return np.einsum("ij,ij->i", d, d) <= radius * radius
 
     def _aorta_distance(self, q, g):
-        phi = np.deg2rad(VIEW_ANGLES["3ch"])
+        phi = np.deg2rad(90.0 - _AORTIC_ROOT_AHA_DEG)
         start = np.array([0.45 * self.a_ed * np.cos(phi), 0.45 * self.a_ed * np.sin(phi), g.base])
         direction = np.array([0.45 * np.cos(phi), 0.45 * np.sin(phi), -0.9])
         direction /= np.linalg.norm(direction)

@@ -15,6 +15,10 @@ import numpy as np
 from .phantom import Heart
 
 
+# How far a technologist's long-axis plane may turn about the LV long axis from its landmark (degrees).
+LAX_PLANNING_ERROR_DEG = 15.0
+
+
 @dataclass(frozen=True)
 class Protocol:
     """Acquisition sizes for one cohort size ('small' for tests and demos, 'full' scanner-like)."""
@@ -122,10 +126,31 @@ def plan_sax(heart: Heart, protocol: Protocol, matrix: Matrix, rng: np.random.Ge
     return planes, round(spacing, 2)
 
 
+def lax_landmark(heart: Heart, view: str) -> np.ndarray:
+    """The direction in the short-axis plane a technologist aims a long-axis plane along, from the anatomy.
+
+    2CH: parallel to the interventricular septum (through the anterior and inferior walls); 3CH: through
+    the LV outflow tract and aortic root; 4CH: through the inferior septum and the RV, towards the
+    anterolateral wall.
+    """
+    if view == "2ch":
+        return heart.aha_direction(0.0)
+    if view == "3ch":
+        return heart.aortic_root_direction()
+    if view == "4ch":
+        return heart.aha_direction(120.0)
+    raise ValueError(f"view must be 2ch, 3ch or 4ch, got {view!r}")
+
+
 def plan_lax(heart: Heart, view: str, matrix: Matrix, rng: np.random.Generator) -> Plane:
-    """A long-axis plane (2ch, 3ch, 4ch) containing the LV long axis, apex towards the bottom."""
+    """A long-axis plane (2ch, 3ch, 4ch) aimed at its landmark, apex towards the bottom.
+
+    Planning is imperfect: the plane, which contains the LV long axis, turns about it by up to
+    LAX_PLANNING_ERROR_DEG from the landmark.
+    """
     e_l = heart.axes[2]
-    u = heart.view_direction(view)
+    landmark = lax_landmark(heart, view)
+    u, _ = _in_plane_rotation(landmark, np.cross(e_l, landmark), rng.uniform(-LAX_PLANNING_ERROR_DEG, LAX_PLANNING_ERROR_DEG))
     row_dir, col_dir = _in_plane_rotation(u, e_l, rng.uniform(-12.0, 12.0))
     centre = heart.origin + 0.4 * heart.length_ed * e_l
     return plane_at(centre, row_dir, col_dir, matrix.rows, matrix.cols, matrix.spacing, rng.uniform(6.0, 8.0))

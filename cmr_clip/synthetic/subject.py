@@ -48,6 +48,11 @@ _FINDING_RATES = {
 }
 
 TERRITORIES = ("lad", "lcx", "rca")
+# The LV long axis, from the anterior direction towards the left in the axial plane, and below it (degrees).
+LV_AXIS_AZIMUTH_DEG = (30.0, 65.0)
+LV_AXIS_DEPRESSION_DEG = (15.0, 50.0)
+# The heart's roll about its long axis (where the septum faces), relative to a typical heart.
+SEPTAL_ROLL_DEG = (-50.0, 50.0)
 
 
 @dataclass(frozen=True)
@@ -120,10 +125,15 @@ def _lge(rng, diagnosis: str, has_lge: bool):
 
 
 def _long_axis(rng: np.random.Generator) -> tuple:
-    # Base -> apex points left, anterior and inferior in LPS (x left, y posterior, z head).
-    nominal = np.array([0.62, -0.5, -0.6])
-    axis = nominal / np.linalg.norm(nominal) + rng.normal(0.0, 0.12, 3)
-    return tuple(float(v) for v in axis / np.linalg.norm(axis))
+    """Base -> apex in LPS (x left, y posterior, z head): left, anterior and inferior.
+
+    In adults the LV axis lies some 30-65 degrees to the left of the anterior direction in the axial plane
+    and points 15-50 degrees below it (wider in the obese and the elderly); both are drawn over that range.
+    """
+    azimuth = np.deg2rad(rng.uniform(*LV_AXIS_AZIMUTH_DEG))
+    depression = np.deg2rad(rng.uniform(*LV_AXIS_DEPRESSION_DEG))
+    axis = np.array([np.sin(azimuth) * np.cos(depression), -np.cos(azimuth) * np.cos(depression), -np.sin(depression)])
+    return tuple(float(v) for v in axis)
 
 
 def draw_subject(rng: np.random.Generator, diagnosis: str | None = None) -> Subject:
@@ -163,7 +173,7 @@ def draw_subject(rng: np.random.Generator, diagnosis: str | None = None) -> Subj
         sphericity=_uniform(rng, 1.9, 2.3) if f["lv_dilation"] else _uniform(rng, 2.4, 2.9),
         base_descent_mm=_uniform(rng, 8.0, 14.0) * min(1.0, lvef / 60.0),
         long_axis=_long_axis(rng),
-        septal_roll_deg=_uniform(rng, -15.0, 15.0),
+        septal_roll_deg=_uniform(rng, *SEPTAL_ROLL_DEG),
         heart_offset_mm=tuple(float(v) for v in rng.normal(0.0, 6.0, 3)),
         body_size=_uniform(rng, 0.88, 1.12),
         sex=str(rng.choice(("F", "M"))),
