@@ -17,7 +17,7 @@ import logging
 import sys
 
 from .modeling.convert_original_checkpoint import CONVERSION_CHECK_FILE, CheckpointMismatchError, ConversionCheckError
-from .release import RELEASE_REPO, ReleaseError, fetch_release, local_release, write_release
+from .release import RELEASE_REPO, ReleaseError, check_output_folder, fetch_release, local_release, write_release
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print("cmr-clip convert-original: give SOURCE, or --checkpoint with --config, not both.", file=sys.stderr)
         return 2
     try:
+        check_output_folder(args.out)  # before a download, not after
         if args.checkpoint:
             source = local_release(args.checkpoint, args.config)
         else:

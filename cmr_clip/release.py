@@ -115,9 +115,7 @@ def write_release(source: ReleaseSource, out: str | Path, tokenizer: str | None 
     record. `tokenizer`: a local folder or Hub name of the text tower's tokenizer (default: the text model the
     release's config names, Bio_ClinicalBERT). Raises (and writes nothing) when the checkpoint does not match
     CMR-CLIP (`CheckpointMismatchError`, naming the keys) or the check fails (`ConversionCheckError`)."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ReleaseError(f"the output folder {out.name!r} exists and is not empty; pass a new folder.")
+    out = check_output_folder(out)
     original_config = json.loads(source.config.read_text())
     original = load_original_state_dict(source.checkpoint)
     text_name = tokenizer or original_config.get("text_params", {}).get("model") or RELEASE_TEXT_MODEL
@@ -146,6 +144,14 @@ def write_release(source: ReleaseSource, out: str | Path, tokenizer: str | None 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record
+
+
+def check_output_folder(out: str | Path) -> Path:
+    """`out` as a Path, if it is new or an empty folder; a conversion never mixes its files with others."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ReleaseError(f"the output folder {out.name!r} exists and is not empty; pass a new folder.")
+    return out
 
 
 def load_tokenizer(name_or_dir: str):

@@ -118,11 +118,15 @@ def hub(tmp_path_factory):
 def converted(hub):
     """`cmr-clip convert-original makiyeah/CMRCLIP --out DIR` in a fresh process that can only read the cache."""
     out = hub["root"] / "cmr-clip-release"
-    env = {**os.environ, "HF_HUB_CACHE": str(hub["cache"]), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "cmr_clip", "convert-original", RELEASE_REPO, "--out", str(out)],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = run_offline(hub, RELEASE_REPO, "--out", str(out))
     assert result.returncode == 0, result.stderr
     return {"out": out, "stdout": result.stdout, "stderr": result.stderr}
+
+
+def run_offline(hub, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_CACHE": str(hub["cache"]), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "cmr_clip", "convert-original", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +284,13 @@ def test_a_failing_check_writes_nothing(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "text"]
 
 
+def test_a_revision_the_hub_cannot_give_is_reported_by_repo_id(hub, tmp_path):
+    result = run_offline(hub, RELEASE_REPO, "--revision", "v2", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "could not fetch 'makiyeah/CMRCLIP' at revision 'v2'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_occupied_output_folder_is_refused_before_any_work(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -314,3 +325,38 @@ def test_check_catches_a_swapped_attention_branch():
     record = conversion_check(model, state)
     assert not record["passed"] and record["per_output"]["video_features"] > record["tolerance"]
     assert record["per_output"]["text_embeds"] < 1e-5  # the text tower is untouched
+
+
+@pytest.mark.slow
+def test_a_release_sized_checkpoint_converts_and_passes_the_check(tmp_path, capsys):
+    """Random weights at the release's shapes (full_size_keys.json: ViT-B/16, 64 frames, BERT-base cased, 512-d
+    projections) and its config (dimensions by architecture name only): the command converts them, the float32
+    model agrees with the float64 recomputation within the tolerance, and the processor is the spec's."""
+    shapes = json.loads((FIXTURE / "full_size_keys.json").read_text())
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for key, shape in shapes.items():
+        if key.endswith("position_ids"):
+            state[key] = torch.arange(shape[-1]).reshape(shape)
+        else:
+            offset = 1.0 if "norm" in key.lower() and key.endswith("weight") else 0.0
+            state[key] = offset + 0.02 * torch.randn(shape, generator=generator)
+    config = {"video_params": {"model": "SpaceTimeTransformer", "arch_config": "base_patch16_224", "num_frames": 64,
+                               "pretrained": True, "time_init": "zeros"},
+              "text_params": {"model": TEXT_REPO, "pretrained": True, "input": "text"},
+              "projection_dim": 512, "projection": "minimal", "load_checkpoint": ""}
+    source = tmp_path / "release"
+    source.mkdir()
+    torch.save({f"module.{k}": v for k, v in state.items()}, source / "pytorch_model.bin")
+    (source / "config.json").write_text(json.dumps(config))
+    vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab += [f"w{i}" for i in range(28996 - len(vocab))]
+    text = write_folder(tmp_path / "text", {"vocab.txt": ("\n".join(vocab) + "\n").encode(),
+                                            "config.json": BertConfig(vocab_size=28996).to_json_string().encode()})
+    out = tmp_path / "out"
+    assert cli.main(["convert-original", str(source), "--out", str(out), "--tokenizer", str(text)]) == 0
+    record = json.loads((out / "conversion_check.json").read_text())
+    print(capsys.readouterr().out, record["per_output"])
+    assert record["passed"] and record["input"]["videos"] == [2, 8, 3, 224, 224]
+    studies = AutoProcessor.from_pretrained(out).feature_extractor
+    assert (studies.num_frames, studies.image_size, studies.resize_shortest_edge) == (64, 224, 256)
