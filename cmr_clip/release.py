@@ -106,6 +106,9 @@ def _source_in(folder: Path, kind: str, repo_id: str | None = None, revision: st
 
 def local_release(checkpoint: str | Path, config: str | Path) -> ReleaseSource:
     """A release given as two local files (`--checkpoint`, `--config`)."""
+    for flag, path in (("--checkpoint", checkpoint), ("--config", config)):
+        if not Path(path).is_file():
+            raise ReleaseError(f"the {flag} file {Path(path).name!r} does not exist.")
     return ReleaseSource(Path(checkpoint), Path(config), kind="local files")
 
 
