@@ -119,13 +119,17 @@ def write_release(source: ReleaseSource, out: str | Path, tokenizer: str | None 
     release's config names, Bio_ClinicalBERT). Raises (and writes nothing) when the checkpoint does not match
     CMR-CLIP (`CheckpointMismatchError`, naming the keys) or the check fails (`ConversionCheckError`)."""
     out = check_output_folder(out)
-    original_config = json.loads(source.config.read_text())
+    try:
+        original_config = json.loads(source.config.read_text())
+    except json.JSONDecodeError as error:
+        raise ReleaseError(f"the release's config.json is not valid JSON ({error}).") from error
     original = load_original_state_dict(source.checkpoint)
     text_name = tokenizer or original_config.get("text_params", {}).get("model") or RELEASE_TEXT_MODEL
     model = convert_state(original, original_config, text_config, tokenizer, num_heads)
     processor = release_processor(model, load_tokenizer(text_name))
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".cmr-clip-convert-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp's private mode would otherwise become the output folder's
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
