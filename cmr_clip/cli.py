@@ -15,8 +15,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("cmr_clip.demo", "synthetic cohort -> corpus -> train a small CMR-CLIP on the CPU -> evaluate (start here)"),
     "convert-original": (
-        "cmr_clip.modeling.convert_original_checkpoint",
-        "convert the authors' released checkpoint into a save_pretrained directory",
+        "cmr_clip.convert_cli",
+        "the authors' released CMR-CLIP (Hub repo or folder) as a complete, checked model folder",
     ),
     "prepare": ("cmr_clip.data.cli", "pair DICOM studies with report impressions into a training corpus"),
     "train": ("cmr_clip.training.cli", "train CMR-CLIP (or, with --task report, CMR-TARGET) on a prepared corpus with Accelerate"),

@@ -52,6 +52,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .modeling.convert_original_checkpoint import CONVERSION_CHECK_FILE, PROVENANCE_FILE
 from .pipelines.prompts import MODEL_PROMPTS_FILE, PromptSet
 
 # ---------------------------------------------------------------------------------------------------------
@@ -563,18 +564,27 @@ def card_results(metrics: dict) -> list[tuple[str, str, str, float]]:
     return results
 
 
-def model_card(save_dir: str | Path, data_dir: str | Path | None = None, license: str = "apache-2.0",
+def model_card(save_dir: str | Path, data_dir: str | Path | None = None, license: str | None = None,
                datasets: list[str] | None = None, repo_id: str | None = None, training_data: str | None = None,
                citation: str = CITATION):
     """A `huggingface_hub.ModelCard` for a saved CMR-CLIP / CMR-TARGET directory: Hub metadata (library,
     pipeline tag, tags, license, datasets, model-index results from metrics.json), intended use, training
     data summary (from `data_dir`, a prepared corpus; `save_dir/corpus` when the demo left one there),
-    limitations, how to load and how to cite. Nothing in it comes from patient-level records."""
+    limitations, how to load and how to cite. A converted release (`cmr-clip convert-original`) also gets its
+    provenance (source repo and revision, checksums, the conversion check) and, unless `license` is given, the
+    licence its source states ("unknown" when it states none; apache-2.0 for the package's own models).
+    Nothing in it comes from patient-level records."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     save_dir = Path(save_dir)
     spec = publication(save_dir)
     metrics = read_json(save_dir / "metrics.json")
+    origin = read_json(save_dir / PROVENANCE_FILE)
+    stated = origin.get("license") or {}
+    license = license or (stated.get("stated") or "unknown" if origin else "apache-2.0")
+    if origin and training_data is None:
+        training_data = ("The authors' own studies and reports, described in the paper; they are not part of this "
+                         "repository and nothing more about them is known here.")
     if data_dir is None and (save_dir / "corpus").is_dir():
         data_dir = save_dir / "corpus"
     summary = training_data_summary(data_dir)
@@ -590,10 +600,12 @@ def model_card(save_dir: str | Path, data_dir: str | Path | None = None, license
         library_name="transformers", pipeline_tag=spec.pipeline_tag, tags=list(spec.tags), license=license,
         datasets=datasets or None, metrics=sorted({r[1] for r in results}) or None, model_name=name,
         eval_results=eval_results or None,
+        **({"license_name": stated.get("name"), "license_link": stated.get("link")} if license == "other" else {}),
     )
     sections = [
         f"# {name}\n\n{spec.tags[0].upper()}: {spec.summary}. Built with "
         "the `cmr-clip` package as an ordinary transformers model.",
+        *([_provenance(origin, read_json(save_dir / CONVERSION_CHECK_FILE))] if origin else []),
         _intended_use(),
         _how_to_load(name, spec),
         _training_data(summary, training_data, metrics),
@@ -602,6 +614,28 @@ def model_card(save_dir: str | Path, data_dir: str | Path | None = None, license
         f"## Citation\n\nNakashima et al., *Nature Communications* 2026:\n\n```bibtex\n{citation}\n```",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+
+
+def _provenance(origin: dict, check: dict) -> str:
+    """The converted release's source, checksums, stated licence and conversion check, from the converter's records."""
+    source, stated = origin.get("source") or {}, origin.get("license") or {}
+    where = (f"the Hub repository `{source.get('repo_id')}` at revision `{source.get('revision')}`"
+             if source.get("repo_id") else f"a {source.get('kind', 'local copy')} of the release")
+    licence = stated.get("stated") or "not stated by the source"
+    if stated.get("name") or stated.get("link"):
+        licence += f" ({', '.join(str(v) for v in (stated.get('name'), stated.get('link')) if v)})"
+    lines = ["## Provenance", "",
+             f"Converted with `cmr-clip convert-original` from the authors' released weights: {where}.", "",
+             f"- source file: `{source.get('checkpoint_file') or 'checkpoint'}`, sha256 `{source.get('checkpoint_sha256')}`",
+             f"- source config.json: sha256 `{source.get('config_sha256')}`",
+             f"- licence, as the source states it: {licence}",
+             f"- text tower tokenizer: {origin.get('text_model')}"]
+    if check:
+        lines.append(f"- conversion check: maximum absolute difference {check.get('max_abs_difference'):.2e} between "
+                     "this model and an independent recomputation of the release's forward from the source weights "
+                     f"(tolerance {check.get('tolerance')}; `{CONVERSION_CHECK_FILE}`)")
+    lines.append("\nThe paper's citation is at the end of this card.")
+    return "\n".join(lines)
 
 
 def _intended_use() -> str:
@@ -678,12 +712,13 @@ def _limitations() -> str:
 # Staging and upload
 
 # What a user of the repo needs, by file name (top level of the saved directory only): weights, configs, the
-# processor (tokenizer, study processor with its layout) and the prompt set with its thresholds.
+# processor (tokenizer, study processor with its layout), the prompt set with its thresholds, and a converted
+# release's provenance and conversion check.
 PUBLISHED_FILES = (
     "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json", "processor_config.json",
     "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
     "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja", "adapter_config.json",
-    MODEL_PROMPTS_FILE,
+    MODEL_PROMPTS_FILE, PROVENANCE_FILE, CONVERSION_CHECK_FILE,
 )
 
 

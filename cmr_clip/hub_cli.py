@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--data", default=None, help="the prepared corpus the model was trained on, summarised in "
                         "the card (counts, vendors, field strengths; default: DIR/corpus when present)")
-    parser.add_argument("--license", default="apache-2.0", help="license field of the model card")
+    parser.add_argument("--license", default=None, help="license field of the model card (default: the licence the "
+                        "source states for a converted release, else apache-2.0)")
     parser.add_argument("--dataset", action="append", default=None, dest="datasets",
                         help="Hub dataset id the model was trained on (repeatable), for the card's metadata")
     parser.add_argument("--no-remote-code", action="store_true", help="do not ship the package's code with the model")

@@ -1,28 +1,35 @@
-"""Convert the authors' released CMR-CLIP checkpoint into a `save_pretrained` directory.
+"""Convert the authors' released CMR-CLIP checkpoint into a `CMRCLIPModel`, and check the conversion.
 
-    python -m cmr_clip.modeling.convert_original_checkpoint --checkpoint pytorch_model.bin \
-        --config config.json [--tokenizer NAME_OR_DIR] [--text-config FILE] [--num-heads 12] --out DIR
+The command that fetches a release and writes a complete model directory is `cmr-clip convert-original`
+(`cmr_clip.convert_cli`, `cmr_clip.release`); this module holds the conversion itself:
+
+    model = convert("pytorch_model.bin", "config.json")           # or convert_state(state_dict, config_dict)
+    record = conversion_check(model, load_original_state_dict("pytorch_model.bin"))
 
 The original checkpoint is a state dict under the original module names (`video_model.*`,
 `text_model.*`, `vid_proj.1.*`, `txt_proj.1.*`) and a config whose `video_params` may name an
 architecture (`"arch_config": "base_patch16_224"`) instead of giving dimensions. Dimensions are read
 from the tensors; the head count cannot be, so it comes from the config, the architecture name, or
-`--num-heads`. `.bin` files are read with `torch.load(weights_only=True)`: no code is unpickled.
+the caller. `.bin` files are read with `torch.load(weights_only=True)`: no code is unpickled. Errors name
+keys as the checkpoint names them (without a `module.` prefix). `conversion_check` compares the converted
+model with `reference_forward`, an independent recomputation of the release's forward from the raw weights.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig
 from transformers.initialization import no_init_weights
 
 from .configuration_cmr_clip import CMRCLIPConfig, CMRCLIPVisionConfig
 from .modeling_cmr_clip import CMRCLIPModel
+from .reference_forward import reference_project, reference_text_features, reference_video_features
 
 logger = logging.getLogger(__name__)
 
@@ -62,33 +69,50 @@ _SQUEEZED = {
 }
 # Buffers some `.bin` files carry that are not parameters of either model.
 _IGNORED = re.compile(r"^text_model\.embeddings\.position_ids$")
+# Our names back to the checkpoint's, so that errors name keys as the user's file has them.
+_ORIGINAL_NAMES = {new: old for old, new in _TOP_RENAMES.items()} | {new: old for old, (new, _) in _SQUEEZED.items()}
+_ORIGINAL_BLOCK_MODULES = {new: old for old, new in _BLOCK_RENAMES.items()}
+_LAYER_KEY = re.compile(r"^vision_model\.encoder\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+# The tensors the model's dimensions are read from.
+REQUIRED_KEYS = ("video_model.patch_embed.proj.weight", "video_model.pos_embed", "video_model.temporal_embed",
+                 "video_model.blocks.0.mlp.fc1.weight", "vid_proj.1.weight")
+
+# Files a conversion writes beside the model: the check's figures and where the weights came from.
+CONVERSION_CHECK_FILE = "conversion_check.json"
+PROVENANCE_FILE = "provenance.json"
+# The spec's equivalence bound (absolute, float32) for every checked output.
+CHECK_TOLERANCE = 1e-4
+# Frames of the check's synthetic videos: enough to exercise time attention, few enough for a ViT-B on a CPU.
+CHECK_FRAMES = 8
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint's keys or shapes do not match the model it should fill."""
 
 
+class ConversionCheckError(ValueError):
+    """The converted model does not compute what the source weights compute."""
+
+
 def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a `.bin` (with `weights_only=True`) or `.safetensors` state dict, unwrapping `state_dict`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist.")
+        raise FileNotFoundError(f"Checkpoint {path.name} does not exist.")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state_dict = load_file(str(path))
     else:
         try:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - re-raised with the file named and the reason
             raise CheckpointMismatchError(
-                f"{path} could not be read as a weights-only PyTorch state dict ({err}). Only plain tensors "
+                f"{path.name} could not be read as a weights-only PyTorch state dict ({err}). Only plain tensors "
                 "are accepted; a file that needs code to unpickle is refused on purpose."
             ) from err
         if isinstance(state_dict, dict) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
             state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointMismatchError(f"{path} does not hold a state dict of tensors.")
+        raise CheckpointMismatchError(f"{path.name} does not hold a state dict of tensors.")
     # Checkpoints saved from DataParallel prefix every key with "module.".
     return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
@@ -108,6 +132,17 @@ def rename_key(key: str) -> str | None:
         index, module, kind = match.groups()
         return f"vision_model.encoder.layers.{index}.{_BLOCK_RENAMES[module]}.{kind}"
     return key  # unknown keys keep their name and are reported as unexpected
+
+
+def original_key(key: str) -> str:
+    """The checkpoint's name for a `CMRCLIPModel` key (the inverse of `rename_key`)."""
+    if key in _ORIGINAL_NAMES:
+        return _ORIGINAL_NAMES[key]
+    match = _LAYER_KEY.match(key)
+    if match and match.group(2) in _ORIGINAL_BLOCK_MODULES:
+        index, module, kind = match.groups()
+        return f"video_model.blocks.{index}.{_ORIGINAL_BLOCK_MODULES[module]}.{kind}"
+    return key
 
 
 def convert_state_dict(original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -159,8 +194,6 @@ def infer_vision_config(original: dict[str, torch.Tensor], video_params: dict, n
 def resolve_text_config(original_config: dict, text_config_path: str | None, text_model: str | None):
     """The text encoder's config: an explicit file, the config's embedded `bert_config`, or the config of
     the text model (a local directory or a Hub name: `text_model`, else the one the config names)."""
-    from transformers import AutoConfig
-
     if text_config_path:
         return AutoConfig.from_pretrained(text_config_path)
     text_params = original_config.get("text_params", {})
@@ -219,15 +252,15 @@ def check_against_model(converted: dict[str, torch.Tensor], model: CMRCLIPModel)
     that are dropped on purpose (an unused text pooler)."""
     expected = {k: v.shape for k, v in model.state_dict().items()}
     dropped = [k for k in converted if k.startswith("text_model.pooler.") and k not in expected]
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected) - set(dropped))
+    missing = sorted(original_key(k) for k in set(expected) - set(converted))
+    unexpected = sorted(original_key(k) for k in set(converted) - set(expected) - set(dropped))
     mismatched = sorted(
-        f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(expected[k])}"
+        f"{original_key(k)}: checkpoint {tuple(converted[k].shape)} vs model {tuple(expected[k])}"
         for k in set(converted) & set(expected)
         if tuple(converted[k].shape) != tuple(expected[k])
     )
     if missing or unexpected or mismatched:
-        lines = ["The checkpoint does not match CMR-CLIP:"]
+        lines = ["The checkpoint does not match CMR-CLIP (keys as the checkpoint names them):"]
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
             if keys:
                 lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else ""))
@@ -242,14 +275,25 @@ def convert(
     text_model: str | None = None,
     num_heads: int | None = None,
 ) -> CMRCLIPModel:
-    """Build a `CMRCLIPModel` holding the original checkpoint's weights."""
+    """Build a `CMRCLIPModel` holding the original checkpoint's weights (a `.bin` or `.safetensors` file)."""
     original_config = config if isinstance(config, dict) else json.loads(Path(config).read_text())
-    original = load_original_state_dict(checkpoint)
-    for required in ("video_model.patch_embed.proj.weight", "video_model.pos_embed", "vid_proj.1.weight"):
-        if required not in original:
-            raise CheckpointMismatchError(
-                f"{checkpoint} has no {required!r}: it is not a CMR-CLIP checkpoint (or its keys were renamed)."
-            )
+    return convert_state(load_original_state_dict(checkpoint), original_config, text_config, text_model, num_heads)
+
+
+def convert_state(
+    original: dict[str, torch.Tensor],
+    original_config: dict,
+    text_config: str | None = None,
+    text_model: str | None = None,
+    num_heads: int | None = None,
+) -> CMRCLIPModel:
+    """`convert` for a state dict already loaded (original key names, no `module.` prefix)."""
+    absent = [key for key in REQUIRED_KEYS if key not in original]
+    if absent:
+        raise CheckpointMismatchError(
+            f"The checkpoint has no {', '.join(map(repr, absent))}: it is not a CMR-CLIP checkpoint (or those keys "
+            "were renamed)."
+        )
     model_config = build_config(original, original_config, text_config, text_model, num_heads)
     with no_init_weights():  # every parameter is overwritten below; buffers are built as usual
         model = CMRCLIPModel(model_config)
@@ -263,38 +307,67 @@ def convert(
     return model.eval()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="pytorch_model.bin or .safetensors of the release")
-    parser.add_argument("--config", required=True, help="the release's config.json")
-    parser.add_argument("--out", required=True, help="output directory (save_pretrained)")
-    parser.add_argument("--tokenizer", help="tokenizer name or local dir to save alongside (Bio_ClinicalBERT)")
-    parser.add_argument("--text-config", help="config.json of the text encoder, when the config does not embed it")
-    parser.add_argument("--num-heads", type=int, help="attention heads of the video tower, if the config does not say")
+def check_inputs(config: CMRCLIPConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The check's fixed synthetic input: two videos of `CHECK_FRAMES` frames (fewer if the model takes fewer) and
+    three token sequences of different lengths, padded, drawn from a seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    vision = config.vision_config
+    frames = min(CHECK_FRAMES, vision.num_frames)
+    pixels = torch.randn(2, frames, vision.num_channels, vision.image_size, vision.image_size, generator=generator)
+    length = min(16, config.text_config.max_position_embeddings)
+    ids = torch.randint(1, config.text_config.vocab_size, (3, length), generator=generator)
+    mask = (torch.arange(length)[None] < torch.tensor([length, length * 2 // 3, length // 3])[:, None]).long()
+    return {"pixel_values_videos": pixels, "input_ids": ids * mask, "attention_mask": mask}
 
 
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model = convert(
-        args.checkpoint,
-        args.config,
-        text_config=args.text_config,
-        text_model=args.tokenizer,
-        num_heads=args.num_heads,
-    )
-    model.save_pretrained(args.out)
-    if args.tokenizer:
-        from transformers import AutoTokenizer
+@torch.no_grad()
+def conversion_check(model: CMRCLIPModel, original: dict[str, torch.Tensor], seed: int = 0) -> dict:
+    """Run `model` (float32) and the independent float64 recomputation from the original weights
+    (`reference_forward`) on `check_inputs`; the maximum absolute difference of the video tower's CLS features,
+    both embeddings and the text-to-video cosine matrix, per output and overall, and whether all are within
+    `CHECK_TOLERANCE`."""
+    inputs = check_inputs(model.config, seed)
+    pixels, ids, mask = inputs["pixel_values_videos"], inputs["input_ids"], inputs["attention_mask"]
+    model = model.float().eval()
+    ours = {
+        "video_features": model.vision_model(pixel_values_videos=pixels).pooler_output,
+        "video_embeds": model.get_video_features(pixel_values_videos=pixels).pooler_output,
+        "text_embeds": model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output,
+    }
+    text_config = model.config.text_config
+    video_features = reference_video_features(original, pixels.double(), model.config.vision_config.num_attention_heads)
+    text_features = reference_text_features(original, ids, mask, text_config.num_attention_heads,
+                                            eps=text_config.layer_norm_eps, pooling=model.config.text_pooling,
+                                            max_length=model.config.max_text_length)
+    video_embeds, text_embeds = reference_project(original, video_features, text_features)
+    reference = {"video_features": video_features, "video_embeds": video_embeds, "text_embeds": text_embeds}
+    ours["text_to_video_cosine"] = _cosine(ours["text_embeds"], ours["video_embeds"])
+    reference["text_to_video_cosine"] = _cosine(text_embeds, video_embeds)
+    differences = {name: float((ours[name].double() - reference[name]).abs().max()) for name in reference}
+    largest = max(differences.values())
+    return {
+        "max_abs_difference": largest,
+        "per_output": differences,
+        "tolerance": CHECK_TOLERANCE,
+        "passed": largest <= CHECK_TOLERANCE,
+        "input": {"videos": list(pixels.shape), "texts": list(ids.shape), "seed": seed,
+                  "description": "standard-normal pixels and random token ids from a seeded torch generator"},
+        "reference": "the release's forward recomputed from the original state dict in float64 "
+                     "(cmr_clip.modeling.reference_forward); the converted model runs in float32",
+    }
 
-        AutoTokenizer.from_pretrained(args.tokenizer).save_pretrained(args.out)
-    logger.info("Saved CMR-CLIP to %s", args.out)
-    return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+def _cosine(text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(text, dim=-1) @ torch.nn.functional.normalize(video, dim=-1).T
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # The command moved to `cmr-clip convert-original` (modeling/ holds no CLI); this entry point forwards to it.
+    import sys
+    import warnings
+
+    from cmr_clip.convert_cli import main
+
+    warnings.warn("`python -m cmr_clip.modeling.convert_original_checkpoint` is deprecated; use "
+                  "`cmr-clip convert-original`.", FutureWarning, stacklevel=1)
+    raise SystemExit(main(sys.argv[1:]))

@@ -12,6 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel, ViTConfig, ViTModel
 
+from test_zero_shot_support import tiny_tokenizer
+
 from cmr_clip import CMRCLIPConfig, CMRCLIPModel, CMRCLIPVisionModel
 from cmr_clip.modeling.convert_original_checkpoint import (
     CheckpointMismatchError,
@@ -45,15 +47,24 @@ def reference_io():
 
 
 @pytest.fixture(scope="module")
-def converted_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("converted")
+def tokenizer_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tokenizer")
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def converted_dir(tmp_path_factory, tokenizer_dir):
+    """The old entry point, kept working with a deprecation warning."""
+    out = tmp_path_factory.mktemp("converted") / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "cmr_clip.modeling.convert_original_checkpoint",
-         "--checkpoint", str(STATE_DICT), "--config", str(CONFIG), "--out", str(out)],
+        [sys.executable, "-m", "cmr_clip.modeling.convert_original_checkpoint", "--checkpoint", str(STATE_DICT),
+         "--config", str(CONFIG), "--out", str(out), "--tokenizer", str(tokenizer_dir)],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
     assert "Dropping text_model.pooler" in result.stderr  # the converter says what it drops
+    assert "deprecated; use `cmr-clip convert-original`" in result.stderr
     return out
 
 
@@ -98,12 +109,12 @@ def test_saved_conversion_reloads_with_automodel(converted_dir, reference_io):
     assert config["vision_config"]["num_frames"] == 8 and config["vision_config"]["num_attention_heads"] == 2
 
 
-def test_converter_cli_is_routed_through_cmr_clip_command(tmp_path):
+def test_converter_cli_is_routed_through_cmr_clip_command(tmp_path, tokenizer_dir):
     from cmr_clip.cli import main
 
     assert main(["convert-original", "--checkpoint", str(STATE_DICT), "--config", str(CONFIG),
-                 "--out", str(tmp_path)]) == 0
-    assert isinstance(AutoModel.from_pretrained(tmp_path), CMRCLIPModel)
+                 "--out", str(tmp_path / "out"), "--tokenizer", str(tokenizer_dir)]) == 0
+    assert isinstance(AutoModel.from_pretrained(tmp_path / "out"), CMRCLIPModel)
 
 
 def test_full_size_keys_map_onto_full_size_model():
@@ -143,9 +154,9 @@ def test_converter_lists_missing_unexpected_and_mismatched_keys(tmp_path):
     with pytest.raises(CheckpointMismatchError) as err:
         convert(broken, CONFIG)
     message = str(err.value)
-    assert "missing (1): vision_model.encoder.layers.1.time_attn.qkv.weight" in message
+    assert "missing (1): video_model.blocks.1.timeattn.qkv.weight" in message  # named as the checkpoint names it
     assert "unexpected (1): video_model.extra_head.weight" in message
-    assert "text_projection.1.bias: checkpoint (7,) vs model (32,)" in message
+    assert "txt_proj.1.bias: checkpoint (7,) vs model (32,)" in message
 
 
 def test_converter_reads_bin_weights_only_and_refuses_pickled_code(tmp_path, reference_io):
