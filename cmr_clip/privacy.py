@@ -57,6 +57,17 @@ def frame_label(series_number: int | None, instance_number: int | None, frame_in
     return ", ".join(parts)
 
 
+def safe_study_name(name: str, position: int, identity: StudyIdentity | None = None) -> str:
+    """A study's folder or archive name (the user's key for it) unless it holds the patient's `identity` or
+    anything the detectors take for a name, date, contact, path, age or address; then `study N`, by its
+    1-based place in the list it came in. Bare codes are kept: a study key is one, and an accession number
+    used as a folder name is caught through `identity`."""
+    name = str(name).removesuffix(".zip")
+    if find_identifiers(name.replace("_", " "), codes=False) or (identity and identity_spans(name, identity)):
+        return f"study {position + 1}"
+    return name
+
+
 def without_path(text: str, *paths) -> str:
     """`text` with every component of `paths` (folders, file names, stems) replaced by "<path>"."""
     components = set()
@@ -249,12 +260,14 @@ def _looks_like_code(token: str) -> bool:
     return digits >= 4 or (digits >= 3 and switches >= 4)
 
 
-def find_identifiers(text: str) -> list[tuple[int, int, str]]:
-    """Spans `(start, end, kind)` of everything in `text` the generic detectors take for an identifier."""
+def find_identifiers(text: str, codes: bool = True) -> list[tuple[int, int, str]]:
+    """Spans `(start, end, kind)` of everything in `text` the generic detectors take for an identifier.
+    `codes=False` leaves out bare letter-and-digit codes (a study's own key, "SYN00042", is one)."""
     spans = []
     for kind, pattern, group in DETECTORS:
         spans += [(m.start(group), m.end(group), kind) for m in pattern.finditer(text) if m.end(group) > m.start(group)]
-    spans += [(m.start(), m.end(), "ID") for m in _CODE.finditer(text) if _looks_like_code(m.group(0))]
+    if codes:
+        spans += [(m.start(), m.end(), "ID") for m in _CODE.finditer(text) if _looks_like_code(m.group(0))]
     return _merge(spans)
 
 

@@ -198,7 +198,8 @@ def _require_cine(study: Study) -> None:
 
 
 def study_metadata(study: Study, selection: Selection) -> dict:
-    """What was found and used, without identifiers (no UIDs, no paths, no patient or date fields)."""
+    """What was found and used, without identifiers (no UIDs, no paths, no patient or date fields) and without
+    free text (series descriptions stay out: sites type anything into them)."""
     return {
         "layout": selection.layout,
         "num_frames": len(selection.frames),
@@ -210,7 +211,6 @@ def study_metadata(study: Study, selection: Selection) -> dict:
         "series": [
             {
                 "series_number": s.series_number,
-                "description": s.description,
                 "sequence": s.sequence,
                 "view": s.view,
                 "role": s.role,
