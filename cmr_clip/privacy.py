@@ -182,8 +182,10 @@ _TITLES = r"(?:Dr|Drs|Doctor|Mr|Mrs|Ms|Mx|Miss|Prof|Professor|Sr|Sister|Nurse|Re
 _NAME_LABELS = (r"(?:referring(?:\s+(?:physician|doctor|clinician|consultant))?|referred\s+by|requested\s+by|"
                 r"reported\s+by|read\s+by|dictated\s+by|signed(?:\s+by)?|electronically\s+signed\s+by|verified\s+by|"
                 r"attending|consultant|physician|cardiologist|radiologist|technologist|sonographer|fellow|"
-                r"resident|cc|patient(?:\s+name)?|pt(?:\s+name)?|name|surname|first\s+name|given\s+name|"
+                r"resident|cc|patient(?:\s+name)?|pt(?:\s+name)?|first\s+name|given\s+name|"
                 r"next\s+of\s+kin|contact|guardian|informant)")
+# A bare "name:" label only as reports write it (capitalised): lower-case `name:` is a key of YAML and configs.
+_BARE_NAME_LABELS = r"(?:Name|NAME|Surname|SURNAME|Family\s+name|Full\s+name)"
 _ID_LABELS = (r"(?:mrn|mr\s*#|mr\s+no\.?|medical\s+record(?:\s+(?:no\.?|number))?|record\s+(?:no\.?|number)|"
               r"hospital\s+(?:no\.?|number)|nhs\s+(?:no\.?|number)|acc(?:ession)?(?:\s+(?:no\.?|number|#))?|"
               r"patient\s+id|pt\s+id|study\s+id|case\s+(?:no\.?|number|#)|exam\s+(?:no\.?|number|#)|"
@@ -199,7 +201,7 @@ _UNITS = (r"(?:ms|msec|s|sec|mm|cm|m|ml|mL|l|L|kg|g|mg|mcg|mmol|umol|µmol|bpm|t
 DETECTORS: list[tuple[str, re.Pattern, int]] = [
     ("EMAIL", re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+"), 0),
     ("URL", re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"']+|\b[\w\-]+(?:\.[\w\-]+)*\.(?:com|org|net|edu|gov|nhs\.uk|"
-                       r"co\.uk|de|fr|io|info)(?:/[^\s<>\"']*)?", re.IGNORECASE), 0),
+                       r"co\.uk|de|fr|io|info)(?![\w\-])(?:/[^\s<>\"']*)?", re.IGNORECASE), 0),
     ("PATH", re.compile(r"(?:\b[A-Za-z]:[\\/]|\\\\[\w.$-]+\\|(?<![\w.])~?/(?=[\w.^'’ -]*[/\\]))[^\s,;:\"<>|]*"
                         r"(?:[ ][^\s,;:\"<>|/\\]+[/\\][^\s,;:\"<>|]*)*"), 0),
     ("NAME", re.compile(rf"\b{_NAME_WORD}\^{_NAME_WORD}(?:\^[\w'’\-]*)*"), 0),
@@ -235,7 +237,7 @@ DETECTORS: list[tuple[str, re.Pattern, int]] = [
     ("ID", re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), 0),
     ("ID", re.compile(rf"\b{_ID_LABELS}\s*[:#.]?\s*\d[\d\s\-]{{5,}}\d\b", re.IGNORECASE), 0),
     ("NAME", re.compile(rf"\b{_TITLES}\.?\s+{_NAME_RUN}(?:\s*,\s*(?:MD|PhD|DO|MBBS|FRCR|FRCP|RN|MRCP)\b\.?)*"), 0),
-    ("NAME", re.compile(rf"(?<!\w)(?i:{_NAME_LABELS})\s*:\s*(?:{_TITLES}\.?\s+)?{_NAME_RUN}"), 0),
+    ("NAME", re.compile(rf"(?<!\w)(?:(?i:{_NAME_LABELS})|{_BARE_NAME_LABELS})\s*:\s*(?:{_TITLES}\.?\s+)?{_NAME_RUN}"), 0),
     ("NAME", re.compile(rf"\b(?i:reported|read|dictated|signed|verified|requested|referred|reviewed|discussed|communicated|"
                         rf"seen|examined|supervised|performed|copied)\s+(?i:by|with|to)\s+{_NAME_RUN}"), 0),
     ("NAME", re.compile(rf"\b(?:{_CAP_NAME_WORD}\s+){{1,2}}{_CAP_NAME_WORD},\s*(?:MD|M\.D\.|PhD|DO|MBBS|FRCR|FRCP|RN|NP|PA)\b\.?"), 0),
@@ -256,6 +258,10 @@ def _looks_like_code(token: str) -> bool:
     if letters == 0:
         # pure numbers: long runs are record numbers; ranges and ratios ("120/80", "10-12") are measurements
         return max(len(run) for run in re.findall(r"\d+", token)) >= 6
+    if re.fullmatch(r"[0-9a-f]{32,}", token):
+        return False  # a digest (a model fingerprint, a commit): it names data, not a patient
+    if digits < 6 and re.search(r"[a-z]{5,}", token):
+        return False  # a word with a number in it ("nakashima2026cmrclip", "covid2019"), not a record number
     switches = sum(1 for a, b in zip(token, token[1:]) if a.isalpha() != b.isalpha() and a.isalnum() and b.isalnum())
     return digits >= 4 or (digits >= 3 and switches >= 4)
 
@@ -427,18 +433,39 @@ UID_PATTERN = re.compile(r"\b[0-2](?:\.(?:0|[1-9]\d*)){2,}\b")
 DICOM_STANDARD_UID_ROOT = "1.2.840.10008."  # transfer syntaxes, SOP classes: the standard's own, not a patient's
 IDENTIFIER_LIKE_VALUE = re.compile(r"^\D{0,4}\d{6,}$")
 REASONS = {
-    "NAME": "looks like a person's name", "DATE": "looks like a date (of birth or of an exam)",
+    "NAME": "looks like a person's name", "DATE": "looks like a date",
     "ID": "looks like a medical record or accession number", "PHONE": "looks like a phone or fax number",
     "EMAIL": "looks like an e-mail address", "URL": "looks like a web address", "PATH": "looks like a file path",
     "AGE": "looks like an age over 89", "ADDRESS": "looks like a street address or postcode",
 }
 
 
-def text_problem(text: str) -> str | None:
-    """Why `text` looks like it carries an identifier, or None."""
-    spans = find_identifiers(text)
-    if spans:
-        return REASONS[spans[0][2]]
+def _path_names_someone(path: str) -> bool:
+    """Whether a folder or file name in `path` holds an identifier: a report drops every path, but the guard
+    lets through the paths tools write (a model's folder in an index manifest) when no part of them names one."""
+    return any(find_identifiers(part.replace("_", " ")) for part in re.split(r"[/\\]+", path) if part)
+
+
+def _reason(kind: str, found: str) -> str:
+    lowered = found.lower()
+    if kind == "NAME" and "^" in found:
+        return "looks like a DICOM person name (FAMILY^GIVEN)"
+    if kind == "ID" and re.match(r"(?:mrn|mr\b|medical)", lowered):
+        return "looks like a medical record number"
+    if kind == "ID" and lowered.startswith("acc"):
+        return "looks like an accession number"
+    if kind == "DATE" and re.search(r"dob|d\.o\.b|birth|born", lowered):
+        return "looks like a date of birth"
+    return REASONS[kind]
+
+
+def text_problem(text: str, codes: bool = True) -> str | None:
+    """Why `text` looks like it carries an identifier, or None. `codes=False`: bare codes pass (see
+    `find_identifiers`), for fields that hold a study's own key."""
+    for start, end, kind in find_identifiers(text, codes=codes):
+        if kind == "PATH" and not _path_names_someone(text[start:end]):
+            continue
+        return _reason(kind, text[start:end])
     for match in UID_PATTERN.finditer(text):
         uid = match.group(0)
         if len(uid) >= 14 and not uid.startswith(DICOM_STANDARD_UID_ROOT):
@@ -499,7 +526,7 @@ def check_json(obj, where: str, field: str = "", identifier_field: bool = False)
         for index, value in enumerate(obj):
             check_json(value, where, f"{field}[{index}]", identifier_field)
     elif isinstance(obj, str):
-        reason = text_problem(obj)
+        reason = text_problem(obj, codes=not identifier_field)
         if reason is None and identifier_field and IDENTIFIER_LIKE_VALUE.match(obj.strip()):
             reason = "is an identifier field holding a number like a hospital ID"
         if reason:
