@@ -5,7 +5,7 @@ and the guard every writer calls before anything leaves the machine.
 
 - **Safe names.** A file is named by its place in the study (`file_label`, `frame_label`: series number,
   instance number, frame, or its index in the listing), never by a path component: PACS exports name
-  folders and files after patients (`DOE^JANE.MR.CARDIAC.0005.0001.IMA`, `DOE^JANE_19700101/`).
+  folders and files after patients (`<FAMILY>^<GIVEN>.MR.CARDIAC.0005.0001.IMA`, `<FAMILY>^<GIVEN>_<BIRTH DATE>/`).
 - **Report de-identification** (`deidentify`). Two layers: the study's own identity read from its DICOM
   headers (`StudyIdentity`: name parts, patient and accession ids, birth date, institution and physician
   names), matched in any case and in the common formats of names, ids and dates; and generic detectors
@@ -174,7 +174,7 @@ _LETTER = r"[^\W\d_]"
 _NAME_WORD = rf"{_LETTER}[\w'’\-]*"
 _CAP_NAME_WORD = rf"(?:[A-ZÀ-ÖØ-Þ]|[^\W\d_a-zß-öø-ÿ]){_NAME_WORD[len(_LETTER):]}"
 _INITIALS = r"(?:[A-Z]\.\s*){0,2}"
-# "Anna Wojciechowski", "J. Lindqvist", "DOE, JANE", "Smith, John A."
+# "Given Family", "G. Family", "FAMILY, GIVEN", "Family, Given G."
 _NAME_RUN = rf"{_INITIALS}{_CAP_NAME_WORD}(?:,?\s+{_INITIALS}{_CAP_NAME_WORD}){{0,3}}(?:\s+[A-Z]\.(?!\w))?"
 _MONTHS = ("jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
            "sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?")
@@ -244,7 +244,7 @@ DETECTORS: list[tuple[str, re.Pattern, int]] = [
     ("NAME", re.compile(r"\b[A-Z]{2,}(?:['’\-][A-Z]+)*,\s*[A-Z]{2,}(?:['’\-][A-Z]+)*\b(?=\s*(?:\(|$|\s(?:was|is|has|DOB|MRN)))"), 0),
 ]
 
-# Codes with letters and digits: ids whatever the format ("RAD-2021-000123", "A1B2C3D4", "MRN00012345"),
+# Codes with letters and digits: ids whatever the format (letters, digits and dashes in any order and grouping),
 # unless the token is a number with its unit ("1050ms") or a short clinical code ("T2", "V4", "NYHA II").
 _CODE = re.compile(r"(?<![\w.])(?=[\w\-/#]*\d)[A-Za-z0-9][\w\-/#]*[A-Za-z0-9](?![\w])")
 _NUMBER_WITH_UNIT = re.compile(rf"^\d+(?:[.,]\d+)?(?:{_UNITS})(?:/{_UNITS})*$")

@@ -255,7 +255,8 @@ def test_no_planted_identity_in_logs_prints_reprs_or_errors(sweep):
                        ("reprs", "\n".join(sweep["texts"])),
                        ("errors", "\n".join(f"{e!r} {e}" for e in sweep["errors"]) + json.dumps(sweep["batch_errors"]))]:
         assert not occurrences(text, values), (name, occurrences(text, values))
-    assert not re.search(r"[/\\]", "\n".join(sweep["texts"]))  # reprs carry no path at all
+    reprs = "\n".join(sweep["texts"])
+    assert str(sweep["root"]) not in reprs and not re.search(r"\.(?:dcm|IMA)\b", reprs)  # no path, no file name
 
 
 def test_corpus_impressions_keep_their_clinical_content(sweep):
@@ -303,11 +304,16 @@ def test_deidentification_benchmark_meets_its_thresholds():
     assert re.search(r"recall \d+\.\d+% on \d+ planted identifiers", printed)
 
 
+def vocabulary_of(folder: Path) -> list[str]:
+    """The tokens of a saved WordPiece tokenizer, from tokenizer.json as the tokenizers library writes it."""
+    return list(json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"])
+
+
 def test_a_name_in_one_report_is_not_a_token_and_the_guard_refuses_a_vocabulary_with_one(tmp_path):
     texts = ["Severe LV systolic dysfunction, LVEF 25%.", "No late gadolinium enhancement."] * 30
     texts.append("Discussed the LGE with Zbigniewska at the MDT.")  # once: below min_frequency
     train_wordpiece_tokenizer(texts, tmp_path / "tok", vocab_size=400)
-    vocabulary = (tmp_path / "tok" / "vocab.txt").read_text().split()
+    vocabulary = vocabulary_of(tmp_path / "tok")
     assert "zbigniewska" not in vocabulary and "gadolinium" in vocabulary
     identity = StudyIdentity()
     identity.add_header({"PatientName": "Gadolinium^Zbigniewska"})  # a patient whose name is in the vocabulary
@@ -323,7 +329,7 @@ def test_prepared_tokenizer_holds_no_planted_name_and_the_hashes_hold_no_value(s
     salt, hashes = load_identity_hashes(corpus)
     assert hashes and not occurrences((corpus / "identity_hashes.json").read_text(), planted_values())
     scan_folder(corpus / "tokenizer", identities=(salt, hashes))  # passes: no identity became a token
-    vocabulary = {t.lstrip("#") for t in (corpus / "tokenizer" / "vocab.txt").read_text().split()}
+    vocabulary = {t.lstrip("#") for t in vocabulary_of(corpus / "tokenizer")}
     assert not vocabulary & {"wojciechowski", "anna", "jürgen", "müller", "太郎"}
 
 
@@ -366,19 +372,25 @@ def test_model_dry_run_and_push_upload_the_same_files(sweep, captured, tmp_path)
     assert set(dry) == set(captured["files"]) and all(dry[name] == captured["files"][name] for name in dry)
 
 
-def test_dataset_dry_run_and_push_check_and_upload_the_same_rows(sweep, captured, tmp_path):
+def test_dataset_dry_run_and_push_check_and_upload_the_same_rows(sweep, monkeypatch, tmp_path):
+    """A dataset goes up through `datasets`' own push_to_hub (parquet shards, its card): the boundary we record is
+    that call, with the dataset it was given."""
     from datasets import load_from_disk
 
+    pushed = []
+    monkeypatch.setattr("datasets.DatasetDict.push_to_hub", lambda self, repo_id, **kw: pushed.append((self, repo_id, kw)))
     corpus = sweep["out"] / "corpus"
     assert cli.main(["push", str(corpus), "--repo-id", "org/c", "--dry-run", str(tmp_path / "dry")]) == 0
-    assert captured["files"] == {}
-    assert cli.main(["push", str(corpus), "--repo-id", "org/c"]) == 0
+    assert pushed == []
+    assert cli.main(["push", str(corpus), "--repo-id", "org/c", "--private"]) == 0
+    [(uploaded, repo_id, options)] = pushed
+    assert repo_id == "org/c" and options["private"] is True
     staged = load_from_disk(str(tmp_path / "dry"))
-    assert "study_id" not in staged["train"].column_names
-    uploaded = b"".join(data for name, data in captured["files"].items() if name.endswith(".parquet"))
-    assert uploaded and all(text.encode() in uploaded for split in staged.values() for text in split["impression"])
-    assert b"study_id" not in uploaded
-    assert stage_dataset(corpus)["train"].column_names == staged["train"].column_names
+    assert list(staged) == list(uploaded) and "study_id" not in staged["train"].column_names
+    for split in staged:
+        assert staged[split].column_names == uploaded[split].column_names
+        for column in ("impression", "labels", "vendor", "metadata"):
+            assert staged[split][column] == uploaded[split][column]
 
 
 def test_push_refuses_a_corpus_with_a_planted_identifier(sweep, captured, tmp_path, capsys):
