@@ -426,3 +426,26 @@ def test_prepare_cli_pushes_through_the_guard(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(prepare_module, "deidentify", lambda text, identity=None: text + " Call (216) 555-0142.")
     assert cli.main([*args, "--out", str(tmp_path / "bad"), "--push-to-hub", "org/bad"]) == 1
     assert "looks like a phone or fax number" in capsys.readouterr().out and pushed == ["org/ok"]
+
+
+def test_training_push_to_hub_refuses_a_vocabulary_holding_a_corpus_identity(captured, tmp_path):
+    from test_zero_shot_support import tiny_config
+    from transformers import BertTokenizer
+
+    from cmr_clip import CMRCLIPModel
+    from cmr_clip.privacy import save_identity_hashes
+    from cmr_clip.training import TrainConfig
+    from cmr_clip.training.loop import save_final
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    salt = new_salt()
+    save_identity_hashes(corpus, salt, identity_hashes(StudyIdentity(names={"Wojciechowski^Anna"}), salt))
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "normal", "lv", "wojciechowski", "dilated"]
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
+    config = TrainConfig(data_dir=str(corpus), output_dir=str(tmp_path / "out"), push_to_hub="org/trained")
+    model = CMRCLIPModel(tiny_config())
+    with pytest.raises(PHIError, match=r"vocabulary entry \d+: is part of a patient's identity") as error:
+        save_final(model, tokenizer, CMRStudyProcessor(num_frames=8, image_size=16), config, {"history": []})
+    assert "wojciechowski" not in str(error.value).lower()
+    assert captured["repo"] == [] and captured["files"] == {}
