@@ -63,22 +63,25 @@ def safe_study_name(name: str, position: int, identity: StudyIdentity | None = N
     1-based place in the list it came in. Bare codes are kept: a study key is one, and an accession number
     used as a folder name is caught through `identity`."""
     name = str(name).removesuffix(".zip")
-    if find_identifiers(name.replace("_", " "), codes=False) or (identity and identity_spans(name, identity)):
-        return f"study {position + 1}"
-    return name
+    return f"study {position + 1}" if names_someone(name, identity) else name
 
 
-def without_path(text: str, *paths) -> str:
-    """`text` with every component of `paths` (folders, file names, stems) replaced by "<path>"."""
-    components = set()
-    for path in paths:
-        if path:
-            parts = Path(str(path)).parts
-            components.update(p for p in parts if len(p) > 1 and p not in ("/", "\\"))
+def names_someone(name: str, identity: StudyIdentity | None = None) -> bool:
+    """Whether a folder, file or study name holds `identity` or a name, date, contact, path, age or address."""
+    return bool(find_identifiers(name.replace("_", " "), codes=False) or (identity and identity_spans(name, identity)))
+
+
+def without_path(text: str, path, *relative_names) -> str:
+    """`text` without the file's full `path` and without the folders, names and stems of its `relative_names`
+    (its name inside the study or archive, where exports put patient names), each as a whole word."""
+    components = {str(path)} if path else set()
+    for name in relative_names:
+        if name:
+            parts = Path(str(name)).parts
+            components.update(p for p in parts if len(p) > 1)
             components.update(Path(p).stem for p in parts if len(Path(p).stem) > 2)
-            components.add(str(path))
     for component in sorted(components, key=len, reverse=True):
-        text = text.replace(component, "<path>")
+        text = re.sub(rf"(?<!\w){re.escape(component)}(?!\w)", "<path>", text)
     return text
 
 
@@ -125,10 +128,6 @@ class StudyIdentity:
                           else self.dates if keyword in DATE_KEYWORDS else self.phones if keyword in PHONE_KEYWORDS
                           else self.places)
                 target.add(value)
-
-    def update(self, other: StudyIdentity) -> None:
-        for name in ("names", "ids", "dates", "places", "phones"):
-            getattr(self, name).update(getattr(other, name))
 
     def __bool__(self) -> bool:
         return any((self.names, self.ids, self.dates, self.places, self.phones))
@@ -331,25 +330,29 @@ def _ordinal(day: int) -> str:
 
 
 def identity_spans(text: str, identity: StudyIdentity) -> list[tuple[int, int, str]]:
-    """Where the study's own identity appears in `text`, in any case and the usual formats."""
-    patterns: list[tuple[str, str]] = []
+    """Where the study's own identity appears in `text`, in any case and the usual formats.
+
+    Two-letter name parts ("Li", "Al") are matched only as written in title case: in capitals they are
+    clinical abbreviations ("AL" amyloidosis, "LA"). Ids shorter than 5 characters are left to the detectors:
+    a short StudyID would match measurements."""
+    patterns: list[tuple[str, str, int]] = []
     for part in sorted(identity.name_parts(), key=len, reverse=True):
-        patterns.append(("NAME", rf"(?<!\w){_name_part_pattern(part)}(?!\w)"))
+        if len(part) >= 3:
+            patterns.append(("NAME", rf"(?<!\w){_name_part_pattern(part)}(?!\w)", re.IGNORECASE))
+        else:
+            patterns.append(("NAME", rf"(?<!\w){re.escape(part.title())}(?!\w)", 0))
     for value in identity.ids | identity.phones:
-        if len(_alnum(value)) >= 3:
-            patterns.append(("PHONE" if value in identity.phones else "ID", rf"(?<![^\W_]){_flexible(value)}(?![^\W_])"))
+        if len(_alnum(value)) >= 5:
+            kind = "PHONE" if value in identity.phones else "ID"
+            patterns.append((kind, rf"(?<![^\W_]){_flexible(value)}(?![^\W_])", re.IGNORECASE))
     for value in identity.dates:
-        for variant in date_variants(value):
-            patterns.append(("DATE", rf"(?<!\w){re.escape(variant)}(?!\w)"))
+        patterns += [("DATE", rf"(?<!\w){re.escape(variant)}(?!\w)", re.IGNORECASE) for variant in date_variants(value)]
     for value in identity.places:
         pieces = r"[\s,]+".join(re.escape(p) for p in re.split(r"[\s^,]+", value) if p)
         if pieces and len(_alnum(value)) >= 4:
-            patterns.append(("ADDRESS" if any(c.isdigit() for c in value) else "NAME",
-                             rf"(?<!\w){pieces}(?!\w)"))
-    spans = []
-    for kind, pattern in patterns:
-        spans += [(m.start(), m.end(), kind) for m in re.finditer(pattern, text, re.IGNORECASE)]
-    return spans
+            kind = "ADDRESS" if any(c.isdigit() for c in value) else "NAME"
+            patterns.append((kind, rf"(?<!\w){pieces}(?!\w)", re.IGNORECASE))
+    return [(m.start(), m.end(), kind) for kind, pattern, flags in patterns for m in re.finditer(pattern, text, flags)]
 
 
 def deidentify(text: str, identity: StudyIdentity | None = None) -> str:

@@ -166,10 +166,12 @@ def sweep(tmp_path_factory):
     make_cohort(cohort, N_STUDIES, seed=11, progress=False, num_workers=1)
     studies = plant(cohort)
     records, printed, texts, errors = Records(), io.StringIO(), [], []
-    logger = logging.getLogger()
-    previous = logger.level
-    logger.addHandler(records)
-    logger.setLevel(logging.DEBUG)
+    # the root logger, and the libraries' own loggers that do not propagate to it (transformers has its handler)
+    loggers = [logging.getLogger(name) for name in ("", "transformers", "datasets", "accelerate", "huggingface_hub", "pydicom")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(records)
+        logger.setLevel(logging.DEBUG)
     try:
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
             study = read_study(studies[0])
@@ -214,8 +216,9 @@ def sweep(tmp_path_factory):
                                              str(out / "staged_corpus")])
             codes["inspect"] = cli.main(["inspect", str(studies[0]), "--montage", str(out / "montage.png")])
     finally:
-        logger.removeHandler(records)
-        logger.setLevel(previous)
+        for logger, level in zip(loggers, levels):
+            logger.removeHandler(records)
+            logger.setLevel(level)
     shell = subprocess.run([sys.executable, "-m", "cmr_clip", "inspect", str(studies[0])], capture_output=True,
                            text=True, cwd=root)
     return {"root": root, "out": out, "studies": studies, "codes": codes, "logs": records.lines,

@@ -42,6 +42,7 @@ from ..privacy import (
     hash_token,
     identity_hashes,
     load_identity_hashes,
+    names_someone,
     new_salt,
     safe_study_name,
     save_identity_hashes,
@@ -159,9 +160,7 @@ class _Job:
 def scrub_record(job: _Job) -> dict:
     """The study's impression de-identified, the id it is written under and its identity's salted hashes."""
     identity = read_identity(job.path) if job.path is not None else StudyIdentity()
-    study_id = safe_study_name(job.study_id, 0, identity)
-    if study_id != job.study_id.removesuffix(".zip"):
-        study_id = "study-" + hash_token(job.study_id, job.salt)[:12]
+    study_id = "study-" + hash_token(job.study_id, job.salt)[:12] if names_someone(job.study_id, identity) else job.study_id
     return {"impression": deidentify(job.impression, identity), "corpus_id": study_id,
             "identity_hashes": sorted(identity_hashes(identity, job.salt))}
 
@@ -182,7 +181,7 @@ def process_job(job: _Job) -> dict:
     try:
         frames, slots, meta = CMRStudyProcessor(**job.processor).compact(job.path)
     except Exception as err:  # noqa: BLE001 - a batch job reports and skips a bad study
-        message = deidentify(without_path(str(err), job.path))  # our errors carry no path; others' may
+        message = deidentify(without_path(str(err), job.path, Path(job.path).name))  # ours carry no path; others' may
         return {"study_id": job.study_id, "ok": False, "error": type(err).__name__, "message": message}
     partial = cache.with_suffix(".partial.npz")
     np.savez(partial, frames=frames, slots=slots, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
