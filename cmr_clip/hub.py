@@ -24,19 +24,10 @@ to install pydicom. `custom_pipelines` is written only here, at publish time: it
 the package's own registration, so a folder that has it needs `trust_remote_code=True` even where
 cmr_clip is installed.
 
-The PHI guard (`check_no_phi`, `scan_folder`, `check_dataset`) refuses:
-- fields named like patient identifiers (PatientID, PatientName, PatientBirthDate, AccessionNumber, MRN,
-  date of birth, other patient ids, address) with a non-empty value, at any depth of a JSON document;
-- fields named like DICOM instance UIDs (StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID): not
-  identifiers by themselves, but they link back to the patient's record in the hospital's PACS;
-- values anywhere that look like a DICOM person name (FAMILY^GIVEN), a medical record or accession
-  number (MRN/ACC followed by digits, as hospital exports and the synthetic cohort write them), a DICOM
-  instance UID (DICOM's own UIDs for transfer syntaxes and SOP classes, 1.2.840.10008.*, are allowed),
-  or a date next to "DOB" / "date of birth" / "born";
-- in identifier-named fields (study_id, patient, subject, accession, ...) values that are 6+ digit numbers.
-Tokenizer vocabularies (tokenizer.json's `model` section, vocab.txt) are exempt on purpose: subword
-pieces are not records and would trip the patterns; train tokenizers on de-identified text. Python files
-are the package's own code and are not scanned.
+The PHI guard lives in the privacy layer (`cmr_clip.privacy`: `check_no_phi`, `scan_folder`, `check_dataset`,
+`PHIError`, still importable from here for one release). Every route goes through it: `push` and its dry
+run share `stage`, `push_dataset` and the dataset dry run share `stage_dataset`. A model's tokenizer
+vocabulary is checked against the identities `prepare` saw when the corpus is known (`data_dir`).
 """
 
 from __future__ import annotations
@@ -54,6 +45,7 @@ from pathlib import Path
 
 from .modeling.convert_original_checkpoint import CONVERSION_CHECK_FILE, PROVENANCE_FILE
 from .pipelines.prompts import MODEL_PROMPTS_FILE, PromptSet
+from .privacy import PHIError, check_dataset, check_no_phi, load_identity_hashes, scan_folder  # noqa: F401 - PHIError, check_dataset: re-exported for one release
 
 # ---------------------------------------------------------------------------------------------------------
 # What each model type publishes: Auto classes for its config and model, the processor classes, and the
@@ -331,175 +323,6 @@ def _bound_names(group: list) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# PHI guard
-
-
-class PHIError(ValueError):
-    """Something about to be uploaded looks like it carries a patient identifier; `where` and `field` say what."""
-
-    def __init__(self, where: str, field: str, reason: str):
-        self.where, self.field, self.reason = where, field, reason
-        super().__init__(f"refusing to upload: {where}: {field}: {reason}. Remove or de-identify it, then push again.")
-
-
-def _normalise_key(key) -> str:
-    return re.sub(r"[^a-z0-9]", "", str(key).lower())
-
-
-# Field names of patient identifiers (DICOM keywords and the names datasets and exports use), normalised.
-IDENTIFIER_KEYS = {
-    "patientid", "patientsid", "patient", "patientname", "patientsname", "patientbirthdate", "patientsbirthdate",
-    "birthdate", "dateofbirth", "dob", "accessionnumber", "accession", "mrn", "medicalrecordnumber",
-    "otherpatientids", "otherpatientidssequence", "otherpatientnames", "issuerofpatientid", "patientaddress",
-    "patientsaddress", "patienttelephonenumbers", "patientstelephonenumbers", "patientmothersbirthname",
-    "patientsmothersbirthname", "subjectid", "ssn", "socialsecuritynumber", "referringphysicianname",
-}
-# DICOM instance UIDs are not identifiers by themselves but lead back to the patient's record in the PACS.
-LINKING_UID_KEYS = {"studyinstanceuid", "seriesinstanceuid", "sopinstanceuid", "mediastoragesopinstanceuid"}
-TEXT_PATTERNS = [
-    (re.compile(r"\b[A-Za-z][A-Za-z'\-]+\^[A-Za-z][A-Za-z'\-]*"), "looks like a DICOM person name (FAMILY^GIVEN)"),
-    (re.compile(r"\bMRN[\s:#-]*\d{4,}\b", re.IGNORECASE), "looks like a medical record number"),
-    (re.compile(r"\bACC(?:ESSION)?(?:\s*(?:no\.?|number))?[\s:#-]*\d{5,}\b", re.IGNORECASE),
-     "looks like an accession number"),
-    (re.compile(r"\b(?:DOB|D\.O\.B\.?|date of birth|born(?: on)?)[\s:]*(?:\d{8}\b|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4})",
-                re.IGNORECASE), "looks like a date of birth"),
-]
-UID_PATTERN = re.compile(r"\b[0-2](?:\.(?:0|[1-9]\d*)){2,}\b")
-DICOM_STANDARD_UID_ROOT = "1.2.840.10008."  # transfer syntaxes, SOP classes: the standard's own, not a patient's
-IDENTIFIER_LIKE_VALUE = re.compile(r"^\D{0,4}\d{6,}$")
-
-
-def _text_problem(text: str) -> str | None:
-    for pattern, reason in TEXT_PATTERNS:
-        if pattern.search(text):
-            return reason
-    for match in UID_PATTERN.finditer(text):
-        uid = match.group(0)
-        if len(uid) >= 14 and not uid.startswith(DICOM_STANDARD_UID_ROOT):
-            return "looks like a DICOM instance UID (it links back to the patient's record)"
-    return None
-
-
-def _key_problem(key, value) -> str | None:
-    name = _normalise_key(key)
-    if value in (None, "", [], {}):
-        return None
-    if name in IDENTIFIER_KEYS:
-        return "is a patient identifier field with a value"
-    if name in LINKING_UID_KEYS:
-        return "is a DICOM instance UID field with a value (it links back to the patient's record)"
-    return None
-
-
-def _identifier_named(key) -> bool:
-    name = _normalise_key(key)
-    return name.endswith(("id", "ids")) or any(part in name for part in ("accession", "mrn", "patient", "subject"))
-
-
-def check_no_phi(obj, where: str, field: str = "") -> None:
-    """Raise `PHIError` naming `where` and the field if `obj` looks like it carries a patient identifier.
-
-    `obj`: a model card (`huggingface_hub.ModelCard` or its text), a JSON-like value (a config, a manifest;
-    fields are named by their path, e.g. `vision_config.notes[2]`), or a `datasets` Dataset / DatasetDict
-    (column names and string values)."""
-    if _is_dataset(obj):
-        check_dataset(obj, where)
-    elif hasattr(obj, "content") and hasattr(obj, "data"):  # a ModelCard
-        _check_text(str(obj.content), where)
-    elif isinstance(obj, str) and not field:
-        _check_text(obj, where)
-    else:
-        _check_json(obj, where, field, identifier_field=False)
-
-
-def _check_text(text: str, where: str) -> None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        reason = _text_problem(line)
-        if reason:
-            raise PHIError(where, f"line {number}", reason)
-
-
-def _check_json(obj, where: str, field: str, identifier_field: bool) -> None:
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            path = f"{field}.{key}" if field else str(key)
-            reason = _key_problem(key, value) or _text_problem(str(key))
-            if reason:
-                raise PHIError(where, path, reason)
-            _check_json(value, where, path, identifier_field or _identifier_named(key))
-    elif isinstance(obj, (list, tuple)):
-        for index, value in enumerate(obj):
-            _check_json(value, where, f"{field}[{index}]", identifier_field)
-    elif isinstance(obj, str):
-        reason = _text_problem(obj)
-        if reason is None and identifier_field and IDENTIFIER_LIKE_VALUE.match(obj.strip()):
-            reason = "is an identifier field holding a number like a hospital ID"
-        if reason:
-            raise PHIError(where, field or "value", reason)
-
-
-def _is_dataset(obj) -> bool:
-    return type(obj).__module__.startswith("datasets") and type(obj).__name__ in ("Dataset", "DatasetDict")
-
-
-def check_dataset(dataset, where: str = "dataset") -> None:
-    """Column names and string values of a Dataset / DatasetDict (JSON-text columns are read as JSON)."""
-    if type(dataset).__name__ == "DatasetDict":
-        for split in dataset:
-            check_dataset(dataset[split], f"{where}[{split}]")
-        return
-    for column in dataset.column_names:
-        values = dataset[column] if _is_text_column(dataset.features[column]) else None
-        if _normalise_key(column) in IDENTIFIER_KEYS | LINKING_UID_KEYS:
-            if values is None or any(v not in (None, "") for v in values):
-                raise PHIError(where, f"column {column!r}", "is a patient identifier column with values")
-        for row, value in enumerate(values or []):
-            _check_json(_maybe_json(value), where, f"column {column!r} row {row}", _identifier_named(column))
-
-
-def _is_text_column(feature) -> bool:
-    return getattr(feature, "dtype", None) in ("string", "large_string")
-
-
-def _maybe_json(value):
-    if isinstance(value, str) and value[:1] in "{[":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
-# Files whose content is not scanned, and why: subword vocabularies are not records (a WordPiece piece is not
-# a name) and would trip the patterns; Python files are the package's own code.
-UNSCANNED_SUFFIXES = (".py", ".safetensors", ".bin", ".png")
-UNSCANNED_FILES = ("vocab.txt", "merges.txt")
-
-
-def scan_folder(folder: str | Path) -> list[str]:
-    """Run the PHI guard over every text file under `folder` (raises `PHIError`); returns the files scanned."""
-    folder, scanned = Path(folder), []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        name = path.relative_to(folder).as_posix()
-        if path.suffix in UNSCANNED_SUFFIXES or path.name in UNSCANNED_FILES:
-            continue
-        text = path.read_text(errors="replace")
-        if path.suffix == ".json":
-            data = json.loads(text)
-            if path.name == "tokenizer.json" and isinstance(data, dict):
-                data = {k: v for k, v in data.items() if k != "model"}  # the vocabulary, see UNSCANNED_FILES
-            _check_json(data, name, "", identifier_field=False)
-        elif path.suffix == ".jsonl":
-            for number, line in enumerate(text.splitlines(), start=1):
-                if line.strip():
-                    _check_json(json.loads(line), name, f"line {number}", identifier_field=False)
-        else:
-            _check_text(text, name)
-        scanned.append(name)
-    return scanned
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Model card
 
 # Only what is known of the paper; a publisher with the full reference passes `citation=`.
@@ -738,8 +561,16 @@ def stage(save_dir: str | Path, out_dir: str | Path, remote_code: bool = True, c
         card = model_card(save_dir, **card_options)
     check_no_phi(card, "README.md (model card)")
     (out_dir / "README.md").write_text(str(card))
-    scan_folder(out_dir)
+    scan_folder(out_dir, identities=_corpus_identities(save_dir, card_options.get("data_dir")))
     return sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
+
+
+def _corpus_identities(save_dir: Path, data_dir) -> tuple[str, set[str]] | None:
+    """The salted identity hashes `prepare` kept for the training corpus (`data_dir`, or `save_dir/corpus`)."""
+    for folder in (data_dir, save_dir / "corpus"):
+        if folder is not None and (found := load_identity_hashes(folder)) is not None:
+            return found
+    return None
 
 
 def push(save_dir: str | Path, repo_id: str, private: bool = False, remote_code: bool = True,
@@ -774,10 +605,9 @@ def push_pretrained(model, processor, repo_id: str, private: bool = False, **opt
 DROPPED_DATASET_COLUMNS = ("study_id",)
 
 
-def push_dataset(dataset, repo_id: str, private: bool = False, drop_columns=DROPPED_DATASET_COLUMNS,
-                 token: str | None = None, **push_options):
-    """Scan a prepared corpus (a folder written by `cmr-clip prepare`, or a Dataset / DatasetDict) with the PHI
-    guard and push it with `push_to_hub`. Raises `PHIError` before anything is uploaded."""
+def stage_dataset(dataset, drop_columns=DROPPED_DATASET_COLUMNS, where: str = "dataset"):
+    """What `push_dataset` uploads: the corpus (a folder written by `cmr-clip prepare`, or a Dataset /
+    DatasetDict) without the columns that name studies, checked by the PHI guard (`PHIError`)."""
     if isinstance(dataset, (str, Path)):
         from datasets import load_from_disk
 
@@ -786,5 +616,12 @@ def push_dataset(dataset, repo_id: str, private: bool = False, drop_columns=DROP
     present = [c for c in drop_columns if all(c in split.column_names for split in splits)]
     if present:
         dataset = dataset.remove_columns(present)
-    check_dataset(dataset, f"dataset {repo_id}")
-    return dataset.push_to_hub(repo_id, private=private, token=token, **push_options)
+    check_dataset(dataset, where)
+    return dataset
+
+
+def push_dataset(dataset, repo_id: str, private: bool = False, drop_columns=DROPPED_DATASET_COLUMNS,
+                 token: str | None = None, **push_options):
+    """`stage_dataset`, then `push_to_hub`: nothing is uploaded if the guard refuses."""
+    staged = stage_dataset(dataset, drop_columns, f"dataset {repo_id}")
+    return staged.push_to_hub(repo_id, private=private, token=token, **push_options)

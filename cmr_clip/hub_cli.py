@@ -4,7 +4,7 @@ A model directory is staged with its weights, configs, processor, prompt set, a 
 the package's own code for `trust_remote_code=True` loading; a prepared corpus (`cmr-clip prepare`) is
 pushed as a dataset. Both go through the PHI guard first and are refused, with the offending file and
 field, if anything looks like a patient identifier. `--dry-run OUT` writes what would be uploaded to OUT
-and uploads nothing.
+(through the same staging function as the real push, guard included) and uploads nothing.
 """
 
 from __future__ import annotations
@@ -28,35 +28,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="datasets: keep the study_id column (dropped by default: export folder names are often "
                              "accession numbers)")
     parser.add_argument("--dry-run", metavar="OUT", default=None,
-                        help="write what would be uploaded to OUT (models) and upload nothing")
+                        help="write what would be uploaded to OUT (the same staging as the real push) and upload nothing")
 
 
 def run(args: argparse.Namespace) -> int:
-    from .hub import DROPPED_DATASET_COLUMNS, PHIError, push, push_dataset, stage
+    from .hub import DROPPED_DATASET_COLUMNS, push, push_dataset, stage, stage_dataset
+    from .privacy import PHIError
 
     directory = Path(args.directory)
     try:
         if (directory / "dataset_dict.json").is_file():
-            if args.dry_run:
-                from datasets import load_from_disk
-
-                from .hub import check_dataset
-
-                check_dataset(load_from_disk(str(directory)), f"dataset {args.repo_id}")
-                print(f"{directory}: no identifier found; nothing uploaded (--dry-run).")
-                return 0
             drop = () if args.keep_study_ids else DROPPED_DATASET_COLUMNS
+            if args.dry_run:
+                staged = stage_dataset(directory, drop, f"dataset {args.repo_id}")
+                staged.save_to_disk(args.dry_run)
+                print(f"would upload to {args.repo_id}: splits {', '.join(staged)} with columns "
+                      f"{', '.join(next(iter(staged.values())).column_names)} (staged in the --dry-run folder)")
+                return 0
             push_dataset(directory, args.repo_id, private=args.private, drop_columns=drop)
-            print(f"pushed dataset {directory} to {args.repo_id}{' (private)' if args.private else ''}")
+            print(f"pushed the dataset to {args.repo_id}{' (private)' if args.private else ''}")
             return 0
         options = dict(data_dir=args.data, license=args.license, datasets=args.datasets)
         if args.dry_run:
             files = stage(directory, args.dry_run, remote_code=not args.no_remote_code, repo_id=args.repo_id, **options)
-            print(f"would upload to {args.repo_id}: {', '.join(files)} (staged in {args.dry_run})")
+            print(f"would upload to {args.repo_id}: {', '.join(files)} (staged in the --dry-run folder)")
             return 0
         commit = push(directory, args.repo_id, private=args.private, remote_code=not args.no_remote_code, **options)
     except PHIError as error:
         print(f"cmr-clip push: {error}")
         return 1
-    print(f"pushed {directory} to {args.repo_id}{' (private)' if args.private else ''}: {getattr(commit, 'commit_url', commit)}")
+    print(f"pushed the model to {args.repo_id}{' (private)' if args.private else ''}: {getattr(commit, 'commit_url', commit)}")
     return 0

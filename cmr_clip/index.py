@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .privacy import safe_study_name
+from .processing.identity import read_identity
+
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.safetensors"
 FORMAT_VERSION = 1
@@ -97,11 +100,13 @@ class CMRStudyIndex:
     def add_studies(self, paths: list[str | Path], study_ids: list[str] | None = None, batch_size: int = 8,
                     progress: bool = True, impressions: list[str] | None = None) -> list[dict]:
         """Add DICOM studies (folders or zips), `batch_size` at a time; a study that cannot be read is skipped and
-        reported in the returned list (id, error). Study ids default to the folder names."""
+        reported in the returned list (id, error). Study ids default to the folder names, or `study N` where a
+        name looks like an identifier (`cmr_clip.privacy.safe_study_name`)."""
         from tqdm.auto import tqdm
 
         paths = [Path(p) for p in paths]
-        ids = list(study_ids) if study_ids is not None else [p.name.removesuffix(".zip") for p in paths]
+        ids = list(study_ids) if study_ids is not None else [safe_study_name(p.name, i, read_identity(p) if p.exists() else None)
+                                                             for i, p in enumerate(paths)]
         skipped = []
         for start in tqdm(range(0, len(paths), batch_size), desc="indexing studies", disable=not progress):
             chunk = slice(start, start + batch_size)

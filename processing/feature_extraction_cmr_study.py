@@ -321,8 +321,9 @@ def _require_cine(study: Study) -> None:
 
 
 def study_metadata(study: Study, selection: Selection) -> dict:
-    """What was found and used, without identifiers (no UIDs, no paths, no patient or date fields); `study` is
-    the study's key, a short hash of its StudyInstanceUID."""
+    """What was found and used, without identifiers (no UIDs, no paths, no patient or date fields) and without
+    free text (series descriptions stay out: sites type anything into them); `study` is the study's key, a
+    short hash of its StudyInstanceUID."""
     return {
         "study": study.key,
         "layout": selection.layout,
@@ -335,7 +336,6 @@ def study_metadata(study: Study, selection: Selection) -> dict:
         "series": [
             {
                 "series_number": s.series_number,
-                "description": s.description,
                 "sequence": s.sequence,
                 "view": s.view,
                 "role": s.role,

@@ -12,18 +12,20 @@ marked with `pixel_problem`, so that decoding can put a neighbouring frame in it
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import math
 import os
 import re
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from ..privacy import frame_label, without_path
 from .sources import FileRef
 
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
@@ -38,9 +40,11 @@ _VALID_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 PATIENT_HASH_CHARS = 16
 
 
-@dataclass
+@dataclass(repr=False)
 class Frame:
-    """One 2D image: where its pixels are, its geometry and timing, and the series-level header fields."""
+    """One 2D image: where its pixels are, its geometry and timing, and the series-level header fields.
+
+    Printed by its place in the study (`label`: series, instance, frame), never by path or UID."""
 
     file: FileRef
     frame_index: int | None
@@ -86,15 +90,23 @@ class Frame:
 
     @property
     def label(self) -> str:
-        return self.file.name if self.frame_index is None else f"{self.file.name}[frame {self.frame_index}]"
+        return frame_label(self.series_number, self.instance_number, self.frame_index, self.file.index)
+
+    def __repr__(self) -> str:
+        return f"Frame({self.label}, {self.rows}x{self.columns})"
+
+    def _repr_html_(self) -> str:
+        return html.escape(repr(self))
 
 
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file set aside by the header pass, and why."""
+    """A file set aside by the header pass, and why: `name` is its place in the study (`file 12`), never its path;
+    `file` (not printed) points at it for code that needs it."""
 
     name: str
     reason: str
+    file: FileRef | None = field(default=None, repr=False, compare=False)
 
 
 def scan_headers(refs: list[FileRef], num_workers: int | None = None) -> tuple[list[Frame], list[SkippedFile]]:
@@ -124,11 +136,12 @@ def _scan_chunk(refs: list[FileRef], salt: bytes) -> tuple[list[Frame], list[Ski
             try:
                 frames.extend(_frames_of_file(ref, archives, salt))
             except _Skip as reason:
-                skipped.append(SkippedFile(ref.name, str(reason)))
+                skipped.append(SkippedFile(ref.label, str(reason), ref))
             except ImportError:  # a missing package (pydicom, for remote code) is not a bad header: say what to install
                 raise
             except Exception as error:  # never trust a header: any parse failure sets the file aside
-                skipped.append(SkippedFile(ref.name, f"unreadable header ({type(error).__name__}: {error})"))
+                detail = without_path(str(error), ref.path, ref.name, ref.member)
+                skipped.append(SkippedFile(ref.label, f"unreadable header ({type(error).__name__}: {detail})", ref))
     finally:
         for archive in archives.values():
             archive.close()

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydicom.uid import UID
 
+from ..privacy import without_path
 from .errors import CODECS_EXTRA, CorruptPixelDataError, InconsistentGeometryError, UnsupportedCompressionError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,7 +83,8 @@ def _decode_without_meta(frame, first_error: Exception) -> np.ndarray:
         return array[frame.frame_index] if frame.frame_index is not None and array.ndim >= 3 else array
     except Exception:
         raise CorruptPixelDataError(
-            f"{frame.label}: pixel data cannot be decoded ({type(first_error).__name__}: {first_error}); the file is damaged or truncated, re-export it"
+            f"{frame.label}: pixel data cannot be decoded ({type(first_error).__name__}: "
+            f"{without_path(str(first_error), frame.file.path, frame.file.name, frame.file.member)}); the file is damaged or truncated, re-export it"
         ) from first_error
 
 

@@ -1,9 +1,10 @@
 """Where a study's files come from: a directory (recursive, DICOMDIRs honoured, nested ones too), a list of
 files, or a zip. A source may hold several studies; they are told apart after the header pass.
 
-A `FileRef` names one file for people (`name`, relative to the study's folder or archive, used in messages)
-and knows how to hand its bytes to pydicom, so zip members are read without extracting the archive. The
-study's own folder or archive name is never part of a name: PACS exports often name it after the patient.
+A `FileRef` knows how to hand one file's bytes to pydicom, so zip members are read without extracting the
+archive. Messages name a file by its place in the study (`label`: its index in the sorted listing; frames
+add series and instance numbers), never by a path component: PACS exports name folders and files after
+the patient. `name` (relative to the study's folder or archive) is kept for matching only and not printed.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
 import pydicom
 
+from ..privacy import file_label
 from .errors import NotAStudyError
 
 # Files that are never images, whatever their content.
@@ -25,11 +27,17 @@ _IGNORED_NAMES = {"dicomdir", "lockfile", "version", ".ds_store", "thumbs.db"}
 
 @dataclass(frozen=True)
 class FileRef:
-    """One file of a study: `name` for messages, `path` on disk, `member` inside the zip at `path` if any."""
+    """One file of a study: `index` in the listing (what messages show, as `label`), `name` relative to the study
+    (for matching, never printed), `path` on disk, `member` inside the zip at `path` if any."""
 
-    name: str
-    path: str
-    member: str | None = None
+    name: str = field(repr=False)
+    path: str = field(repr=False)
+    member: str | None = field(default=None, repr=False)
+    index: int = 0
+
+    @property
+    def label(self) -> str:
+        return file_label(self.index)
 
     def open(self) -> BinaryIO:
         if self.member is None:
@@ -40,14 +48,20 @@ class FileRef:
 
 @dataclass(frozen=True)
 class MissingFile:
-    """A file a DICOMDIR references but that is not there."""
+    """A file a DICOMDIR or a file list references but that is not there; `name` is its place, never its path."""
 
     name: str
     reason: str
 
 
 def list_files(source) -> tuple[list[FileRef], list[MissingFile]]:
-    """Every candidate file of `source` (a directory, a zip archive, a file, or an iterable of files)."""
+    """Every candidate file of `source` (a directory, a zip archive, a file, or an iterable of files), numbered
+    in listing order."""
+    refs, missing = _list_source(source)
+    return [replace(ref, index=index) for index, ref in enumerate(refs)], missing
+
+
+def _list_source(source) -> tuple[list[FileRef], list[MissingFile]]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
@@ -59,7 +73,7 @@ def list_files(source) -> tuple[list[FileRef], list[MissingFile]]:
         raise NotAStudyError("the study path does not exist (not shown: it may name the patient). Pass a study folder, a zip archive or a list of files.")
     if isinstance(source, Iterable):
         paths = [Path(p) for p in source]
-        missing = [MissingFile(p.name, "file does not exist") for p in paths if not p.is_file()]
+        missing = [MissingFile(f"list entry {i + 1}", "file does not exist") for i, p in enumerate(paths) if not p.is_file()]
         root = _common_root([p for p in paths if p.is_file()])
         refs = [FileRef(name=_relative_name(p, root), path=str(p)) for p in paths if p.is_file()]
         return refs, missing
@@ -104,15 +118,14 @@ def _files_from_dicomdir(dicomdir: Path, root: Path) -> tuple[list[FileRef], lis
         return None
     folder = dicomdir.parent
     refs, missing, seen = [], [], set()
-    for record in records:
+    for number, record in enumerate(records, start=1):
         file_id = record.get("ReferencedFileID")
         if not file_id:
             continue
         parts = [file_id] if isinstance(file_id, str) else list(file_id)
         path = _resolve_case_insensitive(folder, parts)
         if path is None:
-            name = (folder / Path(*parts)).relative_to(root).as_posix()
-            missing.append(MissingFile(name, "referenced by DICOMDIR but missing on disk"))
+            missing.append(MissingFile(f"DICOMDIR record {number}", "referenced by DICOMDIR but missing on disk"))
         elif path not in seen:
             seen.add(path)
             refs.append(FileRef(name=_relative_name(path, root), path=str(path)))

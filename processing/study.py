@@ -1,13 +1,14 @@
 """`Study` and `Series`: what the header pass found, grouped, ordered and classified.
 
 Frames are kept as header records (`Frame`); pixels are decoded later, only for the frames a layout
-selects. In-memory objects hold UIDs (users need them to override a classification); the printed summary
-and everything written out do not.
+selects. In-memory objects hold UIDs (users need them to override a classification); the printed summary, the
+reprs (what a notebook shows) and everything written out do not, nor any path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ def study_key(study_instance_uid: str) -> str:
     return hashlib.sha256(study_instance_uid.encode()).hexdigest()[:STUDY_KEY_CHARS]
 
 
-@dataclass
+@dataclass(repr=False)
 class Series:
     """One series as the model sees it: frames on a [slice][phase] grid, slices base to apex, phases by trigger time.
 
@@ -96,8 +97,17 @@ class Series:
             f"{self.n_slices:>3} sl x {self.n_phases:>3} ph  conf {self.confidence:.2f}  {status}{merged}"
         )
 
+    def __repr__(self) -> str:
+        return f"Series({' '.join(self.summary_line().split())})"
 
-@dataclass
+    def __str__(self) -> str:
+        return self.summary_line()
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(self.summary_line())}</pre>"
+
+
+@dataclass(repr=False)
 class Study:
     """A study: its series (classified and ordered) and the files the header pass set aside.
 
@@ -155,6 +165,14 @@ class Study:
         from .layout import StudyLayout
 
         return self.summary(layout=StudyLayout.default())
+
+    def __repr__(self) -> str:
+        frames = sum(len(s.frames) for s in self.series)
+        return f"Study({len(self.series)} series, {frames} frames, {len(self.skipped)} files skipped; print() it for the summary)"
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows for a cell ending in `study`: the summary, without paths or UIDs."""
+        return f"<pre>{html.escape(str(self))}</pre>"
 
     def montage(self, path, layout=None, columns: int = 8) -> None:
         """Write a PNG montage of the frames `layout` selects (the default layout if None)."""

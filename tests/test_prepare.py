@@ -59,7 +59,7 @@ def test_read_reports_errors_name_the_row(tmp_path):
     with pytest.raises(ReportsError, match="row 2: no study_id"):
         read_reports(bad)
     bad.write_text('{"study_id": "A", "impression": "x"}\n{"study_id": "A", "impression": "y"}\n')
-    with pytest.raises(ReportsError, match="'A' appears twice"):
+    with pytest.raises(ReportsError, match="row 2: its study_id appears twice"):
         read_reports(bad)
     bad.write_text('{"study_id": "A", "impression": "x"}\nnot json\n')
     with pytest.raises(ReportsError, match="line 2: not valid JSON"):

@@ -205,7 +205,7 @@ def _fuzz(files: list[Path], n_variants: int, tmp_path: Path, seed: int) -> dict
         try:
             study = _quiet(read_study, chosen)
             read = {Path(f.file.name).name for s in study.series for f in s.frames}
-            skipped = {Path(item.name).name for item in study.skipped}
+            skipped = {Path(item.file.name).name for item in study.skipped if item.file is not None}
             assert all(name in read | skipped for name in damaged)
             outcomes["set aside"] += sum(name in skipped for name in damaged)
             _quiet(processor, study)

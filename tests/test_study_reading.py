@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import zipfile
 
@@ -125,8 +126,9 @@ def test_broken_and_non_dicom_files_are_skipped_with_reasons(studies, tmp_path):
     victim = next(copy.rglob("*.dcm"))
     victim.write_bytes(victim.read_bytes()[:200])
     study = read_study(copy)
-    reasons = {item.name: item.reason for item in study.skipped}
+    reasons = {item.file.name: item.reason for item in study.skipped}
     assert "notes.txt" in reasons and "not a DICOM file" in reasons["notes.txt"]
+    assert all(re.fullmatch(r"file \d+", item.name) for item in study.skipped)  # named by place, not by path
     assert victim.relative_to(copy).as_posix() in reasons
     assert study.find("cine", "sax") is not None
 

@@ -6,6 +6,11 @@ import argparse
 import json
 import logging
 
+from ..hub import push_dataset
+from ..privacy import PHIError, check_vocabulary, load_identity_hashes
+from ..processing import CMRStudyProcessor
+from .prepare import prepare, train_wordpiece_tokenizer
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--studies", required=True, help="folder holding one folder (or .zip) per study_id")
@@ -20,21 +25,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
                         help="also learn a WordPiece vocabulary from the training impressions (out/tokenizer)")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the corpus to a Hub dataset repo")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the corpus to a private Hub dataset repo "
+                        "(through the PHI guard, without the study_id column, as `cmr-clip push` does)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..processing import CMRStudyProcessor
-    from .prepare import prepare, train_wordpiece_tokenizer
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     processor = CMRStudyProcessor(layout=args.layout, num_frames=args.num_frames, image_size=args.image_size)
     corpus = prepare(args.studies, args.reports, args.out, processor=processor, num_proc=args.num_proc,
                      val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
-    if args.train_tokenizer:
-        train_wordpiece_tokenizer(corpus["train"]["impression"], f"{args.out}/tokenizer", args.train_tokenizer)
-    if args.push_to_hub:
-        corpus.push_to_hub(args.push_to_hub, private=True)
+    try:
+        if args.train_tokenizer:
+            tokenizer_dir = f"{args.out}/tokenizer"
+            train_wordpiece_tokenizer(corpus["train"]["impression"], tokenizer_dir, args.train_tokenizer)
+            check_vocabulary(tokenizer_dir, *load_identity_hashes(args.out), where="tokenizer")
+        if args.push_to_hub:
+            push_dataset(args.out, args.push_to_hub, private=True)  # the guarded route, as `cmr-clip push` takes
+    except PHIError as error:
+        print(f"cmr-clip prepare: {error}")
+        return 1
     with open(f"{args.out}/prepare_report.json") as handle:
         print(json.dumps(json.load(handle), indent=2))
     return 0

@@ -13,8 +13,15 @@ row's `metadata` carries the study's key (a short hash of its StudyInstanceUID).
 `datasets.DatasetDict` (`train`, `validation`, `test`) saved with `save_to_disk`, whose rows hold the
 study's candidate frames compactly (see `CMRStudyProcessor.compact`); the study processor is saved
 beside it (`study_processor/`). Splits are by patient: no patient is in two splits. Patient ids are
-used for that and never written. Studies that fail are reported (`skipped.jsonl`) and left out; a rerun
-reuses every study already processed.
+used for that and never written. Studies that fail are reported (`skipped.jsonl`, by their row in the
+reports file) and left out; a rerun reuses every study already processed.
+
+Privacy (`cmr_clip.privacy`): each impression is de-identified before it is written, with the study's own
+identity read from its DICOM headers (names, ids, birth date, institution and physicians, in any case and
+format) and the generic detectors; a `study_id` that looks like an identifier (or holds the patient's
+identity) is replaced by a pseudonym (`study-<hash>`); the corpus `metadata` column holds no free text;
+`identity_hashes.json` keeps salted hashes of the identity tokens (never the values) so that the guard
+can check tokenizer vocabularies later. Nothing logged names a study by its id or path.
 """
 
 from __future__ import annotations
@@ -33,6 +40,20 @@ from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from ..privacy import (
+    StudyIdentity,
+    deidentify,
+    hash_token,
+    identity_hashes,
+    load_identity_hashes,
+    names_someone,
+    new_salt,
+    safe_study_name,
+    save_identity_hashes,
+    without_path,
+)
+from ..processing.identity import read_identity
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +82,7 @@ def read_reports(path: str | Path) -> list[dict]:
     """Rows of a JSONL or CSV reports file, each with `study_id` and `impression`."""
     path = Path(path)
     if not path.is_file():
-        raise ReportsError(f"Reports file {path} does not exist.")
+        raise ReportsError("the reports file does not exist (path not shown: it may name a patient). Check --reports.")
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
@@ -72,22 +93,23 @@ def read_reports(path: str | Path) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
-                    raise ReportsError(f"{path}, line {number}: not valid JSON ({err.msg}).") from err
+                    raise ReportsError(f"reports file, line {number}: not valid JSON ({err.msg}).") from err
     records, seen = [], set()
     for number, row in enumerate(rows, start=1):
         study_id = str(row.get("study_id") or "").strip()
         if not study_id:
-            raise ReportsError(f"{path}, row {number}: no study_id. Every row needs study_id and impression (or report).")
+            raise ReportsError(f"reports file, row {number}: no study_id. Every row needs study_id and impression (or report).")
         if study_id in seen:
-            raise ReportsError(f"{path}, row {number}: study_id {study_id!r} appears twice.")
+            raise ReportsError(f"reports file, row {number}: its study_id appears twice (also in an earlier row).")
         seen.add(study_id)
         text = row.get("impression") or (extract_impression(row["report"]) if row.get("report") else "")
         if not str(text).strip():
-            raise ReportsError(f"{path}, study {study_id}: empty impression; give 'impression' or a 'report' with one.")
+            raise ReportsError(f"reports file, row {number}: empty impression; give 'impression' or a 'report' with one.")
         labels = row.get("labels")
         if isinstance(labels, str) and labels.strip():
             labels = json.loads(labels)
         records.append({
+            "row": number,
             "study_id": study_id,
             "impression": " ".join(str(text).split()),
             "patient_id": str(row.get("patient_id") or study_id),
@@ -107,7 +129,7 @@ def assign_splits(records: list[dict], val_fraction: float, test_fraction: float
     by_patient: dict[str, set] = {}
     for record in records:
         if record["split"] is not None and record["split"] not in SPLITS:
-            raise ReportsError(f"study {record['study_id']}: split {record['split']!r} is not one of {SPLITS}.")
+            raise ReportsError(f"reports file, row {record['row']}: split {record['split']!r} is not one of {SPLITS}.")
         by_patient.setdefault(record["patient_id"], set()).add(record["split"])
     for patient, splits in by_patient.items():
         if len(splits - {None}) > 1:
@@ -139,6 +161,16 @@ class _Job:
     cache: str
     processor: dict
     study: int | str | None = None
+    impression: str = ""
+    salt: str = ""
+
+
+def scrub_record(job: _Job) -> dict:
+    """The study's impression de-identified, the id it is written under and its identity's salted hashes."""
+    identity = read_identity(job.path) if job.path is not None else StudyIdentity()
+    study_id = "study-" + hash_token(job.study_id, job.salt)[:12] if names_someone(job.study_id, identity) else job.study_id
+    return {"impression": deidentify(job.impression, identity), "corpus_id": study_id,
+            "identity_hashes": sorted(identity_hashes(identity, job.salt))}
 
 
 def _cache_file(cache_dir: Path, record: dict) -> Path:
@@ -151,21 +183,20 @@ def process_job(job: _Job) -> dict:
     from ..processing import CMRStudyError, CMRStudyProcessor
 
     cache = Path(job.cache)
-    if cache.is_file():
-        return {"study_id": job.study_id, "ok": True, "cached": True}
     if job.path is None:
         return {"study_id": job.study_id, "ok": False, "error": "StudyNotFound",
                 "message": "no folder or zip named after the study (or its source) in --studies"}
+    if cache.is_file():
+        return {"study_id": job.study_id, "ok": True, "cached": True, **scrub_record(job)}
     try:
         frames, slots, meta = CMRStudyProcessor(**job.processor).compact(job.path, study=job.study)
-    except CMRStudyError as err:
-        return {"study_id": job.study_id, "ok": False, "error": type(err).__name__, "message": str(err)}
     except Exception as err:  # noqa: BLE001 - a batch job reports and skips a bad study
-        return {"study_id": job.study_id, "ok": False, "error": type(err).__name__, "message": str(err)}
+        message = deidentify(without_path(str(err), job.path, Path(job.path).name))  # ours carry no path; others' may
+        return {"study_id": job.study_id, "ok": False, "error": type(err).__name__, "message": message}
     partial = cache.with_suffix(".partial.npz")
     np.savez(partial, frames=frames, slots=slots, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
     partial.replace(cache)
-    return {"study_id": job.study_id, "ok": True, "cached": False}
+    return {"study_id": job.study_id, "ok": True, "cached": False, **scrub_record(job)}
 
 
 def _load_cached(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -173,13 +204,14 @@ def _load_cached(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
         return data["frames"], data["slots"], json.loads(data["meta"].tobytes().decode())
 
 
-def _rows(records: list[dict], cache_dir: Path) -> Iterator[dict]:
+def _rows(records: list[dict]) -> Iterator[dict]:
     for record in records:
-        yield corpus_row(record, *_load_cached(_cache_file(cache_dir, record)))
+        yield corpus_row(record, *_load_cached(Path(record["cache"])))
 
 
 def corpus_row(record: dict, frames: np.ndarray, slots: np.ndarray, meta: dict) -> dict:
-    """A corpus row: the compact frames, the impression, labels and stratification fields; no patient id."""
+    """A corpus row: the compact frames, the impression, labels and stratification fields; no patient id. The
+    record's `study_id` and `impression` are the de-identified ones (`scrub_record`)."""
     return {
         "study_id": record["study_id"],
         "frames": frames,
@@ -225,7 +257,7 @@ def prepare(
 
     studies_dir, out_dir = Path(studies_dir), Path(out_dir)
     if not studies_dir.is_dir():
-        raise FileNotFoundError(f"--studies {studies_dir} is not a directory of studies.")
+        raise FileNotFoundError("--studies is not a directory of studies (path not shown: it may name a patient).")
     processor = processor if processor is not None else CMRStudyProcessor()
     records = read_reports(reports)
     assign_splits(records, val_fraction, test_fraction, seed)
@@ -241,19 +273,23 @@ def prepare(
             stale.unlink()
     stamp.write_text(json.dumps(settings, sort_keys=True))
 
+    salt, known_hashes = load_identity_hashes(out_dir) or (new_salt(), set())
     jobs = [_Job(r["study_id"], str(p) if (p := find_study(studies_dir, r["source"])) else None,
-                 str(_cache_file(cache_dir, r)), settings, r["study"]) for r in records]
+                 str(_cache_file(cache_dir, r)), settings, r["study"], r["impression"], salt) for r in records]
     results = _run_jobs(jobs, num_proc, progress)
     failed = {r["study_id"]: r for r in results if not r["ok"]}
+    rows = {r["study_id"]: r["row"] for r in records}
     for study_id, result in failed.items():
-        logger.warning("skipped study %s: %s: %s", study_id, result["error"], result["message"])
-    kept = [r for r in records if r["study_id"] not in failed]
+        logger.warning("skipped the study of reports row %d: %s: %s", rows[study_id], result["error"], result["message"])
+    scrubbed = {r["study_id"]: r for r in results if r["ok"]}
+    kept = [{**r, "study_id": scrubbed[r["study_id"]]["corpus_id"], "impression": scrubbed[r["study_id"]]["impression"],
+             "cache": str(_cache_file(cache_dir, r))} for r in records if r["study_id"] in scrubbed]
+    save_identity_hashes(out_dir, salt, known_hashes.union(*(set(r["identity_hashes"]) for r in scrubbed.values())))
 
     features = corpus_features(processor.num_frames, processor.image_size)
     corpus = DatasetDict({
         split: Dataset.from_generator(_rows, features=features, cache_dir=str(cache_dir / "arrow"),
-                                      gen_kwargs={"records": [r for r in kept if r["split"] == split],
-                                                  "cache_dir": cache_dir})
+                                      gen_kwargs={"records": [r for r in kept if r["split"] == split]})
         for split in SPLITS if any(r["split"] == split for r in kept)
     })
     corpus.save_to_disk(str(out_dir))
@@ -269,8 +305,9 @@ def prepare(
     }
     (out_dir / "prepare_report.json").write_text(json.dumps(report, indent=2))
     with (out_dir / "skipped.jsonl").open("w") as handle:
-        for result in failed.values():
-            handle.write(json.dumps({k: result[k] for k in ("study_id", "error", "message")}) + "\n")
+        for study_id, result in failed.items():
+            handle.write(json.dumps({"row": rows[study_id], "study_id": safe_study_name(study_id, rows[study_id] - 1),
+                                     "error": result["error"], "message": result["message"]}) + "\n")
     return corpus
 
 
@@ -300,13 +337,14 @@ def _single_threaded() -> None:
 
 
 def train_wordpiece_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 2000):
-    """A BERT WordPiece tokenizer (lower-cased) learned from `texts`, saved to `out_dir`, for a text
-    tower trained from scratch."""
+    """A BERT WordPiece tokenizer (lower-cased) learned from `texts` (de-identified: the corpus's impressions),
+    saved to `out_dir`, for a text tower trained from scratch. A word must occur twice to become a token, so a
+    name that slipped into one report does not."""
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizer
 
     wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1,
+    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2,
                                   special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     # transformers 5's BertTokenizer takes the vocabulary itself (a `vocab_file` would be ignored).
     tokenizer = BertTokenizer(vocab=wordpiece.get_vocab(), do_lower_case=True)
@@ -356,6 +394,7 @@ def _stream_rows(records: list[dict], studies_dir: str, settings: dict) -> Itera
     from ..processing import CMRStudyError, CMRStudyProcessor
 
     processor = CMRStudyProcessor(**settings)
+    salt = new_salt()
     for record in records:
         path = find_study(Path(studies_dir), record["source"])
         try:
@@ -363,6 +402,8 @@ def _stream_rows(records: list[dict], studies_dir: str, settings: dict) -> Itera
                 raise FileNotFoundError("no folder or zip named after the study (or its source)")
             frames, slots, meta = processor.compact(path, study=record["study"])
         except (CMRStudyError, FileNotFoundError) as err:
-            logger.warning("skipped study %s: %s", record["study_id"], err)
+            logger.warning("skipped the study of reports row %d: %s", record["row"], err)
             continue
-        yield corpus_row(record, frames, slots, meta)
+        scrubbed = scrub_record(_Job(record["study_id"], str(path), "", settings, record["study"], record["impression"], salt))
+        yield corpus_row({**record, "study_id": scrubbed["corpus_id"], "impression": scrubbed["impression"]},
+                         frames, slots, meta)

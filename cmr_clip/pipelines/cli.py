@@ -12,6 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+from ..privacy import safe_study_name
+from ..processing.identity import read_identity
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("studies", nargs="+", help="study folders or zips")
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         findings = True
     answers = classify([str(s) for s in args.studies], candidate_labels=args.labels, hypothesis_template=args.template,
                        findings=findings, estimate=args.estimate, batch_size=args.batch_size)
-    names = [Path(s).name for s in args.studies]
+    names = [safe_study_name(Path(s).name, i, read_identity(s)) for i, s in enumerate(args.studies)]
     print(format_table(names, answers))
     if args.json:
         Path(args.json).write_text(json.dumps([{"study": n, **a} for n, a in zip(names, answers)], indent=2))

@@ -371,4 +371,4 @@ def save_final(model: CMRCLIPModel, tokenizer, study_processor, config: TrainCon
     if config.push_to_hub:
         from ..hub import push
 
-        push(out, config.push_to_hub)  # with the model card, remote code and the PHI guard
+        push(out, config.push_to_hub, data_dir=config.data_dir)  # card, remote code, PHI guard (vocabulary vs. the corpus identities)

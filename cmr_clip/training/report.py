@@ -110,4 +110,4 @@ class ReportTask:
         if self.config.push_to_hub:
             from ..hub import push
 
-            push(out, self.config.push_to_hub)  # with the model card, remote code and the PHI guard
+            push(out, self.config.push_to_hub, data_dir=self.config.data_dir)  # card, remote code, PHI guard (vocabulary vs. the corpus identities)
