@@ -158,9 +158,8 @@ def split_off_non_mr(study: SourceStudy) -> tuple[list[Frame], list[SkippedFile]
             f"study {study.index} (key {study.key}) holds {'+'.join(study.modalities)} images and no MR: cmr-clip reads "
             "cardiac MR studies only. Remove the other modalities' studies from the source or point to the MR study."
         )
-    labels = dict.fromkeys(frame.file.name for frame in others)
-    modality = {frame.file.name: frame.modality for frame in others}
-    return mr_frames, [SkippedFile(name, f"not MR (modality {modality[name]}): set aside") for name in labels]
+    files = {frame.file: frame.modality for frame in others}  # one entry per file, whatever its frame count
+    return mr_frames, [SkippedFile(ref.label, f"not MR (modality {modality}): set aside", ref) for ref, modality in files.items()]
 
 
 def check_cardiac(study: SourceStudy, mr_frames: list[Frame]) -> None:

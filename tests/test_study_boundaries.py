@@ -271,8 +271,9 @@ def test_a_stray_ct_file_in_an_mr_study_is_set_aside_with_its_reason(tmp_path):
     ct.StudyInstanceUID, ct.PatientID = mr.StudyInstanceUID, mr.PatientID
     ct.save_as(folder / "zz_scout_ct.dcm")
     study = _quiet(read_study, folder)
-    reasons = {item.name: item.reason for item in study.skipped}
+    reasons = {item.file.name: item.reason for item in study.skipped}
     assert reasons == {"zz_scout_ct.dcm": "not MR (modality CT): set aside"}
+    assert all(item.name.startswith("file ") and "zz_scout" not in item.name for item in study.skipped)
     assert study.find("cine", "sax") is not None
 
 

@@ -180,7 +180,7 @@ def _cache_file(cache_dir: Path, record: dict) -> Path:
 
 
 def process_job(job: _Job) -> dict:
-    from ..processing import CMRStudyError, CMRStudyProcessor
+    from ..processing import CMRStudyProcessor
 
     cache = Path(job.cache)
     if job.path is None:
