@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from cmr_clip.synthetic import FINDINGS, VENDORS, make_cohort, plan_cohort
 
-SEED = 3  # six studies: all three vendors, a Philips multi-frame study, PSIR, a patient seen twice
+SEED = 10  # six studies: all three vendors, a Philips multi-frame study, PSIR, a patient seen twice
 N = 6
 LABEL_KEYS = set(FINDINGS) | {"diagnosis"}
 MEASUREMENT_KEYS = {"lvef", "lvedv_ml", "lvesv_ml", "rvef", "rvedv_ml", "max_wall_thickness_mm"}
