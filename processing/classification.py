@@ -410,10 +410,13 @@ def _image_centre(frame) -> np.ndarray:
 
 
 def resolve_repeats(series: list[Series]) -> None:
-    """Of several used series with the same (role, view), the last complete one wins; the others are set aside."""
+    """Of several used series with the same (role, view), the last complete one wins; the others are set aside.
+
+    Series of view 'other' are not repeats of each other: they may be different planes left unnamed.
+    """
     groups: dict[tuple, list[Series]] = defaultdict(list)
     for item in series:
-        if item.used and item.sequence != "other":
+        if item.used and item.sequence != "other" and item.view != "other":
             groups[(item.role, item.view)].append(item)
     for members in groups.values():
         if len(members) < 2:

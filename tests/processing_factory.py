@@ -4,7 +4,9 @@ Geometry is anatomical: a LV long axis pointing left, anterior and inferior; sho
 perpendicular to it; long-axis planes containing it, turned about it from the LV-to-RV direction (right,
 anterior, up) towards the anterior wall by 0 (4CH), 60 (3CH) and 115 (2CH) degrees. Every image
 carries a synthetic patient identity (for PHI tests) and a bright disc whose radius encodes its slice and
-phase, so ordering can also be checked from pixels.
+phase, so ordering can also be checked from pixels. The discs are no heart: with blank descriptions
+nothing tells the long-axis views apart, and their truth is view 'other' (named views come only from
+descriptions here; views from anatomy are tested on the phantom's cohorts).
 """
 
 from __future__ import annotations
@@ -220,11 +222,12 @@ def write_study(root: Path, style: str = "siemens", n_slices: int = 5, n_phases:
                         image_type=("ORIGINAL", "PRIMARY", "M") if blank else ("ORIGINAL", "PRIMARY", "LOCALIZER"))
             truth[(rel, None)] = dict(sequence="other", view="other", role="localizer", slice=None, phase=None)
     sax = [sax_plane(s, n_slices) for s in range(n_slices)]
+    lax_truth = {view: "other" if blank else view for view in lax}
     for view in lax:
         if style == "philips":
-            enhanced_cine([lax_plane(view)], view, f"sBTFE_{view.upper()}")
+            enhanced_cine([lax_plane(view)], lax_truth[view], f"sBTFE_{view.upper()}")
         else:
-            cine_images([lax_plane(view)], view, f"cine_{view}", per_slice_series=False)
+            cine_images([lax_plane(view)], lax_truth[view], f"cine_{view}", per_slice_series=False)
     if repeat:  # an earlier, discarded attempt at the SAX stack
         before = dict(truth)
         cine_images(sax, "sax", "cine_sax", per_slice_series=(style == "ge"), role="repeat_discarded")
@@ -237,5 +240,5 @@ def write_study(root: Path, style: str = "siemens", n_slices: int = 5, n_phases:
     if lge:
         single_images([sax_plane(s, n_slices) for s in range(n_slices)], "lge", "sax", "lge", "de_sax")
         for view in lax:
-            single_images([lax_plane(view)], "lge", view, "lge", f"de_{view}")
+            single_images([lax_plane(view)], "lge", lax_truth[view], "lge", f"de_{view}")
     return truth
