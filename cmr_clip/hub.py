@@ -37,7 +37,6 @@ import importlib
 import importlib.util
 import inspect
 import json
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
