@@ -245,11 +245,27 @@ DETECTORS: list[tuple[str, re.Pattern, int]] = [
 
 # Codes with letters and digits: ids whatever the format (letters, digits and dashes in any order and grouping),
 # unless the token is a number with its unit ("1050ms") or a short clinical code ("T2", "V4", "NYHA II").
+# How outputs name a study: a short hash of its StudyInstanceUID. It tells studies apart and finds the same study
+# again across runs, without the UID (which leads back to the PACS record); the guard knows this form.
+STUDY_KEY_PREFIX = "study-"
+STUDY_KEY_HEX = 10
+_STUDY_KEY = re.compile(rf"{STUDY_KEY_PREFIX}[0-9a-f]{{{STUDY_KEY_HEX}}}")
+
+
+def study_key(study_instance_uid: str) -> str:
+    """`study-` and the first hex digits of the UID's SHA-256 ("no-uid" for a study without a usable UID)."""
+    if not study_instance_uid:
+        return "no-uid"
+    return STUDY_KEY_PREFIX + hashlib.sha256(study_instance_uid.encode()).hexdigest()[:STUDY_KEY_HEX]
+
+
 _CODE = re.compile(r"(?<![\w.])(?=[\w\-/#]*\d)[A-Za-z0-9][\w\-/#]*[A-Za-z0-9](?![\w])")
 _NUMBER_WITH_UNIT = re.compile(rf"^\d+(?:[.,]\d+)?(?:{_UNITS})(?:/{_UNITS})*$")
 
 
 def _looks_like_code(token: str) -> bool:
+    if _STUDY_KEY.fullmatch(token):
+        return False  # our own pseudonymous study key (`study_key`)
     digits = sum(c.isdigit() for c in token)
     letters = sum(c.isalpha() for c in token)
     if _NUMBER_WITH_UNIT.match(token):

@@ -30,7 +30,8 @@ from .errors import MixedPatientsError, MultipleStudiesError, NotAStudyError, No
 from .grouping import merge_parallel_slices, split_into_series, split_into_studies
 from .headers import Frame, SkippedFile, scan_headers
 from .sources import list_files
-from .study import Study, study_key
+from ..privacy import study_key
+from .study import Study
 
 logger = logging.getLogger(__name__)
 

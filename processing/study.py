@@ -7,24 +7,16 @@ reprs (what a notebook shows) and everything written out do not, nor any path.
 
 from __future__ import annotations
 
-import hashlib
 import html
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..privacy import study_key
 from .headers import Frame, SkippedFile
 
 SEQUENCES = ("cine", "lge", "other")
 VIEWS = ("sax", "2ch", "3ch", "4ch", "lvot", "other")
-STUDY_KEY_CHARS = 10
-
-
-def study_key(study_instance_uid: str) -> str:
-    """A short hash of a StudyInstanceUID that tells studies apart in outputs without the UID itself ("no-uid" without one)."""
-    if not study_instance_uid:
-        return "no-uid"
-    return hashlib.sha256(study_instance_uid.encode()).hexdigest()[:STUDY_KEY_CHARS]
 
 
 @dataclass(repr=False)

@@ -36,8 +36,10 @@ from cmr_clip.privacy import (
     deidentify,
     identity_hashes,
     load_identity_hashes,
+    check_json,
     new_salt,
     scan_folder,
+    study_key,
 )
 from cmr_clip.processing import CMRStudyError, CMRStudyProcessor, read_study
 from cmr_clip.synthetic import make_cohort
@@ -452,3 +454,15 @@ def test_training_push_to_hub_refuses_a_vocabulary_holding_a_corpus_identity(cap
         save_final(model, tokenizer, CMRStudyProcessor(num_frames=8, image_size=16), config, {"history": []})
     assert "wojciechowski" not in str(error.value).lower()
     assert captured["repo"] == [] and captured["files"] == {}
+
+
+@pytest.mark.parametrize("uid", ["1.2.826.0.1.3680043.8.498.1", "2.25.329800735698586629295641978511506172918", "1.3.6.1.4.1.9590.100.1.2.1"])
+def test_the_guard_passes_our_study_key_but_not_a_bare_record_number_in_its_place(uid):
+    """A study's key (what outputs name a study by) passes the guard in any field; a hospital-style code in the same
+    field, or the UID the key hides, does not."""
+    key = study_key(uid)
+    assert uid not in key and re.fullmatch(r"study-[0-9a-f]{10}", key)
+    check_json({"metadata": {"study": key}}, "corpus")
+    for planted in ("RAD-2021-000123", "A1B2C3D4", "4417730921", uid):
+        with pytest.raises(PHIError):
+            check_json({"metadata": {"study": planted}}, "corpus")

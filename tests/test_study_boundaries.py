@@ -108,7 +108,7 @@ def test_read_study_refuses_a_mixed_source_with_a_usable_message(cohort, sources
         _quiet(read_study, sources[kind])
     message = str(caught.value)
     assert "2 studies" in message and "study=" in message and "read_studies()" in message
-    lines = re.findall(r"study (\d+): key (\w+), MR, \d+ series, (\d+) images", message)
+    lines = re.findall(r"study (\d+): key ([\w-]+), MR, \d+ series, (\d+) images", message)
     assert [int(index) for index, _, _ in lines] == [0, 1]
     assert sorted(int(images) for _, _, images in lines) == sorted(info["n_frames"] for info in studies.values())
     for info in studies.values():
@@ -230,7 +230,7 @@ def test_inspect_shows_each_study_of_a_mixed_source(sources, capsys):
 
     assert _quiet(main, ["inspect", str(sources["zip"]), "--num-frames", "8"]) == 0
     out = capsys.readouterr().out
-    assert len(re.findall(r"^=== study \d: key \w+, MR, \d+ series, \d+ images ===$", out, re.M)) == 2
+    assert len(re.findall(r"^=== study \d: key [\w-]+, MR, \d+ series, \d+ images ===$", out, re.M)) == 2
     assert out.count("Layout 'default' uses 8 frames") == 2
     assert _quiet(main, ["inspect", str(sources["zip"]), "--study", "1"]) == 0
     assert capsys.readouterr().out.count("=== study 1:") == 1
@@ -315,7 +315,8 @@ def test_nested_dicomdirs_on_one_medium_are_all_read(tmp_path):
 
 def test_study_key_is_a_short_hash_of_the_uid_and_exported(sources):
     study = next(_quiet(read_studies, sources["folder"]))
-    assert study.key == hashlib.sha256(study.study_instance_uid.encode()).hexdigest()[: len(study.key)]
-    assert 8 <= len(study.key) <= 16 and study.study_instance_uid not in repr(study.summary())
+    digest = study.key.removeprefix("study-")
+    assert study.key.startswith("study-") and digest == hashlib.sha256(study.study_instance_uid.encode()).hexdigest()[: len(digest)]
+    assert 8 <= len(digest) <= 16 and study.study_instance_uid not in repr(study.summary())
     assert cmr_clip.read_studies is read_studies and cmr_clip.MultipleStudiesError is MultipleStudiesError
     assert [s.index for s in _quiet(list_studies, sources["folder"])] == [0, 1]
