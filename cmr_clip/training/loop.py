@@ -23,6 +23,7 @@ from ..data.dataset import StudyTextCollator, StudyTextDataset
 from ..evaluation.retrieval import retrieval_metrics
 from ..modeling import CMRCLIPConfig, CMRCLIPModel, CMRCLIPVisionConfig
 from ..modeling.modeling_cmr_clip import load_vit_weights
+from .checkpointing import configure_fsdp_wrapping
 from .config import TrainConfig
 from .losses import gathered_contrastive_loss
 
@@ -213,8 +214,8 @@ class ContrastiveTask:
     def evaluate(self, model, loader, accelerator: Accelerator) -> dict[str, float]:
         return evaluate_retrieval(model, loader, accelerator)
 
-    def save(self, model, study_processor, metrics: dict) -> None:
-        save_final(model, self.tokenizer, study_processor, self.config, metrics)
+    def save(self, model, study_processor, metrics: dict, state_dict: dict | None = None) -> None:
+        save_final(model, self.tokenizer, study_processor, self.config, metrics, state_dict)
 
 
 def make_task(config: TrainConfig):
@@ -232,6 +233,8 @@ def train(config: TrainConfig) -> dict:
     returns the metrics also written to `output_dir/metrics.json`."""
     task = make_task(config)
     accelerator = Accelerator(
+        # Without a GPU, Accelerate only joins the processes a launcher started (torchrun) when told to use the CPU.
+        cpu=not torch.accelerator.is_available(),
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=config.log_with,
@@ -262,6 +265,7 @@ def train(config: TrainConfig) -> dict:
         eval_loader = torch.utils.data.DataLoader(StudyTextDataset(corpus["validation"]),
                                                   batch_size=config.eval_batch_size, collate_fn=collator)
 
+    configure_fsdp_wrapping(accelerator, model)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     if eval_loader is not None:
@@ -333,8 +337,9 @@ def train(config: TrainConfig) -> dict:
     accelerator.wait_for_everyone()
     metrics = {"history": state["history"], "final": state["history"][-1] if state["history"] else {},
                "train_studies": len(train_set), "config": config.to_dict()}
+    state_dict = accelerator.get_state_dict(model)  # gathered from the shards under FSDP: every process takes part
     if accelerator.is_main_process:
-        task.save(accelerator.unwrap_model(model), study_processor, metrics)
+        task.save(accelerator.unwrap_model(model), study_processor, metrics, state_dict)
     accelerator.end_training()
     return metrics
 
@@ -359,12 +364,14 @@ def load_study_processor(data_dir: str):
     return CMRStudyProcessor.from_pretrained(path)
 
 
-def save_final(model: CMRCLIPModel, tokenizer, study_processor, config: TrainConfig, metrics: dict) -> None:
-    """The trained model and its processor (the corpus's study processor and the tokenizer), and metrics."""
+def save_final(model: CMRCLIPModel, tokenizer, study_processor, config: TrainConfig, metrics: dict,
+               state_dict: dict | None = None) -> None:
+    """The trained model (`state_dict`: its full weights, when the model itself holds only a shard) and its
+    processor (the corpus's study processor and the tokenizer), and metrics."""
     from ..processing import CMRCLIPProcessor
 
     out = Path(config.output_dir)
-    model.save_pretrained(out)
+    model.save_pretrained(out, state_dict=state_dict)
     processor = CMRCLIPProcessor(feature_extractor=study_processor, tokenizer=tokenizer)
     processor.save_pretrained(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
