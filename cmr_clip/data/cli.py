@@ -21,16 +21,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
                         help="also learn a WordPiece vocabulary from the training impressions (out/tokenizer)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the corpus to a Hub dataset repo")
+    parser.add_argument("--num-shards", type=int, default=1,
+                        help="prepare one of N parts of the studies (one job each), into OUT/shard-I-of-N; "
+                             "join them with `cmr-clip prepare-merge`")
+    parser.add_argument("--shard-index", type=int, default=0, help="which part, 0..N-1 (e.g. $SLURM_ARRAY_TASK_ID)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..processing import CMRStudyProcessor
     from .prepare import prepare, train_wordpiece_tokenizer
+    from .sharding import check_shard, shard_dir_name
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.num_shards > 1:
+        check_shard(args.num_shards, args.shard_index)
+        if args.train_tokenizer or args.push_to_hub:
+            raise SystemExit("cmr-clip prepare: with --num-shards, give --train-tokenizer and --push-to-hub to "
+                             "`cmr-clip prepare-merge`, which sees every shard.")
+        args.out = f"{args.out}/{shard_dir_name(args.shard_index, args.num_shards)}"
     processor = CMRStudyProcessor(layout=args.layout, num_frames=args.num_frames, image_size=args.image_size)
     corpus = prepare(args.studies, args.reports, args.out, processor=processor, num_proc=args.num_proc,
-                     val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
+                     val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                     num_shards=args.num_shards, shard_index=args.shard_index)
     if args.train_tokenizer:
         train_wordpiece_tokenizer(corpus["train"]["impression"], f"{args.out}/tokenizer", args.train_tokenizer)
     if args.push_to_hub:

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .sharding import take_shard
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
@@ -207,8 +209,11 @@ def prepare(
     test_fraction: float = 0.15,
     seed: int = 0,
     progress: bool = True,
+    num_shards: int = 1,
+    shard_index: int = 0,
 ):
-    """Write a prepared corpus to `out_dir` and return the `DatasetDict` (see the module docstring)."""
+    """Write a prepared corpus to `out_dir` and return the `DatasetDict` (see the module docstring). With
+    `num_shards` > 1, only shard `shard_index` of the studies (see `cmr_clip.data.sharding`)."""
     from datasets import Dataset, DatasetDict, load_from_disk
 
     from ..processing import CMRStudyProcessor
@@ -219,6 +224,8 @@ def prepare(
     processor = processor if processor is not None else CMRStudyProcessor()
     records = read_reports(reports)
     assign_splits(records, val_fraction, test_fraction, seed)
+    if num_shards > 1:  # after the splits, which are drawn over every study
+        records = take_shard(records, num_shards, shard_index, out_dir)
     cache_dir = out_dir / CACHE
     cache_dir.mkdir(parents=True, exist_ok=True)
     settings = processor.to_dict()
