@@ -1,5 +1,6 @@
-"""What sharded (FSDP2) training needs beyond data parallelism: which layers become shard units. The final
-`save_pretrained` takes the full model gathered from the shards (`accelerator.get_state_dict`).
+"""Checkpoint pieces beyond `accelerator.save_state`: each process's own position in a streamed corpus,
+and, for sharded (FSDP2) training, which layers become shard units. The final `save_pretrained` takes the
+full model gathered from the shards (`accelerator.get_state_dict`).
 
 Mid-run checkpoints need nothing here: `accelerator.save_state` writes FSDP's sharded state dicts (the
 plugin's `state_dict_type`, `SHARDED_STATE_DICT` in `examples/accelerate_fsdp.yaml`) and `load_state`
@@ -7,6 +8,9 @@ reads them back.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -37,3 +41,20 @@ def configure_fsdp_wrapping(accelerator: Accelerator, model: torch.nn.Module) ->
         return
     plugin.transformer_cls_names_to_wrap = fsdp_layers_to_wrap(model)
 
+
+
+def process_state_file(checkpoint: Path, accelerator: Accelerator) -> Path:
+    return Path(checkpoint) / f"process_state_{accelerator.process_index}.json"
+
+
+def write_process_state(checkpoint: Path, accelerator: Accelerator, state: dict) -> None:
+    """This process's own state (its stream's position: every process reads other studies) in `checkpoint`."""
+    process_state_file(checkpoint, accelerator).write_text(json.dumps(state))
+
+
+def read_process_state(checkpoint: Path, accelerator: Accelerator) -> dict:
+    path = process_state_file(checkpoint, accelerator)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {Path(checkpoint).name} has no position for process "
+                                f"{accelerator.process_index}: resume with the number of processes that saved it.")
+    return json.loads(path.read_text())
