@@ -3,8 +3,12 @@ and joined (`cmr-clip prepare-merge`) equal the unsharded corpus; a study's shar
 incomplete or mismatched shard sets are refused with what to do."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from cmr_clip.cli import main as cli
 from cmr_clip.data.sharding import ShardsError, merge_shards, shard_of, take_shard
 from cmr_clip.synthetic import make_cohort
 
+ROOT = Path(__file__).resolve().parents[1]
 PREPARE = ["--num-frames", "8", "--image-size", "32", "--val-fraction", "0.25", "--test-fraction", "0.25", "--seed", "5"]
 
 
@@ -109,3 +114,16 @@ def test_merge_refuses_missing_or_mismatched_shards(prepared, tmp_path, capsys):
         merge_shards(partial, tmp_path / "out")
     with pytest.raises(ShardsError, match="holds no shard"):
         merge_shards(tmp_path / "nothing", tmp_path / "out")
+
+
+def test_slurm_array_task_prepares_its_shard(cohort, prepared, tmp_path):
+    """`examples/slurm_prepare.sbatch` as array task 1 of 3 writes the shard `prepare --shard-index 1` wrote."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+           "STUDIES": str(cohort / "studies"), "REPORTS": str(cohort / "reports.jsonl"), "OUT": str(tmp_path),
+           "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_ID": "1", "SLURM_CPUS_PER_TASK": "1"}
+    subprocess.run(["bash", str(ROOT / "examples" / "slurm_prepare.sbatch"), *PREPARE], env=env, check=True,
+                   capture_output=True)
+    ours, expected = load_from_disk(str(tmp_path / "shard-00001-of-00003")), load_from_disk(str(prepared / "shards" / "shard-00001-of-00003"))
+    assert set(ours) == set(expected)
+    for split in expected:
+        assert rows(ours[split]) == rows(expected[split])

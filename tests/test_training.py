@@ -236,7 +236,7 @@ def test_accelerate_recipes_parse(name):
     config = load_config_from_file(str(ROOT / "examples" / name))
     assert config.num_processes == 8 and config.mixed_precision == "bf16"
     if name == "accelerate_fsdp.yaml":
-        assert "CMRCLIPVisionLayer" in config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
+        assert config.fsdp_config["fsdp_version"] == 2
 
 
 def test_training_dataset_without_augmentation_only_draws_frames(corpus):

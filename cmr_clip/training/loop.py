@@ -269,18 +269,17 @@ def train(config: TrainConfig) -> dict:
     if train_studies < 2:
         raise ValueError("Training needs at least 2 training studies.")
     batch_size = min(config.batch_size, train_studies)
+    # The loader's own generator keeps its per-epoch seed draw off the global RNG, whose state a checkpoint
+    # restores: a resumed run then draws the same dropout masks as an uninterrupted one.
+    loader_options = dict(batch_size=batch_size, drop_last=True, collate_fn=collator, num_workers=config.num_workers,
+                          generator=torch.Generator().manual_seed(config.seed))
     if config.streaming:
         train_set = process_part(corpus["train"], config, accelerator, augmentation)
-        train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, drop_last=True,
-                                                   collate_fn=collator, num_workers=config.num_workers)
+        train_loader = torch.utils.data.DataLoader(train_set, **loader_options)
     else:
         train_set = StudyTextDataset(corpus["train"], train=True, seed=config.seed, augmentation=augmentation)
-        sampler = EpochShuffleSampler(len(train_set), config.seed)
-        # The loader's own generator keeps its per-epoch seed draw off the global RNG, whose state a
-        # checkpoint restores: a resumed run then draws the same dropout masks as an uninterrupted one.
-        train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=True,
-                                                   collate_fn=collator, num_workers=config.num_workers,
-                                                   generator=torch.Generator().manual_seed(config.seed))
+        train_loader = torch.utils.data.DataLoader(train_set, sampler=EpochShuffleSampler(len(train_set), config.seed),
+                                                   **loader_options)
     eval_loader = None
     if "validation" in corpus and len(corpus["validation"]) > 1:
         eval_loader = torch.utils.data.DataLoader(StudyTextDataset(corpus["validation"]),
