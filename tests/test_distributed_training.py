@@ -157,3 +157,15 @@ def test_two_gpu_fsdp_run_saves_the_whole_model_equal_to_one_process(corpus, tmp
     resumed = configs[1]
     resumed.resume, resumed.max_steps = str(tmp_path / "two" / "checkpoints" / "step-00000004"), 5
     launch(resumed, tmp_path, 2, 0, launcher=fsdp, env=env)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 and bf16 on a GPU need one")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_gpu_mixed_precision_contrastive_training_learns(corpus, tmp_path, precision):
+    fp32 = launch(tiny_train_config(corpus, tmp_path / "fp32", epochs=3, augment=False), tmp_path, 1, 0,
+                  env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"})["history"]
+    mixed = launch(tiny_train_config(corpus, tmp_path / precision, epochs=3, augment=False, mixed_precision=precision),
+                   tmp_path, 1, 0, env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"})["history"]
+    assert mixed[-1]["train_loss"] < mixed[0]["train_loss"]
+    assert mixed[0]["train_loss"] == pytest.approx(fp32[0]["train_loss"], rel=0.05)
+    assert CMRCLIPModel.from_pretrained(tmp_path / precision).dtype == torch.float32

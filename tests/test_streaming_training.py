@@ -77,6 +77,8 @@ def test_streaming_needs_studies_and_reports_and_the_contrastive_task(cohort, tm
     config.reports = None
     with pytest.raises(ValueError, match="give --studies-dir and --reports"):
         train(config)
+    with pytest.raises(ValueError, match="cannot checkpoint mid-epoch"):
+        train(streaming_config(cohort, tmp_path, num_workers=2, checkpoint_every=5))
     with pytest.raises(ValueError, match="--streaming trains CMR-CLIP"):
         train(streaming_config(cohort, tmp_path, task="report"))
 

@@ -61,6 +61,9 @@ def open_streams(config) -> tuple[dict, CMRStudyProcessor]:
     processor. The splits are those `cmr-clip prepare` draws with its default fractions and seed."""
     if not (config.studies_dir and config.reports):
         raise ValueError("--streaming reads studies while training: give --studies-dir and --reports.")
+    if config.num_workers and config.checkpoint_every:
+        raise ValueError("--streaming with --num-workers > 0 cannot checkpoint mid-epoch (the workers hold the "
+                         "stream's position): use --checkpoint-every 0 (checkpoints at epoch ends) or --num-workers 0.")
     processor = CMRStudyProcessor(**config.stream_processor)
     validation = stream_corpus(config.studies_dir, config.reports, processor, split="validation")
     corpus = {"train": stream_corpus(config.studies_dir, config.reports, processor, split="train"),
