@@ -37,7 +37,7 @@ def cohort(tmp_path_factory):
 def streaming_config(cohort, out, **overrides):
     return tiny_train_config(cohort, out, data_dir="", streaming=True, studies_dir=str(cohort / "studies"),
                              reports=str(cohort / "reports.jsonl"), stream_processor=PROCESSOR,
-                             tokenizer=str(cohort / "tokenizer"), batch_size=4, **overrides)
+                             tokenizer=str(cohort / "tokenizer"), **{"batch_size": 4, **overrides})
 
 
 def test_streaming_run_killed_mid_epoch_resumes_to_the_same_weights(cohort, tmp_path):
@@ -93,12 +93,12 @@ def test_streaming_learns_as_the_prepared_corpus_run_does(tmp_path):
     """Same cohort, splits, model and steps: validation text-to-study R@5 within two binomial standard
     errors of the difference (the two runs draw other frames and crops: per study id vs per index)."""
     cohort = tmp_path / "cohort"
-    records = make_cohort(cohort, 120, seed=4, progress=False)
+    records = make_cohort(cohort, 80, seed=4, progress=False)
     prepare(cohort / "studies", cohort / "reports.jsonl", tmp_path / "corpus", processor=CMRStudyProcessor(**PROCESSOR),
             progress=False)
     train_wordpiece_tokenizer([r["impression"] for r in records], tmp_path / "corpus" / "tokenizer", 400)
     shutil.copytree(tmp_path / "corpus" / "tokenizer", cohort / "tokenizer")
-    common = dict(epochs=8, learning_rate=1e-3, batch_size=8)
+    common = dict(epochs=6, learning_rate=1e-3, batch_size=8)
     mapped = train(tiny_train_config(tmp_path / "corpus", tmp_path / "mapped", **common))["history"]
     streamed = train(streaming_config(cohort, tmp_path / "streamed", **common))["history"]
     n = mapped[-1]["n"]
