@@ -69,7 +69,8 @@ def test_streaming_run_killed_mid_epoch_resumes_to_the_same_weights(cohort, tmp_
     expected, actual = load_file(str(tmp_path / "reference" / "model.safetensors")), load_file(str(interrupted / "model.safetensors"))
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], atol=1e-5, rtol=0, msg=key)
-    assert resumed["history"] == reference["history"]
+    for got, want in zip(resumed["history"], reference["history"], strict=True):  # summed losses: float rounding
+        assert got == pytest.approx(want, rel=1e-6)
 
 
 def test_streaming_needs_studies_and_reports_and_the_contrastive_task(cohort, tmp_path):
