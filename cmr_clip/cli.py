@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the authors' released CMR-CLIP (Hub repo or folder) as a complete, checked model folder",
     ),
     "prepare": ("cmr_clip.data.cli", "pair DICOM studies with report impressions into a training corpus"),
+    "prepare-merge": ("cmr_clip.data.merge_cli", "join the shards of `prepare --num-shards N --shard-index I` into one corpus"),
     "train": ("cmr_clip.training.cli", "train CMR-CLIP (or, with --task report, CMR-TARGET) on a prepared corpus with Accelerate"),
     "finetune": ("cmr_clip.finetune.cli", "fine-tune a study classifier (findings, diagnosis, LVEF) from CMR-CLIP, whole or with LoRA"),
     "synth": ("cmr_clip.synthetic.cli", "write a synthetic cohort of cardiac MRI studies with reports"),

@@ -397,6 +397,12 @@ def new_salt() -> str:
     return secrets.token_hex(16)
 
 
+def shared_salt(source: bytes) -> str:
+    """A salt every job that reads the same `source` (the reports file of a sharded prepare) draws alike. Like any
+    salt here it is stored beside its hashes; it only has to differ between corpora, which this one does."""
+    return hashlib.sha256(b"cmr-clip identity salt\0" + source).hexdigest()[:32]
+
+
 def hash_token(token: str, salt: str) -> str:
     return hashlib.sha256((salt + token.lower()).encode("utf-8")).hexdigest()
 

@@ -28,7 +28,7 @@ from cmr_clip.finetune import (
 from cmr_clip.finetune.loop import imbalance_weights, parse_labels
 from cmr_clip.finetune.metrics import best_f1_threshold, classification_metrics
 from test_modeling_cmr_clip import tiny_config
-from test_training import make_corpus
+from test_training import make_corpus, train_in_bf16
 
 torch.set_num_threads(2)
 
@@ -220,6 +220,18 @@ def test_single_label_with_balanced_sampler_and_regression_run(labelled, tmp_pat
     regression = finetune(FinetuneConfig(model_dir=str(model), data_dir=str(corpus), labels=["lvef"],
                                          output_dir=str(tmp_path / "reg"), max_steps=2, batch_size=4, progress=False))
     assert regression["problem_type"] == "regression" and "mae" in regression["evaluation"]["test"]
+
+
+def test_fine_tuning_in_bf16_on_cpu(labelled, tmp_path):
+    corpus, model = labelled
+    common = dict(model_dir=str(model), data_dir=str(corpus), labels=["bright", "dark"], epochs=3, batch_size=4,
+                  learning_rate=3e-3, augment=False, progress=False)
+    fp32 = finetune(FinetuneConfig(output_dir=str(tmp_path / "fp32"), **common))
+    bf16 = train_in_bf16(FinetuneConfig(output_dir=str(tmp_path / "bf16"), mixed_precision="bf16", **common), finetune)
+    losses = [record["train_loss"] for record in bf16["history"]]
+    assert losses[-1] < losses[0]
+    assert losses[0] != fp32["history"][0]["train_loss"]
+    assert losses[0] == pytest.approx(fp32["history"][0]["train_loss"], rel=0.05)
 
 
 def test_imbalance_weights_follow_class_frequencies():

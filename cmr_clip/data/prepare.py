@@ -51,9 +51,11 @@ from ..privacy import (
     new_salt,
     safe_study_name,
     save_identity_hashes,
+    shared_salt,
     without_path,
 )
 from ..processing.identity import read_identity
+from .sharding import take_shard, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -249,8 +251,11 @@ def prepare(
     test_fraction: float = 0.15,
     seed: int = 0,
     progress: bool = True,
+    num_shards: int = 1,
+    shard_index: int = 0,
 ):
-    """Write a prepared corpus to `out_dir` and return the `DatasetDict` (see the module docstring)."""
+    """Write a prepared corpus to `out_dir` and return the `DatasetDict` (see the module docstring). With
+    `num_shards` > 1, only shard `shard_index` of the studies (see `cmr_clip.data.sharding`)."""
     from datasets import Dataset, DatasetDict, load_from_disk
 
     from ..processing import CMRStudyProcessor
@@ -261,6 +266,8 @@ def prepare(
     processor = processor if processor is not None else CMRStudyProcessor()
     records = read_reports(reports)
     assign_splits(records, val_fraction, test_fraction, seed)
+    if num_shards > 1:  # after the splits, which are drawn over every study
+        records = take_shard(records, num_shards, shard_index)
     cache_dir = out_dir / CACHE
     cache_dir.mkdir(parents=True, exist_ok=True)
     settings = processor.to_dict()
@@ -273,7 +280,8 @@ def prepare(
             stale.unlink()
     stamp.write_text(json.dumps(settings, sort_keys=True))
 
-    salt, known_hashes = load_identity_hashes(out_dir) or (new_salt(), set())
+    fresh_salt = shared_salt(Path(reports).read_bytes()) if num_shards > 1 else new_salt()
+    salt, known_hashes = load_identity_hashes(out_dir) or (fresh_salt, set())
     jobs = [_Job(r["study_id"], str(p) if (p := find_study(studies_dir, r["source"])) else None,
                  str(_cache_file(cache_dir, r)), settings, r["study"], r["impression"], salt) for r in records]
     results = _run_jobs(jobs, num_proc, progress)
@@ -303,6 +311,8 @@ def prepare(
         "splits": {split: len(ds) for split, ds in corpus.items()},
         "patients_per_split": {s: len({r["patient_id"] for r in kept if r["split"] == s}) for s in SPLITS},
     }
+    if num_shards > 1:
+        write_manifest(out_dir, num_shards, shard_index, kept)
     (out_dir / "prepare_report.json").write_text(json.dumps(report, indent=2))
     with (out_dir / "skipped.jsonl").open("w") as handle:
         for study_id, result in failed.items():

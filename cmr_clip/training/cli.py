@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = config_from_args(args)
-    if not config.data_dir:
-        raise SystemExit("cmr-clip train: give --data-dir (a corpus made by `cmr-clip prepare`) or a --config that sets it")
+    if not (config.data_dir or config.streaming):
+        raise SystemExit("cmr-clip train: give --data-dir (a corpus made by `cmr-clip prepare`), --streaming with --studies-dir and --reports, or a --config that sets them")
     metrics = train(config)
     final = {k: v for k, v in metrics.get("final", {}).items() if isinstance(v, float)}
     print(json.dumps(final, indent=2))

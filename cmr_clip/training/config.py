@@ -81,6 +81,18 @@ class TrainConfig:
     """`latest` or a checkpoint directory."""
     seed: int = 0
     num_workers: int = 0
+
+    streaming: bool = False
+    """Read and process the studies while training (`stream_corpus`) instead of a prepared corpus: for
+    archives too large to prepare; contrastive task only."""
+    studies_dir: str | None = None
+    """Streaming: the folder of studies (one folder or .zip per study_id), as `cmr-clip prepare --studies`."""
+    reports: str | None = None
+    """Streaming: the reports file (JSONL or CSV), as `cmr-clip prepare --reports`."""
+    stream_processor: dict = field(default_factory=dict)
+    """Streaming: `CMRStudyProcessor` fields (layout, num_frames, image_size, ...)."""
+    shuffle_buffer: int = 1
+    """Streaming: the shuffle buffer on top of the per-epoch study shuffle (see `cmr_clip.data.streaming`)."""
     log_with: str | None = None
     """An Accelerate tracker (`tensorboard`, `wandb`, ...) or `all`."""
     push_to_hub: str | None = None

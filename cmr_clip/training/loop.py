@@ -20,9 +20,11 @@ from transformers import AutoTokenizer, BertConfig, get_cosine_schedule_with_war
 
 from ..data.augment import Augmentation
 from ..data.dataset import StudyTextCollator, StudyTextDataset
+from ..data.streaming import batches_on_every_process, open_streams, process_part
 from ..evaluation.retrieval import retrieval_metrics
 from ..modeling import CMRCLIPConfig, CMRCLIPModel, CMRCLIPVisionConfig
 from ..modeling.modeling_cmr_clip import load_vit_weights
+from .checkpointing import configure_fsdp_wrapping, read_process_state, write_process_state
 from .config import TrainConfig
 from .losses import gathered_contrastive_loss
 
@@ -63,12 +65,11 @@ def load_corpus(data_dir: str):
 
 
 def corpus_video_shape(split) -> tuple[int, int]:
-    """(frames per study, image size) of a prepared split."""
-    row = split.with_format("numpy", columns=["frames", "slots"])[0]
-    height, width = row["frames"].shape[-2:]
+    """(frames per study, image size) of a prepared or streamed split, from its features."""
+    height, width = split.features["frames"].shape[-2:]
     if height != width:
         raise ValueError(f"prepared frames must be square, got {height}x{width}")
-    return int(row["slots"].shape[0]), int(height)
+    return int(split.features["slots"].shape[0]), int(height)
 
 
 def resolve_tokenizer(config: TrainConfig):
@@ -143,22 +144,29 @@ def new_state() -> dict:
     return {"global_step": 0, "epoch": 0, "batches_in_epoch": 0, "epoch_losses": [], "history": []}
 
 
-def resume_state(accelerator: Accelerator, output_dir: str, resume: str) -> dict:
-    """Load the checkpoint `resume` names (`latest`: the newest complete one in `output_dir`) into the
-    prepared model, optimizer, scheduler and RNGs; returns its loop state."""
+def checkpoint_to_resume(output_dir: str, resume: str) -> Path:
+    """The checkpoint `resume` names (`latest`: the newest complete one in `output_dir`)."""
     path = latest_checkpoint(output_dir) if resume == "latest" else Path(resume)
     if path is None:
         raise FileNotFoundError(f"--resume latest: no complete checkpoint in {output_dir}/{CHECKPOINTS}")
+    return path
+
+
+def resume_state(accelerator: Accelerator, output_dir: str, resume: str) -> dict:
+    """Load the checkpoint `resume` names into the prepared model, optimizer, scheduler and RNGs; returns
+    its loop state."""
+    path = checkpoint_to_resume(output_dir, resume)
     accelerator.load_state(str(path))
     state = json.loads((path / STATE_FILE).read_text())
     logger.info("Resumed from %s at step %d", path.name, state["global_step"])
     return state
 
 
-def save_checkpoint(accelerator: Accelerator, config, state: dict) -> Path:
+def save_checkpoint(accelerator: Accelerator, config, state: dict, process_state: dict | None = None) -> Path:
     """`accelerator.save_state` into a temporary directory renamed when complete, so that a run killed
     while saving never leaves a half-written checkpoint for `--resume latest` to pick. `config`: any run
-    configuration with `output_dir` and `save_total_limit` (`TrainConfig`, `FinetuneConfig`)."""
+    configuration with `output_dir` and `save_total_limit` (`TrainConfig`, `FinetuneConfig`).
+    `process_state`: this process's own position (a stream's), saved beside the shared state."""
     root = Path(config.output_dir) / CHECKPOINTS
     final = root / f"step-{state['global_step']:08d}"
     partial = root / f".partial-{final.name}"
@@ -166,6 +174,9 @@ def save_checkpoint(accelerator: Accelerator, config, state: dict) -> Path:
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
+    if process_state is not None:
+        write_process_state(partial, accelerator, process_state)
+        accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (partial / STATE_FILE).write_text(json.dumps(state, indent=2))
         if final.exists():
@@ -213,8 +224,8 @@ class ContrastiveTask:
     def evaluate(self, model, loader, accelerator: Accelerator) -> dict[str, float]:
         return evaluate_retrieval(model, loader, accelerator)
 
-    def save(self, model, study_processor, metrics: dict) -> None:
-        save_final(model, self.tokenizer, study_processor, self.config, metrics)
+    def save(self, model, study_processor, metrics: dict, state_dict: dict | None = None) -> None:
+        save_final(model, self.tokenizer, study_processor, self.config, metrics, state_dict)
 
 
 def make_task(config: TrainConfig):
@@ -232,42 +243,58 @@ def train(config: TrainConfig) -> dict:
     returns the metrics also written to `output_dir/metrics.json`."""
     task = make_task(config)
     accelerator = Accelerator(
+        # Without a GPU, Accelerate only joins the processes a launcher started (torchrun) when told to use the CPU.
+        cpu=not torch.accelerator.is_available(),
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=config.log_with,
         project_dir=config.output_dir,
     )
     set_seed(config.seed)
-    corpus = load_corpus(config.data_dir)
-    study_processor = load_study_processor(config.data_dir)
+    if config.streaming:
+        if config.task != "contrastive":
+            raise ValueError("--streaming trains CMR-CLIP (the contrastive task); prepare a corpus for --task report.")
+        corpus, study_processor = open_streams(config)
+    else:
+        corpus = load_corpus(config.data_dir)
+        study_processor = load_study_processor(config.data_dir)
     model = task.build(corpus, study_processor)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable()
 
     collator = task.collator
-    train_set = StudyTextDataset(corpus["train"], train=True, seed=config.seed,
-                                 augmentation=Augmentation(scale=tuple(config.crop_scale), flip=config.flip_probability)
-                                 if config.augment else None)
-    if len(train_set) < 2:
+    augmentation = Augmentation(scale=tuple(config.crop_scale), flip=config.flip_probability) if config.augment else None
+    # A stream's length is its number of studies (one shard each); failing studies are found only when read.
+    train_studies = corpus["train"].n_shards if config.streaming else len(corpus["train"])
+    if train_studies < 2:
         raise ValueError("Training needs at least 2 training studies.")
-    batch_size = min(config.batch_size, len(train_set))
-    sampler = EpochShuffleSampler(len(train_set), config.seed)
+    batch_size = min(config.batch_size, train_studies)
     # The loader's own generator keeps its per-epoch seed draw off the global RNG, whose state a checkpoint
     # restores: a resumed run then draws the same dropout masks as an uninterrupted one.
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=True,
-                                               collate_fn=collator, num_workers=config.num_workers,
-                                               generator=torch.Generator().manual_seed(config.seed))
+    loader_options = dict(batch_size=batch_size, drop_last=True, collate_fn=collator, num_workers=config.num_workers,
+                          generator=torch.Generator().manual_seed(config.seed))
+    if config.streaming:
+        train_set = process_part(corpus["train"], config, accelerator, augmentation)
+        train_loader = torch.utils.data.DataLoader(train_set, **loader_options)
+    else:
+        train_set = StudyTextDataset(corpus["train"], train=True, seed=config.seed, augmentation=augmentation)
+        train_loader = torch.utils.data.DataLoader(train_set, sampler=EpochShuffleSampler(len(train_set), config.seed),
+                                                   **loader_options)
     eval_loader = None
     if "validation" in corpus and len(corpus["validation"]) > 1:
         eval_loader = torch.utils.data.DataLoader(StudyTextDataset(corpus["validation"]),
                                                   batch_size=config.eval_batch_size, collate_fn=collator)
 
+    configure_fsdp_wrapping(accelerator, model)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if not config.streaming:  # a stream is split over the processes already
+        train_loader = accelerator.prepare(train_loader)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
     # Optimizer steps per process; Accelerate steps the scheduler once per process at every optimizer step.
-    steps_per_epoch = max(1, math.ceil(len(train_loader) / config.gradient_accumulation_steps))
+    batches = train_studies // (batch_size * accelerator.num_processes) if config.streaming else len(train_loader)
+    steps_per_epoch = max(1, math.ceil(batches / config.gradient_accumulation_steps))
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     last_epoch = math.ceil(total_steps / steps_per_epoch)
     scheduler = get_cosine_schedule_with_warmup(
@@ -279,6 +306,8 @@ def train(config: TrainConfig) -> dict:
     unwrapped = accelerator.unwrap_model(model)
 
     state = resume_state(accelerator, config.output_dir, config.resume) if config.resume else new_state()
+    if config.streaming and state["batches_in_epoch"]:
+        train_set.load_state_dict(read_process_state(checkpoint_to_resume(config.output_dir, config.resume), accelerator))
     if accelerator.is_main_process and config.log_with:
         accelerator.init_trackers(f"cmr-clip-{config.task}", config={k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
 
@@ -287,12 +316,15 @@ def train(config: TrainConfig) -> dict:
     done = False
     for epoch in range(state["epoch"], last_epoch):
         train_set.set_epoch(epoch)
-        loader = train_loader
-        if state["batches_in_epoch"]:
-            loader = accelerator.skip_first_batches(train_loader, state["batches_in_epoch"])
-        # Accelerate's loaders pass their own iteration count to the sampler; make it the epoch, also on
-        # a loader made for resuming mid-epoch.
-        loader.set_epoch(epoch)
+        if config.streaming:
+            loader = batches_on_every_process(train_loader, accelerator)
+        else:
+            loader = train_loader
+            if state["batches_in_epoch"]:
+                loader = accelerator.skip_first_batches(train_loader, state["batches_in_epoch"])
+            # Accelerate's loaders pass their own iteration count to the sampler; make it the epoch, also
+            # on a loader made for resuming mid-epoch.
+            loader.set_epoch(epoch)
         running = state["epoch_losses"]  # kept in checkpoints, so a resumed epoch reports the same mean loss
         for batch in loader:
             with accelerator.accumulate(model):
@@ -313,7 +345,7 @@ def train(config: TrainConfig) -> dict:
             accelerator.log({"train/loss": running[-1], "train/lr": scheduler.get_last_lr()[0]},
                             step=state["global_step"])
             if config.checkpoint_every and state["global_step"] % config.checkpoint_every == 0:
-                save_checkpoint(accelerator, config, state)
+                save_checkpoint(accelerator, config, state, train_set.state_dict() if config.streaming else None)
             if config.max_steps and state["global_step"] >= config.max_steps:
                 done = True
                 break
@@ -332,9 +364,10 @@ def train(config: TrainConfig) -> dict:
     progress.close()
     accelerator.wait_for_everyone()
     metrics = {"history": state["history"], "final": state["history"][-1] if state["history"] else {},
-               "train_studies": len(train_set), "config": config.to_dict()}
+               "train_studies": train_studies, "config": config.to_dict()}
+    state_dict = accelerator.get_state_dict(model)  # gathered from the shards under FSDP: every process takes part
     if accelerator.is_main_process:
-        task.save(accelerator.unwrap_model(model), study_processor, metrics)
+        task.save(accelerator.unwrap_model(model), study_processor, metrics, state_dict)
     accelerator.end_training()
     return metrics
 
@@ -359,12 +392,14 @@ def load_study_processor(data_dir: str):
     return CMRStudyProcessor.from_pretrained(path)
 
 
-def save_final(model: CMRCLIPModel, tokenizer, study_processor, config: TrainConfig, metrics: dict) -> None:
-    """The trained model and its processor (the corpus's study processor and the tokenizer), and metrics."""
+def save_final(model: CMRCLIPModel, tokenizer, study_processor, config: TrainConfig, metrics: dict,
+               state_dict: dict | None = None) -> None:
+    """The trained model (`state_dict`: its full weights, when the model itself holds only a shard) and its
+    processor (the corpus's study processor and the tokenizer), and metrics."""
     from ..processing import CMRCLIPProcessor
 
     out = Path(config.output_dir)
-    model.save_pretrained(out)
+    model.save_pretrained(out, state_dict=state_dict)
     processor = CMRCLIPProcessor(feature_extractor=study_processor, tokenizer=tokenizer)
     processor.save_pretrained(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -15,6 +15,7 @@ from ..data.prepare import train_report_tokenizer
 from ..modeling import CMRTargetForConditionalGeneration
 from ..processing import CMRTargetProcessor
 from .config import TrainConfig
+from .losses import tokens_per_process
 
 
 @dataclass
@@ -86,25 +87,31 @@ class ReportTask:
 
     def loss(self, model, unwrapped, batch) -> torch.Tensor:
         return model(pixel_values_videos=batch["pixel_values_videos"], input_ids=batch["input_ids"],
-                     attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+                     attention_mask=batch["attention_mask"], labels=batch["labels"],
+                     num_items_in_batch=tokens_per_process(batch["labels"])).loss
 
     @torch.no_grad()
     def evaluate(self, model, loader, accelerator: Accelerator) -> dict[str, float]:
-        """Token-weighted validation loss over every process, and its perplexity."""
+        """Token-weighted validation loss over every process's studies, and its perplexity. Per-study sums
+        are gathered with `gather_for_metrics`, which drops the studies repeated to even out the last batch."""
         model.eval()
-        total = torch.zeros(2, device=accelerator.device)
+        per_study = []
         for batch in loader:
-            loss = self.loss(model, None, batch)
-            tokens = (batch["labels"][:, 1:] != -100).sum()
-            total += torch.stack([loss.float() * tokens, tokens.float()])
+            logits = model(pixel_values_videos=batch["pixel_values_videos"], input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"]).logits
+            targets = batch["labels"][:, 1:]
+            token_losses = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
+                                                             ignore_index=-100, reduction="none")
+            sums = torch.stack([token_losses.sum(1), (targets != -100).sum(1).float()], dim=1)
+            per_study.append(accelerator.gather_for_metrics(sums))
         model.train()
-        total = accelerator.reduce(total, reduction="sum")
+        total = torch.cat(per_study).sum(0)
         val_loss = float(total[0] / total[1].clamp(min=1))
         return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
 
-    def save(self, model, study_processor, metrics: dict) -> None:
+    def save(self, model, study_processor, metrics: dict, state_dict: dict | None = None) -> None:
         out = Path(self.config.output_dir)
-        model.save_pretrained(out)
+        model.save_pretrained(out, state_dict=state_dict)
         self.processor.save_pretrained(out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if self.config.push_to_hub:
