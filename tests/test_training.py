@@ -121,7 +121,10 @@ def test_resume_after_kill_gives_the_same_weights(corpus, tmp_path):
     for key in expected:
         torch.testing.assert_close(resumed[key], expected[key], atol=1e-5, rtol=1e-4, msg=key)
     history = json.loads((interrupted / "metrics.json").read_text())["history"]
-    assert history == json.loads((reference / "metrics.json").read_text())["history"]
+    # The killed run computed its steps in another process, whose thread count may differ: the same losses up to
+    # float32 rounding of reductions, not bit for bit.
+    for got, want in zip(history, json.loads((reference / "metrics.json").read_text())["history"], strict=True):
+        assert got == pytest.approx(want, rel=1e-6)
 
 
 def test_gradient_checkpointing_run_matches(corpus, tmp_path):
