@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from safetensors.torch import load_file
 from target_support import save_tiny_target
 from test_modeling_cmr_clip import tiny_config
 from test_report_generation import DECODER, report_config
-from test_training import make_corpus, tiny_train_config
+from test_training import make_corpus, tiny_train_config, wait_for_mid_epoch_checkpoint
 
 from cmr_clip import CMRCLIPModel, CMRTargetForConditionalGeneration
 from cmr_clip.training.checkpointing import fsdp_layers_to_wrap
@@ -105,12 +104,7 @@ def test_two_process_run_killed_after_a_mid_epoch_checkpoint_resumes_to_the_same
 
     interrupted = tmp_path / "interrupted"
     process = launch(tiny_train_config(corpus, interrupted, **common), tmp_path, 2, 29537, wait=False)
-    deadline = time.time() + 300
-    while process.poll() is None and time.time() < deadline:
-        checkpoint = latest_checkpoint(str(interrupted))
-        if checkpoint is not None and json.loads((checkpoint / "trainer_state.json").read_text())["batches_in_epoch"]:
-            break
-        time.sleep(0.02)
+    wait_for_mid_epoch_checkpoint(process, interrupted)
     os.killpg(process.pid, signal.SIGKILL)  # the launcher and both workers
     process.wait()
     state = json.loads((latest_checkpoint(str(interrupted)) / "trainer_state.json").read_text())

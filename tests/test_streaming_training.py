@@ -9,12 +9,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_training import tiny_train_config, write_tokenizer
+from test_training import tiny_train_config, wait_for_mid_epoch_checkpoint, write_tokenizer
 
 from cmr_clip.data.prepare import prepare, train_wordpiece_tokenizer
 from cmr_clip.data.streaming import study_key
@@ -40,6 +39,7 @@ def streaming_config(cohort, out, **overrides):
                              tokenizer=str(cohort / "tokenizer"), **{"batch_size": 4, **overrides})
 
 
+@pytest.mark.slow  # about 2 minutes: three runs that read DICOM at every step
 def test_streaming_run_killed_mid_epoch_resumes_to_the_same_weights(cohort, tmp_path):
     # 12 training studies, 3 steps an epoch: 7 steps cross two epoch boundaries.
     reference = train(streaming_config(cohort, tmp_path / "reference", max_steps=7, checkpoint_every=1))
@@ -51,12 +51,7 @@ def test_streaming_run_killed_mid_epoch_resumes_to_the_same_weights(cohort, tmp_
     process = subprocess.Popen([sys.executable, "-m", "cmr_clip.training", "--config", str(tmp_path / "config.json")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 300
-    while process.poll() is None and time.time() < deadline:
-        checkpoint = latest_checkpoint(str(interrupted))
-        if checkpoint is not None and json.loads((checkpoint / "trainer_state.json").read_text())["batches_in_epoch"]:
-            break
-        time.sleep(0.02)
+    wait_for_mid_epoch_checkpoint(process, interrupted)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]

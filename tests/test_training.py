@@ -127,6 +127,16 @@ def test_resume_after_kill_gives_the_same_weights(corpus, tmp_path):
         assert got == pytest.approx(want, rel=1e-6)
 
 
+def wait_for_mid_epoch_checkpoint(process, output_dir, timeout: float = 300.0) -> None:
+    """Poll until the run in `process` has written a checkpoint in the middle of an epoch (or has ended)."""
+    deadline = time.time() + timeout
+    while process.poll() is None and time.time() < deadline:
+        checkpoint = latest_checkpoint(str(output_dir))
+        if checkpoint is not None and json.loads((checkpoint / "trainer_state.json").read_text())["batches_in_epoch"]:
+            return
+        time.sleep(0.02)
+
+
 def test_gradient_checkpointing_run_matches(corpus, tmp_path):
     plain = train(tiny_train_config(corpus, tmp_path / "a", max_steps=3, augment=False))
     checkpointed = train(tiny_train_config(corpus, tmp_path / "b", max_steps=3, augment=False, gradient_checkpointing=True))
