@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..privacy import study_key
 from .classification import (
     apply_overrides,
     assign_long_axis_views,
@@ -30,7 +31,6 @@ from .errors import MixedPatientsError, MultipleStudiesError, NotAStudyError, No
 from .grouping import merge_parallel_slices, split_into_series, split_into_studies
 from .headers import Frame, SkippedFile, scan_headers
 from .sources import list_files
-from ..privacy import study_key
 from .study import Study
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,8 @@ def pick_study(studies: list[SourceStudy], study: int | str | None) -> SourceStu
     for item in studies:
         if not isinstance(study, bool) and study in (item.index, str(item.index), item.study_instance_uid, item.key):
             return item
-    raise NotAStudyError(f"study={study!r} names none of the source's {len(studies)} studies; pick an index, "
+    named = repr(study) if isinstance(study, int) or str(study).isdigit() or str(study).startswith("study-") else "that UID"
+    raise NotAStudyError(f"study={named} names none of the source's {len(studies)} studies; pick an index, "
                          "a StudyInstanceUID or a key from:\n" + _listing(studies))
 
 

@@ -140,6 +140,10 @@ def test_study_picks_by_index_uid_and_key_and_refuses_an_unknown_one(sources):
     assert _quiet(read_study, sources["folder"], study=second.key).key == second.key
     with pytest.raises(NotAStudyError, match=r"study=7 names none of the source's 2 studies"):
         _quiet(read_study, sources["folder"], study=7)
+    unknown_uid = "1.2.826.0.1.3680043.2.1125.99.4417730921"
+    with pytest.raises(NotAStudyError, match=r"study=that UID names none") as raised:
+        _quiet(read_study, sources["folder"], study=unknown_uid)
+    assert unknown_uid not in str(raised.value)  # a UID leads back to the PACS record: not echoed
 
 
 @pytest.fixture(scope="module")
