@@ -55,4 +55,3 @@ def test_full_demo_learns(tmp_path):
     assert last > first, history
     report = [epoch["val_loss"] for epoch in metrics["report"]["validation_history"]]
     assert report[-1] < report[0], report
-    assert sum(metrics["timings_s"].values()) < 900, metrics["timings_s"]
