@@ -172,3 +172,25 @@ def test_wordpiece_tokenizer_learns_the_reports_vocabulary(tmp_path):
     ids = tokenizer("no late gadolinium enhancement")["input_ids"]
     assert tokenizer.unk_token_id not in ids
     assert tokenizer.decode(ids, skip_special_tokens=True) == "no late gadolinium enhancement"
+
+
+def test_wordpiece_tokenizer_gives_the_same_ids_for_the_same_texts(tmp_path):
+    """The tokenizers trainer numbers its alphabet in hash-map order, different in every process; the saved
+    vocabulary must not depend on it (a fixed-seed demo is repeated to the same metrics). Each training runs
+    in its own interpreter, so each gets its own hash seed."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    script = (
+        "import sys; from cmr_clip.data.prepare import train_wordpiece_tokenizer; "
+        "texts = ['Severe LV systolic dysfunction, LVEF 25%.', 'No late gadolinium enhancement.', "
+        "'Akinetic inferior wall; mid-wall fibrosis (x3).'] * 4; "
+        "train_wordpiece_tokenizer(texts, sys.argv[1], vocab_size=300)"
+    )
+    vocabularies = []
+    for run in range(3):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / str(run))], check=True)
+        vocabularies.append(AutoTokenizer.from_pretrained(tmp_path / str(run)).get_vocab())
+    assert len(vocabularies[0]) > 30 and vocabularies[0] == vocabularies[1] == vocabularies[2]

@@ -33,6 +33,7 @@ import logging
 import multiprocessing
 import re
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -346,18 +347,33 @@ def _single_threaded() -> None:
     torch.set_num_threads(1)
 
 
+WORDPIECE_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
 def train_wordpiece_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 2000):
     """A BERT WordPiece tokenizer (lower-cased) learned from `texts` (de-identified: the corpus's impressions),
-    saved to `out_dir`, for a text tower trained from scratch. A word must occur twice to become a token, so a
-    name that slipped into one report does not."""
-    from tokenizers import BertWordPieceTokenizer
+    saved to `out_dir`, for a text tower trained from scratch.
+
+    The vocabulary is every character seen (alone and as a `##` continuation, so that any word can be
+    spelled) and the most frequent whole words, ties in alphabetical order, up to `vocab_size`. A word must
+    occur twice to become a token, so a name that slipped into one report does not. The same texts always
+    give the same ids: the `tokenizers` WordPiece trainer numbers its `##` pieces in hash-map order, different
+    in every process, so a fixed-seed run trained on its vocabulary could not be repeated.
+    """
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
     from transformers import BertTokenizer
 
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2,
-                                  special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    normalizer, pre_tokenizer = BertNormalizer(lowercase=True), BertPreTokenizer()
+    words = Counter(word for text in texts
+                    for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    characters = sorted({char for word in words for char in word})
+    alphabet = [*characters, *(f"##{char}" for char in characters)]
+    frequent = [word for word, count in sorted(words.items(), key=lambda item: (-item[1], item[0]))
+                if count >= 2 and len(word) > 1]
+    tokens = [*WORDPIECE_SPECIALS, *alphabet, *frequent][: max(vocab_size, len(WORDPIECE_SPECIALS) + len(alphabet))]
     # transformers 5's BertTokenizer takes the vocabulary itself (a `vocab_file` would be ignored).
-    tokenizer = BertTokenizer(vocab=wordpiece.get_vocab(), do_lower_case=True)
+    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(tokens)}, do_lower_case=True)
     tokenizer.save_pretrained(out_dir)
     return tokenizer
 
