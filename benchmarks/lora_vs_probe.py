@@ -25,10 +25,11 @@ from datasets import load_from_disk
 from sklearn.metrics import roc_auc_score
 
 from cmr_clip import CMRCLIPModel
+from cmr_clip.data.collate import StudyCollator
 from cmr_clip.evaluation.few_shot import logistic_probe
 from cmr_clip.evaluation.stats import bootstrap_interval
 from cmr_clip.finetune import FinetuneConfig, finetune, load_finetuned
-from cmr_clip.finetune.loop import LabelledCollator, LabelledStudies
+from cmr_clip.finetune.loop import LabelledStudies
 from cmr_clip.training.loop import load_study_processor
 
 
@@ -36,7 +37,7 @@ from cmr_clip.training.loop import load_study_processor
 def split_outputs(model, split, study_processor, batch_size: int = 16) -> torch.Tensor:
     """The model's output per study of a split: study embeddings of a CMRCLIPModel, logits of a classifier."""
     studies = LabelledStudies(split, np.zeros(len(split)), False, 0, None)
-    collate = LabelledCollator(study_processor)
+    collate = StudyCollator(study_processor)
     outputs = []
     for start in range(0, len(studies), batch_size):
         batch = collate([studies[i] for i in range(start, min(start + batch_size, len(studies)))])

@@ -161,25 +161,14 @@ def train_report_model(settings: DemoSettings, out: Path, test_split) -> dict:
 
 def evaluate_test_split(model_dir: Path, split) -> dict:
     """Retrieval on the test split with the saved model and processor, exactly as a user would load them."""
-    import torch
-
-    from .data.dataset import StudyTextCollator, StudyTextDataset
+    from .embeddings import embed_split
     from .evaluation.retrieval import retrieval_metrics
     from .modeling import CMRCLIPModel
     from .processing import CMRCLIPProcessor
 
     model = CMRCLIPModel.from_pretrained(model_dir).eval()
-    processor = CMRCLIPProcessor.from_pretrained(model_dir)
-    collate = StudyTextCollator(processor.tokenizer, processor.feature_extractor, max_length=model.config.max_text_length)
-    loader = torch.utils.data.DataLoader(StudyTextDataset(split), batch_size=64, collate_fn=collate)
-    texts, videos = [], []
-    with torch.no_grad():
-        for batch in loader:
-            out = model(pixel_values_videos=batch["pixel_values_videos"], input_ids=batch["input_ids"],
-                        attention_mask=batch["attention_mask"])
-            texts.append(out.text_embeds)
-            videos.append(out.video_embeds)
-    return retrieval_metrics(torch.cat(texts), torch.cat(videos))
+    embeddings = embed_split(model, CMRCLIPProcessor.from_pretrained(model_dir), split, batch_size=64)
+    return retrieval_metrics(embeddings["text"], embeddings["video"])
 
 
 def summary_table(metrics: dict, settings: DemoSettings) -> str:

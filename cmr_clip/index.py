@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .embeddings import embed_split, encode_texts, encode_videos
 from .privacy import safe_study_name
 from .processing.identity import read_identity
 
@@ -92,9 +93,7 @@ class CMRStudyIndex:
 
     def add_dataset(self, split, batch_size: int = 32, progress: bool = True) -> None:
         """Add every study of a prepared corpus split (ids and impressions from its columns)."""
-        from .evaluation.zero_shot import split_embeddings
-
-        videos = split_embeddings(self.model, self.processor, split, batch_size=batch_size, progress=progress)["video"]
+        videos = embed_split(self.model, self.processor, split, batch_size=batch_size, progress=progress)["video"]
         self.add_embeddings(videos, list(split["study_id"]), list(split["impression"]))
 
     def add_studies(self, paths: list[str | Path], study_ids: list[str] | None = None, batch_size: int = 8,
@@ -123,8 +122,6 @@ class CMRStudyIndex:
         """Top-k indexed studies for a text, a list of texts, or query embeddings (D,) or (n, D).
         Each hit is {"rank", "study_id", "score"} with the cosine similarity as score; a list of queries
         gives a list of hit lists."""
-        from .pipelines.scoring import encode_texts
-
         if isinstance(query, str):
             return self._hits(encode_texts(self.model, self.processor.tokenizer, [query]), k)[0]
         if isinstance(query, (list, tuple)) and all(isinstance(q, str) for q in query):
@@ -176,8 +173,6 @@ class CMRStudyIndex:
 
     @torch.no_grad()
     def _embed_pixels(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
-        from .pipelines.scoring import encode_videos
-
         return encode_videos(self.model, pixel_values_videos.to(self.model.dtype))
 
     def _faiss_index(self):

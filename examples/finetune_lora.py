@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from datasets import load_from_disk
 
+from cmr_clip.data.collate import StudyCollator
 from cmr_clip.finetune import FinetuneConfig, finetune, load_finetuned
-from cmr_clip.finetune.loop import LabelledCollator, LabelledStudies, split_targets
+from cmr_clip.finetune.loop import LabelledStudies, split_targets
 from cmr_clip.training.loop import load_study_processor
 
 
@@ -26,7 +27,7 @@ def first_held_out_study(data_dir: str, labels: list[str], label_names: list[str
     corpus = load_from_disk(data_dir)
     split = corpus["test" if "test" in corpus else "validation"].select([0])
     studies = LabelledStudies(split, split_targets(split, problem_type, labels, label_names), False, 0, None)
-    batch = LabelledCollator(load_study_processor(data_dir))([studies[0]])
+    batch = StudyCollator(load_study_processor(data_dir))([studies[0]])
     return {"study_id": split[0]["study_id"], **batch}
 
 

@@ -22,12 +22,12 @@ from sklearn.metrics import mean_absolute_error, roc_auc_score
 from transformers import pipeline
 
 from cmr_clip import CMRCLIPModel, CMRCLIPProcessor, PromptSet  # importing cmr_clip registers zero-shot-cmr
-from cmr_clip.data.dataset import StudyTextCollator, StudyTextDataset
+from cmr_clip.data import StudyCollator, StudyTextDataset
 
 
 @torch.no_grad()
 def test_pixels(model, processor, split) -> torch.Tensor:
-    collate = StudyTextCollator(processor.tokenizer, processor.feature_extractor, max_length=model.config.max_text_length)
+    collate = StudyCollator(processor.feature_extractor)
     return collate([StudyTextDataset(split)[i] for i in range(len(split))])["pixel_values_videos"]
 
 

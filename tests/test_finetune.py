@@ -195,12 +195,13 @@ def test_cli_full_and_lora_fine_tunes_write_model_and_per_label_metrics(labelled
     model = load_finetuned(tmp_path).eval()
     assert model.config.id2label == {0: "bright", 1: "dark"}
     # The reloaded model reproduces the saved run's validation predictions: its F1 at the saved threshold.
-    from cmr_clip.finetune.loop import LabelledCollator, LabelledStudies, split_targets
+    from cmr_clip.data.collate import StudyCollator
+    from cmr_clip.finetune.loop import LabelledStudies, split_targets
     from cmr_clip.training.loop import load_study_processor
     corpus = load_from_disk(str(labelled[0]))
     targets = split_targets(corpus["validation"], "multi_label_classification", ["bright", "dark"], ["bright", "dark"])
     studies = LabelledStudies(corpus["validation"], targets, False, 0, None)
-    batch = LabelledCollator(load_study_processor(str(labelled[0])))([studies[i] for i in range(len(studies))])
+    batch = StudyCollator(load_study_processor(str(labelled[0])))([studies[i] for i in range(len(studies))])
     with torch.no_grad():
         scores = model(pixel_values_videos=batch["pixel_values_videos"]).logits.sigmoid().numpy()
     recomputed = classification_metrics("multi_label_classification", ["bright", "dark"], scores, targets, scores, targets)

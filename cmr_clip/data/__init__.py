@@ -2,6 +2,7 @@
 serving them to training and evaluation."""
 
 from .augment import Augmentation
-from .dataset import StudyTextCollator, StudyTextDataset
+from .collate import ImpressionTokenizer, StudyCollator
+from .dataset import StudyTextDataset
 
-__all__ = ["Augmentation", "StudyTextCollator", "StudyTextDataset"]
+__all__ = ["Augmentation", "ImpressionTokenizer", "StudyCollator", "StudyTextDataset"]

@@ -1,4 +1,4 @@
-"""Prepared CMR-CLIP corpora as torch datasets, and the collator that makes model batches.
+"""Prepared CMR-CLIP corpora as torch datasets (`StudyCollator`, in `collate`, makes their model batches).
 
 A prepared corpus (see `cmr_clip.data.prepare`) is a `datasets.DatasetDict` whose rows hold a study's
 candidate frames compactly: `frames`, uint8 (L, H, W), the concatenated frames of the layout's entries in
@@ -8,8 +8,6 @@ training a random one (the release's random frame per segment). The impression i
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
@@ -45,28 +43,3 @@ class StudyTextDataset(torch.utils.data.Dataset):
             frames = self.augmentation(frames, rng)
         return {"frames": frames, "impression": row["impression"], "index": index}
 
-
-@dataclass
-class StudyTextCollator:
-    """uint8 frames -> normalised `pixel_values_videos` (B, T, 3, H, W) with the corpus's study processor
-    (zero frames stay zero); impressions -> token ids."""
-
-    tokenizer: object
-    study_processor: object
-    max_length: int = 128
-
-    def __call__(self, examples: list[dict]) -> dict:
-        frames = torch.stack([e["frames"] for e in examples])  # (B, T, H, W) uint8
-        text = self.tokenizer(
-            [e["impression"] for e in examples],
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
-        return {
-            "pixel_values_videos": self.study_processor.normalise(frames),
-            "input_ids": text["input_ids"],
-            "attention_mask": text["attention_mask"],
-            "index": torch.tensor([e["index"] for e in examples]),
-        }

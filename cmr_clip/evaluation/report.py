@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..embeddings import embed_split
 from .few_shot import DEFAULT_KS, few_shot_curve
 from .retrieval import DEFAULT_KS as RECALL_KS
 from .retrieval import ranks_of_matches
@@ -31,7 +32,6 @@ from .zero_shot import (
     estimates,
     finding_scores,
     read_measurements,
-    split_embeddings,
     split_labels,
 )
 
@@ -96,7 +96,7 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | P
     model = CMRCLIPModel.from_pretrained(model_dir).eval()
     processor = CMRCLIPProcessor.from_pretrained(model_dir)
     corpus = load_from_disk(str(data_dir))
-    embedded = {name: split_embeddings(model, processor, corpus[name], progress=progress) for name in ("train", "validation", "test")}
+    embedded = {name: embed_split(model, processor, corpus[name], progress=progress) for name in ("train", "validation", "test")}
 
     prompts = calibrate(model, processor.tokenizer, embedded["validation"]["video"], corpus["validation"], model_prompt_set(None))
     if save_thresholds:

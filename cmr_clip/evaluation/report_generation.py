@@ -17,6 +17,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.collate import StudyCollator
+from ..data.dataset import StudyTextDataset
+from ..embeddings import embed_split
 from .findings import FINDINGS, extract_findings, findings_present
 from .report_metrics import report_generation_metrics, rouge_l_scores
 from .stats import bootstrap_interval
@@ -33,12 +36,10 @@ def load_split(data_dir: str | Path, split: str):
 
 def study_batches(split, study_processor, batch_size: int):
     """`pixel_values_videos` of a prepared split, `batch_size` studies at a time (each slot's middle frame)."""
-    from ..data.dataset import StudyTextDataset
-
-    dataset = StudyTextDataset(split)
-    for start in range(0, len(dataset), batch_size):
-        frames = torch.stack([dataset[i]["frames"] for i in range(start, min(start + batch_size, len(dataset)))])
-        yield study_processor.normalise(frames)
+    loader = torch.utils.data.DataLoader(StudyTextDataset(split), batch_size=batch_size,
+                                         collate_fn=StudyCollator(study_processor))
+    for batch in loader:
+        yield batch["pixel_values_videos"]
 
 
 @torch.no_grad()
@@ -59,11 +60,10 @@ def retrieval_impressions(clip_model: str | Path, train_split, split, batch_size
                           progress: bool = True) -> list[str]:
     """The retrieval baseline: for every study of `split`, the impression of its nearest training study."""
     from ..index import CMRStudyIndex
-    from .zero_shot import split_embeddings
 
     index = CMRStudyIndex.from_model(clip_model)
     index.add_dataset(train_split, batch_size=batch_size, progress=progress)
-    queries = split_embeddings(index.model, index.processor, split, batch_size=batch_size, progress=progress)["video"]
+    queries = embed_split(index.model, index.processor, split, batch_size=batch_size, progress=progress)["video"]
     _, positions = index.top_k(queries, 1)
     return [index.impressions[p] for p in positions[:, 0].tolist()]
 

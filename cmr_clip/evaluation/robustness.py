@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data.augment import choose_frames
+from ..embeddings import encode_videos
 
 
 def view_groups(metadata: str, num_frames: int) -> list[np.ndarray]:
@@ -61,8 +62,6 @@ def embedding_stability(model, processor, split, drop_fraction: float = 0.25, se
 
 
 def _embed(model, processor, frames: torch.Tensor, batch_size: int) -> torch.Tensor:
-    from ..pipelines.scoring import encode_videos
-
     device = next(model.parameters()).device
     chunks = [encode_videos(model, processor.feature_extractor.normalise(frames[i:i + batch_size]).to(device)).cpu()
               for i in range(0, len(frames), batch_size)]

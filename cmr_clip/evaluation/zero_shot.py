@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..embeddings import embed_split
 from ..pipelines.prompts import PromptSet
 from ..pipelines.scoring import PromptBank, ZeroShotQuery
 
@@ -22,27 +23,6 @@ THRESHOLD_RULE = "youden_j on the validation split"
 
 class EvaluationError(ValueError):
     """The data cannot support the evaluation asked for (no labels, one class only, mismatched sizes)."""
-
-
-@torch.no_grad()
-def split_embeddings(model, processor, split, batch_size: int = 32, progress: bool = False) -> dict[str, torch.Tensor]:
-    """Normalised `video` and `text` (impression) embeddings of every study of a prepared split, in row order,
-    with the middle frame of every slot as at evaluation."""
-    from tqdm.auto import tqdm
-
-    from ..data.dataset import StudyTextCollator, StudyTextDataset
-
-    collate = StudyTextCollator(processor.tokenizer, processor.feature_extractor, max_length=model.config.max_text_length)
-    loader = torch.utils.data.DataLoader(StudyTextDataset(split), batch_size=batch_size, collate_fn=collate)
-    device = next(model.parameters()).device
-    empty = torch.zeros(0, model.config.projection_dim)  # an empty split embeds to (0, D)
-    videos, texts = [empty], [empty]
-    for batch in tqdm(loader, desc="embedding studies", disable=not progress):
-        out = model(pixel_values_videos=batch["pixel_values_videos"].to(device), input_ids=batch["input_ids"].to(device),
-                    attention_mask=batch["attention_mask"].to(device))
-        videos.append(out.video_embeds.float().cpu())
-        texts.append(out.text_embeds.float().cpu())
-    return {"video": torch.cat(videos), "text": torch.cat(texts)}
 
 
 def split_labels(split, names: list[str]) -> dict[str, np.ndarray]:
@@ -142,12 +122,12 @@ def zero_shot_split_metrics(model_dir: str | Path, corpus, reports: str | Path |
     model = CMRCLIPModel.from_pretrained(model_dir).eval()
     processor = CMRCLIPProcessor.from_pretrained(model_dir)
     prompt_set = model_prompt_set(None)
-    calibrated = calibrate(model, processor.tokenizer, split_embeddings(model, processor, corpus["validation"])["video"],
+    calibrated = calibrate(model, processor.tokenizer, embed_split(model, processor, corpus["validation"])["video"],
                            corpus["validation"], prompt_set)
     if save_thresholds:
         calibrated.save(model_dir)
     test = corpus["test"]
-    videos = split_embeddings(model, processor, test)["video"]
+    videos = embed_split(model, processor, test)["video"]
     scores = finding_scores(model, processor.tokenizer, videos, calibrated)
     labels = split_labels(test, list(scores))
     result = {"auc": finding_aucs(scores, labels), "thresholds": calibrated.thresholds, "threshold_rule": THRESHOLD_RULE,

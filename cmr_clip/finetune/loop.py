@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from ..data.augment import Augmentation
+from ..data.collate import StudyCollator
 from ..data.dataset import StudyTextDataset
 from ..modeling import CMRCLIPConfig, CMRCLIPForStudyClassification, CMRCLIPModel
 from ..modeling.modeling_cmr_clip import study_classification_loss
@@ -181,17 +182,6 @@ class LabelledStudies(torch.utils.data.Dataset):
         return {"frames": self.studies[index]["frames"], "labels": self.targets[index]}
 
 
-class LabelledCollator:
-    """uint8 frames -> `pixel_values_videos` with the corpus's study processor; targets stacked."""
-
-    def __init__(self, study_processor):
-        self.study_processor = study_processor
-
-    def __call__(self, examples: list[dict]) -> dict:
-        return {"pixel_values_videos": self.study_processor.normalise(torch.stack([e["frames"] for e in examples])),
-                "labels": torch.stack([e["labels"] for e in examples])}
-
-
 def apply_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float, targets: list[str],
                modules_to_save: list[str] | None = None):
     """`peft.get_peft_model` with LoRA on the named Linear layers (see VIDEO_LORA_TARGETS,
@@ -342,7 +332,7 @@ def finetune(config: FinetuneConfig) -> dict:
     trainable, total = trainable_fraction(model)
 
     study_processor = load_study_processor(config.data_dir)
-    collator = LabelledCollator(study_processor)
+    collator = StudyCollator(study_processor)
     # Without augmentation every slot also takes its middle frame, as at evaluation.
     train_set = LabelledStudies(corpus["train"], train_targets, config.augment, config.seed, Augmentation())
     if config.balance == "sampler":

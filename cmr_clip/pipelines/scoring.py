@@ -15,27 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..embeddings import encode_texts
 from .prompts import PromptSet, PromptSetError
-
-
-@torch.no_grad()
-def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-    """L2-normalised text embeddings (N, D) of `texts`, in order."""
-    device = next(model.parameters()).device
-    chunks = []
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                           max_length=model.config.max_text_length, return_tensors="pt").to(device)
-        features = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-        chunks.append(torch.nn.functional.normalize(features.pooler_output.float(), dim=-1))
-    return torch.cat(chunks)
-
-
-@torch.no_grad()
-def encode_videos(model, pixel_values_videos: torch.Tensor) -> torch.Tensor:
-    """L2-normalised study embeddings (N, D) from `pixel_values_videos` (N, T, 3, H, W)."""
-    features = model.get_video_features(pixel_values_videos=pixel_values_videos)
-    return torch.nn.functional.normalize(features.pooler_output.float(), dim=-1)
 
 
 def ensemble(embeds: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,10 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertConfig, get_cosine_schedule_with_warmup
 
 from ..data.augment import Augmentation
-from ..data.dataset import StudyTextCollator, StudyTextDataset
+from ..data.collate import ImpressionTokenizer, StudyCollator
+from ..data.dataset import StudyTextDataset
 from ..data.streaming import batches_on_every_process, open_streams, process_part
+from ..embeddings import embed_batches
 from ..evaluation.retrieval import retrieval_metrics
 from ..modeling import CMRCLIPConfig, CMRCLIPModel, CMRCLIPVisionConfig
 from ..modeling.modeling_cmr_clip import load_vit_weights
@@ -189,19 +191,6 @@ def save_checkpoint(accelerator: Accelerator, config, state: dict, process_state
     return final
 
 
-@torch.no_grad()
-def evaluate_retrieval(model, loader, accelerator: Accelerator) -> dict[str, float]:
-    model.eval()
-    texts, videos = [], []
-    for batch in loader:
-        out = model(pixel_values_videos=batch["pixel_values_videos"], input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"])
-        texts.append(accelerator.gather_for_metrics(out.text_embeds.float().contiguous()))
-        videos.append(accelerator.gather_for_metrics(out.video_embeds.float().contiguous()))
-    model.train()
-    return retrieval_metrics(torch.cat(texts).cpu(), torch.cat(videos).cpu())
-
-
 class ContrastiveTask:
     """CMR-CLIP's contrastive training: study-impression pairs, negatives gathered across processes,
     retrieval recall on the validation split."""
@@ -212,7 +201,7 @@ class ContrastiveTask:
     def build(self, corpus, study_processor) -> torch.nn.Module:
         num_frames, image_size = corpus_video_shape(corpus["train"])
         self.tokenizer = resolve_tokenizer(self.config)
-        self.collator = StudyTextCollator(self.tokenizer, study_processor, max_length=self.config.max_text_length)
+        self.collator = StudyCollator(study_processor, ImpressionTokenizer(self.tokenizer, self.config.max_text_length))
         return build_model(self.config, self.tokenizer, num_frames, image_size)
 
     def loss(self, model, unwrapped, batch) -> torch.Tensor:
@@ -222,7 +211,8 @@ class ContrastiveTask:
                                          unwrapped.logit_scale_value().to(out.text_embeds.device))
 
     def evaluate(self, model, loader, accelerator: Accelerator) -> dict[str, float]:
-        return evaluate_retrieval(model, loader, accelerator)
+        embeddings = embed_batches(model, loader, accelerator)
+        return retrieval_metrics(embeddings["text"], embeddings["video"])
 
     def save(self, model, study_processor, metrics: dict, state_dict: dict | None = None) -> None:
         save_final(model, self.tokenizer, study_processor, self.config, metrics, state_dict)

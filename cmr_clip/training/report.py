@@ -5,32 +5,18 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 
+from ..data.collate import StudyCollator
 from ..data.prepare import train_report_tokenizer
 from ..modeling import CMRTargetForConditionalGeneration
 from ..processing import CMRTargetProcessor
 from .config import TrainConfig
 from .losses import tokens_per_process
-
-
-@dataclass
-class ReportCollator:
-    """uint8 frames -> `pixel_values_videos`; impressions -> placeholder-prefixed `input_ids` and `labels`."""
-
-    processor: CMRTargetProcessor
-    study_processor: object
-    max_length: int = 128
-
-    def __call__(self, examples: list[dict]) -> dict:
-        frames = torch.stack([e["frames"] for e in examples])
-        text = self.processor.encode_text([e["impression"] for e in examples], max_length=self.max_length)
-        return {"pixel_values_videos": self.study_processor.normalise(frames), **text,
-                "index": torch.tensor([e["index"] for e in examples])}
 
 
 class ReportTask:
@@ -65,7 +51,7 @@ class ReportTask:
         check_video_shape(model.config.vision_config, num_frames, image_size, config.init_from or config.cmr_clip_model)
         self.processor = CMRTargetProcessor(tokenizer=tokenizer, feature_extractor=study_processor,
                                             num_video_tokens=model.config.num_video_tokens)
-        self.collator = ReportCollator(self.processor, study_processor, max_length=config.max_text_length)
+        self.collator = StudyCollator(study_processor, partial(self.processor.encode_text, max_length=config.max_text_length))
         return model.train()
 
     def _tokenizer(self, corpus):
