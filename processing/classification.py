@@ -25,11 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..vocabulary import SEQUENCES, VIEWS
 from .anatomy import HeartAnatomy, locate_heart
 from .geometry import angle_between_planes, are_parallel
 from .grouping import image_flavour, mark_repeat
 from .headers import SECONDARY_CAPTURE_PREFIX
-from .study import SEQUENCES, VIEWS, Series
+from .study import Series
 
 ROLE_TO_SEQUENCE = {"cine": "cine", "lge": "lge", "lge_psir": "lge"}
 

@@ -27,11 +27,12 @@ import numpy as np
 import torch
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
 
+from ..vocabulary import MODEL_SEQUENCES, VIEWS
 from .errors import CMRStudyError, CorruptPixelDataError, InconsistentGeometryError, NoUsableCineError, UnreadableSeriesError
 from .layout import Selection, StudyLayout, plan_frames, select_frames
 from .pixels import IMAGENET_MEAN, IMAGENET_STD, ArrayFrame, FrameTransform, decode_frame, window_to_uint8
 from .reader import list_studies, read_study
-from .study import SEQUENCES, VIEWS, Series, Study
+from .study import Series, Study
 
 logger = logging.getLogger(__name__)
 # The release resizes the short side to 256, centre-crops 256 and resizes to 224 at test time.
@@ -359,8 +360,8 @@ def study_from_arrays(views: dict) -> Study:
     series = []
     for number, (key, array) in enumerate(views.items(), start=1):
         sequence, view = key.split("/") if isinstance(key, str) else key
-        if sequence not in SEQUENCES[:2] or view not in VIEWS:
-            raise CMRStudyError(f"array key {key!r}: expected 'sequence/view' with sequence in {SEQUENCES[:2]} and view in {VIEWS}")
+        if sequence not in MODEL_SEQUENCES or view not in VIEWS:
+            raise CMRStudyError(f"array key {key!r}: expected 'sequence/view' with sequence in {MODEL_SEQUENCES} and view in {VIEWS}")
         grid = _array_grid(np.asarray(array), sequence, f"{sequence}/{view}")
         item = Series(series_instance_uid="", series_number=number, description=f"{sequence}/{view} (array)", grid=grid)
         item.sequence, item.view, item.role, item.confidence = sequence, view, sequence, 1.0

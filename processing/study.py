@@ -15,9 +15,6 @@ import numpy as np
 from ..privacy import study_key
 from .headers import Frame, SkippedFile
 
-SEQUENCES = ("cine", "lge", "other")
-VIEWS = ("sax", "2ch", "3ch", "4ch", "lvot", "other")
-
 
 @dataclass(repr=False)
 class Series:
