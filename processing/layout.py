@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..vocabulary import CARDIAC_VIEWS, MODEL_SEQUENCES
 from .errors import LayoutError
-from .study import Series, Study
+
+if TYPE_CHECKING:  # a layout reads a study; the study's display imports the layout
+    from .study import Series, Study
 
 SLICE_POLICIES = ("middle", "all")
 PHASE_POLICIES = ("all", "first")

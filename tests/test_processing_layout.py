@@ -161,3 +161,9 @@ def test_processor_and_training_data_draw_the_same_frames_from_one_seed():
         expected = np.stack([np.zeros_like(frames[0]) if item is None else frames[position[id(item)]] for item in selected])
         drawn = choose_frames(torch.from_numpy(frames), torch.from_numpy(slots), np.random.default_rng(seed))
         assert np.array_equal(drawn.numpy(), expected)
+
+
+def test_arrays_report_their_shape_and_no_spacing():
+    arrays = {"cine/sax": np.zeros((3, 5, 20, 12), np.uint8), "lge/sax": np.zeros((4, 20, 12), np.uint8)}
+    entries = CMRStudyProcessor(image_size=8)(arrays)["study_metadata"][0]["series"]
+    assert [(e["spatial_shape"], e["pixel_spacing"], e["output_pixel_spacing"]) for e in entries] == [([20, 12], None, None)] * 2
