@@ -3,7 +3,8 @@
 A transformers feature extractor (no torchvision needed), so it saves to and loads from
 `preprocessor_config.json` with `save_pretrained` / `from_pretrained` and sits in `CMRCLIPProcessor`'s
 `feature_extractor` slot. Its output is `pixel_values_videos` (batch, frames, 3, height, width) and, per
-study, metadata free of patient identifiers: views found, frames used, missing views, warnings.
+study, metadata free of patient identifiers: views found, frames used, missing views, warnings, and each
+series' shape and pixel spacing as read and the spacing of the output pixels (see `study_metadata`).
 
 Multi-study sources: a call gives one row per input, so a source holding several studies is a
 `MultipleStudiesError` for that input (reported and skipped under `skip_errors`) unless `study=` picks one;
