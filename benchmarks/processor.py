@@ -28,7 +28,7 @@ import pydicom
 from pydicom.uid import RLELossless
 
 from cmr_clip.processing import CMRStudyProcessor, select_frames
-from cmr_clip.processing.feature_extraction_cmr_study import decode_selected, frame_key
+from cmr_clip.processing.decoding import decode_selected, frame_key
 from cmr_clip.processing.headers import scan_headers
 from cmr_clip.processing.grouping import split_into_studies
 from cmr_clip.processing.reader import SourceStudy, classify_series

@@ -37,6 +37,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from .processing import CMRStudyError, StudyLayout, list_studies
+    from .processing.display import study_summary
     from .processing.reader import pick_study
 
     try:
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"=== {part.describe()} ===")
         try:
             study = part.read(overrides)
-            print(study.summary(layout=layout))
+            print(study_summary(study, layout=layout))
             if args.montage:
                 montage = _montage_path(args.montage, part.key if len(studies) > 1 else None)
                 study.montage(montage, layout=layout)

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..vocabulary import SEQUENCES, VIEWS
 from .anatomy import HeartAnatomy, locate_heart
+from .errors import LayoutError
 from .geometry import angle_between_planes, are_parallel
 from .grouping import image_flavour, mark_repeat
 from .headers import SECONDARY_CAPTURE_PREFIX
-from .study import SEQUENCES, VIEWS, Series
+from .study import Series
 
 ROLE_TO_SEQUENCE = {"cine": "cine", "lge": "lge", "lge_psir": "lge"}
 
@@ -437,8 +439,6 @@ def apply_overrides(series: list[Series], overrides: dict | None) -> None:
     for key, value in (overrides or {}).items():
         sequence, view = (value.get("sequence"), value.get("view")) if isinstance(value, dict) else value
         if sequence is not None and sequence not in SEQUENCES or view is not None and view not in VIEWS:
-            from .errors import LayoutError
-
             raise LayoutError(f"override {key!r}: sequence must be one of {SEQUENCES} and view one of {VIEWS}, got {value!r}")
         for item in series:
             if key in item.series_instance_uids or fnmatch.fnmatch(item.description.lower(), key.lower()):

@@ -3,7 +3,8 @@
 A transformers feature extractor (no torchvision needed), so it saves to and loads from
 `preprocessor_config.json` with `save_pretrained` / `from_pretrained` and sits in `CMRCLIPProcessor`'s
 `feature_extractor` slot. Its output is `pixel_values_videos` (batch, frames, 3, height, width) and, per
-study, metadata free of patient identifiers: views found, frames used, missing views, warnings.
+study, metadata free of patient identifiers: views found, frames used, missing views, warnings, and each
+series' shape and pixel spacing as read and the spacing of the output pixels (see `study_metadata`).
 
 Multi-study sources: a call gives one row per input, so a source holding several studies is a
 `MultipleStudiesError` for that input (reported and skipped under `skip_errors`) unless `study=` picks one;
@@ -27,11 +28,13 @@ import numpy as np
 import torch
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
 
-from .errors import CMRStudyError, CorruptPixelDataError, InconsistentGeometryError, NoUsableCineError, UnreadableSeriesError
+from ..vocabulary import MODEL_SEQUENCES, VIEWS
+from .decoding import decode_selected, frame_key
+from .errors import CMRStudyError, NoUsableCineError, UnreadableSeriesError
 from .layout import Selection, StudyLayout, plan_frames, select_frames
-from .pixels import IMAGENET_MEAN, IMAGENET_STD, ArrayFrame, FrameTransform, decode_frame, window_to_uint8
+from .pixels import IMAGENET_MEAN, IMAGENET_STD, ArrayFrame, FrameTransform
 from .reader import list_studies, read_study
-from .study import SEQUENCES, VIEWS, Series, Study
+from .study import Series, Study
 
 logger = logging.getLogger(__name__)
 # The release resizes the short side to 256, centre-crops 256 and resizes to 224 at test time.
@@ -148,7 +151,7 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         _require_cine(loaded)
         layout = self.study_layout
         selection, images = select_and_decode(loaded, lambda s: select_frames(s, layout, rng=rng))
-        return self.images_to_tensor(selection, images), study_metadata(loaded, selection)
+        return self.images_to_tensor(selection, images), study_metadata(loaded, selection, self.transform)
 
     def compact(self, item, overrides: dict | None = None, study: int | str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
         """A study stored compactly for training: the layout's candidate frames as uint8 (L, H, W), after
@@ -166,7 +169,7 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         frames = np.stack([resized[frame_key(item)].numpy() for item in plan.timeline]) if plan.timeline else np.zeros((0, *size), np.uint8)
         selection = plan.select()
         selection.warnings.extend(decoded.warnings)
-        return frames, np.asarray(plan.slots, dtype=np.int32).reshape(-1, 2), study_metadata(loaded, selection)
+        return frames, np.asarray(plan.slots, dtype=np.int32).reshape(-1, 2), study_metadata(loaded, selection, self.transform)
 
     def normalise(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 frames (..., H, W) from `compact` -> normalised (..., 3, H, W); all-zero frames (the
@@ -215,93 +218,6 @@ def select_and_decode(study: Study, select: Callable[[Study], Selection]) -> tup
         return selection, images
 
 
-def decode_selected(selection: Selection) -> dict:
-    """8-bit images of the selected frames, keyed by (series, slice, phase), windowed per series.
-
-    A frame that cannot be decoded is replaced by the nearest decodable frame of its slice (in time), then
-    of its series (by slice, then phase), and `selection.warnings` says so; the window is taken over the
-    frames actually shown. Raises `UnreadableSeriesError` for a series with no decodable frame at all.
-    """
-    by_series: dict[int, tuple[Series, dict]] = {}
-    for item in selection.frames:
-        if item is not None:
-            by_series.setdefault(id(item.series), (item.series, {}))[1][frame_key(item)] = item
-    images = {}
-    for series, chosen in by_series.values():
-        decoder = SeriesDecoder(series)
-        shown = {key: decoder.nearest_readable(item.slice_index, item.phase_index) for key, item in chosen.items()}
-        selection.warnings.extend(decoder.warnings)
-        positions = list(dict.fromkeys(shown.values()))
-        windowed = dict(zip(positions, window_to_uint8([decoder.decoded[position] for position in positions])))
-        images.update({key: windowed[position] for key, position in shown.items()})
-    return images
-
-
-class SeriesDecoder:
-    """Decodes a series' frames on demand, each once, and finds a decodable stand-in for a frame that is not."""
-
-    def __init__(self, series: Series):
-        self.series = series
-        self.decoded: dict[tuple[int, int], np.ndarray] = {}
-        self.failures: dict[tuple[int, int], str] = {}
-        self.warnings: list[str] = []
-
-    def nearest_readable(self, slice_index: int, phase_index: int) -> tuple[int, int]:
-        """(slice, phase) of the frame to show for this one: itself if it decodes, else the nearest that does."""
-        wanted = (slice_index, phase_index)
-        if self.readable(wanted):
-            return wanted
-        for position in self._neighbours(slice_index, phase_index):
-            if self.readable(position):
-                self.warnings.append(self._replacement_note(wanted, position))
-                return position
-        raise UnreadableSeriesError(
-            f"series {self.series.series_number}: no frame's pixel data can be decoded "
-            f"({len(self.failures)} frames tried); the series is damaged, re-export it", series=self.series)
-
-    def readable(self, position: tuple[int, int]) -> bool:
-        if position in self.decoded:
-            return True
-        if position in self.failures:
-            return False
-        frame = self.series.frame_at(*position)
-        if getattr(frame, "pixel_problem", None):
-            self.failures[position] = frame.pixel_problem
-            return False
-        try:
-            self.decoded[position] = decode_frame(frame)
-        except (CorruptPixelDataError, InconsistentGeometryError) as error:
-            if isinstance(frame, ArrayFrame):
-                raise  # an array the user gave is a usage error, not a damaged file
-            self.failures[position] = f"{type(error).__name__}: pixel data cannot be decoded"
-            return False
-        return True
-
-    def _neighbours(self, slice_index: int, phase_index: int) -> list[tuple[int, int]]:
-        """Other frames of the slice, nearest in time first (TriggerTime, else phase order), then the other
-        slices' frames by slice and phase distance; ties go to the earlier frame."""
-        grid = self.series.grid
-        times = [getattr(frame, "trigger_time", None) for frame in grid[slice_index]]
-        if None in times:
-            times = list(range(len(grid[slice_index])))
-        same_slice = sorted(((slice_index, p) for p in range(len(grid[slice_index])) if p != phase_index),
-                            key=lambda position: (abs(times[position[1]] - times[phase_index]), position[1]))
-        others = sorted(((s, p) for s in range(len(grid)) if s != slice_index for p in range(len(grid[s]))),
-                        key=lambda position: (abs(position[0] - slice_index), abs(position[1] - phase_index), position))
-        return same_slice + others
-
-    def _replacement_note(self, wanted: tuple[int, int], used: tuple[int, int]) -> str:
-        frame = self.series.frame_at(*wanted)
-        instance = "" if getattr(frame, "instance_number", None) is None else f", instance {frame.instance_number}"
-        where = f"phase {used[1]} of the same slice" if used[0] == wanted[0] else f"slice {used[0]}, phase {used[1]} of the same series"
-        return (f"series {self.series.series_number}, slice {wanted[0]}, phase {wanted[1]}{instance}: "
-                f"{self.failures[wanted]}; replaced by {where}")
-
-
-def frame_key(item) -> tuple:
-    return (id(item.series), item.slice_index, item.phase_index)
-
-
 def _resolve_layout(layout, num_frames: int | None) -> StudyLayout:
     if isinstance(layout, StudyLayout):
         return layout
@@ -320,10 +236,15 @@ def _require_cine(study: Study) -> None:
     )
 
 
-def study_metadata(study: Study, selection: Selection) -> dict:
+def study_metadata(study: Study, selection: Selection, transform: FrameTransform) -> dict:
     """What was found and used, without identifiers (no UIDs, no paths, no patient or date fields) and without
     free text (series descriptions stay out: sites type anything into them); `study` is the study's key, a
-    short hash of its StudyInstanceUID."""
+    short hash of its StudyInstanceUID.
+
+    Each series carries its spatial metadata as MONAI's readers return it beside the pixels: `spatial_shape`
+    (rows, columns as read), `pixel_spacing` (mm, row and column, as read from PixelSpacing; None when the
+    header has none or the study was given as arrays) and `output_pixel_spacing` (mm per pixel of the
+    model input after `transform`'s resize and crop)."""
     return {
         "study": study.key,
         "layout": selection.layout,
@@ -343,10 +264,25 @@ def study_metadata(study: Study, selection: Selection) -> dict:
                 "n_phases": s.n_phases,
                 "confidence": s.confidence,
                 "used": s.used,
+                **_spatial_metadata(s, transform),
             }
             for s in study.series
         ],
         "files_skipped": len(study.skipped),
+    }
+
+
+def _spatial_metadata(series: Series, transform: FrameTransform) -> dict:
+    frame = series.first_frame
+    if isinstance(frame, ArrayFrame):
+        shape, spacing = tuple(frame.pixels.shape[:2]), None
+    else:
+        shape, spacing = (frame.rows, frame.columns), frame.pixel_spacing
+    output = transform.output_spacing(shape, spacing)
+    return {
+        "spatial_shape": [int(n) for n in shape],
+        "pixel_spacing": None if spacing is None else [float(v) for v in spacing],
+        "output_pixel_spacing": None if output is None else list(output),
     }
 
 
@@ -359,8 +295,8 @@ def study_from_arrays(views: dict) -> Study:
     series = []
     for number, (key, array) in enumerate(views.items(), start=1):
         sequence, view = key.split("/") if isinstance(key, str) else key
-        if sequence not in SEQUENCES[:2] or view not in VIEWS:
-            raise CMRStudyError(f"array key {key!r}: expected 'sequence/view' with sequence in {SEQUENCES[:2]} and view in {VIEWS}")
+        if sequence not in MODEL_SEQUENCES or view not in VIEWS:
+            raise CMRStudyError(f"array key {key!r}: expected 'sequence/view' with sequence in {MODEL_SEQUENCES} and view in {VIEWS}")
         grid = _array_grid(np.asarray(array), sequence, f"{sequence}/{view}")
         item = Series(series_instance_uid="", series_number=number, description=f"{sequence}/{view} (array)", grid=grid)
         item.sequence, item.view, item.role, item.confidence = sequence, view, sequence, 1.0

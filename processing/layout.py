@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..vocabulary import CARDIAC_VIEWS, MODEL_SEQUENCES
 from .errors import LayoutError
-from .study import SEQUENCES, VIEWS, Series, Study
+
+if TYPE_CHECKING:  # a layout reads a study; the study's display imports the layout
+    from .study import Series, Study
 
 SLICE_POLICIES = ("middle", "all")
 PHASE_POLICIES = ("all", "first")
@@ -66,8 +70,8 @@ class StudyLayout:
         if self.sampling not in SAMPLINGS or self.missing not in MISSING_POLICIES or self.num_frames < 1:
             raise LayoutError(f"layout {self.name!r}: sampling must be one of {SAMPLINGS}, missing one of {MISSING_POLICIES}, num_frames >= 1")
         for entry in self.entries:
-            if entry.sequence not in SEQUENCES[:2] or entry.view not in VIEWS[:-1]:
-                raise LayoutError(f"layout {self.name!r}: unknown pairing {entry.key}; sequences {SEQUENCES[:2]}, views {VIEWS[:-1]}")
+            if entry.sequence not in MODEL_SEQUENCES or entry.view not in CARDIAC_VIEWS:
+                raise LayoutError(f"layout {self.name!r}: unknown pairing {entry.key}; sequences {MODEL_SEQUENCES}, views {CARDIAC_VIEWS}")
             if entry.slices not in SLICE_POLICIES or entry.phases not in PHASE_POLICIES:
                 raise LayoutError(f"layout {self.name!r}, {entry.key}: slices must be one of {SLICE_POLICIES}, phases one of {PHASE_POLICIES}")
         if self.sampling == "fixed":
@@ -193,15 +197,27 @@ class FramePlan:
     missing: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def pick(self, rng: np.random.Generator | None = None) -> list[int | None]:
-        """A timeline index per slot (None for zero frames): the middle `(a + b - 1) // 2`, or random."""
-        if rng is None:
-            return [None if b <= a else (a + b - 1) // 2 for a, b in self.slots]
-        return [None if b <= a else int(rng.integers(a, b)) for a, b in self.slots]
-
     def select(self, rng: np.random.Generator | None = None) -> Selection:
-        frames = [None if i is None else self.timeline[i] for i in self.pick(rng)]
+        """One frame per slot by the slot rule (`pick_slots`), None for zero frames."""
+        frames = [None if i is None else self.timeline[i] for i in pick_slots(self.slots, rng)]
         return Selection(layout=self.layout, frames=frames, missing=list(self.missing), warnings=list(self.warnings))
+
+
+def pick_slots(slots, rng: np.random.Generator | None = None) -> list[int | None]:
+    """The slot rule, the one frame sampler of the processor and the training data: for each slot's range
+    `[a, b)` of the timeline, the middle `(a + b - 1) // 2` (test time) or, given `rng`, a random member
+    (training, the release's random frame per segment); an empty range (`b <= a`) gives None, a zero frame.
+    `slots` is any sequence of (a, b) pairs, e.g. `FramePlan.slots` or a prepared study's (T, 2) array."""
+    picks: list[int | None] = []
+    for a, b in slots:
+        a, b = int(a), int(b)
+        if b <= a:
+            picks.append(None)
+        elif rng is None:
+            picks.append((a + b - 1) // 2)
+        else:
+            picks.append(int(rng.integers(a, b)))
+    return picks
 
 
 def select_frames(study: Study, layout: StudyLayout, rng: np.random.Generator | None = None) -> Selection:

@@ -127,9 +127,29 @@ class FrameTransform:
     def geometry_batch(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W) -> float32 (N, image_size, image_size): one interpolation call for the whole stack."""
         x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
-        x = _resize_short_side(x, self.resize_shortest_edge or self.image_size)
-        x = _centre_crop(x, self.crop_size or self.resize_shortest_edge or self.image_size)
+        x = _resize_short_side(x, self.short_side)
+        x = _centre_crop(x, self.crop)
         return _resize(x, (self.image_size, self.image_size))[:, 0]
+
+    @property
+    def short_side(self) -> int:
+        return self.resize_shortest_edge or self.image_size
+
+    @property
+    def crop(self) -> int:
+        return self.crop_size or self.resize_shortest_edge or self.image_size
+
+    def output_spacing(self, shape: tuple[int, int], spacing: tuple[float, float] | None) -> tuple[float, float] | None:
+        """mm per output pixel (row, column) for an image of `shape` read with `spacing` (mm, row and column;
+        None: unknown). Each resize scales a pixel by input size / output size, the crop keeps it."""
+        if spacing is None:
+            return None
+        height, width = shape
+        resized = _short_side_size(height, width, self.short_side)
+        if min(resized) < self.crop:  # `_centre_crop` resizes again before cutting
+            resized = _short_side_size(*resized, self.crop)
+        zoom = self.crop / self.image_size
+        return (float(spacing[0]) * height / resized[0] * zoom, float(spacing[1]) * width / resized[1] * zoom)
 
     def transform_all(self, images: dict) -> dict:
         """{key: uint8 (H, W)} -> {key: (3, image_size, image_size)}, images of one shape transformed together."""
@@ -152,10 +172,14 @@ class FrameTransform:
         return torch.zeros(3, self.image_size, self.image_size)
 
 
-def _resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
-    height, width = x.shape[-2:]
+def _short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) after scaling the short side to `size`, the long side in proportion."""
     scale = size / min(height, width)
-    return _resize(x, (max(size, round(height * scale)), max(size, round(width * scale))))
+    return max(size, round(height * scale)), max(size, round(width * scale))
+
+
+def _resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
+    return _resize(x, _short_side_size(*x.shape[-2:], size))
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

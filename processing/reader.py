@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..privacy import study_key
+from ..vocabulary import MODEL_SEQUENCES
 from .classification import (
     apply_overrides,
     assign_long_axis_views,
@@ -181,7 +182,7 @@ def classify_series(frames, overrides: dict | None = None):
         classify_sequence(item, part_of_multiplane=item.orientations_in_dicom_series >= 3)
     set_aside_phase_contrast_magnitudes(series)
     apply_overrides(series, overrides)
-    for sequence in ("cine", "lge"):
+    for sequence in MODEL_SEQUENCES:
         series = merge_parallel_slices(series, sequence)
     reference = find_sax_reference(series)
     lax_views = assign_long_axis_views(series, reference)

@@ -1,8 +1,9 @@
-"""`Study` and `Series`: what the header pass found, grouped, ordered and classified.
+"""`Study` and `Series`: what the header pass found, grouped, ordered and classified, as plain data.
 
 Frames are kept as header records (`Frame`); pixels are decoded later, only for the frames a layout
 selects. In-memory objects hold UIDs (users need them to override a classification); the printed summary, the
-reprs (what a notebook shows) and everything written out do not, nor any path.
+reprs (what a notebook shows) and everything written out do not, nor any path. How they print
+and the montage live in `display.py`; the methods here only hand over to it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..privacy import study_key
+from .display import save_montage, series_line, study_summary
 from .headers import Frame, SkippedFile
-
-SEQUENCES = ("cine", "lge", "other")
-VIEWS = ("sax", "2ch", "3ch", "4ch", "lvot", "other")
+from .layout import StudyLayout
 
 
 @dataclass(repr=False)
@@ -79,24 +79,14 @@ class Series:
     def frame_at(self, slice_index: int, phase_index: int) -> Frame:
         return self.grid[slice_index][phase_index]
 
-    def summary_line(self) -> str:
-        number = "?" if self.series_number is None else str(self.series_number)
-        merged = f" (merged from series {', '.join(str(n) for n in self.merged_series_numbers)})" if len(self.merged_series_numbers) > 1 else ""
-        status = "used" if self.used and self.sequence != "other" else "set aside"
-        description = self.description or "<no description>"
-        return (
-            f"#{number:>4} {description[:32]:<32} {self.sequence:>5}/{self.view:<5} {self.role:<16} "
-            f"{self.n_slices:>3} sl x {self.n_phases:>3} ph  conf {self.confidence:.2f}  {status}{merged}"
-        )
-
     def __repr__(self) -> str:
-        return f"Series({' '.join(self.summary_line().split())})"
+        return f"Series({' '.join(series_line(self).split())})"
 
     def __str__(self) -> str:
-        return self.summary_line()
+        return series_line(self)
 
     def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(self.summary_line())}</pre>"
+        return f"<pre>{html.escape(series_line(self))}</pre>"
 
 
 @dataclass(repr=False)
@@ -132,31 +122,9 @@ class Study:
                     found[series.sequence].append(series.view)
         return found
 
-    def summary(self, layout=None) -> str:
-        """A readable report: every series with its classification and reasons, skipped files, what a layout uses."""
-        lines = [f"Study: {len(self.series)} series, {sum(len(s.frames) for s in self.series)} frames, {len(self.skipped)} files skipped"]
-        for series in self.series:
-            lines.append("  " + series.summary_line())
-            for reason in series.reasons:
-                lines.append(f"        - {reason}")
-        if self.skipped:
-            lines.append("Skipped files:")
-            lines.extend(f"  {item.name}: {item.reason}" for item in self.skipped[:50])
-            if len(self.skipped) > 50:
-                lines.append(f"  ... and {len(self.skipped) - 50} more")
-        if layout is not None:
-            from .layout import select_frames
-
-            selection = select_frames(self, layout)
-            lines.append(f"Layout '{layout.name}' uses {len(selection.frames)} frames:")
-            lines.extend(f"  {line}" for line in selection.describe())
-            lines.extend(f"  warning: {warning}" for warning in selection.warnings)
-        return "\n".join(lines)
-
     def __str__(self) -> str:
-        from .layout import StudyLayout
-
-        return self.summary(layout=StudyLayout.default())
+        """The summary (see `display.study_summary`) with what the default layout uses."""
+        return study_summary(self, StudyLayout.default())
 
     def __repr__(self) -> str:
         frames = sum(len(s.frames) for s in self.series)
@@ -167,7 +135,5 @@ class Study:
         return f"<pre>{html.escape(str(self))}</pre>"
 
     def montage(self, path, layout=None, columns: int = 8) -> None:
-        """Write a PNG montage of the frames `layout` selects (the default layout if None)."""
-        from .montage import save_montage
-
+        """Write a PNG montage of the frames `layout` selects (the default layout if None); needs matplotlib."""
         save_montage(self, path, layout=layout, columns=columns)

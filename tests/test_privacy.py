@@ -42,6 +42,7 @@ from cmr_clip.privacy import (
     study_key,
 )
 from cmr_clip.processing import CMRStudyError, CMRStudyProcessor, read_study
+from cmr_clip.processing.display import study_summary
 from cmr_clip.synthetic import make_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +178,7 @@ def sweep(tmp_path_factory):
     try:
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
             study = read_study(studies[0])
-            texts += [repr(study), str(study), study._repr_html_(), study.summary()]
+            texts += [repr(study), str(study), study._repr_html_(), study_summary(study)]
             for series in study.series:
                 texts += [repr(series), str(series), series._repr_html_()]
                 texts += [repr(frame) + frame.label for frame in series.frames[:3]]

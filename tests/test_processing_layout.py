@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from cmr_clip.processing import CMRStudyProcessor, LayoutEntry, LayoutError, StudyLayout, select_frames, study_from_arrays
+from cmr_clip.data.augment import choose_frames
+from cmr_clip.processing import CMRStudyProcessor, LayoutEntry, LayoutError, StudyLayout, plan_frames, select_frames, study_from_arrays
+from cmr_clip.processing.layout import pick_slots
 
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 SHAPES = {  # (slices, phases)
@@ -138,3 +140,30 @@ def test_layouts_round_trip_through_the_processor_config(tmp_path):
 def test_malformed_layouts_raise_layout_error(kwargs):
     with pytest.raises(LayoutError):
         StudyLayout(name="bad", num_frames=4, **kwargs)
+
+
+def test_slot_rule_takes_the_middle_or_a_member_and_empty_slots_give_none():
+    slots = [(0, 4), (4, 6), (6, 6), (6, 10)]
+    assert pick_slots(slots) == [1, 4, None, 7]
+    for seed in range(20):
+        a, b, empty, c = pick_slots(slots, np.random.default_rng(seed))
+        assert 0 <= a < 4 and 4 <= b < 6 and empty is None and 6 <= c < 10
+
+
+def test_processor_and_training_data_draw_the_same_frames_from_one_seed():
+    """The processor's training selection and the prepared corpus' draw (`choose_frames`) share one rule."""
+    processor = CMRStudyProcessor(layout="reference", image_size=16)
+    frames, slots, _ = processor.compact(make_arrays())
+    plan = plan_frames(study_from_arrays(make_arrays()), processor.study_layout)
+    position = {id(item): i for i, item in enumerate(plan.timeline)}
+    for seed in range(3):
+        selected = plan.select(np.random.default_rng(seed)).frames
+        expected = np.stack([np.zeros_like(frames[0]) if item is None else frames[position[id(item)]] for item in selected])
+        drawn = choose_frames(torch.from_numpy(frames), torch.from_numpy(slots), np.random.default_rng(seed))
+        assert np.array_equal(drawn.numpy(), expected)
+
+
+def test_arrays_report_their_shape_and_no_spacing():
+    arrays = {"cine/sax": np.zeros((3, 5, 20, 12), np.uint8), "lge/sax": np.zeros((4, 20, 12), np.uint8)}
+    entries = CMRStudyProcessor(image_size=8)(arrays)["study_metadata"][0]["series"]
+    assert [(e["spatial_shape"], e["pixel_spacing"], e["output_pixel_spacing"]) for e in entries] == [([20, 12], None, None)] * 2

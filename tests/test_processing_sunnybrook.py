@@ -155,3 +155,17 @@ def test_a_truncated_selected_frame_is_replaced_by_its_nearest_decodable_neighbo
     notes = [w for w in warnings if "replaced by" in w]
     assert len(notes) == 1 and f"instance {victim}:" in notes[0] and "pixel data truncated" in notes[0]
     assert "phase" in notes[0] and "of the same slice" in notes[0] and str(copy) not in notes[0]
+
+
+def test_metadata_carries_the_spacing_and_shape_the_header_states(study):
+    """Spacing and shape as pydicom reads them from a cine file; the output spacing from the field of view
+    the crop keeps (here the whole square image) over the output size."""
+    header = pydicom.dcmread(sorted((STUDY / "cine").iterdir())[0], stop_before_pixels=True)
+    row_mm, col_mm = (float(v) for v in header.PixelSpacing)
+    processor = CMRStudyProcessor(layout="reference", image_size=32, resize_shortest_edge=36, crop_size=36)
+    series = {s["series_number"]: s for s in processor(study)["study_metadata"][0]["series"]}
+    cine = series[int(header.SeriesNumber)]
+    assert cine["sequence"] == "cine"
+    assert cine["pixel_spacing"] == pytest.approx([row_mm, col_mm])
+    assert cine["spatial_shape"] == [int(header.Rows), int(header.Columns)]
+    assert cine["output_pixel_spacing"] == pytest.approx([header.Rows * row_mm / 32, header.Columns * col_mm / 32])

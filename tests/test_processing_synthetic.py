@@ -19,6 +19,7 @@ import pydicom
 import pytest
 
 from cmr_clip.processing import CMRCLIPProcessor, CMRStudyError, CMRStudyProcessor, StudyLayout, read_study, select_frames
+from cmr_clip.processing.display import study_summary
 from cmr_clip.synthetic import make_cohort
 
 VENDORS = ("siemens", "ge", "philips")
@@ -161,7 +162,7 @@ def test_no_patient_identity_in_any_output(cohort, tmp_path, caplog, capsys):
     study.montage(tmp_path / "montage.png", layout=StudyLayout.default(8))
     assert main(["inspect", str(folder), "--montage", str(tmp_path / "cli.png")]) == 0
     texts = [
-        study.summary(StudyLayout.reference()),
+        study_summary(study, StudyLayout.reference()),
         json.dumps(out["study_metadata"]),
         json.dumps(out["errors"]),
         caplog.text,
@@ -234,3 +235,28 @@ def test_classification_on_a_larger_cohort(tmp_path):
         for label, (right, total) in sorted(tally.items()):
             print(f"  {label:<18} {right}/{total} = {right / total:.3f}")
         assert errors == []
+
+
+def test_metadata_carries_each_series_spacing_from_its_own_header(tmp_path):
+    """A synthetic vendor's spacing (field of view / matrix, not Sunnybrook's 1.29 mm) reaches the metadata
+    of every series, checked against pydicom's reading of a file of that series; the output spacing is
+    the millimetres the centre crop keeps over the output size."""
+    (folder, _), = _make(tmp_path, range(1), blank=False)
+    headers = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            if "PixelSpacing" in ds:
+                headers.setdefault(int(ds.SeriesNumber), ds)
+    size, short_side, crop = 24, 40, 32
+    processor = CMRStudyProcessor(image_size=size, resize_shortest_edge=short_side, crop_size=crop)
+    entries = processor(folder)["study_metadata"][0]["series"]
+    assert len(entries) >= 5
+    for entry in entries:
+        ds = headers[entry["series_number"]]
+        spacing = [float(v) for v in ds.PixelSpacing]
+        assert entry["pixel_spacing"] == pytest.approx(spacing)
+        assert entry["spatial_shape"] == [ds.Rows, ds.Columns]
+        kept_mm = min(ds.Rows * spacing[0], ds.Columns * spacing[1]) * crop / short_side
+        assert entry["output_pixel_spacing"] == pytest.approx([kept_mm / size, kept_mm / size], rel=0.02)
+    assert any(abs(entry["pixel_spacing"][0] - 1.2891) > 0.05 for entry in entries)

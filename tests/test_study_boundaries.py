@@ -39,6 +39,7 @@ from cmr_clip.processing import (
     read_study,
 )
 from cmr_clip.processing import reader as reader_module
+from cmr_clip.processing.display import study_summary
 from cmr_clip.synthetic import make_cohort
 from processing_factory import write_study
 
@@ -321,6 +322,6 @@ def test_study_key_is_a_short_hash_of_the_uid_and_exported(sources):
     study = next(_quiet(read_studies, sources["folder"]))
     digest = study.key.removeprefix("study-")
     assert study.key.startswith("study-") and digest == hashlib.sha256(study.study_instance_uid.encode()).hexdigest()[: len(digest)]
-    assert 8 <= len(digest) <= 16 and study.study_instance_uid not in repr(study.summary())
+    assert 8 <= len(digest) <= 16 and study.study_instance_uid not in repr(study_summary(study))
     assert cmr_clip.read_studies is read_studies and cmr_clip.MultipleStudiesError is MultipleStudiesError
     assert [s.index for s in _quiet(list_studies, sources["folder"])] == [0, 1]

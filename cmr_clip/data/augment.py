@@ -14,26 +14,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..processing.layout import pick_slots
+
 
 def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
 def choose_frames(frames: torch.Tensor, slots: torch.Tensor, rng: np.random.Generator | None) -> torch.Tensor:
-    """One frame per slot: the middle of the slot's range `[a, b)` of the study's timeline, or a random
-    one when `rng` is given; an empty range gives a zero frame. (L, H, W) -> (T, H, W)."""
-    starts, ends = slots[:, 0].tolist(), slots[:, 1].tolist()
-    picks = []
-    for a, b in zip(starts, ends):
-        if b <= a:
-            picks.append(-1)
-        elif rng is None:
-            picks.append((a + b - 1) // 2)
-        else:
-            picks.append(int(rng.integers(a, b)))
-    index = torch.tensor([max(p, 0) for p in picks])
+    """One frame per slot of a prepared study, chosen by the processor's slot rule (`pick_slots`: the middle
+    of the slot's range, or a random member when `rng` is given); an empty range gives a zero frame.
+    (L, H, W) -> (T, H, W)."""
+    picks = pick_slots(slots.tolist(), rng)
+    index = torch.tensor([0 if p is None else p for p in picks])
     chosen = frames[index]
-    empty = torch.tensor([p < 0 for p in picks])
+    empty = torch.tensor([p is None for p in picks])
     if empty.any():
         chosen = chosen.clone()
         chosen[empty] = 0

@@ -40,7 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from datasets import Array2D, Array3D, Dataset, DatasetDict, Features, IterableDataset, Value, load_from_disk
+from tokenizers import ByteLevelBPETokenizer
+from tokenizers.normalizers import BertNormalizer
+from tokenizers.pre_tokenizers import BertPreTokenizer
 from tqdm.auto import tqdm
+from transformers import BertTokenizer, PreTrainedTokenizerFast
 
 from ..privacy import (
     StudyIdentity,
@@ -55,6 +61,7 @@ from ..privacy import (
     shared_salt,
     without_path,
 )
+from ..processing import CMRStudyError, CMRStudyProcessor
 from ..processing.identity import read_identity
 from .sharding import take_shard, write_manifest
 
@@ -183,8 +190,6 @@ def _cache_file(cache_dir: Path, record: dict) -> Path:
 
 
 def process_job(job: _Job) -> dict:
-    from ..processing import CMRStudyProcessor
-
     cache = Path(job.cache)
     if job.path is None:
         return {"study_id": job.study_id, "ok": False, "error": "StudyNotFound",
@@ -228,8 +233,6 @@ def corpus_row(record: dict, frames: np.ndarray, slots: np.ndarray, meta: dict) 
 
 
 def corpus_features(num_frames: int, image_size: int):
-    from datasets import Array2D, Array3D, Features, Value
-
     return Features({
         "study_id": Value("string"),
         "frames": Array3D(shape=(None, image_size, image_size), dtype="uint8"),
@@ -257,10 +260,6 @@ def prepare(
 ):
     """Write a prepared corpus to `out_dir` and return the `DatasetDict` (see the module docstring). With
     `num_shards` > 1, only shard `shard_index` of the studies (see `cmr_clip.data.sharding`)."""
-    from datasets import Dataset, DatasetDict, load_from_disk
-
-    from ..processing import CMRStudyProcessor
-
     studies_dir, out_dir = Path(studies_dir), Path(out_dir)
     if not studies_dir.is_dir():
         raise FileNotFoundError("--studies is not a directory of studies (path not shown: it may name a patient).")
@@ -342,8 +341,6 @@ def _run_jobs(jobs: list[_Job], num_proc: int, progress: bool) -> list[dict]:
 
 
 def _single_threaded() -> None:
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -360,10 +357,6 @@ def train_wordpiece_tokenizer(texts: list[str], out_dir: str | Path, vocab_size:
     give the same ids: the `tokenizers` WordPiece trainer numbers its `##` pieces in hash-map order, different
     in every process, so a fixed-seed run trained on its vocabulary could not be repeated.
     """
-    from tokenizers.normalizers import BertNormalizer
-    from tokenizers.pre_tokenizers import BertPreTokenizer
-    from transformers import BertTokenizer
-
     normalizer, pre_tokenizer = BertNormalizer(lowercase=True), BertPreTokenizer()
     words = Counter(word for text in texts
                     for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
@@ -382,9 +375,6 @@ def train_report_tokenizer(texts: list[str], vocab_size: int = 1000, out_dir: st
     """A byte-level BPE tokenizer (cased, exact round trip) learned from `texts`, for a CMR-TARGET decoder
     trained from scratch; `<|endoftext|>` is its start and end token. The video and sentence tokens are
     added by `CMRTargetProcessor.add_special_tokens`."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast
-
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=["<|endoftext|>"])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
@@ -399,10 +389,6 @@ def stream_corpus(studies_dir: str | Path, reports: str | Path, processor=None, 
     """The same rows as `prepare`, as a `datasets.IterableDataset` processed on the fly, for archives too
     large to preprocess on one disk. The study list is the shard list, so `split_dataset_by_node` and
     data-loader workers each take their own studies. Failing studies are logged and skipped."""
-    from datasets import IterableDataset
-
-    from ..processing import CMRStudyProcessor
-
     processor = processor if processor is not None else CMRStudyProcessor()
     records = read_reports(reports)
     assign_splits(records, val_fraction, test_fraction, seed)
@@ -417,8 +403,6 @@ def stream_corpus(studies_dir: str | Path, reports: str | Path, processor=None, 
 
 
 def _stream_rows(records: list[dict], studies_dir: str, settings: dict) -> Iterator[dict]:
-    from ..processing import CMRStudyError, CMRStudyProcessor
-
     processor = CMRStudyProcessor(**settings)
     salt = new_salt()
     for record in records:

@@ -19,6 +19,8 @@ import json
 import shutil
 from pathlib import Path
 
+from datasets import DatasetDict, concatenate_datasets, load_from_disk
+
 from ..privacy import load_identity_hashes, save_identity_hashes
 
 MANIFEST = "shard.json"
@@ -86,8 +88,6 @@ def study_processor_settings(folder: Path) -> str:
 def merge_shards(shards_dir: str | Path, out_dir: str | Path):
     """Join the shards under `shards_dir` into one corpus in `out_dir` (rows in the reports file's order,
     each in the split its shard gave it) and return it as a `DatasetDict`."""
-    from datasets import DatasetDict, concatenate_datasets, load_from_disk
-
     shards_dir, out_dir = Path(shards_dir), Path(out_dir)
     shards = read_manifests(shards_dir)
     settings = {study_processor_settings(folder) for folder, _ in shards.values()}

@@ -54,7 +54,7 @@ import re
 from dataclasses import dataclass
 
 from ..processing.processing_cmr_target import split_sentences
-from ..synthetic.subject import DIAGNOSES, FINDINGS
+from ..vocabulary import DIAGNOSES, FINDINGS
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ them, written as vendor-style DICOM studies with impressions, labels and per-fra
 `make_cohort(out_dir, n, seed=...)` is the entry point; `cmr-clip synth` runs it from the shell.
 """
 
+from ..vocabulary import DIAGNOSES, FINDINGS
 from .cohort import make_cohort, make_study, plan_cohort
 from .phantom import Heart, Tissue, measure
-from .subject import DIAGNOSES, FINDINGS, THRESHOLDS, Subject, draw_subject
+from .subject import THRESHOLDS, Subject, draw_subject
 from .vendors import VENDORS
 
 __all__ = [

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..vocabulary import LONG_AXIS_VIEWS
 from .imaging import (
     NOISE_SIGMA,
     PlaneSampler,
@@ -37,7 +38,6 @@ from .imaging import (
 from .phantom import Heart
 from .planning import Plane, Protocol, draw_matrix, plan_lax, plan_localizer, plan_sax
 
-LAX_VIEWS = ("2ch", "4ch", "3ch")
 EXTRA_SERIES = ("t2w", "t2star", "tagging", "flow", "perfusion")
 # Fat's T1 (ms) by field strength: a STIR's inversion time nulls fat at about T1 ln 2.
 _FAT_T1_MS = {1.5: 260.0, 3.0: 380.0}
@@ -290,9 +290,9 @@ def acquire(heart: Heart, protocol: Protocol, field: float, rng: np.random.Gener
     scanner = _Scanner(heart, field, rng)
     matrix = draw_matrix(rng, protocol)
     series = [scanner.localizer(plan_localizer(heart, protocol))]
-    lax = {view: plan_lax(heart, view, matrix, rng) for view in LAX_VIEWS}
-    repeated = str(rng.choice(LAX_VIEWS))
-    for view in LAX_VIEWS:
+    lax = {view: plan_lax(heart, view, matrix, rng) for view in LONG_AXIS_VIEWS}
+    repeated = str(rng.choice(LONG_AXIS_VIEWS))
+    for view in LONG_AXIS_VIEWS:
         if view == repeated:
             series.append(scanner.cine([lax[view]], view, role="repeat_discarded"))
         series.append(scanner.cine([lax[view]], view))
@@ -309,6 +309,6 @@ def acquire(heart: Heart, protocol: Protocol, field: float, rng: np.random.Gener
     ti = null_ti(field, scanner.amyloid) + rng.uniform(-8.0, 8.0)
     lge_sax, lge_spacing = plan_sax(heart, protocol, matrix, rng)
     series.extend(scanner.lge(lge_sax, "sax", ti, psir, spacing=lge_spacing))
-    for view in LAX_VIEWS:
+    for view in LONG_AXIS_VIEWS:
         series.extend(scanner.lge([lax[view]], view, ti, psir))
     return Exam(series, field)

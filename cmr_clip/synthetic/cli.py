@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
+from ..vocabulary import DIAGNOSES
 from .acquisition import EXTRA_SERIES
-from .subject import DIAGNOSES
 from .vendors import VENDORS
 
 

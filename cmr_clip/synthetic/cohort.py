@@ -24,14 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from ..vocabulary import FINDINGS, LONG_AXIS_VIEWS
 from .acquisition import EXTRA_SERIES, acquire, check_extras
 from .dicomio import StudyContext, write_exam
 from .identity import UIDSource, accession_number, draw_identity, draw_visit_date
 from .phantom import Heart, measure, view_of_walls
 from .planning import get_protocol
+from .preview import save_preview
 from .reports import write_impression
-from .subject import FINDINGS, draw_subject, follow_up
+from .subject import draw_subject, follow_up
 from .vendors import check_vendors, draw_scaling, get_style
 
 _FOLLOW_UP_RATE = 0.15
@@ -143,7 +146,7 @@ def long_axis_truth(heart: Heart, exam) -> dict:
     """For each planned long-axis plane: the AHA walls it cuts in the phantom's anatomy and the view they imply."""
     planes = {}
     for series in exam.series:
-        if series.view in ("2ch", "3ch", "4ch") and series.view not in planes:
+        if series.view in LONG_AXIS_VIEWS and series.view not in planes:
             plane = series.frames[0].plane
             walls = heart.walls_cut(plane.centre(), plane.normal)
             planes[series.view] = {"walls": [list(w) for w in walls], "view": view_of_walls(walls)}
@@ -213,8 +216,6 @@ def make_cohort(out_dir, n: int, seed: int = 0, vendors=None, size: str = "small
         for record in records:
             fh.write(json.dumps(record) + "\n")
     if preview:
-        from .preview import save_preview
-
         save_preview(out_dir / "studies" / plans[0].study_id, out_dir / "preview.png",
                      truth=out_dir / "truth" / f"{plans[0].study_id}.json")
     return records
@@ -233,8 +234,6 @@ def _remove_other_studies(out_dir: Path, keep: set) -> None:
 
 
 def _run(jobs: list, workers: int, progress: bool) -> list[dict]:
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(jobs), desc="synthetic studies", unit="study", disable=not progress)
     if workers == 1:
         records = []

@@ -12,17 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-DIAGNOSES = ("normal", "icm", "nicm", "hcm", "amyloidosis")
-FINDINGS = (
-    "lv_dysfunction",
-    "rv_dysfunction",
-    "lv_dilation",
-    "rv_dilation",
-    "lv_hypertrophy",
-    "lge",
-    "aortic_dilation",
-    "pericardial_effusion",
-)
+from ..vocabulary import DIAGNOSES, FINDINGS
 
 # Where each finding starts; sampled values keep clear of these.
 THRESHOLDS = {
