@@ -16,7 +16,7 @@ from cmr_clip.evaluation.errors import EvaluationError
 from cmr_clip.evaluation.few_shot import few_shot_curve
 from cmr_clip.evaluation.intervals import with_interval
 from cmr_clip.evaluation.regression import regression_metrics
-from cmr_clip.evaluation.report import evaluate_held_out
+from cmr_clip.evaluation.report import evaluate_held_out, evaluate_model
 from cmr_clip.evaluation.robustness import drop_frames, shuffle_within_views, view_groups
 
 KS = (1, 2, 4, 8, 16, 32)
@@ -173,3 +173,8 @@ def test_the_demo_and_evaluate_model_take_their_figures_from_one_zero_shot_pass(
     assert zero_shot["lvef_estimate"]["n"] == lvef["n"] == 8
     for key in ("text_to_study_R@1", "text_to_study_R@5", "study_to_text_median_rank"):
         assert held_out["test_retrieval"][key] == pytest.approx(metrics["retrieval"][key]["value"])
+
+
+def test_evaluate_model_names_the_fix_for_a_folder_that_is_not_a_corpus(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a prepared corpus .*cmr-clip prepare"):
+        evaluate_model(tmp_path, tmp_path, tmp_path / "out", plots=False, progress=False)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import load_from_disk
 
+from ..data.corpus import load_corpus
 from ..embeddings import embed_split
 from ..modeling import CMRCLIPModel
 from ..pipelines.prompts import model_prompt_set
@@ -120,10 +120,10 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | P
                    ks=DEFAULT_KS, episodes: int = 20, resamples: int = 1000, plots: bool = True, seed: int = 0,
                    progress: bool = True, save_thresholds: bool = False) -> dict:
     """Evaluate, write `metrics.json`, `summary.md` and (with `plots`) PNGs into `out_dir`; return the metrics."""
+    corpus = load_corpus(str(data_dir))
+    model, processor = load_clip(model_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, processor = load_clip(model_dir)
-    corpus = load_from_disk(str(data_dir))
     embedded = embed_splits(model, processor, corpus, ("train", "validation", "test"), progress=progress)
     outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, model_prompt_set(None), reports)
     if save_thresholds:
