@@ -27,7 +27,7 @@ from sklearn.metrics import roc_auc_score
 from cmr_clip import CMRCLIPModel
 from cmr_clip.data.collate import StudyCollator
 from cmr_clip.evaluation.few_shot import logistic_probe
-from cmr_clip.evaluation.stats import bootstrap_interval
+from cmr_clip.evaluation.intervals import with_interval
 from cmr_clip.finetune import FinetuneConfig, finetune, load_finetuned
 from cmr_clip.finetune.loop import LabelledStudies
 from cmr_clip.training.loop import load_study_processor
@@ -113,8 +113,8 @@ def main(argv=None) -> dict:
         seed_scores.append(scores)
         runs.append({
             "seed": seed, "wall_s": wall,
-            "lora_auc": bootstrap_interval(roc_auc_score, truth, scores),
-            "lora_minus_probe": bootstrap_interval(auc_difference, truth, probe_scores, scores),
+            "lora_auc": with_interval(roc_auc_score, truth, scores),
+            "lora_minus_probe": with_interval(auc_difference, truth, probe_scores, scores),
             "lora_validation_auc": metrics["evaluation"]["validation"]["per_label"][hardest]["auc"],
             "lora_f1_at_validation_threshold": metrics["evaluation"]["test"]["per_label"][hardest]["f1"],
             "train_loss": [h["train_loss"] for h in metrics["history"]],
@@ -125,9 +125,9 @@ def main(argv=None) -> dict:
     lora_aucs = np.array([r["lora_auc"]["value"] for r in runs])
     result = {
         "finding": hardest, "test_studies": int(len(truth)), "test_positives": int(truth.sum()),
-        "probe_auc": bootstrap_interval(roc_auc_score, truth, probe_scores),
+        "probe_auc": with_interval(roc_auc_score, truth, probe_scores),
         "lora_auc_mean": float(lora_aucs.mean()), "lora_auc_std": float(lora_aucs.std()),
-        "lora_mean_minus_probe": bootstrap_interval(mean_auc_difference, truth, probe_scores, *seed_scores),
+        "lora_mean_minus_probe": with_interval(mean_auc_difference, truth, probe_scores, *seed_scores),
         "runs": runs, "hyper_parameters": hyper,
         "trainable_share": metrics["trainable_parameters"] / metrics["total_parameters"],
         "adapter_bytes": (out / f"adapter-seed{args.seeds[-1]}" / "adapter_model.safetensors").stat().st_size,

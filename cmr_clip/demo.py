@@ -18,6 +18,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers import pipeline
+
+from .data.prepare import prepare, train_wordpiece_tokenizer
+from .evaluation.report import evaluate_held_out
+from .evaluation.zero_shot import zero_shot_table
+from .processing import CMRStudyProcessor
+from .synthetic import make_cohort
+from .training import TrainConfig, train
+
 # The demo's small model: 16 frames of 64 x 64 px in 16 px patches, a 4-layer video tower (time attention
 # initialised like space attention: there is no image model to start from) and a 2-layer BERT with a
 # WordPiece vocabulary learned from the cohort's training impressions.
@@ -71,12 +80,6 @@ def run(args: argparse.Namespace) -> int:
 
 def run_demo(settings: DemoSettings) -> dict:
     """Cohort -> corpus -> training -> held-out evaluation; returns the figures written to `out/metrics.json`."""
-    from .data.prepare import prepare, train_wordpiece_tokenizer
-    from .evaluation.zero_shot import zero_shot_split_metrics
-    from .processing import CMRStudyProcessor
-    from .synthetic import make_cohort
-    from .training import TrainConfig, train
-
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -112,8 +115,7 @@ def run_demo(settings: DemoSettings) -> dict:
 
     start = time.perf_counter()
     _step(f"4/{steps} evaluating on the held-out test studies")
-    test = evaluate_test_split(out, corpus["test"])
-    zero_shot = zero_shot_split_metrics(out, corpus, reports=out / "cohort" / "reports.jsonl")
+    held_out = evaluate_held_out(out, corpus, reports=out / "cohort" / "reports.jsonl")
     timings["evaluation_s"] = time.perf_counter() - start
 
     report = None
@@ -125,8 +127,7 @@ def run_demo(settings: DemoSettings) -> dict:
         timings["report_s"] = time.perf_counter() - start
 
     metrics = {
-        "test_retrieval": test,
-        "test_zero_shot": zero_shot,
+        **held_out,  # test_retrieval, test_zero_shot
         "validation_history": training["history"],
         **({"report": report} if report else {}),
         "splits": {name: len(split) for name, split in corpus.items()},
@@ -141,10 +142,6 @@ def train_report_model(settings: DemoSettings, out: Path, test_split) -> dict:
     """CMR-TARGET in `out/report`, from the demo's CMR-CLIP (its video tower tuned along: on this small cohort a
     frozen tower gave a decoder that leans on the words more than on the study), and its draft for the first
     test study, read from its DICOM folder through `pipeline("cmr-report-generation")`."""
-    from transformers import pipeline
-
-    from .training import TrainConfig, train
-
     config = TrainConfig(
         task="report", data_dir=str(out / "corpus"), output_dir=str(out / "report"), cmr_clip_model=str(out),
         decoder_config=DEMO_DECODER, freeze_vision=False, epochs=settings.report_epochs, batch_size=16, eval_batch_size=64,
@@ -159,21 +156,7 @@ def train_report_model(settings: DemoSettings, out: Path, test_split) -> dict:
         "study": study_id, "reference": reference, "draft": draft.get("generated_impression", draft.get("error"))}}
 
 
-def evaluate_test_split(model_dir: Path, split) -> dict:
-    """Retrieval on the test split with the saved model and processor, exactly as a user would load them."""
-    from .embeddings import embed_split
-    from .evaluation.retrieval import retrieval_metrics
-    from .modeling import CMRCLIPModel
-    from .processing import CMRCLIPProcessor
-
-    model = CMRCLIPModel.from_pretrained(model_dir).eval()
-    embeddings = embed_split(model, CMRCLIPProcessor.from_pretrained(model_dir), split, batch_size=64)
-    return retrieval_metrics(embeddings["text"], embeddings["video"])
-
-
 def summary_table(metrics: dict, settings: DemoSettings) -> str:
-    from .evaluation.zero_shot import zero_shot_table
-
     test = metrics["test_retrieval"]
     lines = [
         "",

@@ -5,6 +5,8 @@ embeddings from here, so that a study is embedded the same way wherever it is sc
 
 - `encode_videos(model, pixel_values_videos)`: study embeddings of a batch of pixel values;
 - `encode_texts(model, tokenizer, texts)`: text embeddings of a list of strings, in batches;
+- `encode_frames(model, study_processor, frames)`: study embeddings of uint8 frames (N, T, H, W), normalised
+  by the study processor, in batches (evaluation's perturbed studies);
 - `embed_batches(model, batches, accelerator=None)`: study and impression embeddings of collated batches,
   gathered across processes when an `accelerate.Accelerator` is given (training's validation);
 - `embed_split(model, processor, split)`: study and impression embeddings of a prepared corpus split, with
@@ -45,6 +47,17 @@ def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 64) -> to
         tokens = {name: tensor.to(device) for name, tensor in encode(texts[start:start + batch_size]).items()}
         features = model.get_text_features(**tokens)
         chunks.append(torch.nn.functional.normalize(features.pooler_output.float(), dim=-1))
+    return torch.cat(chunks)
+
+
+def encode_frames(model, study_processor, frames: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """L2-normalised study embeddings (N, D), on the CPU, of uint8 `frames` (N, T, H, W) turned into pixel
+    values by `study_processor.normalise`, `batch_size` studies at a time."""
+    device = _device(model)
+    chunks = [torch.zeros(0, model.config.projection_dim)]  # no studies embed to (0, D)
+    for start in range(0, len(frames), batch_size):
+        pixels = study_processor.normalise(frames[start:start + batch_size]).to(device)
+        chunks.append(encode_videos(model, pixels).cpu())
     return torch.cat(chunks)
 
 

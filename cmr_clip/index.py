@@ -22,9 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from .embeddings import embed_split, encode_texts, encode_videos
+from .modeling import CMRCLIPModel
 from .privacy import safe_study_name
+from .processing import CMRCLIPProcessor
 from .processing.identity import read_identity
 
 MANIFEST = "manifest.json"
@@ -70,9 +74,6 @@ class CMRStudyIndex:
     @classmethod
     def from_model(cls, model_dir: str | Path, backend: str = "exact", faiss_index: str = "Flat") -> CMRStudyIndex:
         """An empty index bound to the CMR-CLIP model and processor saved in `model_dir`."""
-        from .modeling import CMRCLIPModel
-        from .processing import CMRCLIPProcessor
-
         return cls(CMRCLIPModel.from_pretrained(model_dir), CMRCLIPProcessor.from_pretrained(model_dir), backend, faiss_index)
 
     def __len__(self) -> int:
@@ -101,8 +102,6 @@ class CMRStudyIndex:
         """Add DICOM studies (folders or zips), `batch_size` at a time; a study that cannot be read is skipped and
         reported in the returned list (id, error). Study ids default to the folder names, or `study N` where a
         name looks like an identifier (`cmr_clip.privacy.safe_study_name`)."""
-        from tqdm.auto import tqdm
-
         paths = [Path(p) for p in paths]
         ids = list(study_ids) if study_ids is not None else [safe_study_name(p.name, i, read_identity(p) if p.exists() else None)
                                                              for i, p in enumerate(paths)]
@@ -188,8 +187,6 @@ class CMRStudyIndex:
 
     # -- persistence -------------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({"embeddings": self.embeddings.contiguous()}, str(directory / EMBEDDINGS))
@@ -204,8 +201,6 @@ class CMRStudyIndex:
     def load(cls, directory: str | Path, model=None, processor=None, backend: str | None = None) -> CMRStudyIndex:
         """Load a saved index with its model (a directory, or a loaded model plus processor; default: the
         directory recorded in the manifest). Raises `IndexModelMismatchError` for another model."""
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         if not (directory / MANIFEST).is_file():
             raise StudyIndexError(f"{directory} holds no {MANIFEST}; build an index with `cmr-clip index build` first.")

@@ -2,18 +2,22 @@
 modules offline, robustness perturbations, and `cmr-clip evaluate` end to end on a tiny corpus."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from datasets import load_from_disk
 from sklearn.metrics import roc_auc_score
 from test_zero_shot_support import FINDINGS, save_random_model, tiny_corpus
 
 from cmr_clip.evaluation import metric_path, retrieval_metrics
+from cmr_clip.evaluation.errors import EvaluationError
 from cmr_clip.evaluation.few_shot import few_shot_curve
+from cmr_clip.evaluation.intervals import with_interval
+from cmr_clip.evaluation.regression import regression_metrics
+from cmr_clip.evaluation.report import evaluate_held_out, evaluate_model
 from cmr_clip.evaluation.robustness import drop_frames, shuffle_within_views, view_groups
-from cmr_clip.evaluation.stats import bootstrap_interval
-from cmr_clip.evaluation.zero_shot import EvaluationError, regression_metrics
 
 KS = (1, 2, 4, 8, 16, 32)
 
@@ -61,14 +65,14 @@ def test_few_shot_leaves_out_k_beyond_the_pool_and_needs_both_test_classes():
         few_shot_curve(x, y, x, np.zeros(40), ks=(1,), episodes=2)
 
 
-def test_bootstrap_interval_brackets_the_value_and_narrows_with_more_studies():
+def test_with_interval_brackets_the_value_and_narrows_with_more_studies():
     rng = np.random.default_rng(0)
     small, large = rng.normal(size=30), rng.normal(size=3000)
-    a = bootstrap_interval(np.mean, small, resamples=300)
-    b = bootstrap_interval(np.mean, large, resamples=300)
+    a = with_interval(np.mean, small, resamples=300)
+    b = with_interval(np.mean, large, resamples=300)
     assert a["low"] <= a["value"] <= a["high"] and b["low"] <= b["value"] <= b["high"]
     assert (b["high"] - b["low"]) < (a["high"] - a["low"]) / 5
-    undefined = bootstrap_interval(lambda s, y: roc_auc_score(y, s), np.ones(5), np.ones(5), resamples=20)
+    undefined = with_interval(lambda s, y: roc_auc_score(y, s), np.ones(5), np.ones(5), resamples=20)
     assert undefined == {"value": None, "low": None, "high": None}
 
 
@@ -154,3 +158,23 @@ def test_saved_thresholds_reach_the_pipeline(evaluated):
     called = {item["finding"]: item for item in answer["findings"] if "present" in item}
     assert set(called) == set(FINDINGS)
     assert all(item["present"] == (item["score"] >= item["threshold"]) for item in called.values())
+
+
+def test_the_demo_and_evaluate_model_take_their_figures_from_one_zero_shot_pass(evaluated, tmp_path):
+    model_dir = shutil.copytree(evaluated / "model", tmp_path / "model")
+    metrics = json.loads((evaluated / "out" / "metrics.json").read_text())
+    held_out = evaluate_held_out(model_dir, load_from_disk(str(evaluated / "corpus")), reports=evaluated / "reports.jsonl")
+    zero_shot = held_out["test_zero_shot"]
+    assert zero_shot["thresholds"] == pytest.approx(metrics["zero_shot"]["thresholds"], abs=1e-5)
+    for name, figure in metrics["zero_shot"]["auc"].items():
+        assert zero_shot["auc"][name] == pytest.approx(figure["value"], abs=1e-6)
+    lvef = metrics["zero_shot"]["lvef_estimate"]
+    assert zero_shot["lvef_estimate"]["mae"] == pytest.approx(lvef["mae"]["value"], abs=1e-4)
+    assert zero_shot["lvef_estimate"]["n"] == lvef["n"] == 8
+    for key in ("text_to_study_R@1", "text_to_study_R@5", "study_to_text_median_rank"):
+        assert held_out["test_retrieval"][key] == pytest.approx(metrics["retrieval"][key]["value"])
+
+
+def test_evaluate_model_names_the_fix_for_a_folder_that_is_not_a_corpus(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a prepared corpus .*cmr-clip prepare"):
+        evaluate_model(tmp_path, tmp_path, tmp_path / "out", plots=False, progress=False)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from cmr_clip import CMRCLIPForStudyClassification, CMRCLIPModel
 from cmr_clip.cli import main as cli_main
+from cmr_clip.evaluation.classification import best_f1_threshold, classification_metrics
 from cmr_clip.finetune import (
     TEXT_LORA_TARGETS,
     VIDEO_LORA_TARGETS,
@@ -26,7 +27,6 @@ from cmr_clip.finetune import (
     trainable_fraction,
 )
 from cmr_clip.finetune.loop import imbalance_weights, parse_labels
-from cmr_clip.finetune.metrics import best_f1_threshold, classification_metrics
 from test_modeling_cmr_clip import tiny_config
 from test_training import make_corpus, train_in_bf16
 

@@ -14,6 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+
+from .classification import auc, has_both_classes
+from .errors import EvaluationError
 
 DEFAULT_KS = (1, 2, 4, 8, 16, 32)
 
@@ -33,8 +38,6 @@ def prototype_probe(support_x: np.ndarray, support_y: np.ndarray, query_x: np.nd
 
 def logistic_probe(support_x: np.ndarray, support_y: np.ndarray, query_x: np.ndarray) -> np.ndarray:
     """Score per query study: log-odds of a logistic regression fitted on the support set."""
-    from sklearn.linear_model import LogisticRegression
-
     classifier = LogisticRegression(max_iter=1000).fit(_normalise(support_x), support_y)
     return classifier.decision_function(_normalise(query_x))
 
@@ -44,10 +47,8 @@ PROBES: dict[str, Callable] = {"prototype": prototype_probe, "logistic": logisti
 
 def episode_metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """AUC of the scores, accuracy and F1 of "present where score > 0"."""
-    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
-
     predicted = (scores > 0).astype(int)
-    return {"auc": float(roc_auc_score(truth, scores)), "accuracy": float(accuracy_score(truth, predicted)),
+    return {"auc": auc(scores, truth), "accuracy": float(accuracy_score(truth, predicted)),
             "f1": float(f1_score(truth, predicted, zero_division=0))}
 
 
@@ -69,9 +70,7 @@ def few_shot_curve(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     """k -> {auc, accuracy, f1: {mean, low, high}, episodes}. A k larger than either class of the training
     pool is left out; the test set must hold both classes."""
     train_y, test_y = np.asarray(train_y).astype(int), np.asarray(test_y).astype(int)
-    if len(np.unique(test_y)) < 2:
-        from .zero_shot import EvaluationError
-
+    if not has_both_classes(test_y):
         raise EvaluationError("the test studies hold only one class of this finding; AUC needs both.")
     probe_fn = PROBES[probe]
     rng = np.random.default_rng(seed)

@@ -7,6 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_curve
+
+from .retrieval import DEFAULT_KS
 
 
 def _pyplot():
@@ -28,8 +31,6 @@ def write_plots(out: Path, scores: dict, labels: dict, metrics: dict) -> list[Pa
 
 
 def roc_plot(path: Path, scores: dict, labels: dict, aucs: dict) -> Path:
-    from sklearn.metrics import roc_curve
-
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 6))
     for name, values in scores.items():
@@ -62,8 +63,6 @@ def few_shot_plot(path: Path, few_shot: dict) -> Path:
 
 
 def recall_plot(path: Path, metrics: dict) -> Path:
-    from .retrieval import DEFAULT_KS
-
     plt = _pyplot()
     groups = [("all", metrics["retrieval"])] + [
         (f"{column}={value}", entry["retrieval"]) for column, values in metrics["slices"].items()

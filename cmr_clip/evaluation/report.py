@@ -10,52 +10,88 @@ markdown summary and PNG plots (what `cmr-clip evaluate` runs).
 - robustness: cosine of each test embedding to itself after frames are shuffled within a view or 25%
   are dropped.
 Zero-shot, retrieval and robustness figures carry a bootstrap 95% interval over studies (queries for
-retrieval); few-shot figures carry the 95% interval of the mean over episodes.
+retrieval; `intervals.with_interval`); few-shot figures carry the 95% interval of the mean over episodes.
+
+`evaluate_held_out` is the demo's evaluation: retrieval and zero-shot point figures on the test split,
+from the same embeddings and the same zero-shot pass (`zero_shot.run_zero_shot`) as `evaluate_model`.
 """
 
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..data.corpus import load_corpus
 from ..embeddings import embed_split
+from ..modeling import CMRCLIPModel
+from ..pipelines.prompts import model_prompt_set
+from ..processing import CMRCLIPProcessor
+from .classification import auc, has_both_classes, labelled
 from .few_shot import DEFAULT_KS, few_shot_curve
+from .intervals import with_interval
+from .plots import write_plots
+from .regression import known, mean_absolute_error, pearson_r
 from .retrieval import DEFAULT_KS as RECALL_KS
-from .retrieval import ranks_of_matches
-from .stats import bootstrap_interval
-from .zero_shot import (
-    THRESHOLD_RULE,
-    calibrate,
-    estimates,
-    finding_scores,
-    read_measurements,
-    split_labels,
-)
+from .retrieval import chance_recall, match_ranks, median_rank, recall_at_k, retrieval_metrics
+from .robustness import embedding_stability
+from .zero_shot import THRESHOLD_RULE, ZeroShotOutcome, run_zero_shot, split_labels, zero_shot_figures
+
+
+def load_clip(model_dir: str | Path) -> tuple[CMRCLIPModel, CMRCLIPProcessor]:
+    """The CMR-CLIP model (in eval mode) and processor saved in `model_dir`, as a user would load them."""
+    return CMRCLIPModel.from_pretrained(model_dir).eval(), CMRCLIPProcessor.from_pretrained(model_dir)
+
+
+def embed_splits(model, processor, corpus, names: tuple[str, ...], batch_size: int = 32,
+                 progress: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """split name -> `embed_split`'s `video` and `text` embeddings, for each of `names`."""
+    return {name: embed_split(model, processor, corpus[name], batch_size=batch_size, progress=progress) for name in names}
+
+
+def evaluate_held_out(model_dir: str | Path, corpus, reports: str | Path | None = None, batch_size: int = 64) -> dict:
+    """The demo's evaluation of the CMR-CLIP saved in `model_dir`: `test_retrieval` (`retrieval_metrics` on the
+    test split) and `test_zero_shot` (`zero_shot_figures`); the validation thresholds are saved with the model."""
+    model, processor = load_clip(model_dir)
+    embedded = embed_splits(model, processor, corpus, ("validation", "test"), batch_size)
+    outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, model_prompt_set(None), reports)
+    outcome.prompts.save(model_dir)
+    return {"test_retrieval": retrieval_metrics(embedded["test"]["text"], embedded["test"]["video"]),
+            "test_zero_shot": zero_shot_figures(outcome)}
 
 
 def auc_with_interval(scores: np.ndarray, truth: np.ndarray, resamples: int) -> dict:
-    from sklearn.metrics import roc_auc_score
-
-    keep = ~np.isnan(truth)
-    s, y = scores[keep], truth[keep].astype(int)
-    figure = bootstrap_interval(lambda a, b: roc_auc_score(b, a) if len(np.unique(b)) == 2 else None, s, y,
-                                resamples=resamples)
-    return {**figure, "positives": int(y.sum()), "n": int(len(y))}
+    s, y = labelled(scores, truth)
+    return {**with_interval(auc, s, y, resamples=resamples), "positives": int(y.sum()), "n": int(len(y))}
 
 
 def retrieval_with_intervals(text: torch.Tensor, video: torch.Tensor, resamples: int) -> dict:
     """Recall@K and median rank in both directions; intervals resample the queries."""
-    similarity = text @ video.T
     result = {"n": int(len(text))}
-    for direction, matrix in (("text_to_study", similarity), ("study_to_text", similarity.T)):
-        ranks = ranks_of_matches(matrix).numpy().astype(float)
+    for direction, ranks in match_ranks(text, video).items():
+        ranks = ranks.astype(float)
         for k in RECALL_KS:
-            result[f"{direction}_R@{k}"] = bootstrap_interval(lambda r, k=k: float(np.mean(r <= k)), ranks, resamples=resamples)
-        result[f"{direction}_median_rank"] = bootstrap_interval(lambda r: float(np.median(r)), ranks, resamples=resamples)
-    result.update({f"chance_R@{k}": min(1.0, k / len(text)) for k in RECALL_KS})
+            result[f"{direction}_R@{k}"] = with_interval(partial(recall_at_k, k=k), ranks, resamples=resamples)
+        result[f"{direction}_median_rank"] = with_interval(median_rank, ranks, resamples=resamples)
+    return {**result, **chance_recall(len(text), RECALL_KS)}
+
+
+def lvef_figures(predicted: np.ndarray, truth: np.ndarray, resamples: int) -> dict:
+    p, t = known(predicted, truth)
+    return {"mae": with_interval(mean_absolute_error, p, t, resamples=resamples),
+            "pearson_r": with_interval(pearson_r, p, t, resamples=resamples), "n": int(len(t))}
+
+
+def zero_shot_with_intervals(outcome: ZeroShotOutcome, resamples: int) -> dict:
+    """`evaluate_model`'s zero-shot figures: AUC per finding and the LVEF estimate's error, with intervals."""
+    result = {"threshold_rule": THRESHOLD_RULE, "thresholds": outcome.prompts.thresholds,
+              "auc": {name: auc_with_interval(outcome.scores[name], outcome.labels[name], resamples)
+                      for name in outcome.scores}}
+    if outcome.estimate is not None:
+        result["lvef_estimate"] = lvef_figures(*outcome.estimate, resamples)
     return result
 
 
@@ -70,12 +106,12 @@ def few_shot_results(train_x, train_labels, test_x, test_labels, ks, episodes: i
     for probe in ("prototype", "logistic"):
         result[probe] = {}
         for name, truth in test_labels.items():
-            pool, known = train_labels[name], ~np.isnan(test_labels[name])
+            pool, known_rows = train_labels[name], ~np.isnan(test_labels[name])
             usable = ~np.isnan(pool)
-            if len(np.unique(truth[known])) < 2 or len(np.unique(pool[usable])) < 2:
+            if not has_both_classes(truth[known_rows]) or not has_both_classes(pool[usable]):
                 continue
-            curve = few_shot_curve(train_x[usable], pool[usable], test_x[known], truth[known], probe=probe, ks=ks,
-                                   episodes=episodes, seed=seed)
+            curve = few_shot_curve(train_x[usable], pool[usable], test_x[known_rows], truth[known_rows], probe=probe,
+                                   ks=ks, episodes=episodes, seed=seed)
             result[probe][name] = {str(k): v for k, v in curve.items()}
     return result
 
@@ -84,60 +120,32 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | P
                    ks=DEFAULT_KS, episodes: int = 20, resamples: int = 1000, plots: bool = True, seed: int = 0,
                    progress: bool = True, save_thresholds: bool = False) -> dict:
     """Evaluate, write `metrics.json`, `summary.md` and (with `plots`) PNGs into `out_dir`; return the metrics."""
-    from datasets import load_from_disk
-
-    from ..modeling import CMRCLIPModel
-    from ..pipelines.prompts import model_prompt_set
-    from ..processing import CMRCLIPProcessor
-    from .robustness import embedding_stability
-
+    corpus = load_corpus(str(data_dir))
+    model, processor = load_clip(model_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = CMRCLIPModel.from_pretrained(model_dir).eval()
-    processor = CMRCLIPProcessor.from_pretrained(model_dir)
-    corpus = load_from_disk(str(data_dir))
-    embedded = {name: embed_split(model, processor, corpus[name], progress=progress) for name in ("train", "validation", "test")}
-
-    prompts = calibrate(model, processor.tokenizer, embedded["validation"]["video"], corpus["validation"], model_prompt_set(None))
+    embedded = embed_splits(model, processor, corpus, ("train", "validation", "test"), progress=progress)
+    outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, model_prompt_set(None), reports)
     if save_thresholds:
-        prompts.save(model_dir)
+        outcome.prompts.save(model_dir)
     test = corpus["test"]
-    scores = finding_scores(model, processor.tokenizer, embedded["test"]["video"], prompts)
-    labels = split_labels(test, list(scores))
     metrics = {
         "model": str(model_dir), "data": str(data_dir), "splits": {name: len(split) for name, split in corpus.items()},
         "interval": f"bootstrap 95% over studies ({resamples} resamples); few-shot: 95% interval of the mean over episodes",
-        "zero_shot": {"threshold_rule": THRESHOLD_RULE, "thresholds": prompts.thresholds,
-                      "auc": {name: auc_with_interval(scores[name], labels[name], resamples) for name in scores}},
+        "zero_shot": zero_shot_with_intervals(outcome, resamples),
     }
-    if reports is not None:
-        truth = read_measurements(reports, list(test["study_id"]), "lvef")
-        predicted = estimates(model, processor.tokenizer, embedded["test"]["video"], prompts, "lvef")
-        metrics["zero_shot"]["lvef_estimate"] = lvef_figures(predicted, truth, resamples)
-    metrics["few_shot"] = few_shot_results(embedded["train"]["video"].numpy(), split_labels(corpus["train"], list(scores)),
-                                           embedded["test"]["video"].numpy(), labels, ks, episodes, seed)
+    metrics["few_shot"] = few_shot_results(embedded["train"]["video"].numpy(), split_labels(corpus["train"], list(outcome.scores)),
+                                           embedded["test"]["video"].numpy(), outcome.labels, ks, episodes, seed)
     metrics["retrieval"] = retrieval_with_intervals(embedded["test"]["text"], embedded["test"]["video"], resamples)
-    metrics["slices"] = slice_metrics(test, scores, labels, embedded["test"], resamples)
+    metrics["slices"] = slice_metrics(test, outcome.scores, outcome.labels, embedded["test"], resamples)
     stability = embedding_stability(model, processor, test, seed=seed)
-    metrics["robustness"] = {name: bootstrap_interval(np.mean, values, resamples=resamples) for name, values in stability.items()}
+    metrics["robustness"] = {name: with_interval(np.mean, values, resamples=resamples) for name, values in stability.items()}
 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "summary.md").write_text(markdown_summary(metrics))
     if plots:
-        from .plots import write_plots
-
-        write_plots(out, scores, labels, metrics)
+        write_plots(out, outcome.scores, outcome.labels, metrics)
     return metrics
-
-
-def lvef_figures(predicted: np.ndarray, truth: np.ndarray, resamples: int) -> dict:
-    from sklearn.metrics import mean_absolute_error
-
-    keep = ~np.isnan(truth)
-    p, t = predicted[keep], truth[keep]
-    return {"mae": bootstrap_interval(mean_absolute_error, t, p, resamples=resamples),
-            "pearson_r": bootstrap_interval(lambda a, b: np.corrcoef(a, b)[0, 1], p, t, resamples=resamples),
-            "n": int(keep.sum())}
 
 
 def slice_metrics(test, scores: dict, labels: dict, embedded: dict, resamples: int) -> dict:

@@ -18,16 +18,18 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.collate import StudyCollator
+from ..data.corpus import load_corpus
 from ..data.dataset import StudyTextDataset
 from ..embeddings import embed_split
+from ..index import CMRStudyIndex
+from ..modeling import CMRTargetForConditionalGeneration
+from ..processing import CMRTargetProcessor
 from .findings import FINDINGS, extract_findings, findings_present
+from .intervals import with_interval
 from .report_metrics import report_generation_metrics, rouge_l_scores
-from .stats import bootstrap_interval
 
 
 def load_split(data_dir: str | Path, split: str):
-    from ..training.loop import load_corpus
-
     corpus = load_corpus(str(data_dir))
     if split not in corpus:
         raise ValueError(f"{data_dir} has no {split!r} split (splits: {list(corpus)}).")
@@ -59,8 +61,6 @@ def generate_impressions(model, processor, split, batch_size: int = 8, progress:
 def retrieval_impressions(clip_model: str | Path, train_split, split, batch_size: int = 32,
                           progress: bool = True) -> list[str]:
     """The retrieval baseline: for every study of `split`, the impression of its nearest training study."""
-    from ..index import CMRStudyIndex
-
     index = CMRStudyIndex.from_model(clip_model)
     index.add_dataset(train_split, batch_size=batch_size, progress=progress)
     queries = embed_split(index.model, index.processor, split, batch_size=batch_size, progress=progress)["video"]
@@ -104,10 +104,10 @@ def paired_differences(drafts: list[str], baseline: list[str], references: list[
     ours, theirs = finding_counts(drafts, references), finding_counts(baseline, references)
     rouge_ours, rouge_theirs = np.array(rouge_l_scores(drafts, references)), np.array(rouge_l_scores(baseline, references))
     return {
-        "finding_f1_micro": bootstrap_interval(lambda a, b: _micro_f1(a) - _micro_f1(b), ours, theirs,
-                                               resamples=resamples, seed=seed),
-        "rougeL": bootstrap_interval(lambda a, b: float(a.mean() - b.mean()), rouge_ours, rouge_theirs,
-                                     resamples=resamples, seed=seed),
+        "finding_f1_micro": with_interval(lambda a, b: _micro_f1(a) - _micro_f1(b), ours, theirs,
+                                          resamples=resamples, seed=seed),
+        "rougeL": with_interval(lambda a, b: float(a.mean() - b.mean()), rouge_ours, rouge_theirs,
+                                resamples=resamples, seed=seed),
     }
 
 
@@ -124,9 +124,6 @@ def evaluate_report_generation(target_dir: str | Path, data_dir: str | Path, out
     With the baseline, `difference` holds CMR-TARGET minus baseline on finding-level micro F1 and ROUGE-L with
     paired bootstrap 95% intervals (`resamples`). Writes `report_metrics.json` (figures and a few example
     drafts, no identifiers) to `out_dir`."""
-    from ..modeling import CMRTargetForConditionalGeneration
-    from ..processing import CMRTargetProcessor
-
     corpus = load_split(data_dir, split)
     test = corpus[split]
     references = list(test["impression"])

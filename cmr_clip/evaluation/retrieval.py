@@ -2,7 +2,9 @@
 
 Row i of the text embeddings belongs to row i of the study embeddings. Ranks are 1-based: rank 1 means
 the matching item scored highest. Ties are broken pessimistically (an equal score ranks ahead of the
-match), so a constant model cannot look good.
+match), so a constant model cannot look good. `match_ranks` gives the rank of every query in both
+directions; `recall_at_k` and `median_rank` are metric functions over those ranks (so `with_interval`
+can resample the queries).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 
 DEFAULT_KS = (1, 5, 10)
+DIRECTIONS = ("text_to_study", "study_to_text")
 
 
 def ranks_of_matches(similarity: torch.Tensor) -> torch.Tensor:
@@ -22,6 +25,27 @@ def ranks_of_matches(similarity: torch.Tensor) -> torch.Tensor:
     return others_at_least_as_high + 1
 
 
+def match_ranks(text_embeds: torch.Tensor, video_embeds: torch.Tensor) -> dict[str, np.ndarray]:
+    """direction -> the rank of each query's match, by dot product of the embeddings as given."""
+    similarity = torch.as_tensor(text_embeds) @ torch.as_tensor(video_embeds).T
+    return {direction: ranks_of_matches(matrix).cpu().numpy()
+            for direction, matrix in zip(DIRECTIONS, (similarity, similarity.T))}
+
+
+def recall_at_k(ranks: np.ndarray, k: int) -> float:
+    """Share of queries whose match ranks within the top k."""
+    return float(np.mean(ranks <= k))
+
+
+def median_rank(ranks: np.ndarray) -> float:
+    return float(np.median(ranks))
+
+
+def chance_recall(n: int, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
+    """`chance_R@K`: the Recall@K of a random ranking of n items, K / n."""
+    return {f"chance_R@{k}": min(1.0, k / n) for k in ks}
+
+
 def retrieval_metrics(
     text_embeds: torch.Tensor, video_embeds: torch.Tensor, ks: tuple[int, ...] = DEFAULT_KS
 ) -> dict[str, float]:
@@ -31,16 +55,11 @@ def retrieval_metrics(
     `text_to_study_R@K`, `study_to_text_R@K`, `text_to_study_median_rank`, `study_to_text_median_rank`,
     and `chance_R@K` (K / n) for reference.
     """
-    text = torch.nn.functional.normalize(text_embeds.float(), dim=-1)
-    video = torch.nn.functional.normalize(video_embeds.float(), dim=-1)
-    similarity = text @ video.T
-    n = similarity.shape[0]
-    metrics: dict[str, float] = {"n": float(n)}
-    for direction, matrix in (("text_to_study", similarity), ("study_to_text", similarity.T)):
-        ranks = ranks_of_matches(matrix).cpu().numpy()
+    text = torch.nn.functional.normalize(torch.as_tensor(text_embeds).float(), dim=-1)
+    video = torch.nn.functional.normalize(torch.as_tensor(video_embeds).float(), dim=-1)
+    metrics: dict[str, float] = {"n": float(len(text))}
+    for direction, ranks in match_ranks(text, video).items():
         for k in ks:
-            metrics[f"{direction}_R@{k}"] = float(np.mean(ranks <= k))
-        metrics[f"{direction}_median_rank"] = float(np.median(ranks))
-    for k in ks:
-        metrics[f"chance_R@{k}"] = min(1.0, k / n)
-    return metrics
+            metrics[f"{direction}_R@{k}"] = recall_at_k(ranks, k)
+        metrics[f"{direction}_median_rank"] = median_rank(ranks)
+    return {**metrics, **chance_recall(len(text), ks)}

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data.augment import choose_frames
-from ..embeddings import encode_videos
+from ..embeddings import encode_frames
 
 
 def view_groups(metadata: str, num_frames: int) -> list[np.ndarray]:
@@ -56,13 +56,6 @@ def embedding_stability(model, processor, split, drop_fraction: float = 0.25, se
         original.append(frames)
         shuffled.append(shuffle_within_views(frames, groups, rng))
         dropped.append(drop_frames(frames, drop_fraction, rng))
-    reference = _embed(model, processor, torch.stack(original), batch_size)
-    return {name: (_embed(model, processor, torch.stack(videos), batch_size) * reference).sum(-1).numpy()
-            for name, videos in (("shuffle", shuffled), ("drop", dropped))}
-
-
-def _embed(model, processor, frames: torch.Tensor, batch_size: int) -> torch.Tensor:
-    device = next(model.parameters()).device
-    chunks = [encode_videos(model, processor.feature_extractor.normalise(frames[i:i + batch_size]).to(device)).cpu()
-              for i in range(0, len(frames), batch_size)]
-    return torch.cat(chunks)
+    reference = encode_frames(model, processor.feature_extractor, torch.stack(original), batch_size)
+    return {name: (encode_frames(model, processor.feature_extractor, torch.stack(videos), batch_size) * reference)
+            .sum(-1).numpy() for name, videos in (("shuffle", shuffled), ("drop", dropped))}

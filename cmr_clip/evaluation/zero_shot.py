@@ -4,25 +4,46 @@ The scores come from the same `PromptBank` the `zero-shot-cmr` pipeline uses, ap
 embeddings of a split, so the evaluation and the pipeline cannot disagree. Thresholds are chosen on a
 validation split by Youden's J (the ROC point that maximises sensitivity + specificity - 1) and saved
 with the model's prompt set (`zero_shot_prompts.json`), from which the pipeline answers yes/no.
+
+`run_zero_shot` is the one calibrate -> score -> label -> estimate pass over a validation and a test split;
+the demo's figures (`zero_shot_figures`) and `evaluate_model`'s figures with intervals are both taken from
+its `ZeroShotOutcome`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..embeddings import embed_split
 from ..pipelines.prompts import PromptSet
 from ..pipelines.scoring import PromptBank, ZeroShotQuery
+from .classification import auc, labelled, youden_threshold
+from .regression import regression_metrics
 
 THRESHOLD_RULE = "youden_j on the validation split"
+ESTIMATE = "lvef"  # the quantity the synthetic cohort's reports measure, and the prompt sets estimate
+MIN_MEASURED = 3  # studies with a measured value below which the demo reports no estimate error
 
 
-class EvaluationError(ValueError):
-    """The data cannot support the evaluation asked for (no labels, one class only, mismatched sizes)."""
+@dataclass
+class ZeroShotOutcome:
+    """A zero-shot pass over a test split, before any figure is computed.
+
+    prompts: the prompt set with thresholds calibrated on the validation split; scores: finding ->
+    probability per test study; labels: finding -> 1.0, 0.0 or NaN (unlabelled) per test study;
+    estimate: (estimated, measured) `lvef` per test study (measured NaN where the reports have none), or
+    None without reports; n: test studies.
+    """
+
+    prompts: PromptSet
+    scores: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    estimate: tuple[np.ndarray, np.ndarray] | None
+    n: int
 
 
 def split_labels(split, names: list[str]) -> dict[str, np.ndarray]:
@@ -31,52 +52,34 @@ def split_labels(split, names: list[str]) -> dict[str, np.ndarray]:
     return {name: np.array([float(row[name]) if name in row else np.nan for row in rows]) for name in names}
 
 
+def _score(model, tokenizer, video_embeds: torch.Tensor, query: ZeroShotQuery, prompt_set: PromptSet) -> dict:
+    scale = float(model.logit_scale_value().detach())
+    return PromptBank(model, tokenizer).score(video_embeds, query, prompt_set, scale)
+
+
 def finding_scores(model, tokenizer, video_embeds: torch.Tensor, prompt_set: PromptSet,
                    findings: list[str] | None = None) -> dict[str, np.ndarray]:
     """finding -> zero-shot probability per study, exactly as the pipeline computes it."""
     query = ZeroShotQuery.build(prompt_set, findings=findings or True)
-    scale = float(model.logit_scale_value().detach())
-    scores = PromptBank(model, tokenizer).score(video_embeds, query, prompt_set, scale)
+    scores = _score(model, tokenizer, video_embeds, query, prompt_set)
     return {name: scores["finding_scores"][:, i].numpy() for i, name in enumerate(query.findings)}
 
 
 def estimates(model, tokenizer, video_embeds: torch.Tensor, prompt_set: PromptSet, name: str) -> np.ndarray:
     """Zero-shot estimate of a quantity (e.g. `lvef`) per study."""
     query = ZeroShotQuery.build(prompt_set, estimate=name)
-    scale = float(model.logit_scale_value().detach())
-    scores = PromptBank(model, tokenizer).score(video_embeds, query, prompt_set, scale)
-    return scores["estimates"][:, 0].numpy()
-
-
-def _known(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    keep = ~np.isnan(truth)
-    return scores[keep], truth[keep].astype(int)
+    return _score(model, tokenizer, video_embeds, query, prompt_set)["estimates"][:, 0].numpy()
 
 
 def finding_aucs(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float | None]:
     """ROC AUC per finding (None where the split has only one class of that finding)."""
-    from sklearn.metrics import roc_auc_score
-
-    result = {}
-    for name, values in scores.items():
-        s, y = _known(values, labels[name])
-        result[name] = float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else None
-    return result
+    return {name: auc(*labelled(values, labels[name])) for name, values in scores.items()}
 
 
 def youden_thresholds(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:
     """Per finding, the score threshold that maximises Youden's J (TPR - FPR); findings with one class are left out."""
-    from sklearn.metrics import roc_curve
-
-    thresholds = {}
-    for name, values in scores.items():
-        s, y = _known(values, labels[name])
-        if len(np.unique(y)) < 2:
-            continue
-        fpr, tpr, cut = roc_curve(y, s)
-        best = int(np.argmax(tpr - fpr))
-        thresholds[name] = float(min(cut[best], 1.0))
-    return thresholds
+    thresholds = {name: youden_threshold(*labelled(values, labels[name])) for name, values in scores.items()}
+    return {name: threshold for name, threshold in thresholds.items() if threshold is not None}
 
 
 def calibrate(model, tokenizer, video_embeds: torch.Tensor, split, prompt_set: PromptSet) -> PromptSet:
@@ -89,18 +92,6 @@ def calibrate(model, tokenizer, video_embeds: torch.Tensor, split, prompt_set: P
     return PromptSet.from_dict(data)
 
 
-def regression_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Mean absolute error and Pearson correlation of estimates against measured values."""
-    from sklearn.metrics import mean_absolute_error
-
-    keep = ~np.isnan(truth)
-    predicted, truth = predicted[keep], truth[keep]
-    if len(truth) < 3:
-        raise EvaluationError(f"need at least 3 studies with a measured value, got {len(truth)}.")
-    return {"mae": float(mean_absolute_error(truth, predicted)), "pearson_r": float(np.corrcoef(predicted, truth)[0, 1]),
-            "n": float(len(truth))}
-
-
 def read_measurements(reports: str | Path, study_ids: list[str], name: str) -> np.ndarray:
     """`measurements[name]` per study id from a reports JSONL (the synthetic cohort writes them); NaN where absent."""
     by_id = {}
@@ -111,42 +102,39 @@ def read_measurements(reports: str | Path, study_ids: list[str], name: str) -> n
     return np.array([np.nan if by_id.get(i) is None else float(by_id[i]) for i in study_ids])
 
 
-def zero_shot_split_metrics(model_dir: str | Path, corpus, reports: str | Path | None = None,
-                            save_thresholds: bool = True) -> dict:
-    """The demo's zero-shot figures: thresholds from the validation split (saved with the model when asked),
-    AUC per finding on the test split, and the LVEF estimate's error when `reports` has measurements."""
-    from ..modeling import CMRCLIPModel
-    from ..pipelines.prompts import model_prompt_set
-    from ..processing import CMRCLIPProcessor
+def run_zero_shot(model, tokenizer, embedded: dict[str, dict[str, torch.Tensor]], corpus, prompt_set: PromptSet,
+                  reports: str | Path | None = None) -> ZeroShotOutcome:
+    """Thresholds calibrated on the `validation` split, then finding scores, labels and (with `reports`, when
+    the prompt set has an `lvef` estimate) the LVEF estimate on the `test` split. `embedded`: split name ->
+    `embed_split`'s output, for both splits."""
+    prompts = calibrate(model, tokenizer, embedded["validation"]["video"], corpus["validation"], prompt_set)
+    test, videos = corpus["test"], embedded["test"]["video"]
+    scores = finding_scores(model, tokenizer, videos, prompts)
+    estimate = None
+    if reports is not None and ESTIMATE in prompts.estimates:
+        estimate = (estimates(model, tokenizer, videos, prompts, ESTIMATE),
+                    read_measurements(reports, list(test["study_id"]), ESTIMATE))
+    return ZeroShotOutcome(prompts, scores, split_labels(test, list(scores)), estimate, len(test))
 
-    model = CMRCLIPModel.from_pretrained(model_dir).eval()
-    processor = CMRCLIPProcessor.from_pretrained(model_dir)
-    prompt_set = model_prompt_set(None)
-    calibrated = calibrate(model, processor.tokenizer, embed_split(model, processor, corpus["validation"])["video"],
-                           corpus["validation"], prompt_set)
-    if save_thresholds:
-        calibrated.save(model_dir)
-    test = corpus["test"]
-    videos = embed_split(model, processor, test)["video"]
-    scores = finding_scores(model, processor.tokenizer, videos, calibrated)
-    labels = split_labels(test, list(scores))
-    result = {"auc": finding_aucs(scores, labels), "thresholds": calibrated.thresholds, "threshold_rule": THRESHOLD_RULE,
-              "n": len(test)}
-    if reports is not None and "lvef" in calibrated.estimates:
-        truth = read_measurements(reports, list(test["study_id"]), "lvef")
-        if np.sum(~np.isnan(truth)) >= 3:
-            result["lvef_estimate"] = regression_metrics(estimates(model, processor.tokenizer, videos, calibrated, "lvef"), truth)
+
+def zero_shot_figures(outcome: ZeroShotOutcome) -> dict:
+    """The demo's zero-shot figures: AUC per finding on the test split, the thresholds, and the LVEF
+    estimate's error where at least `MIN_MEASURED` test studies have a measured value."""
+    result = {"auc": finding_aucs(outcome.scores, outcome.labels), "thresholds": outcome.prompts.thresholds,
+              "threshold_rule": THRESHOLD_RULE, "n": outcome.n}
+    if outcome.estimate is not None and np.sum(~np.isnan(outcome.estimate[1])) >= MIN_MEASURED:
+        result["lvef_estimate"] = regression_metrics(*outcome.estimate, minimum=MIN_MEASURED)
     return result
 
 
 def zero_shot_table(figures: dict) -> str:
-    """The figures of `zero_shot_split_metrics` as a markdown table (AUC per finding, LVEF estimate)."""
+    """The figures of `zero_shot_figures` as a markdown table (AUC per finding, LVEF estimate)."""
     lines = [f"| zero-shot finding    | AUC  | threshold ({figures['threshold_rule']}) |", "| --- | --- | --- |"]
-    for name, auc in figures["auc"].items():
+    for name, value in figures["auc"].items():
         threshold = figures["thresholds"].get(name)
-        lines.append(f"| {name:<20} | {'n/a ' if auc is None else f'{auc:.2f}'} | "
+        lines.append(f"| {name:<20} | {'n/a ' if value is None else f'{value:.2f}'} | "
                      f"{'' if threshold is None else f'{threshold:.3f}'} |")
-    if any(auc is None for auc in figures["auc"].values()):
+    if any(value is None for value in figures["auc"].values()):
         lines.append("n/a: the test split has no positives (or no negatives) of that finding.")
     if "lvef_estimate" in figures:
         lvef = figures["lvef_estimate"]

@@ -30,6 +30,7 @@ from transformers import get_cosine_schedule_with_warmup
 from ..data.augment import Augmentation
 from ..data.collate import StudyCollator
 from ..data.dataset import StudyTextDataset
+from ..evaluation.classification import classification_metrics
 from ..modeling import CMRCLIPConfig, CMRCLIPForStudyClassification, CMRCLIPModel
 from ..modeling.modeling_cmr_clip import study_classification_loss
 from ..training.loop import (
@@ -41,7 +42,6 @@ from ..training.loop import (
     resume_state,
     save_checkpoint,
 )
-from .metrics import classification_metrics
 from .prompt_tuning import PromptClassifier, label_prompt_groups
 
 VIDEO_LORA_TARGETS = ["qkv", "out_proj", "fc1", "fc2"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from transformers import Pipeline
 
+from ..processing import CMRTargetProcessor
 from .studies import study_inputs
 
 
@@ -32,11 +33,55 @@ class CMRReportGenerationPipeline(Pipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.processor is None:
-            from ..processing import CMRTargetProcessor
-
             self.processor = CMRTargetProcessor.from_pretrained(self.model.name_or_path)
         self.tokenizer = self.processor.tokenizer
         self.feature_extractor = self.processor.feature_extractor
+
+    def __call__(self, studies, **kwargs):
+        """
+        Draft an impression for the cardiac MRI study or studies passed as inputs.
+
+        Args:
+            studies (`str`, `Path`, `Study`, `dict` or a `list` of these):
+                The pipeline handles three kinds of study:
+
+                - a path to a study folder or zip of DICOM files (it must hold one study);
+                - a `Study` from `cmr_clip.read_study`;
+                - `{"pixel_values_videos": tensor}`, frames already processed, (T, 3, H, W) or (1, T, 3, H, W).
+
+            max_new_tokens (`int`, *optional*, defaults to 160):
+                The most tokens a draft may have.
+            max_sentences (`int`, *optional*):
+                Stop each draft after this many sentences.
+            num_beams, do_sample, temperature, num_return_sequences, ... (*optional*):
+                Passed to `generate`; greedy decoding, the default, is deterministic.
+            batch_size (`int`, *optional*, defaults to 1):
+                Studies run through the model at once.
+
+        Return:
+            A dictionary per study (a list of them for a list of studies; a list per study with
+            `num_return_sequences` above 1):
+
+            - **generated_impression** (`str`) -- the draft, its sentences joined.
+            - **sentences** (`list[str]`) -- the draft's sentences.
+            - **warnings** (`list[str]`) -- what the processor noticed about the study (e.g. a missing view).
+
+            A study that cannot be read gets `{"error": "<type>: <why>"}` instead; the others are answered.
+            A draft is a starting point for a reader to edit, not a report.
+
+        Example:
+
+        ```python
+        >>> import cmr_clip
+        >>> from transformers import pipeline
+
+        >>> draft = pipeline("cmr-report-generation", model="cmr-clip-demo/report")
+        >>> draft("cmr-clip-demo/cohort/studies/SYN00000", num_beams=4, max_sentences=3)
+        {'generated_impression': 'Normal LV size and function. No LGE.',
+         'sentences': ['Normal LV size and function.', 'No LGE.'], 'warnings': []}
+        ```
+        """
+        return super().__call__(studies, **kwargs)
 
     def _sanitize_parameters(self, max_new_tokens: int | None = None, **generate_kwargs):
         generate_kwargs["max_new_tokens"] = max_new_tokens or 160

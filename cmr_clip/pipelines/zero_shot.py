@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from transformers import Pipeline
 
+from ..embeddings import encode_videos
+from ..processing import CMRCLIPProcessor
 from .prompts import PromptSet, model_prompt_set
 from .scoring import PromptBank, ZeroShotQuery
 from .studies import is_read_study, study_inputs
@@ -42,8 +44,6 @@ class ZeroShotCMRPipeline(Pipeline):
         self._prompt_source, self._prompt_set = prompt_set, None
         super().__init__(*args, **kwargs)
         if self.processor is None:
-            from ..processing import CMRCLIPProcessor
-
             self.processor = CMRCLIPProcessor.from_pretrained(self.model.name_or_path)
         # Batching collates with the tokenizer's pad id; studies of one processor share a shape.
         self.tokenizer = self.processor.tokenizer
@@ -64,6 +64,63 @@ class ZeroShotCMRPipeline(Pipeline):
         if prompt_set is not None:
             return PromptSet.load(prompt_set)
         return model_prompt_set(self.model.name_or_path)
+
+    def __call__(self, studies, **kwargs):
+        """
+        Answer zero-shot questions about the cardiac MRI study or studies passed as inputs.
+
+        Args:
+            studies (`str`, `Path`, `Study`, `dict` or a `list` of these):
+                The pipeline handles four kinds of study:
+
+                - a path to a study folder or zip of DICOM files (it must hold one study);
+                - a `Study` from `cmr_clip.read_study`;
+                - `{"pixel_values_videos": tensor}`, frames already processed, (T, 3, H, W) or (1, T, 3, H, W);
+                - `{"video_embeds": tensor}`, a cached CMR-CLIP study embedding, (D,) or (1, D).
+
+            candidate_labels (`str` or `list[str]`, *optional*):
+                Labels to choose among (softmax over them). A disease name of the prompt set uses its prompt
+                ensemble; any other label is put into *hypothesis_template*.
+            hypothesis_template (`str`, *optional*, defaults to `"{}."`):
+                The sentence a candidate label is put into, with `{}` where the label goes; given, it is used
+                for disease names too.
+            findings (`bool`, `str` or `list[str]`, *optional*):
+                Findings of the prompt set to judge, each on its own (multi-label); `True` asks all of them.
+                With no labels, findings or estimates asked, every finding is judged.
+            estimate (`str` or `list[str]`, *optional*):
+                Quantities of the prompt set to estimate, e.g. `"lvef"`.
+            prompt_set (`str`, `Path` or `PromptSet`, *optional*):
+                The prompt set for this call (a JSON file, a model folder or a built-in name); by default the
+                one given at construction, else the model's `zero_shot_prompts.json`, else the built-in set.
+            batch_size (`int`, *optional*, defaults to 1):
+                Studies run through the model at once.
+
+        Return:
+            A dictionary per study (a list of them for a list of studies) with the keys asked for:
+
+            - **labels** (`list[dict]`) -- `{"label", "score"}` per candidate label, best first; the scores
+              sum to 1.
+            - **findings** (`list[dict]`) -- `{"finding", "score"}` per finding, most probable first, the score
+              the probability that the finding is present; with `threshold` and `present` (`bool`) where the
+              prompt set has a threshold for it.
+            - **estimates** (`dict[str, float]`) -- quantity -> estimated value.
+            - **warnings** (`list[str]`) -- what the processor noticed about the study (e.g. a missing view).
+
+            A study that cannot be read gets `{"error": "<type>: <why>"}` instead; the others are answered.
+
+        Example:
+
+        ```python
+        >>> import cmr_clip
+        >>> from transformers import pipeline
+
+        >>> classify = pipeline("zero-shot-cmr", model="cmr-clip-demo")
+        >>> classify("cmr-clip-demo/cohort/studies/SYN00000", findings=["lge"], estimate="lvef")
+        {'findings': [{'finding': 'lge', 'score': 0.71, 'threshold': 0.52, 'present': True}],
+         'estimates': {'lvef': 41.3}, 'warnings': []}
+        ```
+        """
+        return super().__call__(studies, **kwargs)
 
     def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, findings=None, estimate=None,
                              prompt_set=None, **kwargs):
@@ -87,9 +144,7 @@ class ZeroShotCMRPipeline(Pipeline):
         if "video_embeds" in model_inputs:
             videos = torch.nn.functional.normalize(model_inputs["video_embeds"].to(self.device), dim=-1)
         else:
-            pixels = model_inputs["pixel_values_videos"].to(self.device, self.model.dtype)
-            videos = torch.nn.functional.normalize(
-                self.model.get_video_features(pixel_values_videos=pixels).pooler_output.float(), dim=-1)
+            videos = encode_videos(self.model, model_inputs["pixel_values_videos"].to(self.device, self.model.dtype))
         scale = float(self.model.logit_scale_value().detach())
         scores = self.prompt_bank.score(videos, query, prompt_set, scale)
         return {**scores, "warnings": model_inputs["warnings"], "error": model_inputs["error"]}

@@ -20,6 +20,7 @@ from transformers import AutoTokenizer, BertConfig, get_cosine_schedule_with_war
 
 from ..data.augment import Augmentation
 from ..data.collate import ImpressionTokenizer, StudyCollator
+from ..data.corpus import load_corpus
 from ..data.dataset import StudyTextDataset
 from ..data.streaming import batches_on_every_process, open_streams, process_part
 from ..embeddings import embed_batches
@@ -50,20 +51,6 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.length).tolist())
-
-
-def load_corpus(data_dir: str):
-    from datasets import load_from_disk
-
-    path = Path(data_dir)
-    if not (path / "dataset_dict.json").is_file():
-        raise FileNotFoundError(
-            f"{data_dir} is not a prepared corpus (no dataset_dict.json); create one with `cmr-clip prepare`."
-        )
-    corpus = load_from_disk(str(path))
-    if "train" not in corpus:
-        raise ValueError(f"{data_dir} has no 'train' split (splits: {list(corpus)}).")
-    return corpus
 
 
 def corpus_video_shape(split) -> tuple[int, int]:

@@ -13,6 +13,8 @@ LV/RV, grades); a negated or unmentioned finding counts as absent. A thin wrappe
 import datasets
 import evaluate
 
+from cmr_clip.evaluation.report_metrics import clinical_accuracy
+
 _DESCRIPTION = ("Per-finding precision, recall and F1 (and micro/macro F1, diagnosis agreement) between the "
                 "findings stated in generated and in reference cardiac MRI impressions.")
 _KWARGS_DESCRIPTION = """
@@ -33,6 +35,4 @@ class ClinicalAccuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        from cmr_clip.evaluation.report_metrics import clinical_accuracy
-
         return clinical_accuracy(predictions, references)

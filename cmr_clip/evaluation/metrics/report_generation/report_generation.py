@@ -12,6 +12,8 @@ METEOR with exact and stem matching, per-finding precision/recall/F1); needs the
 import datasets
 import evaluate
 
+from cmr_clip.evaluation.report_metrics import report_generation_metrics
+
 _DESCRIPTION = ("Corpus BLEU-1..4, ROUGE-L, METEOR (exact + stem matching, no WordNet) and finding-level "
                 "clinical accuracy of generated impressions against reference impressions.")
 _CITATION = """\
@@ -38,6 +40,4 @@ class ReportGeneration(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        from cmr_clip.evaluation.report_metrics import report_generation_metrics
-
         return report_generation_metrics(predictions, references)

@@ -13,6 +13,8 @@ import datasets
 import evaluate
 import torch
 
+from cmr_clip.evaluation.retrieval import retrieval_metrics
+
 _DESCRIPTION = "Recall@K and median rank, both directions, for paired query and target embeddings (CMR-CLIP)."
 _KWARGS_DESCRIPTION = """
 Args:
@@ -33,6 +35,4 @@ class RetrievalRecall(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, ks=(1, 5, 10)):
-        from cmr_clip.evaluation.retrieval import retrieval_metrics
-
         return retrieval_metrics(torch.tensor(predictions), torch.tensor(references), ks=tuple(ks))

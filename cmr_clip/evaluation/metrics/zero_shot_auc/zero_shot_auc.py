@@ -5,12 +5,15 @@
     auc = evaluate.load(metric_path("zero_shot_auc"))
     auc.compute(predictions=scores, references=labels)   # {"auc", "auc_low", "auc_high", "n"}
 
-A thin wrapper over scikit-learn's `roc_auc_score` and `cmr_clip.evaluation.stats.bootstrap_interval`.
+A thin wrapper over `cmr_clip.evaluation.classification.auc` and `cmr_clip.evaluation.intervals.with_interval`.
 """
 
 import datasets
 import evaluate
 import numpy as np
+
+from cmr_clip.evaluation.classification import auc
+from cmr_clip.evaluation.intervals import with_interval
 
 _DESCRIPTION = "ROC AUC of per-study scores for one binary finding, with a percentile-bootstrap 95% interval."
 _KWARGS_DESCRIPTION = """
@@ -31,10 +34,6 @@ class ZeroShotAUC(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, resamples=1000, seed=0):
-        from sklearn.metrics import roc_auc_score
-
-        from cmr_clip.evaluation.stats import bootstrap_interval
-
         scores, labels = np.asarray(predictions, dtype=float), np.asarray(references, dtype=int)
-        figure = bootstrap_interval(lambda s, y: roc_auc_score(y, s), scores, labels, resamples=resamples, seed=seed)
+        figure = with_interval(auc, scores, labels, resamples=resamples, seed=seed)
         return {"auc": figure["value"], "auc_low": figure["low"], "auc_high": figure["high"], "n": len(labels)}

@@ -1,0 +1,86 @@
+"""Evaluation's metric functions on inputs whose answers are worked out by hand: AUC where it is defined,
+thresholds, MAE and Pearson r, retrieval ranks, and `with_interval` around any of them."""
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from cmr_clip.evaluation.classification import auc, classification_metrics, labelled, youden_threshold
+from cmr_clip.evaluation.errors import EvaluationError
+from cmr_clip.evaluation.intervals import with_interval
+from cmr_clip.evaluation.regression import mean_absolute_error, pearson_r, regression_metrics
+from cmr_clip.evaluation.retrieval import match_ranks, median_rank, recall_at_k, retrieval_metrics
+
+
+def test_auc_counts_correctly_ordered_pairs_and_is_none_with_one_class():
+    # pairs (positive, negative): (0.35, 0.1) right, (0.35, 0.4) wrong, (0.8, 0.1) and (0.8, 0.4) right: 3 of 4
+    assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert auc(np.array([0.1, 0.4, 0.35]), np.array([1, 1, 1])) is None
+    assert auc(np.array([]), np.array([], dtype=int)) is None
+
+
+def test_labelled_leaves_out_studies_without_a_label():
+    scores, truth = labelled(np.array([0.2, 0.5, 0.9]), np.array([0.0, np.nan, 1.0]))
+    assert scores.tolist() == [0.2, 0.9] and truth.tolist() == [0, 1] and truth.dtype.kind == "i"
+
+
+def test_youden_threshold_separates_the_classes_and_is_none_with_one_class():
+    assert youden_threshold(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == pytest.approx(0.8)
+    assert youden_threshold(np.array([0.1, 0.2]), np.array([0, 0])) is None
+
+
+def test_mae_and_pearson_on_known_values():
+    predicted, truth = np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 6.0])
+    assert mean_absolute_error(predicted, truth) == pytest.approx(2.0)
+    assert pearson_r(predicted, truth) == pytest.approx(1.0)
+    assert pearson_r(-predicted, truth) == pytest.approx(-1.0)
+    assert pearson_r(predicted, np.array([5.0, 5.0, 5.0])) is None
+    assert pearson_r(np.array([1.0]), np.array([2.0])) is None
+
+
+def test_regression_metrics_needs_enough_measured_studies():
+    with pytest.raises(EvaluationError, match="at least 3 studies with a measured value, got 2"):
+        regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, np.nan, 2.0]))
+
+
+def test_a_regression_head_reports_mae_and_pearson():
+    figures = classification_metrics("regression", ["lvef"], None, None, np.array([[40.0], [50.0], [60.0]]),
+                                      np.array([[42.0], [50.0], [58.0]]))
+    assert figures == {"mae": pytest.approx(4 / 3), "pearson_r": pytest.approx(1.0), "studies": 3}
+
+
+def test_match_ranks_break_ties_against_the_match():
+    text = torch.eye(3)
+    video = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 1.0], [0.0, 1.0, 0.0]])
+    # text i against video j scores video[j, i]: query 0 ranks its match first, query 1 second (0.5 < 1.0),
+    # query 2 last (its match scores 0, tied with video 0 and below video 1).
+    ranks = match_ranks(text, video)
+    assert ranks["text_to_study"].tolist() == [1, 2, 3]
+    assert recall_at_k(ranks["text_to_study"], 1) == pytest.approx(1 / 3)
+    assert recall_at_k(ranks["text_to_study"], 2) == pytest.approx(2 / 3)
+    assert median_rank(ranks["text_to_study"]) == 2.0
+
+
+def test_retrieval_metrics_of_a_perfect_match_and_chance():
+    embeds = torch.randn(6, 4)
+    figures = retrieval_metrics(embeds * 3.0, embeds)  # scale does not matter: embeddings are normalised
+    assert figures["text_to_study_R@1"] == 1.0 and figures["study_to_text_median_rank"] == 1.0
+    assert figures["chance_R@1"] == pytest.approx(1 / 6) and figures["chance_R@10"] == 1.0 and figures["n"] == 6
+
+
+def test_with_interval_wraps_any_metric_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    ranks = rng.integers(1, 20, 200).astype(float)
+    figure = with_interval(partial(recall_at_k, k=5), ranks, resamples=200, seed=1)
+    assert figure["value"] == pytest.approx(np.mean(ranks <= 5))
+    assert figure["low"] < figure["value"] < figure["high"]
+    assert with_interval(partial(recall_at_k, k=5), ranks, resamples=200, seed=1) == figure
+    scores, truth = rng.normal(size=100), rng.integers(0, 2, 100)
+    paired = with_interval(auc, scores + 2 * truth, truth, resamples=200)
+    assert 0.5 < paired["low"] <= paired["value"] <= paired["high"] <= 1.0
+
+
+def test_with_interval_gives_none_where_the_metric_is_undefined():
+    assert with_interval(auc, np.arange(5.0), np.ones(5, dtype=int), resamples=20) == {"value": None, "low": None, "high": None}
