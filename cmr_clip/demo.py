@@ -3,20 +3,30 @@ prepares it, trains a small CMR-CLIP from scratch on the CPU, evaluates it on he
 it, then trains a small CMR-TARGET on its video tower and drafts a held-out study's impression; all on a
 laptop and without any patient data.
 
-    cmr-clip demo --out cmr-clip-demo
+    cmr-clip demo --output-dir cmr-clip-demo
     python -c "from cmr_clip import CMRCLIPModel; CMRCLIPModel.from_pretrained('cmr-clip-demo')"
     cmr-clip report cmr-clip-demo/cohort/studies/SYN00000 --model cmr-clip-demo/report
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from transformers import pipeline
+
+from .data.prepare import prepare, train_wordpiece_tokenizer
+from .embeddings import embed_split
+from .evaluation.retrieval import retrieval_metrics
+from .evaluation.zero_shot import zero_shot_split_metrics, zero_shot_table
+from .modeling import CMRCLIPModel
+from .processing import CMRCLIPProcessor, CMRStudyProcessor
+from .synthetic import make_cohort
+from .training import TrainConfig, train
 
 # The demo's small model: 16 frames of 64 x 64 px in 16 px patches, a 4-layer video tower (time attention
 # initialised like space attention: there is no image model to start from) and a 2-layer BERT with a
@@ -30,53 +40,33 @@ DEMO_DECODER = dict(n_embd=192, n_layer=3, n_head=4)
 
 @dataclass
 class DemoSettings:
+    """A demo run (`cmr-clip demo` takes every field as a flag, `out` as `--output-dir`)."""
+
     out: str = "cmr-clip-demo"
+    """Folder for the cohort, corpus, model and metrics."""
     studies: int = 400
+    """Synthetic studies to write."""
     epochs: int = 30
     batch_size: int = 8
     learning_rate: float = 1e-3
     num_frames: int = 16
+    """Frames per study."""
     image_size: int = 64
+    """Side of the square frames, in pixels."""
     vocab_size: int = 1000
+    """WordPiece vocabulary learned from the cohort's training impressions (without `text_model`)."""
     text_model: str | None = None
+    """Start the text tower from a pretrained encoder (name or local dir) instead of a small BERT trained from scratch."""
     seed: int = 0
     num_proc: int = max(1, min(4, os.cpu_count() or 1))
+    """Processes for writing and reading DICOM."""
     report_epochs: int = 40
+    """Epochs of the CMR-TARGET report step (0 skips it)."""
     progress: bool = True
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = DemoSettings()
-    parser.add_argument("--out", default=defaults.out, help="folder for the cohort, corpus, model and metrics")
-    parser.add_argument("--studies", type=int, default=defaults.studies, help="synthetic studies to write")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--text-model", help="start the text tower from a pretrained encoder (name or local dir) "
-                                             "instead of a small BERT trained from scratch")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--num-proc", type=int, default=defaults.num_proc, help="processes for writing and reading DICOM")
-    parser.add_argument("--report-epochs", type=int, default=defaults.report_epochs,
-                        help="epochs of the CMR-TARGET report step (0 skips it)")
-
-
-def run(args: argparse.Namespace) -> int:
-    settings = DemoSettings(out=args.out, studies=args.studies, epochs=args.epochs, batch_size=args.batch_size,
-                            learning_rate=args.learning_rate, text_model=args.text_model, seed=args.seed,
-                            num_proc=args.num_proc, report_epochs=args.report_epochs)
-    metrics = run_demo(settings)
-    print(summary_table(metrics, settings))
-    return 0
 
 
 def run_demo(settings: DemoSettings) -> dict:
     """Cohort -> corpus -> training -> held-out evaluation; returns the figures written to `out/metrics.json`."""
-    from .data.prepare import prepare, train_wordpiece_tokenizer
-    from .evaluation.zero_shot import zero_shot_split_metrics
-    from .processing import CMRStudyProcessor
-    from .synthetic import make_cohort
-    from .training import TrainConfig, train
-
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -141,10 +131,6 @@ def train_report_model(settings: DemoSettings, out: Path, test_split) -> dict:
     """CMR-TARGET in `out/report`, from the demo's CMR-CLIP (its video tower tuned along: on this small cohort a
     frozen tower gave a decoder that leans on the words more than on the study), and its draft for the first
     test study, read from its DICOM folder through `pipeline("cmr-report-generation")`."""
-    from transformers import pipeline
-
-    from .training import TrainConfig, train
-
     config = TrainConfig(
         task="report", data_dir=str(out / "corpus"), output_dir=str(out / "report"), cmr_clip_model=str(out),
         decoder_config=DEMO_DECODER, freeze_vision=False, epochs=settings.report_epochs, batch_size=16, eval_batch_size=64,
@@ -161,19 +147,12 @@ def train_report_model(settings: DemoSettings, out: Path, test_split) -> dict:
 
 def evaluate_test_split(model_dir: Path, split) -> dict:
     """Retrieval on the test split with the saved model and processor, exactly as a user would load them."""
-    from .embeddings import embed_split
-    from .evaluation.retrieval import retrieval_metrics
-    from .modeling import CMRCLIPModel
-    from .processing import CMRCLIPProcessor
-
     model = CMRCLIPModel.from_pretrained(model_dir).eval()
     embeddings = embed_split(model, CMRCLIPProcessor.from_pretrained(model_dir), split, batch_size=64)
     return retrieval_metrics(embeddings["text"], embeddings["video"])
 
 
 def summary_table(metrics: dict, settings: DemoSettings) -> str:
-    from .evaluation.zero_shot import zero_shot_table
-
     test = metrics["test_retrieval"]
     lines = [
         "",
@@ -205,7 +184,7 @@ def summary_table(metrics: dict, settings: DemoSettings) -> str:
     if "report" in metrics:
         lines += [f"  cmr-clip report {settings.out}/cohort/studies/{metrics['report']['example']['study']} "
                   f"--model {settings.out}/report",
-                  f"  cmr-clip evaluate --task report --model {settings.out}/report --data {settings.out}/corpus"]
+                  f"  cmr-clip evaluate --task report --model {settings.out}/report --data-dir {settings.out}/corpus"]
     return "\n".join(lines)
 
 
