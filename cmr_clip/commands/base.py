@@ -133,6 +133,19 @@ def write_json(path: str | None, data: Any) -> None:
         Path(path).write_text(json.dumps(data, indent=2))
 
 
+def print_failures(command: str, failures: list[tuple[str, str]]) -> None:
+    """One line on stderr per input that failed: `(name as the user gave it, "ErrorType: message")`."""
+    for name, error in failures:
+        print(f"cmr-clip {command}: {name}: {error}", file=sys.stderr)
+
+
+def answers_outcome(command: str, names: list[str], answers: list[dict]) -> int:
+    """The exit code of a pipeline's answers (a failed study carries `error`), each failure also on stderr."""
+    failed = [(name, answer["error"]) for name, answer in zip(names, answers) if "error" in answer]
+    print_failures(command, failed)
+    return outcome(len(answers) - len(failed), len(failed))
+
+
 def study_names(paths: list[str]) -> list[str]:
     """How studies are shown: by position and folder name (the user's own input), never by what the files say."""
     return [safe_study_name(Path(p).name, i, read_identity(p)) for i, p in enumerate(paths)]

@@ -16,7 +16,7 @@ from pathlib import Path
 from datasets import load_from_disk
 
 from ..index import CMRStudyIndex, StudyIndexError
-from .base import add_flag, outcome, write_json
+from .base import add_flag, outcome, print_failures, write_json
 
 ERRORS = (StudyIndexError,)
 
@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
         skipped = index.add_studies(args.studies, batch_size=args.batch_size)
     index.save(args.output_dir)
     print(f"indexed {len(index) - before} studies ({len(index)} in all) into {args.output_dir}")
-    for item in skipped:
-        print(f"skipped {item['study_id']}: {item['error']}: {item['message']}")
+    print_failures("index", [(item["study_id"], f"{item['error']}: {item['message']}") for item in skipped])
     if skipped:
         write_json(str(Path(args.output_dir, "skipped.json")), skipped)
     return outcome(len(index) - before, len(skipped))

@@ -13,7 +13,7 @@ import argparse
 from transformers import pipeline
 
 from ..pipelines import PromptSetError
-from .base import add_json_flag, outcome, study_names, write_json
+from .base import add_json_flag, answers_outcome, study_names, write_json
 
 ERRORS = (PromptSetError,)
 
@@ -42,8 +42,7 @@ def run(args: argparse.Namespace) -> int:
     names = study_names(args.studies)
     print(format_table(names, answers))
     write_json(args.json, [{"study": n, **a} for n, a in zip(names, answers)])
-    failed = sum("error" in a for a in answers)
-    return outcome(len(answers) - failed, failed)
+    return answers_outcome("zero-shot", names, answers)
 
 
 def format_table(names: list[str], answers: list[dict]) -> str:
