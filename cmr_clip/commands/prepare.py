@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     log_to_console()
     output_dir = args.output_dir
     if args.num_shards > 1:
-        check_shard(args.num_shards, args.shard_index)
+        _check_shard_flags(args.num_shards, args.shard_index)
         if args.train_tokenizer or args.push_to_hub:
             raise UsageError("with --num-shards, give --train-tokenizer and --push-to-hub to `cmr-clip prepare-merge`, "
                              "which sees every shard.")
@@ -57,6 +57,13 @@ def run(args: argparse.Namespace) -> int:
                      val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
                      num_shards=args.num_shards, shard_index=args.shard_index)
     return finish_corpus("prepare", args, output_dir, corpus)
+
+
+def _check_shard_flags(num_shards: int, shard_index: int) -> None:
+    try:
+        check_shard(num_shards, shard_index)
+    except ValueError as error:  # the library's check of its arguments; here, of two flags
+        raise UsageError(str(error)) from error
 
 
 def finish_corpus(command: str, args: argparse.Namespace, output_dir: str, corpus) -> int:
