@@ -172,3 +172,9 @@ def test_a_bad_input_gives_the_exit_code_of_the_table_and_one_typed_line(case, i
         assert len(lines) == 1 and ERROR_LINE.match(lines[0]), stderr
     else:  # one line for the input that failed, the others done
         assert len(lines) == 1 and ERROR_LINE.match(lines[0]) and "Error: " in lines[0], stderr
+
+
+def test_a_missing_file_is_reported_without_its_path(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "MRN48213377_run.yaml")]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and ERROR_LINE.match(lines[0]) and "MRN48213377" not in lines[0], lines

@@ -49,8 +49,12 @@ def outcome(done: int, failed: int) -> int:
 
 
 def print_error(command: str, error: BaseException) -> None:
-    """One line on stderr: the command, the error's type and its message (library messages name no patient)."""
-    message = " ".join(str(error).split())
+    """One line on stderr: the command, the error's type and its message (library messages name no patient;
+    the operating system's name the path, which may, so theirs is left out)."""
+    if isinstance(error, OSError) and error.filename:
+        message = f"{error.strerror}: a path given (not shown: it may name a patient) does not exist or cannot be read."
+    else:
+        message = " ".join(str(error).split())
     print(f"cmr-clip {command}: {type(error).__name__}: {message}", file=sys.stderr)
 
 
