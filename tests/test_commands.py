@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 from pydicom.data import get_testdata_file
@@ -72,6 +74,13 @@ def test_the_top_level_lists_every_command_and_refuses_an_unknown_one(capsys):
     assert all(name in out for name in COMMANDS)
     assert main(["predikt"]) == 2
     assert "invalid choice: 'predikt'" in capsys.readouterr().err
+
+
+def test_the_top_level_help_imports_no_command_module():
+    code = ("import sys\nfrom cmr_clip.cli import main\nmain(['--help'])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('cmr_clip.commands.')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "['cmr_clip.commands.base']"
 
 
 @pytest.mark.parametrize("command", WRITES)
