@@ -55,6 +55,7 @@ def inputs(tmp_path_factory):
     (corrupt / "image.dcm").write_bytes(b"DICM" + b"\0" * 100)
     text = root / "notes.txt"
     text.write_text("not an image")
+    (root / "unknown.json").write_text('{"learning_rat": 0.1}')
     mixed = root / "mixed"
     shutil.copytree(good, mixed / "mr")
     shutil.copy(get_testdata_file("CT_small.dcm"), mixed / "ct.dcm")
@@ -157,6 +158,7 @@ BAD_INPUTS = {
     "prepare-merge: no shards": (["prepare-merge", "--shards", "{missing}", "--output-dir", "{root}/merged"], 2),
     "train: no corpus given": (["train"], 2),
     "train: a missing corpus": (["train", "--data-dir", "{missing}"], 2),
+    "train: a config file with an unknown option": (["train", "--config", "{root}/unknown.json"], 2),
     "finetune: a missing corpus": (["finetune", "--model", "{model}", "--data-dir", "{missing}", "--labels", "lge"], 2),
     "evaluate: a missing corpus": (["evaluate", "--model", "{model}", "--data-dir", "{missing}"], 2),
     "push: a folder that is no model": (["push", "{mixed}", "--repo-id", "org/x", "--dry-run", "{root}/staged"], 2),

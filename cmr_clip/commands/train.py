@@ -14,6 +14,9 @@ import json
 from ..training import TrainConfig, train
 from .base import DONE, UsageError, add_dataclass_arguments, given_fields, log_to_console
 
+# The training library checks its configuration (a config file's keys, a task's required fields) with ValueError.
+ERRORS = (ValueError,)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML or JSON file of TrainConfig fields; flags override it")
