@@ -1,3 +1,5 @@
+"""`python -m cmr_clip COMMAND ...`: the `cmr-clip` command line (see `cmr_clip.cli`)."""
+
 import sys
 
 from .cli import main

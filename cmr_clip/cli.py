@@ -1,8 +1,8 @@
-"""The `cmr-clip` command line.
+"""The `cmr-clip` command line: routes `cmr-clip COMMAND ...` to its module in `cmr_clip.commands`.
 
-Each subcommand lives in the module that implements it; this file only routes. A subcommand module
-exposes `add_arguments(parser)` and `run(args) -> int`, and is imported only when its command runs,
-so `cmr-clip --help` stays fast and a missing optional dependency breaks only its own command.
+Each command module is imported only when its command runs (`cmr-clip --help` imports none of them, and a
+missing optional dependency breaks only its own command); `commands.base.execute` parses, runs and maps
+errors to the exit codes 0 done, 1 some inputs failed, 2 usage error or nothing done.
 """
 
 from __future__ import annotations
@@ -11,25 +11,25 @@ import argparse
 import importlib
 import sys
 
-# name -> (module, one-line help). Modules are imported lazily.
+from .commands.base import NOTHING_DONE, execute
+
+# name -> (module in cmr_clip.commands, one-line help). Modules are imported lazily.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("cmr_clip.demo", "synthetic cohort -> corpus -> train a small CMR-CLIP on the CPU -> evaluate (start here)"),
-    "convert-original": (
-        "cmr_clip.convert_cli",
-        "the authors' released CMR-CLIP (Hub repo or folder) as a complete, checked model folder",
-    ),
-    "prepare": ("cmr_clip.data.cli", "pair DICOM studies with report impressions into a training corpus"),
-    "prepare-merge": ("cmr_clip.data.merge_cli", "join the shards of `prepare --num-shards N --shard-index I` into one corpus"),
-    "train": ("cmr_clip.training.cli", "train CMR-CLIP (or, with --task report, CMR-TARGET) on a prepared corpus with Accelerate"),
-    "finetune": ("cmr_clip.finetune.cli", "fine-tune a study classifier (findings, diagnosis, LVEF) from CMR-CLIP, whole or with LoRA"),
-    "synth": ("cmr_clip.synthetic.cli", "write a synthetic cohort of cardiac MRI studies with reports"),
-    "inspect": ("cmr_clip.inspect_cli", "show how a DICOM study is read and classified, and which frames the model gets"),
-    "zero-shot": ("cmr_clip.pipelines.cli", "zero-shot findings, labels and estimates for studies with a CMR-CLIP model"),
-    "report": ("cmr_clip.pipelines.report_cli", "draft a report impression for studies with a CMR-TARGET model (a draft to edit)"),
-    "index": ("cmr_clip.index_cli", "build a searchable index of study embeddings (cmr-clip index build ...)"),
-    "search": ("cmr_clip.search_cli", "search a study index by text or by study"),
-    "evaluate": ("cmr_clip.evaluation.cli", "zero-shot, few-shot, retrieval and robustness metrics with plots"),
-    "push": ("cmr_clip.hub_cli", "publish a model (card, remote code) or a prepared corpus to the Hub, refusing patient identifiers"),
+    "demo": ("demo", "synthetic cohort -> corpus -> train a small CMR-CLIP on the CPU -> evaluate (start here)"),
+    "synth": ("synth", "write a synthetic cohort of cardiac MRI studies with reports"),
+    "inspect": ("inspect", "show how a DICOM study is read and classified, and which frames the model gets"),
+    "prepare": ("prepare", "pair DICOM studies with report impressions into a training corpus"),
+    "prepare-merge": ("prepare_merge", "join the shards of `prepare --num-shards N --shard-index I` into one corpus"),
+    "train": ("train", "train CMR-CLIP (or, with --task report, CMR-TARGET) on a prepared corpus with Accelerate"),
+    "finetune": ("finetune", "fine-tune a study classifier (findings, diagnosis, LVEF) from CMR-CLIP, whole or with LoRA"),
+    "evaluate": ("evaluate", "zero-shot, few-shot, retrieval and robustness metrics with plots"),
+    "zero-shot": ("zero_shot", "zero-shot findings, labels and estimates for studies with a CMR-CLIP model"),
+    "report": ("report", "draft a report impression for studies with a CMR-TARGET model (a draft to edit)"),
+    "index": ("index", "build a searchable index of study embeddings (cmr-clip index build ...)"),
+    "search": ("search", "search a study index by text or by study"),
+    "convert-original": ("convert_original",
+                         "the authors' released CMR-CLIP (Hub repo or folder) as a complete, checked model folder"),
+    "push": ("push", "publish a model (card, remote code) or a prepared corpus to the Hub, refusing patient identifiers"),
 }
 
 
@@ -39,26 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cardiac MRI video-text models (CMR-CLIP, CMR-TARGET) for the Hugging Face ecosystem.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        sub_parser.set_defaults(_module=module_name)
-        # Arguments are added on demand (see main) so that --help on the top level imports nothing.
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
-        args = parser.parse_args(argv)  # prints help or an error for unknown commands
+        parser = build_parser()
+        try:
+            parser.parse_args(argv)  # prints help (exit 0) or an error naming the unknown command (exit 2)
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
         parser.print_help()
-        return 2
-    module_name, help_text = COMMANDS[argv[0]]
-    module = importlib.import_module(module_name)
-    sub_parser = argparse.ArgumentParser(prog=f"cmr-clip {argv[0]}", description=help_text)
-    module.add_arguments(sub_parser)
-    args = sub_parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+        return NOTHING_DONE
+    module = importlib.import_module(f"cmr_clip.commands.{COMMANDS[argv[0]][0]}")
+    return execute(argv[0], module, argv[1:])
 
 
 if __name__ == "__main__":

@@ -3,14 +3,13 @@ prepares it, trains a small CMR-CLIP from scratch on the CPU, evaluates it on he
 it, then trains a small CMR-TARGET on its video tower and drafts a held-out study's impression; all on a
 laptop and without any patient data.
 
-    cmr-clip demo --out cmr-clip-demo
+    cmr-clip demo --output-dir cmr-clip-demo
     python -c "from cmr_clip import CMRCLIPModel; CMRCLIPModel.from_pretrained('cmr-clip-demo')"
     cmr-clip report cmr-clip-demo/cohort/studies/SYN00000 --model cmr-clip-demo/report
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -39,43 +38,29 @@ DEMO_DECODER = dict(n_embd=192, n_layer=3, n_head=4)
 
 @dataclass
 class DemoSettings:
+    """A demo run (`cmr-clip demo` takes every field as a flag, `out` as `--output-dir`)."""
+
     out: str = "cmr-clip-demo"
+    """Folder for the cohort, corpus, model and metrics."""
     studies: int = 400
+    """Synthetic studies to write."""
     epochs: int = 30
     batch_size: int = 8
     learning_rate: float = 1e-3
     num_frames: int = 16
+    """Frames per study."""
     image_size: int = 64
+    """Side of the square frames, in pixels."""
     vocab_size: int = 1000
+    """WordPiece vocabulary learned from the cohort's training impressions (without `text_model`)."""
     text_model: str | None = None
+    """Start the text tower from a pretrained encoder (name or local dir) instead of a small BERT trained from scratch."""
     seed: int = 0
     num_proc: int = max(1, min(4, os.cpu_count() or 1))
+    """Processes for writing and reading DICOM."""
     report_epochs: int = 40
+    """Epochs of the CMR-TARGET report step (0 skips it)."""
     progress: bool = True
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = DemoSettings()
-    parser.add_argument("--out", default=defaults.out, help="folder for the cohort, corpus, model and metrics")
-    parser.add_argument("--studies", type=int, default=defaults.studies, help="synthetic studies to write")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--text-model", help="start the text tower from a pretrained encoder (name or local dir) "
-                                             "instead of a small BERT trained from scratch")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--num-proc", type=int, default=defaults.num_proc, help="processes for writing and reading DICOM")
-    parser.add_argument("--report-epochs", type=int, default=defaults.report_epochs,
-                        help="epochs of the CMR-TARGET report step (0 skips it)")
-
-
-def run(args: argparse.Namespace) -> int:
-    settings = DemoSettings(out=args.out, studies=args.studies, epochs=args.epochs, batch_size=args.batch_size,
-                            learning_rate=args.learning_rate, text_model=args.text_model, seed=args.seed,
-                            num_proc=args.num_proc, report_epochs=args.report_epochs)
-    metrics = run_demo(settings)
-    print(summary_table(metrics, settings))
-    return 0
 
 
 def run_demo(settings: DemoSettings) -> dict:
@@ -188,7 +173,7 @@ def summary_table(metrics: dict, settings: DemoSettings) -> str:
     if "report" in metrics:
         lines += [f"  cmr-clip report {settings.out}/cohort/studies/{metrics['report']['example']['study']} "
                   f"--model {settings.out}/report",
-                  f"  cmr-clip evaluate --task report --model {settings.out}/report --data {settings.out}/corpus"]
+                  f"  cmr-clip evaluate --task report --model {settings.out}/report --data-dir {settings.out}/corpus"]
     return "\n".join(lines)
 
 

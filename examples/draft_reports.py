@@ -1,7 +1,7 @@
 """Draft impressions for DICOM studies two ways: CMR-TARGET's generated draft and the retrieval baseline
 (the impression of the most similar indexed study), side by side.
 
-    cmr-clip demo --out cmr-clip-demo
+    cmr-clip demo --output-dir cmr-clip-demo
     python examples/draft_reports.py cmr-clip-demo/report cmr-clip-demo cmr-clip-demo/cohort/studies/SYN00003
 
 The first argument is a CMR-TARGET directory, the second the CMR-CLIP it was built on (whose corpus's

@@ -1,6 +1,6 @@
 """From a prepared, labelled corpus to a saved LoRA adapter and a prediction.
 
-    cmr-clip demo --out cmr-clip-demo
+    cmr-clip demo --output-dir cmr-clip-demo
     python examples/finetune_lora.py cmr-clip-demo cmr-clip-demo/corpus lora-out --labels lv_hypertrophy lge
 
 The script fine-tunes LoRA adapters on the video tower of a trained CMR-CLIP model (plus a fresh head) for

@@ -1,6 +1,6 @@
 """Zero-shot findings with the demo's model on its held-out synthetic studies.
 
-    cmr-clip demo --out cmr-clip-demo
+    cmr-clip demo --output-dir cmr-clip-demo
     python examples/zero_shot_demo.py cmr-clip-demo
 
 For every test study of the demo's corpus, the `zero-shot-cmr` pipeline scores each finding of the
@@ -50,7 +50,7 @@ def direct_probabilities(model, processor, pixels: torch.Tensor, prompts: Prompt
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("demo_dir", help="the folder `cmr-clip demo --out` wrote")
+    parser.add_argument("demo_dir", help="the folder `cmr-clip demo --output-dir` wrote")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
     demo = Path(args.demo_dir)

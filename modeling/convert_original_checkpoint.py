@@ -1,7 +1,7 @@
 """Convert the authors' released CMR-CLIP checkpoint into a `CMRCLIPModel`, and check the conversion.
 
 The command that fetches a release and writes a complete model directory is `cmr-clip convert-original`
-(`cmr_clip.convert_cli`, `cmr_clip.release`); this module holds the conversion itself:
+(`cmr_clip.commands.convert_original`, `cmr_clip.release`); this module holds the conversion itself:
 
     model = convert("pytorch_model.bin", "config.json")           # or convert_state(state_dict, config_dict)
     record = conversion_check(model, load_original_state_dict("pytorch_model.bin"))
@@ -360,14 +360,3 @@ def conversion_check(model: CMRCLIPModel, original: dict[str, torch.Tensor], see
 def _cosine(text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(text, dim=-1) @ torch.nn.functional.normalize(video, dim=-1).T
 
-
-if __name__ == "__main__":
-    # The command moved to `cmr-clip convert-original` (modeling/ holds no CLI); this entry point forwards to it.
-    import sys
-    import warnings
-
-    from cmr_clip.convert_cli import main
-
-    warnings.warn("`python -m cmr_clip.modeling.convert_original_checkpoint` is deprecated; use "
-                  "`cmr-clip convert-original`.", FutureWarning, stacklevel=1)
-    raise SystemExit(main(sys.argv[1:]))

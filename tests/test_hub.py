@@ -209,8 +209,8 @@ def test_cli_push_passes_private_through_and_refuses_phi(demo_dir, captured, tmp
     shutil.copytree(demo_dir, bad, ignore=shutil.ignore_patterns("cohort", "corpus", "checkpoints"))
     prompts = json.loads((bad / "zero_shot_prompts.json").read_text()) if (bad / "zero_shot_prompts.json").exists() else {}
     (bad / "zero_shot_prompts.json").write_text(json.dumps({**prompts, "description": "tuned on MRN 4821337"}))
-    assert cli.main(["push", str(bad), "--repo-id", "org/bad"]) == 1
-    assert "zero_shot_prompts.json: description: looks like a medical record number" in capsys.readouterr().out
+    assert cli.main(["push", str(bad), "--repo-id", "org/bad"]) == 2  # nothing uploaded
+    assert "zero_shot_prompts.json: description: looks like a medical record number" in capsys.readouterr().err
     assert len(captured["repo"]) == 2
 
 

@@ -15,7 +15,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.commands.launch import launch_command_parser
 
 from cmr_clip.training import TrainConfig
-from cmr_clip.training.cli import add_arguments as add_train_arguments
+from cmr_clip.commands.train import add_arguments as add_train_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -55,16 +55,16 @@ def tokenizer_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converted_dir(tmp_path_factory, tokenizer_dir):
-    """The old entry point, kept working with a deprecation warning."""
+    """`cmr-clip convert-original` in a fresh process, with the old `--out` spelling (kept for one release)."""
     out = tmp_path_factory.mktemp("converted") / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "cmr_clip.modeling.convert_original_checkpoint", "--checkpoint", str(STATE_DICT),
+        [sys.executable, "-m", "cmr_clip", "convert-original", "--checkpoint", str(STATE_DICT),
          "--config", str(CONFIG), "--out", str(out), "--tokenizer", str(tokenizer_dir)],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
     assert "Dropping text_model.pooler" in result.stderr  # the converter says what it drops
-    assert "deprecated; use `cmr-clip convert-original`" in result.stderr
+    assert "--out is deprecated and will be removed in the next release; use --output-dir" in result.stderr
     return out
 
 

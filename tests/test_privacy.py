@@ -231,9 +231,10 @@ def sweep(tmp_path_factory):
 
 def test_every_route_ran(sweep):
     codes = sweep["codes"]
-    assert codes == {**codes, "prepare": 0, "train": 0, "index": 0, "evaluate": 0, "train report": 0,
+    # the lonely broken study is skipped where several studies are read: exit 1 (some inputs failed)
+    assert codes == {**codes, "prepare": 1, "train": 0, "index": 0, "evaluate": 0, "train report": 0,
                      "push model": 0, "push corpus": 0, "inspect": 0}, codes
-    assert codes["zero-shot"] in (0, 1) and codes["report"] in (0, 1) and codes["index studies"] == 0
+    assert codes["zero-shot"] == 1 and codes["report"] == 1 and codes["index studies"] == 1
     assert sweep["errors"] and sweep["batch_errors"]  # the broken study raised and was reported
     assert (sweep["out"] / "montage.png").is_file() and (sweep["out"] / "corpus" / "tokenizer").is_dir()
 
@@ -409,9 +410,9 @@ def test_push_refuses_a_corpus_with_a_planted_identifier(sweep, captured, tmp_pa
         lambda row, i: {"impression": row["impression"] + (" Seen by Dr. Anna Kowalska." if i == 0 else "")},
         with_indices=True)
     dataset.save_to_disk(str(tmp_path / "planted"))
-    assert cli.main(["push", str(tmp_path / "planted"), "--repo-id", "org/bad", "--dry-run", str(tmp_path / "dry")]) == 1
-    assert cli.main(["push", str(tmp_path / "planted"), "--repo-id", "org/bad"]) == 1
-    printed = capsys.readouterr().out
+    assert cli.main(["push", str(tmp_path / "planted"), "--repo-id", "org/bad", "--dry-run", str(tmp_path / "dry")]) == 2
+    assert cli.main(["push", str(tmp_path / "planted"), "--repo-id", "org/bad"]) == 2
+    printed = capsys.readouterr().err
     assert printed.count("column 'impression' row 0: looks like a person's name") == 2 and "Kowalska" not in printed
     assert captured["files"] == {} and captured["repo"] == []
 
@@ -431,7 +432,7 @@ def test_prepare_cli_pushes_through_the_guard(monkeypatch, tmp_path, capsys):
     assert pushed == ["org/ok"]
     monkeypatch.setattr(prepare_module, "deidentify", lambda text, identity=None: text + " Call (216) 555-0142.")
     assert cli.main([*args, "--out", str(tmp_path / "bad"), "--push-to-hub", "org/bad"]) == 1
-    assert "looks like a phone or fax number" in capsys.readouterr().out and pushed == ["org/ok"]
+    assert "looks like a phone or fax number" in capsys.readouterr().err and pushed == ["org/ok"]
 
 
 def test_training_push_to_hub_refuses_a_vocabulary_holding_a_corpus_identity(captured, tmp_path):

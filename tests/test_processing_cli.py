@@ -30,5 +30,5 @@ def test_inspect_applies_overrides(study_dir, capsys):
 
 
 def test_inspect_reports_a_bad_path_as_an_error(tmp_path, capsys):
-    assert main(["inspect", str(tmp_path)]) == 1
+    assert main(["inspect", str(tmp_path)]) == 2  # nothing done
     assert "no readable DICOM image" in capsys.readouterr().err

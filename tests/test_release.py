@@ -256,7 +256,7 @@ def test_a_planted_checkpoint_is_refused_naming_the_key_and_nothing_is_written(t
     out = tmp_path / "out"
     assert cli.main(["convert-original", str(source), "--out", str(out), "--tokenizer", str(tokenizer)]) == 2
     message = capsys.readouterr().err
-    assert "nothing written" in message
+    assert "cmr-clip convert-original: CheckpointMismatchError: " in message
     for text in expected:
         assert text in message
     assert str(tmp_path) not in message

@@ -1,6 +1,6 @@
 """`cmr-clip prepare`: pair DICOM studies with their report impressions and write a training corpus.
 
-    cmr-clip prepare --studies DIR --reports reports.jsonl --out corpus/ [--num-proc 2]
+    cmr-clip prepare --studies DIR --reports reports.jsonl --output-dir corpus/ [--num-proc 2]
 
 Reports come as JSONL or CSV with `study_id` and `impression` (or a full `report`, from which the
 impression section is extracted), and optionally `patient_id`, `split`, `labels`, `vendor`,

@@ -1,8 +1,8 @@
 """Preparation split over many machines: `cmr-clip prepare --num-shards N --shard-index I` prepares one
 part of the studies, `cmr-clip prepare-merge` joins the parts into the corpus one `prepare` would write.
 
-    cmr-clip prepare --studies DIR --reports reports.jsonl --out shards/ --num-shards 64 --shard-index $I
-    cmr-clip prepare-merge --shards shards/ --out corpus/ [--train-tokenizer 8000]
+    cmr-clip prepare --studies DIR --reports reports.jsonl --output-dir shards/ --num-shards 64 --shard-index $I
+    cmr-clip prepare-merge --shards shards/ --output-dir corpus/ [--train-tokenizer 8000]
 
 Every shard reads the whole reports file and draws the patient-level splits over all of it before taking
 its own studies, so a patient's studies share one split whichever shards they fall in. A study belongs to
@@ -67,7 +67,7 @@ def read_manifests(shards_dir: Path) -> dict[int, tuple[Path, dict]]:
         found[manifest["shard_index"]] = (folder, manifest)
     if not found:
         raise ShardsError(f"--shards {shards_dir} holds no shard ({MANIFEST}); prepare them with "
-                          "`cmr-clip prepare --num-shards N --shard-index I --out` that folder.")
+                          "`cmr-clip prepare --num-shards N --shard-index I --output-dir` that folder.")
     counts = {manifest["num_shards"] for _, manifest in found.values()}
     if len(counts) > 1:
         raise ShardsError(f"the shards were prepared with different --num-shards {sorted(counts)}; prepare all with one.")

@@ -1,7 +1,9 @@
-"""`accelerate launch -m cmr_clip.finetune --model DIR --data DIR --labels ... [--lora ...]`."""
+"""`accelerate launch -m cmr_clip.finetune --model DIR --data-dir DIR --labels ... [--lora ...]`: `cmr-clip
+finetune` under a launcher."""
 
 import sys
 
-from .cli import main
+from ..commands import finetune
+from ..commands.base import execute
 
-sys.exit(main())
+sys.exit(execute("finetune", finetune, sys.argv[1:]))

@@ -1,7 +1,8 @@
-"""`accelerate launch -m cmr_clip.training --config FILE [--key value ...]`."""
+"""`accelerate launch -m cmr_clip.training --config FILE [--key value ...]`: `cmr-clip train` under a launcher."""
 
 import sys
 
-from .cli import main
+from ..commands import train
+from ..commands.base import execute
 
-sys.exit(main())
+sys.exit(execute("train", train, sys.argv[1:]))

@@ -1,14 +1,13 @@
 """`TrainConfig`: everything a CMR-CLIP training run needs, loadable from YAML or JSON and overridable
-from the command line (every field is also a `--flag`)."""
+from the command line (`cmr-clip train` makes every field a `--flag`)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 
 @dataclass
@@ -117,33 +116,3 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-
-def _scalar_type(hint) -> type:
-    args = [a for a in get_args(hint) if a is not type(None)]
-    return args[0] if get_origin(hint) is not None and args else hint
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One `--flag` per `TrainConfig` field (dict fields take JSON); defaults stay unset so that a
-    config file's values are only overridden by flags actually given."""
-    hints = get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        kind = _scalar_type(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
-        if kind is list:
-            parser.add_argument(flag, dest=f.name, type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
-        elif kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
-        elif kind is dict:
-            parser.add_argument(flag, dest=f.name, type=json.loads, default=None, help="JSON object")
-        else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=None)
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None
-    }
-    if getattr(args, "config", None):
-        return TrainConfig.from_file(args.config, **overrides)
-    return TrainConfig(**overrides)

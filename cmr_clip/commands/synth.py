@@ -1,18 +1,21 @@
-"""`cmr-clip synth`: write a synthetic cohort of cardiac MRI studies with reports (see `make_cohort`)."""
+"""`cmr-clip synth --output-dir DIR`: write a synthetic cohort of cardiac MRI studies with reports (see `make_cohort`)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
+from ..synthetic import VENDORS, make_cohort
+from ..synthetic.acquisition import EXTRA_SERIES
 from ..vocabulary import DIAGNOSES
-from .acquisition import EXTRA_SERIES
-from .vendors import VENDORS
+from .base import DONE, add_flag
+
+# make_cohort checks its arguments with ValueError; an optional extra (--preview) may be missing.
+ERRORS = (ValueError, ImportError)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output folder (studies/, truth/, reports.jsonl)")
+    add_flag(parser, "--output-dir", required=True, help="output folder (studies/, truth/, reports.jsonl)")
     parser.add_argument("--n", type=int, default=20, help="number of studies (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same cohort")
     parser.add_argument("--vendors", nargs="+", choices=VENDORS, default=None,
@@ -32,19 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cohort import make_cohort
-
     start = time.perf_counter()
-    try:
-        records = make_cohort(args.out, args.n, seed=args.seed, vendors=args.vendors, size=args.size,
-                              num_workers=args.workers, progress=not args.quiet, preview=args.preview,
-                              blank_descriptions=args.blank_descriptions,
-                              extra_series="all" if "all" in args.extra_series else tuple(args.extra_series),
-                              contrast=not args.no_contrast)
-    except (ValueError, ImportError) as exc:
-        print(f"cmr-clip synth: error: {exc}", file=sys.stderr)
-        return 2
+    records = make_cohort(args.output_dir, args.n, seed=args.seed, vendors=args.vendors, size=args.size,
+                          num_workers=args.workers, progress=not args.quiet, preview=args.preview,
+                          blank_descriptions=args.blank_descriptions,
+                          extra_series="all" if "all" in args.extra_series else tuple(args.extra_series),
+                          contrast=not args.no_contrast)
     counts = {d: sum(r["labels"]["diagnosis"] == d for r in records) for d in DIAGNOSES}
-    print(f"wrote {len(records)} studies to {args.out} in {time.perf_counter() - start:.1f} s "
+    print(f"wrote {len(records)} studies to {args.output_dir} in {time.perf_counter() - start:.1f} s "
           f"({', '.join(f'{d}: {c}' for d, c in counts.items())})")
-    return 0
+    return DONE

@@ -9,11 +9,13 @@ Studies are shown by position and folder name (the user's own input), never by a
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-from ..privacy import safe_study_name
-from ..processing.identity import read_identity
+from transformers import pipeline
+
+from ..pipelines import PromptSetError
+from .base import add_json_flag, answers_outcome, study_names, write_json
+
+ERRORS = (PromptSetError,)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,23 +29,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--estimate", nargs="+", help="quantities to estimate, e.g. lvef")
     parser.add_argument("--prompts", help="prompt set JSON (default: the model's zero_shot_prompts.json or built-in)")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--json", help="also write the answers to this JSON file")
+    add_json_flag(parser, "the answers")
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import pipeline  # the zero-shot-cmr task is registered by importing cmr_clip, our parent
-
     classify = pipeline("zero-shot-cmr", model=args.model, prompt_set=args.prompts)
     findings = True if args.findings == [] else args.findings
     if findings is None and not args.labels and not args.estimate:
         findings = True
     answers = classify([str(s) for s in args.studies], candidate_labels=args.labels, hypothesis_template=args.template,
                        findings=findings, estimate=args.estimate, batch_size=args.batch_size)
-    names = [safe_study_name(Path(s).name, i, read_identity(s)) for i, s in enumerate(args.studies)]
+    names = study_names(args.studies)
     print(format_table(names, answers))
-    if args.json:
-        Path(args.json).write_text(json.dumps([{"study": n, **a} for n, a in zip(names, answers)], indent=2))
-    return 0
+    write_json(args.json, [{"study": n, **a} for n, a in zip(names, answers)])
+    return answers_outcome("zero-shot", names, answers)
 
 
 def format_table(names: list[str], answers: list[dict]) -> str:

@@ -1,9 +1,9 @@
-"""`cmr-clip evaluate --model DIR --data DIR`: zero-shot, few-shot, retrieval, slices and robustness, written as
-metrics.json, summary.md and PNG plots (see `cmr_clip.evaluation.report`). With `--task report`, a CMR-TARGET's
-drafts against the retrieval baseline (see `cmr_clip.evaluation.report_generation`).
+"""`cmr-clip evaluate --model DIR --data-dir DIR`: zero-shot, few-shot, retrieval, slices and robustness, written
+as metrics.json, summary.md and PNG plots (see `cmr_clip.evaluation.report`). With `--task report`, a
+CMR-TARGET's drafts against the retrieval baseline (see `cmr_clip.evaluation.report_generation`).
 
-    cmr-clip evaluate --model cmr-clip-demo --data cmr-clip-demo/corpus --reports cmr-clip-demo/cohort/reports.jsonl
-    cmr-clip evaluate --task report --model cmr-clip-demo/report --data cmr-clip-demo/corpus --clip-model cmr-clip-demo
+    cmr-clip evaluate --model cmr-clip-demo --data-dir cmr-clip-demo/corpus --reports cmr-clip-demo/cohort/reports.jsonl
+    cmr-clip evaluate --task report --model cmr-clip-demo/report --data-dir cmr-clip-demo/corpus --clip-model cmr-clip-demo
 """
 
 from __future__ import annotations
@@ -11,13 +11,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..evaluation.report import evaluate_model
+from ..evaluation.report_generation import evaluate_report_generation, format_comparison
+from ..evaluation.zero_shot import EvaluationError
+from ..pipelines import PromptSetError
+from .base import DONE, NOTHING_DONE, add_flag
+
+ERRORS = (EvaluationError, PromptSetError)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=["clip", "report"], default="clip",
                         help="clip: evaluate a CMR-CLIP; report: a CMR-TARGET against the retrieval baseline")
     parser.add_argument("--model", required=True, help="a CMR-CLIP (or, with --task report, CMR-TARGET) directory")
-    parser.add_argument("--data", required=True, help="a prepared corpus with train, validation and test splits")
-    parser.add_argument("--out", help="output folder (default: MODEL/evaluation)")
+    add_flag(parser, "--data-dir", required=True, help="a prepared corpus with train, validation and test splits")
+    add_flag(parser, "--output-dir", help="output folder (default: MODEL/evaluation)")
     parser.add_argument("--reports", help="reports JSONL with measurements (e.g. lvef) for the zero-shot estimate")
     parser.add_argument("--episodes", type=int, default=20, help="few-shot episodes per k")
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="few-shot k values")
@@ -36,26 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    output_dir = Path(args.output_dir or Path(args.model) / "evaluation")
     if args.task == "report":
-        return run_report(args)
-    from .report import evaluate_model
-
-    out = Path(args.out or Path(args.model) / "evaluation")
-    metrics = evaluate_model(args.model, args.data, out, reports=args.reports, ks=tuple(args.shots),
+        results = evaluate_report_generation(args.model, args.data_dir, output_dir, clip_model=args.clip_model,
+                                             split=args.split, num_beams=args.num_beams,
+                                             max_new_tokens=args.max_new_tokens, max_sentences=args.max_sentences,
+                                             resamples=args.bootstrap)
+        print(format_comparison(results))
+        print(f"report_metrics.json in {output_dir}/")
+        return DONE
+    metrics = evaluate_model(args.model, args.data_dir, output_dir, reports=args.reports, ks=tuple(args.shots),
                              episodes=args.episodes, resamples=args.bootstrap, plots=not args.no_plots, seed=args.seed,
                              save_thresholds=args.save_thresholds)
-    print((out / "summary.md").read_text())
-    print(f"metrics.json, summary.md{'' if args.no_plots else ' and plots'} in {out}/")
-    return 0 if metrics else 1
-
-
-def run_report(args: argparse.Namespace) -> int:
-    from .report_generation import evaluate_report_generation, format_comparison
-
-    out = Path(args.out or Path(args.model) / "evaluation")
-    results = evaluate_report_generation(args.model, args.data, out, clip_model=args.clip_model, split=args.split,
-                                         num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                                         max_sentences=args.max_sentences, resamples=args.bootstrap)
-    print(format_comparison(results))
-    print(f"report_metrics.json in {out}/")
-    return 0
+    print((output_dir / "summary.md").read_text())
+    print(f"metrics.json, summary.md{'' if args.no_plots else ' and plots'} in {output_dir}/")
+    return DONE if metrics else NOTHING_DONE

@@ -7,8 +7,12 @@ A source holding several studies is shown study by study (each headed by its ind
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from ..processing import CMRStudyError, StudyLayout, list_studies
+from ..processing.display import study_summary
+from ..processing.reader import pick_study
+from .base import UsageError, outcome, print_error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,25 +34,17 @@ def parse_overrides(items: list[str]) -> dict:
         key, _, value = item.rpartition("=")
         sequence, _, view = value.partition("/")
         if not key or not sequence or not view:
-            raise SystemExit(f"--override {item!r}: expected PATTERN=SEQUENCE/VIEW, e.g. '*cine*sa*=cine/sax'")
+            raise UsageError(f"--override {item!r}: expected PATTERN=SEQUENCE/VIEW, e.g. '*cine*sa*=cine/sax'")
         overrides[key] = (sequence, view)
     return overrides
 
 
 def run(args: argparse.Namespace) -> int:
-    from .processing import CMRStudyError, StudyLayout, list_studies
-    from .processing.display import study_summary
-    from .processing.reader import pick_study
-
-    try:
-        overrides = parse_overrides(args.override)
-        layout = StudyLayout.named(args.layout, args.num_frames)
-        studies = list_studies(args.path)
-        if args.study is not None:
-            studies = [pick_study(studies, args.study)]
-    except CMRStudyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    overrides = parse_overrides(args.override)
+    layout = StudyLayout.named(args.layout, args.num_frames)
+    studies = list_studies(args.path)
+    if args.study is not None:
+        studies = [pick_study(studies, args.study)]
     failed = 0
     for part in studies:
         if len(studies) > 1 or args.study is not None:
@@ -61,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
                 study.montage(montage, layout=layout)
                 print(f"montage written to {montage}")
         except CMRStudyError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print_error("inspect", error)
             failed += 1
-    return 1 if failed else 0
+    return outcome(len(studies) - failed, failed)
 
 
 def _montage_path(path: str, key: str | None) -> Path:

@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+
+from ..index import CMRStudyIndex, StudyIndexError
+from .base import DONE, add_json_flag, write_json
+
+ERRORS = (StudyIndexError,)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,12 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by-study", action="store_true", help="the query is a study, not a text")
     parser.add_argument("-k", type=int, default=5, help="how many studies to return")
     parser.add_argument("--impressions", action="store_true", help="show the impressions of the studies found")
-    parser.add_argument("--json", help="also write the hits to this JSON file")
+    add_json_flag(parser, "the hits")
 
 
 def run(args: argparse.Namespace) -> int:
-    from .index import CMRStudyIndex
-
     index = CMRStudyIndex.load(args.index, model=args.model)
     if args.by_study:
         hits = index.draft_report(args.query, k=args.k) if args.impressions else index.search_by_study(args.query, k=args.k)
@@ -37,6 +38,5 @@ def run(args: argparse.Namespace) -> int:
     for hit in hits:
         extra = f" {hit.get('impression') or ''} |" if args.impressions else ""
         print(f"| {hit['rank']} | {hit['study_id']} | {hit['score']:.3f} |{extra}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(hits, indent=2))
-    return 0
+    write_json(args.json, hits)
+    return DONE

@@ -1,0 +1,210 @@
+"""What every `cmr-clip` command shares: running it, its exit codes, printing typed errors, the flags that
+name the same thing in every command, flags derived from a config dataclass, and `--json` output.
+
+A command module holds `add_arguments(parser)` and `run(args) -> int` and, where it calls a library that
+raises its own typed errors, `ERRORS` (a tuple of exception types). `execute` parses, runs, and turns a
+typed error into one line on stderr (the error's type and message; no traceback) and an exit code:
+
+    0  done
+    1  some inputs failed (the others were done; each failure was printed)
+    2  usage error, or nothing done
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import logging
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+from typing import Any, get_args, get_origin, get_type_hints
+
+from ..privacy import safe_study_name
+from ..processing.errors import CMRStudyError
+from ..processing.identity import read_identity
+
+DONE, SOME_FAILED, NOTHING_DONE = 0, 1, 2
+
+# Spellings of one idea that earlier releases accepted; they keep working, with a notice, for one release.
+DEPRECATED_SPELLINGS = {"--output-dir": ("--out", "--output"), "--data-dir": ("--data",)}
+
+# Errors every command may meet: a study that cannot be read, a path that is not there.
+COMMON_ERRORS = (CMRStudyError, FileNotFoundError, NotADirectoryError)
+
+
+class UsageError(ValueError):
+    """Flags that cannot go together, or a value no flag type can check; exit code 2."""
+
+
+def outcome(done: int, failed: int) -> int:
+    """The exit code of a command that handled `done` inputs and could not handle `failed` ones."""
+    if not done:
+        return NOTHING_DONE
+    return SOME_FAILED if failed else DONE
+
+
+def print_error(command: str, error: BaseException) -> None:
+    """One line on stderr: the command, the error's type and its message (library messages name no patient;
+    the operating system's name the path, which may, so theirs is left out)."""
+    if isinstance(error, OSError) and error.filename:
+        message = f"{error.strerror}: a path given (not shown: it may name a patient) does not exist or cannot be read."
+    else:
+        message = " ".join(str(error).split())
+    print(f"cmr-clip {command}: {type(error).__name__}: {message}", file=sys.stderr)
+
+
+def log_to_console() -> None:
+    """Show the library's progress messages (INFO) on the console, for commands that run long."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+def description(module: ModuleType) -> str:
+    return (module.__doc__ or "").split("\n\n")[0]
+
+
+def build_parser(command: str, module: ModuleType) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"cmr-clip {command}", description=description(module))
+    module.add_arguments(parser)
+    return parser
+
+
+def execute(command: str, module: ModuleType, argv: list[str]) -> int:
+    """Parse `argv` with the command's flags, run it, and map typed errors to the exit-code table."""
+    parser = build_parser(command, module)
+    try:
+        args = parser.parse_args(argv)
+        missing = _missing_flags(args)
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)}")
+    except SystemExit as exit_:  # argparse: 0 after --help, 2 after a usage error it printed
+        return int(exit_.code or 0)
+    try:
+        return int(module.run(args))
+    except (UsageError, *COMMON_ERRORS, *getattr(module, "ERRORS", ())) as error:
+        print_error(command, error)
+        return NOTHING_DONE
+
+
+class _DeprecatedSpelling(argparse.Action):
+    """Stores like the current flag and says on stderr which spelling replaces it."""
+
+    def __init__(self, option_strings, dest, replacement: str, **kwargs):
+        self.replacement = replacement
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: {option_string} is deprecated and will be removed in the next release; use "
+              f"{self.replacement}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_flag(parser, flag: str, **kwargs) -> None:
+    """`parser.add_argument(flag, ...)`, and for `--output-dir` and `--data-dir` their deprecated spellings.
+
+    The old spellings are separate, hidden options rather than aliases so that each can print its notice;
+    `required` is checked by `execute` after parsing, as either spelling satisfies it."""
+    old = DEPRECATED_SPELLINGS.get(flag, ())
+    required = kwargs.pop("required", False) if old else False
+    if required:
+        kwargs["help"] = f"{kwargs.get('help', '')} (required)".strip()
+    action = parser.add_argument(flag, **kwargs)
+    for spelling in old:
+        parser.add_argument(spelling, dest=action.dest, action=_DeprecatedSpelling, replacement=flag,
+                            type=kwargs.get("type"), nargs=kwargs.get("nargs"), default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
+    if required:
+        parser.set_defaults(**{f"_required_{action.dest}": flag})
+
+
+def _missing_flags(args: argparse.Namespace) -> list[str]:
+    """The required `--output-dir`/`--data-dir` flags (see `add_flag`) given in neither spelling."""
+    return [flag for name, flag in vars(args).items()
+            if name.startswith("_required_") and getattr(args, name[len("_required_"):], None) in (None, "")]
+
+
+def add_json_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", metavar="FILE", help=f"also write {what} to this JSON file")
+
+
+def write_json(path: str | None, data: Any) -> None:
+    """The `--json` file, when one was asked for."""
+    if path:
+        Path(path).write_text(json.dumps(data, indent=2))
+
+
+def print_failures(command: str, failures: list[tuple[str, str]]) -> None:
+    """One line on stderr per input that failed: `(name as the user gave it, "ErrorType: message")`."""
+    for name, error in failures:
+        print(f"cmr-clip {command}: {name}: {error}", file=sys.stderr)
+
+
+def answers_outcome(command: str, names: list[str], answers: list[dict]) -> int:
+    """The exit code of a pipeline's answers (a failed study carries `error`), each failure also on stderr."""
+    failed = [(name, answer["error"]) for name, answer in zip(names, answers) if "error" in answer]
+    print_failures(command, failed)
+    return outcome(len(answers) - len(failed), len(failed))
+
+
+def study_names(paths: list[str]) -> list[str]:
+    """How studies are shown: by position and folder name (the user's own input), never by what the files say."""
+    return [safe_study_name(Path(p).name, i, read_identity(p)) for i, p in enumerate(paths)]
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (and of its dataclass bases), as one line each."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for statement, following in zip(body, body[1:]):
+            if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+                    and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)):
+                docs[statement.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _value_type(hint, default) -> tuple[type, bool]:
+    """(the type argparse converts each value to, whether the field takes a list)."""
+    options = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) is not None and len(options) == 1:
+        hint = options[0]
+    if hint is list or get_origin(hint) is list:
+        items = get_args(hint) or ([type(default[0])] if default else [str])
+        return items[0], True
+    return hint, False
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, flags: dict[str, str] | None = None,
+                            required: tuple[str, ...] = (), choices: dict[str, tuple] | None = None) -> None:
+    """One flag per field of the dataclass `cls`, its help the field's docstring and its default.
+
+    A field `a_b` becomes `--a-b` unless `flags` names another spelling; booleans take `--x/--no-x`, lists
+    one or more values, dicts a JSON object. Flags not given stay unset (see `given_fields`), so that a
+    config file's values are overridden only by flags actually given."""
+    hints, docs = get_type_hints(cls), field_docs(cls)
+    for item in dataclasses.fields(cls):
+        default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+        kind, many = _value_type(hints[item.name], default)
+        help_text = docs.get(item.name, "").replace("%", "%%")
+        if default not in (None, "", [], {}) and item.name not in required:
+            help_text = f"{help_text} (default: {default})".strip()
+        options = dict(dest=item.name, default=None, help=help_text, required=item.name in required)
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind is dict:
+            options.update(type=json.loads, metavar="JSON")
+        else:
+            options.update(type=kind, choices=(choices or {}).get(item.name), nargs="+" if many else None)
+        add_flag(parser, (flags or {}).get(item.name, "--" + item.name.replace("_", "-")), **options)
+
+
+def given_fields(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of `cls` whose flags were given (see `add_dataclass_arguments`)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}

@@ -1,0 +1,54 @@
+"""`cmr-clip index build`: embed studies with a CMR-CLIP model and save a searchable index.
+
+    cmr-clip index build --model cmr-clip-demo --data-dir corpus --split train --output-dir my-index
+    cmr-clip index build --model cmr-clip-demo --studies DIR/SYN00001 DIR/SYN00002 --output-dir my-index
+    cmr-clip index build --model cmr-clip-demo --studies DIR/* --output-dir my-index --append
+
+Then search it with `cmr-clip search "severe LV dilation" --index my-index`. Studies that cannot be read are
+listed (and written to OUTPUT_DIR/skipped.json) and the others indexed (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from datasets import load_from_disk
+
+from ..index import CMRStudyIndex, StudyIndexError
+from .base import add_flag, outcome, print_failures, write_json
+
+ERRORS = (StudyIndexError,)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    build = sub.add_parser("build", help="embed studies (folders/zips or a prepared corpus split) and save the index")
+    build.add_argument("--model", required=True, help="a CMR-CLIP directory saved with its processor")
+    add_flag(build, "--output-dir", required=True, help="index directory to write")
+    source = build.add_mutually_exclusive_group(required=True)
+    source.add_argument("--studies", nargs="+", help="study folders or zips (ids: folder names)")
+    add_flag(source, "--data-dir", help="a prepared corpus (cmr-clip prepare); ids and impressions from it")
+    build.add_argument("--split", default="train", help="corpus split to index (with --data-dir)")
+    build.add_argument("--append", action="store_true", help="add to an existing index in --output-dir")
+    build.add_argument("--backend", choices=["exact", "faiss"], default="exact")
+    build.add_argument("--batch-size", type=int, default=8)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.append and Path(args.output_dir, "manifest.json").is_file():
+        index = CMRStudyIndex.load(args.output_dir, model=args.model, backend=args.backend)
+    else:
+        index = CMRStudyIndex.from_model(args.model, backend=args.backend)
+    before = len(index)
+    if args.data_dir:
+        index.add_dataset(load_from_disk(args.data_dir)[args.split], batch_size=args.batch_size)
+        skipped = []
+    else:
+        skipped = index.add_studies(args.studies, batch_size=args.batch_size)
+    index.save(args.output_dir)
+    print(f"indexed {len(index) - before} studies ({len(index)} in all) into {args.output_dir}")
+    print_failures("index", [(item["study_id"], f"{item['error']}: {item['message']}") for item in skipped])
+    if skipped:
+        write_json(str(Path(args.output_dir, "skipped.json")), skipped)
+    return outcome(len(index) - before, len(skipped))
