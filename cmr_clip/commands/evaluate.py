@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..evaluation.report import evaluate_model
 from ..evaluation.report_generation import evaluate_report_generation, format_comparison
-from ..evaluation.zero_shot import EvaluationError
+from ..evaluation.errors import EvaluationError
 from ..pipelines import PromptSetError
 from .base import DONE, NOTHING_DONE, add_flag
 
