@@ -14,7 +14,7 @@ from typing import Any, Unpack
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel, ViTModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -492,8 +492,6 @@ class CMRCLIPModel(CMRCLIPPreTrainedModel):
         text_model = AutoModel.from_pretrained(text_model_name_or_path)
         vit = None
         if vision_model_name_or_path is not None:
-            from transformers import ViTModel
-
             vit = ViTModel.from_pretrained(vision_model_name_or_path)
             vision_config = vision_config_from_vit(vit.config, num_frames=num_frames, time_init="zeros")
         elif vision_config is None:

@@ -344,8 +344,7 @@ def test_fresh_virtualenv_without_cmr_clip_gives_the_package_scores(tmp_path):
 
 def test_pipeline_prompt_set_comes_from_a_hub_repo(monkeypatch, tmp_path):
     """Loaded by repo id, the model's folder is the Hub cache: the prompt set (with thresholds) is fetched from it."""
-    import transformers.utils
-
+    from cmr_clip.pipelines import prompts as prompts_module
     from cmr_clip.pipelines.prompts import PromptSet, model_prompt_set
 
     prompts = PromptSet.load(None)
@@ -357,7 +356,7 @@ def test_pipeline_prompt_set_comes_from_a_hub_repo(monkeypatch, tmp_path):
         fetched.append((repo_id, filename))
         return str(tmp_path / filename)
 
-    monkeypatch.setattr(transformers.utils, "cached_file", cached_file)
+    monkeypatch.setattr(prompts_module, "cached_file", cached_file)
     assert model_prompt_set("org/cmr-clip-demo").thresholds == {"lge": 0.42}
     assert fetched == [("org/cmr-clip-demo", "zero_shot_prompts.json")]
 

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers.utils import cached_file
+
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 MODEL_PROMPTS_FILE = "zero_shot_prompts.json"
 
@@ -116,8 +118,6 @@ def model_prompt_file(model: str | Path | None) -> Path | None:
     if Path(model).is_dir():
         path = Path(model) / MODEL_PROMPTS_FILE
         return path if path.is_file() else None
-    from transformers.utils import cached_file
-
     try:
         found = cached_file(str(model), MODEL_PROMPTS_FILE, _raise_exceptions_for_missing_entries=False,
                             _raise_exceptions_for_connection_errors=False)
