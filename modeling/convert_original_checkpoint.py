@@ -360,3 +360,7 @@ def conversion_check(model: CMRCLIPModel, original: dict[str, torch.Tensor], see
 def _cosine(text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(text, dim=-1) @ torch.nn.functional.normalize(video, dim=-1).T
 
+
+
+if __name__ == "__main__":  # the command moved to the CLI; say where instead of exiting quietly
+    raise SystemExit("The converter runs as `cmr-clip convert-original` (or `python -m cmr_clip convert-original`).")

@@ -68,6 +68,14 @@ def converted_dir(tmp_path_factory, tokenizer_dir):
     return out
 
 
+def test_the_converter_module_names_the_command_it_moved_to():
+    """`python -m cmr_clip.modeling.convert_original_checkpoint` once ran the converter; modeling/ holds no CLI code
+    now, and the old entry point says where the command went instead of exiting quietly with nothing written."""
+    result = subprocess.run([sys.executable, "-m", "cmr_clip.modeling.convert_original_checkpoint", "--checkpoint", "x"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "cmr-clip convert-original" in result.stderr
+
+
 def embed_reference(model, io):
     with torch.no_grad():
         vision = model.get_video_features(pixel_values_videos=io["pixel_values"])
