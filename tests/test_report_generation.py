@@ -20,6 +20,7 @@ from transformers import BertTokenizer, pipeline
 import cmr_clip  # noqa: F401  (registers the pipeline)
 from cmr_clip import CMRCLIPModel, CMRCLIPProcessor, CMRStudyProcessor, CMRTargetForConditionalGeneration, CMRTargetProcessor
 from cmr_clip.cli import main as cli
+from cmr_clip.data.corpus import load_corpus
 from cmr_clip.evaluation.report_generation import evaluate_report_generation, negated_findings_asserted
 from cmr_clip.synthetic import make_cohort
 from cmr_clip.training import TrainConfig, train
@@ -174,7 +175,7 @@ def test_evaluate_report_task_compares_with_the_retrieval_baseline(trained, corp
     results = evaluate_report_generation(out, corpus, tmp_path, split="validation", max_new_tokens=24, progress=False)
     assert set(results) >= {"cmr_target", "retrieval_baseline", "examples"}
     references = {e["reference"] for e in results["examples"]}
-    train_impressions = set(cmr_clip.training.loop.load_corpus(str(corpus))["train"]["impression"])
+    train_impressions = set(load_corpus(str(corpus))["train"]["impression"])
     assert all(e["retrieval"] in train_impressions for e in results["examples"])
     assert references and results["cmr_target"]["n_reports"] == 6
     assert json.loads((tmp_path / "report_metrics.json").read_text())["split"] == "validation"

@@ -21,7 +21,9 @@ from cmr_clip import CMRCLIPModel
 from cmr_clip.data.augment import Augmentation, choose_frames, example_rng
 from cmr_clip.data.dataset import StudyTextDataset
 from cmr_clip.training import TrainConfig, train
-from cmr_clip.training.loop import EpochShuffleSampler, latest_checkpoint, parameter_groups
+from cmr_clip.data.dataset import EpochShuffleSampler
+from cmr_clip.training.checkpointing import latest_checkpoint
+from cmr_clip.training.loop import parameter_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["normal", "lv", "rv", "dilated", "reduced", "ejection", "fraction", "no", "late", "enhancement", "severe",

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.collate import StudyCollator
+from ..data.corpus import load_corpus
 from ..data.dataset import StudyTextDataset
 from ..embeddings import embed_split
 from .findings import FINDINGS, extract_findings, findings_present
@@ -26,8 +27,6 @@ from .stats import bootstrap_interval
 
 
 def load_split(data_dir: str | Path, split: str):
-    from ..training.loop import load_corpus
-
     corpus = load_corpus(str(data_dir))
     if split not in corpus:
         raise ValueError(f"{data_dir} has no {split!r} split (splits: {list(corpus)}).")

@@ -21,7 +21,7 @@ import json
 import logging
 import sys
 
-from .loop import TOWERS, FinetuneConfig
+from ..training.tasks.classification import TOWERS, FinetuneConfig, finetune
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +74,6 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .loop import finetune
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     metrics = finetune(config_from_args(args))
     split = "test" if "test" in metrics["evaluation"] else "validation"

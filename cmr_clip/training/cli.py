@@ -12,6 +12,7 @@ import logging
 import sys
 
 from .config import add_config_arguments, config_from_args
+from .tasks import train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,8 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .loop import train
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = config_from_args(args)
     if not (config.data_dir or config.streaming):
