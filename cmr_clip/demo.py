@@ -18,6 +18,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers import pipeline
+
+from .data.prepare import prepare, train_wordpiece_tokenizer
+from .embeddings import embed_split
+from .evaluation.retrieval import retrieval_metrics
+from .evaluation.zero_shot import zero_shot_split_metrics, zero_shot_table
+from .modeling import CMRCLIPModel
+from .processing import CMRCLIPProcessor, CMRStudyProcessor
+from .synthetic import make_cohort
+from .training import TrainConfig, TrainingSchedule, train
+
 # The demo's small model: 16 frames of 64 x 64 px in 16 px patches, a 4-layer video tower (time attention
 # initialised like space attention: there is no image model to start from) and a 2-layer BERT with a
 # WordPiece vocabulary learned from the cohort's training impressions.
@@ -29,20 +40,34 @@ DEMO_DECODER = dict(n_embd=192, n_layer=3, n_head=4)
 
 
 @dataclass
-class DemoSettings:
+class DemoSettings(TrainingSchedule):
+    """The demo's run; its `TrainingSchedule` is the CMR-CLIP step's."""
+
     out: str = "cmr-clip-demo"
+    """Folder for the cohort, corpus, model and metrics."""
     studies: int = 400
-    epochs: int = 30
-    batch_size: int = 8
-    learning_rate: float = 1e-3
+    """Synthetic studies to write."""
     num_frames: int = 16
+    """Frames per study in the prepared corpus."""
     image_size: int = 64
+    """Frame size in pixels in the prepared corpus."""
     vocab_size: int = 1000
+    """WordPiece vocabulary learnt from the training impressions (without `text_model`)."""
     text_model: str | None = None
-    seed: int = 0
+    """Start the text tower from a pretrained encoder (name or local dir) instead of a small BERT trained
+    from scratch."""
     num_proc: int = max(1, min(4, os.cpu_count() or 1))
+    """Processes for writing and reading DICOM."""
     report_epochs: int = 40
-    progress: bool = True
+    """Epochs of the CMR-TARGET report step (0 skips it)."""
+
+    # The demo's own defaults for `TrainingSchedule` fields.
+    epochs: int = 30
+    """Epochs of the CMR-CLIP step."""
+    batch_size: int = 8
+    """Studies per batch of the CMR-CLIP step."""
+    learning_rate: float = 1e-3
+    """Peak learning rate of the CMR-CLIP step."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,12 +96,6 @@ def run(args: argparse.Namespace) -> int:
 
 def run_demo(settings: DemoSettings) -> dict:
     """Cohort -> corpus -> training -> held-out evaluation; returns the figures written to `out/metrics.json`."""
-    from .data.prepare import prepare, train_wordpiece_tokenizer
-    from .evaluation.zero_shot import zero_shot_split_metrics
-    from .processing import CMRStudyProcessor
-    from .synthetic import make_cohort
-    from .training import TrainConfig, train
-
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -100,11 +119,9 @@ def run_demo(settings: DemoSettings) -> dict:
     start = time.perf_counter()
     _step(f"3/{steps} training a small CMR-CLIP from scratch for {settings.epochs} epochs")
     config = TrainConfig(
-        data_dir=str(out / "corpus"), output_dir=str(out), text_model=settings.text_model,
-        vision=DEMO_VISION, text={} if settings.text_model else DEMO_TEXT, projection_dim=64,
-        epochs=settings.epochs, batch_size=settings.batch_size, eval_batch_size=64,
-        learning_rate=settings.learning_rate, warmup_ratio=0.1, max_text_length=128, seed=settings.seed,
-        learnable_logit_scale=True, crop_scale=[0.8, 1.0], progress=settings.progress,
+        **settings.schedule(), data_dir=str(out / "corpus"), output_dir=str(out), text_model=settings.text_model,
+        vision=DEMO_VISION, text={} if settings.text_model else DEMO_TEXT, projection_dim=64, eval_batch_size=64,
+        warmup_ratio=0.1, max_text_length=128, learnable_logit_scale=True, crop_scale=[0.8, 1.0],
     )
     training = train(config)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
@@ -141,10 +158,6 @@ def train_report_model(settings: DemoSettings, out: Path, test_split) -> dict:
     """CMR-TARGET in `out/report`, from the demo's CMR-CLIP (its video tower tuned along: on this small cohort a
     frozen tower gave a decoder that leans on the words more than on the study), and its draft for the first
     test study, read from its DICOM folder through `pipeline("cmr-report-generation")`."""
-    from transformers import pipeline
-
-    from .training import TrainConfig, train
-
     config = TrainConfig(
         task="report", data_dir=str(out / "corpus"), output_dir=str(out / "report"), cmr_clip_model=str(out),
         decoder_config=DEMO_DECODER, freeze_vision=False, epochs=settings.report_epochs, batch_size=16, eval_batch_size=64,
@@ -161,19 +174,12 @@ def train_report_model(settings: DemoSettings, out: Path, test_split) -> dict:
 
 def evaluate_test_split(model_dir: Path, split) -> dict:
     """Retrieval on the test split with the saved model and processor, exactly as a user would load them."""
-    from .embeddings import embed_split
-    from .evaluation.retrieval import retrieval_metrics
-    from .modeling import CMRCLIPModel
-    from .processing import CMRCLIPProcessor
-
     model = CMRCLIPModel.from_pretrained(model_dir).eval()
     embeddings = embed_split(model, CMRCLIPProcessor.from_pretrained(model_dir), split, batch_size=64)
     return retrieval_metrics(embeddings["text"], embeddings["video"])
 
 
 def summary_table(metrics: dict, settings: DemoSettings) -> str:
-    from .evaluation.zero_shot import zero_shot_table
-
     test = metrics["test_retrieval"]
     lines = [
         "",
