@@ -31,6 +31,11 @@ def load_study_processor(data_dir: str) -> CMRStudyProcessor:
     return CMRStudyProcessor.from_pretrained(path)
 
 
+def load_prepared(data_dir: str) -> tuple[DatasetDict, CMRStudyProcessor]:
+    """The corpus in `data_dir` and the study processor it was prepared with."""
+    return load_corpus(data_dir), load_study_processor(data_dir)
+
+
 def corpus_video_shape(split) -> tuple[int, int]:
     """(frames per study, image size) of a prepared or streamed split, from its features."""
     height, width = split.features["frames"].shape[-2:]

@@ -27,7 +27,7 @@ from transformers import AutoTokenizer
 
 from ...data.augment import Augmentation
 from ...data.collate import StudyCollator
-from ...data.corpus import load_corpus, load_study_processor
+from ...data.corpus import load_prepared
 from ...data.dataset import BalancedEpochSampler, EpochShuffleSampler, LabelledStudies
 from ...finetune.metrics import classification_metrics
 from ...modeling import CMRCLIPConfig, CMRCLIPForStudyClassification, CMRCLIPModel
@@ -266,12 +266,12 @@ class ClassificationTask:
 
     def open_corpus(self):
         config = self.config
-        corpus = load_corpus(config.data_dir)
+        corpus, study_processor = load_prepared(config.data_dir)
         if "labels" not in corpus["train"].column_names:
             raise FinetuneError(f"{config.data_dir} has no labels column; prepare it from a cohort with labelled reports.")
         if "validation" not in corpus:
             raise FinetuneError(f"{config.data_dir} has no validation split; thresholds are chosen on validation.")
-        return corpus, load_study_processor(config.data_dir)
+        return corpus, study_processor
 
     def build(self, corpus, study_processor) -> torch.nn.Module:
         config = self.config

@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from transformers import AutoTokenizer, BertConfig, ViTModel
 
 from ...data.collate import ImpressionTokenizer, StudyCollator
-from ...data.corpus import corpus_video_shape, load_corpus, load_study_processor
+from ...data.corpus import corpus_video_shape, load_prepared
 from ...data.streaming import open_streams, process_part
 from ...embeddings import embed_batches
 from ...evaluation.retrieval import retrieval_metrics
@@ -86,7 +86,7 @@ class ContrastiveTask:
     def open_corpus(self):
         if self.config.streaming:
             return open_streams(self.config)
-        return load_corpus(self.config.data_dir), load_study_processor(self.config.data_dir)
+        return load_prepared(self.config.data_dir)
 
     def build(self, corpus, study_processor) -> torch.nn.Module:
         num_frames, image_size = corpus_video_shape(corpus["train"])

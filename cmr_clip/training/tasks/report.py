@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from transformers import AutoTokenizer
 
 from ...data.collate import StudyCollator
-from ...data.corpus import corpus_video_shape, load_corpus, load_study_processor
+from ...data.corpus import corpus_video_shape, load_prepared
 from ...data.prepare import train_report_tokenizer
 from ...modeling import CMRTargetForConditionalGeneration
 from ...processing import CMRTargetProcessor
@@ -33,7 +33,7 @@ class ReportTask:
     def open_corpus(self):
         if self.config.streaming:
             raise ValueError("--streaming trains CMR-CLIP (the contrastive task); prepare a corpus for --task report.")
-        return load_corpus(self.config.data_dir), load_study_processor(self.config.data_dir)
+        return load_prepared(self.config.data_dir)
 
     def build(self, corpus, study_processor) -> CMRTargetForConditionalGeneration:
         config = self.config
