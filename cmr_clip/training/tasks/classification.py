@@ -1,6 +1,7 @@
-"""The classification task: supervised fine-tuning of CMR-CLIP on study labels (`finetune`, `cmr-clip
-finetune`), whole or with LoRA adapters (PEFT), a task of the one training loop: the video tower with a classification head (`tower="video"`), or the text tower alone so that label prompts
-classify the studies (`tower="text"`, prompt adaptation, see `prompt_tuning`).
+"""The classification task of the training loop: supervised fine-tuning of CMR-CLIP on study labels
+(`finetune`, `cmr-clip finetune`), whole or with LoRA adapters (PEFT): the video tower with a
+classification head (`tower="video"`), or the text tower alone so that label prompts classify the studies
+(`tower="text"`, prompt adaptation, see `prompt_tuning`).
 
 Labels come from a prepared corpus's `labels` column (a JSON object per study: `{finding: bool, ...,
 diagnosis: str}`): several boolean findings make a multi-label head (one logit per finding), a string field
