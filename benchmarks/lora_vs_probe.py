@@ -26,11 +26,11 @@ from sklearn.metrics import roc_auc_score
 
 from cmr_clip import CMRCLIPModel
 from cmr_clip.data.collate import StudyCollator
+from cmr_clip.data.corpus import load_study_processor
+from cmr_clip.data.dataset import LabelledStudies
 from cmr_clip.evaluation.few_shot import logistic_probe
 from cmr_clip.evaluation.intervals import with_interval
-from cmr_clip.finetune import FinetuneConfig, finetune, load_finetuned
-from cmr_clip.finetune.loop import LabelledStudies
-from cmr_clip.training.loop import load_study_processor
+from cmr_clip.training import FinetuneConfig, finetune, load_finetuned
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from .evaluation.report import evaluate_held_out
 from .evaluation.zero_shot import zero_shot_table
 from .processing import CMRStudyProcessor
 from .synthetic import make_cohort
-from .training import TrainConfig, train
+from .training import TrainConfig, TrainingSchedule, train
 
 # The demo's small model: 16 frames of 64 x 64 px in 16 px patches, a 4-layer video tower (time attention
 # initialised like space attention: there is no image model to start from) and a 2-layer BERT with a
@@ -37,30 +37,34 @@ DEMO_DECODER = dict(n_embd=192, n_layer=3, n_head=4)
 
 
 @dataclass
-class DemoSettings:
-    """A demo run (`cmr-clip demo` takes every field as a flag, `out` as `--output-dir`)."""
+class DemoSettings(TrainingSchedule):
+    """The demo's run; its `TrainingSchedule` is the CMR-CLIP step's."""
 
     out: str = "cmr-clip-demo"
     """Folder for the cohort, corpus, model and metrics."""
     studies: int = 400
     """Synthetic studies to write."""
-    epochs: int = 30
-    batch_size: int = 8
-    learning_rate: float = 1e-3
     num_frames: int = 16
-    """Frames per study."""
+    """Frames per study in the prepared corpus."""
     image_size: int = 64
-    """Side of the square frames, in pixels."""
+    """Frame size in pixels in the prepared corpus."""
     vocab_size: int = 1000
-    """WordPiece vocabulary learned from the cohort's training impressions (without `text_model`)."""
+    """WordPiece vocabulary learnt from the training impressions (without `text_model`)."""
     text_model: str | None = None
-    """Start the text tower from a pretrained encoder (name or local dir) instead of a small BERT trained from scratch."""
-    seed: int = 0
+    """Start the text tower from a pretrained encoder (name or local dir) instead of a small BERT trained
+    from scratch."""
     num_proc: int = max(1, min(4, os.cpu_count() or 1))
     """Processes for writing and reading DICOM."""
     report_epochs: int = 40
     """Epochs of the CMR-TARGET report step (0 skips it)."""
-    progress: bool = True
+
+    # The demo's own defaults for `TrainingSchedule` fields.
+    epochs: int = 30
+    """Epochs of the CMR-CLIP step."""
+    batch_size: int = 8
+    """Studies per batch of the CMR-CLIP step."""
+    learning_rate: float = 1e-3
+    """Peak learning rate of the CMR-CLIP step."""
 
 
 def run_demo(settings: DemoSettings) -> dict:
@@ -88,11 +92,9 @@ def run_demo(settings: DemoSettings) -> dict:
     start = time.perf_counter()
     _step(f"3/{steps} training a small CMR-CLIP from scratch for {settings.epochs} epochs")
     config = TrainConfig(
-        data_dir=str(out / "corpus"), output_dir=str(out), text_model=settings.text_model,
-        vision=DEMO_VISION, text={} if settings.text_model else DEMO_TEXT, projection_dim=64,
-        epochs=settings.epochs, batch_size=settings.batch_size, eval_batch_size=64,
-        learning_rate=settings.learning_rate, warmup_ratio=0.1, max_text_length=128, seed=settings.seed,
-        learnable_logit_scale=True, crop_scale=[0.8, 1.0], progress=settings.progress,
+        **settings.schedule(), data_dir=str(out / "corpus"), output_dir=str(out), text_model=settings.text_model,
+        vision=DEMO_VISION, text={} if settings.text_model else DEMO_TEXT, projection_dim=64, eval_batch_size=64,
+        warmup_ratio=0.1, max_text_length=128, learnable_logit_scale=True, crop_scale=[0.8, 1.0],
     )
     training = train(config)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
@@ -139,6 +141,13 @@ def train_report_model(settings: DemoSettings, out: Path, test_split) -> dict:
     draft = pipeline("cmr-report-generation", model=str(out / "report"))(str(out / "cohort" / "studies" / study_id))
     return {"validation_history": training["history"], "example": {
         "study": study_id, "reference": reference, "draft": draft.get("generated_impression", draft.get("error"))}}
+
+
+def evaluate_test_split(model_dir: Path, split) -> dict:
+    """Retrieval on the test split with the saved model and processor, exactly as a user would load them."""
+    model = CMRCLIPModel.from_pretrained(model_dir).eval()
+    embeddings = embed_split(model, CMRCLIPProcessor.from_pretrained(model_dir), split, batch_size=64)
+    return retrieval_metrics(embeddings["text"], embeddings["video"])
 
 
 def summary_table(metrics: dict, settings: DemoSettings) -> str:

@@ -86,10 +86,12 @@ def embed_batches(model, batches: Iterable[dict], accelerator=None, progress: bo
         videos.append(video.cpu())
         texts.append(text.cpu())
     model.train(training)
-    width = model.config.projection_dim if hasattr(model, "config") else 0
-    empty = torch.zeros(0, width)  # an empty split embeds to (0, D)
-    return {"video": torch.cat([empty, *videos]) if videos else empty,
-            "text": torch.cat([empty, *texts]) if texts else empty}
+    if videos:
+        return {"video": torch.cat(videos), "text": torch.cat(texts)}
+    # An empty split embeds to (0, D); a DDP or FSDP wrapper has no config of its own.
+    unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
+    width = unwrapped.config.projection_dim if hasattr(unwrapped, "config") else 0
+    return {"video": torch.zeros(0, width), "text": torch.zeros(0, width)}
 
 
 def embed_split(model, processor, split, batch_size: int = 32, progress: bool = False) -> dict[str, torch.Tensor]:

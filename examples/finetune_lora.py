@@ -18,9 +18,10 @@ import torch
 from datasets import load_from_disk
 
 from cmr_clip.data.collate import StudyCollator
-from cmr_clip.finetune import FinetuneConfig, finetune, load_finetuned
-from cmr_clip.finetune.loop import LabelledStudies, split_targets
-from cmr_clip.training.loop import load_study_processor
+from cmr_clip.data.corpus import load_study_processor
+from cmr_clip.data.dataset import LabelledStudies
+from cmr_clip.training import FinetuneConfig, finetune, load_finetuned
+from cmr_clip.training.tasks.classification import split_targets
 
 
 def first_held_out_study(data_dir: str, labels: list[str], label_names: list[str], problem_type: str) -> dict:

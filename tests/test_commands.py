@@ -18,8 +18,7 @@ from cmr_clip.cli import COMMANDS, main
 from cmr_clip.commands import train
 from cmr_clip.commands.base import build_parser
 from cmr_clip.demo import DemoSettings
-from cmr_clip.finetune import FinetuneConfig
-from cmr_clip.training import TrainConfig
+from cmr_clip.training import FinetuneConfig, TrainConfig
 from processing_factory import write_study
 from target_support import save_tiny_target
 from test_zero_shot_support import save_random_model

@@ -20,7 +20,7 @@ from test_training import make_corpus, tiny_train_config, wait_for_mid_epoch_che
 
 from cmr_clip import CMRCLIPModel, CMRTargetForConditionalGeneration
 from cmr_clip.training.checkpointing import fsdp_layers_to_wrap
-from cmr_clip.training.loop import latest_checkpoint
+from cmr_clip.training.checkpointing import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_DROPOUT_TEXT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from cmr_clip import CMRCLIPForStudyClassification, CMRCLIPModel
 from cmr_clip.cli import main as cli_main
 from cmr_clip.evaluation.classification import best_f1_threshold, classification_metrics
-from cmr_clip.finetune import (
+from cmr_clip.training import (
     TEXT_LORA_TARGETS,
     VIDEO_LORA_TARGETS,
     FinetuneConfig,
@@ -26,7 +26,7 @@ from cmr_clip.finetune import (
     load_finetuned,
     trainable_fraction,
 )
-from cmr_clip.finetune.loop import imbalance_weights, parse_labels
+from cmr_clip.training.tasks.classification import imbalance_weights, parse_labels
 from test_modeling_cmr_clip import tiny_config
 from test_training import make_corpus, train_in_bf16
 
@@ -196,8 +196,9 @@ def test_cli_full_and_lora_fine_tunes_write_model_and_per_label_metrics(labelled
     assert model.config.id2label == {0: "bright", 1: "dark"}
     # The reloaded model reproduces the saved run's validation predictions: its F1 at the saved threshold.
     from cmr_clip.data.collate import StudyCollator
-    from cmr_clip.finetune.loop import LabelledStudies, split_targets
-    from cmr_clip.training.loop import load_study_processor
+    from cmr_clip.data.corpus import load_study_processor
+    from cmr_clip.data.dataset import LabelledStudies
+    from cmr_clip.training.tasks.classification import split_targets
     corpus = load_from_disk(str(labelled[0]))
     targets = split_targets(corpus["validation"], "multi_label_classification", ["bright", "dark"], ["bright", "dark"])
     studies = LabelledStudies(corpus["validation"], targets, False, 0, None)

@@ -11,9 +11,9 @@ from transformers import AutoModelForVideoClassification, AutoTokenizer
 
 from cmr_clip import CMRCLIPForStudyClassification, CMRCLIPModel
 from cmr_clip.cli import main as cli_main
-from cmr_clip.finetune import TEXT_LORA_TARGETS, FinetuneConfig, finetune, load_finetuned
-from cmr_clip.finetune import loop as finetune_loop
-from cmr_clip.finetune.prompt_tuning import PromptAdaptationError, PromptClassifier
+from cmr_clip.training import TEXT_LORA_TARGETS, FinetuneConfig, finetune, load_finetuned
+from cmr_clip.training import loop as training_loop
+from cmr_clip.training.tasks.prompt_tuning import PromptAdaptationError, PromptClassifier
 from test_finetune import clip_dir, labelled, video_batch  # noqa: F401 (fixtures)
 
 torch.set_num_threads(2)
@@ -96,7 +96,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(labelled, tmp_pat
                                        batch_size=4, checkpoint_every=3, progress=False, **overrides))
 
     reference = run(tmp_path / "reference")
-    save_checkpoint = finetune_loop.save_checkpoint
+    save_checkpoint = training_loop.save_checkpoint
 
     def save_then_die(accelerator, config, state):
         path = save_checkpoint(accelerator, config, state)
@@ -104,7 +104,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(labelled, tmp_pat
             raise Interrupted
         return path
 
-    monkeypatch.setattr(finetune_loop, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(training_loop, "save_checkpoint", save_then_die)
     with pytest.raises(Interrupted):
         run(tmp_path / "interrupted")
     assert not (tmp_path / "interrupted" / "adapter_model.safetensors").exists()
@@ -114,7 +114,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(labelled, tmp_pat
         saved_at.append(state["global_step"])
         return save_checkpoint(accelerator, config, state)
 
-    monkeypatch.setattr(finetune_loop, "save_checkpoint", save_and_record)
+    monkeypatch.setattr(training_loop, "save_checkpoint", save_and_record)
     resumed = run(tmp_path / "interrupted", resume="latest")
     assert saved_at[0] > 6  # it went on from the checkpoint, not from the start
 

@@ -366,7 +366,7 @@ def test_training_push_to_hub_goes_through_the_guarded_push(captured, tmp_path):
 
     from cmr_clip import CMRCLIPModel, CMRStudyProcessor
     from cmr_clip.training import TrainConfig
-    from cmr_clip.training.loop import save_final
+    from cmr_clip.training.tasks.contrastive import save_final
 
     config = TrainConfig(data_dir=str(tmp_path / "corpus"), output_dir=str(tmp_path / "out"), push_to_hub="org/trained")
     save_final(CMRCLIPModel(tiny_config()), tiny_tokenizer(), CMRStudyProcessor(num_frames=8, image_size=16), config,

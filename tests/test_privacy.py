@@ -442,7 +442,7 @@ def test_training_push_to_hub_refuses_a_vocabulary_holding_a_corpus_identity(cap
     from cmr_clip import CMRCLIPModel
     from cmr_clip.privacy import save_identity_hashes
     from cmr_clip.training import TrainConfig
-    from cmr_clip.training.loop import save_final
+    from cmr_clip.training.tasks.contrastive import save_final
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

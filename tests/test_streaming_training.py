@@ -20,7 +20,7 @@ from cmr_clip.data.streaming import study_key
 from cmr_clip.processing import CMRStudyProcessor
 from cmr_clip.synthetic import make_cohort
 from cmr_clip.training import train
-from cmr_clip.training.loop import latest_checkpoint
+from cmr_clip.training.checkpointing import latest_checkpoint
 
 PROCESSOR = dict(num_frames=8, image_size=16)
 

@@ -19,9 +19,10 @@ from transformers import BertTokenizer
 
 from cmr_clip import CMRCLIPModel
 from cmr_clip.data.augment import Augmentation, choose_frames, example_rng
-from cmr_clip.data.dataset import StudyTextDataset
-from cmr_clip.training import TrainConfig, train
-from cmr_clip.training.loop import EpochShuffleSampler, latest_checkpoint, parameter_groups
+from cmr_clip.data.dataset import EpochShuffleSampler, StudyTextDataset
+from cmr_clip.training import FinetuneConfig, TrainConfig, train
+from cmr_clip.training.checkpointing import latest_checkpoint
+from cmr_clip.training.loop import parameter_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["normal", "lv", "rv", "dilated", "reduced", "ejection", "fraction", "no", "late", "enhancement", "severe",
@@ -241,6 +242,20 @@ def test_unknown_config_field_is_refused(tmp_path):
     bad.write_text("learning_rte: 0.1\n")
     with pytest.raises(ValueError, match="unknown training options \\['learning_rte'\\]"):
         TrainConfig.from_file(bad)
+
+
+def test_fine_tuning_config_is_a_run_config_read_from_a_file(tmp_path):
+    """FinetuneConfig extends the loop's base config: the shared fields keep fine-tuning's defaults, the
+    loop's own fields are there, and it loads from a file with the same check as TrainConfig."""
+    config = FinetuneConfig(model_dir="model", labels=["lge"], lora=True, gradient_accumulation_steps=2,
+                            crop_scale=[0.8, 1.0])
+    assert (config.batch_size, config.learning_rate, config.output_dir) == (8, 1e-3, "cmr-clip-finetuned")
+    path = tmp_path / "finetune.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert FinetuneConfig.from_file(path) == config
+    path.write_text(json.dumps({"labels": ["lge"], "lora_rank": 4}))
+    with pytest.raises(ValueError, match="unknown training options \\['lora_rank'\\]"):
+        FinetuneConfig.from_file(path)
 
 
 @pytest.mark.parametrize("name", ["accelerate_ddp.yaml", "accelerate_fsdp.yaml"])

@@ -20,9 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..finetune import FinetuneConfig, FinetuneError, finetune
-from ..finetune.loop import TOWERS
-from ..finetune.prompt_tuning import PromptAdaptationError
+from ..training.tasks.classification import TOWERS, FinetuneConfig, FinetuneError, finetune
+from ..training.tasks.prompt_tuning import PromptAdaptationError
 from .base import DONE, add_dataclass_arguments, given_fields, log_to_console
 
 ERRORS = (FinetuneError, PromptAdaptationError)

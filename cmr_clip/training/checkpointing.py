@@ -1,6 +1,8 @@
-"""Checkpoint pieces beyond `accelerator.save_state`: each process's own position in a streamed corpus,
-and, for sharded (FSDP2) training, which layers become shard units. The final `save_pretrained` takes the
-full model gathered from the shards (`accelerator.get_state_dict`).
+"""Checkpoints of the training loop: `accelerator.save_state` written atomically under
+`output_dir/checkpoints/step-*` with the loop's position (`trainer_state.json`), found again and loaded to
+resume; each process's own position in a streamed corpus; and, for sharded (FSDP2) training, which layers
+become shard units. The final `save_pretrained` takes the full model gathered from the shards
+(`accelerator.get_state_dict`).
 
 Mid-run checkpoints need nothing here: `accelerator.save_state` writes FSDP's sharded state dicts (the
 plugin's `state_dict_type`, `SHARDED_STATE_DICT` in `examples/accelerate_fsdp.yaml`) and `load_state`
@@ -10,10 +12,18 @@ reads them back.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+CHECKPOINTS = "checkpoints"
 
 
 def fsdp_layers_to_wrap(model: torch.nn.Module) -> list[str]:
@@ -42,7 +52,6 @@ def configure_fsdp_wrapping(accelerator: Accelerator, model: torch.nn.Module) ->
     plugin.transformer_cls_names_to_wrap = fsdp_layers_to_wrap(model)
 
 
-
 def process_state_file(checkpoint: Path, accelerator: Accelerator) -> Path:
     return Path(checkpoint) / f"process_state_{accelerator.process_index}.json"
 
@@ -58,3 +67,60 @@ def read_process_state(checkpoint: Path, accelerator: Accelerator) -> dict:
         raise FileNotFoundError(f"checkpoint {Path(checkpoint).name} has no position for process "
                                 f"{accelerator.process_index}: resume with the number of processes that saved it.")
     return json.loads(path.read_text())
+
+
+def latest_checkpoint(output_dir: str) -> Path | None:
+    root = Path(output_dir) / CHECKPOINTS
+    done = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def new_state() -> dict:
+    """The loop's position, saved with every checkpoint: optimizer steps done, the epoch and the batches of
+    it already seen, that epoch's losses so far and the per-epoch history."""
+    return {"global_step": 0, "epoch": 0, "batches_in_epoch": 0, "epoch_losses": [], "history": []}
+
+
+def checkpoint_to_resume(output_dir: str, resume: str) -> Path:
+    """The checkpoint `resume` names (`latest`: the newest complete one in `output_dir`)."""
+    path = latest_checkpoint(output_dir) if resume == "latest" else Path(resume)
+    if path is None:
+        raise FileNotFoundError(f"--resume latest: no complete checkpoint in {output_dir}/{CHECKPOINTS}")
+    return path
+
+
+def resume_state(accelerator: Accelerator, output_dir: str, resume: str) -> dict:
+    """Load the checkpoint `resume` names into the prepared model, optimizer, scheduler and RNGs; returns
+    its loop state."""
+    path = checkpoint_to_resume(output_dir, resume)
+    accelerator.load_state(str(path))
+    state = json.loads((path / STATE_FILE).read_text())
+    logger.info("Resumed from %s at step %d", path.name, state["global_step"])
+    return state
+
+
+def save_checkpoint(accelerator: Accelerator, config, state: dict, process_state: dict | None = None) -> Path:
+    """`accelerator.save_state` into a temporary directory renamed when complete, so that a run killed
+    while saving never leaves a half-written checkpoint for `--resume latest` to pick. `config`: any run
+    configuration with `output_dir` and `save_total_limit` (a `RunConfig`).
+    `process_state`: this process's own position (a stream's), saved beside the shared state."""
+    root = Path(config.output_dir) / CHECKPOINTS
+    final = root / f"step-{state['global_step']:08d}"
+    partial = root / f".partial-{final.name}"
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    if process_state is not None:
+        write_process_state(partial, accelerator, process_state)
+        accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (partial / STATE_FILE).write_text(json.dumps(state, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        kept = sorted(p for p in root.glob("step-*") if p.is_dir())
+        for old in kept[: max(0, len(kept) - config.save_total_limit)]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final

@@ -1,5 +1,7 @@
-"""`TrainConfig`: everything a CMR-CLIP training run needs, loadable from YAML or JSON and overridable
-from the command line (`cmr-clip train` makes every field a `--flag`)."""
+"""The training configurations: `TrainingSchedule` (what every training run sets, the demo included),
+`RunConfig` (everything the one training loop reads, on top of it), and `TrainConfig`, the CMR-CLIP and
+CMR-TARGET run that extends it (`FinetuneConfig`, in `tasks.classification`, is the other). Loadable from
+YAML or JSON and overridable from the command line (every field is also a `--flag`)."""
 
 from __future__ import annotations
 
@@ -9,17 +11,96 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 
 @dataclass
-class TrainConfig:
-    """A training run. Paths may be local directories; nothing is downloaded unless a Hub name is given."""
+class TrainingSchedule:
+    """How long and how fast a run trains, from which seed."""
 
-    task: str = "contrastive"
-    """`contrastive` trains CMR-CLIP; `report` trains CMR-TARGET (impressions from video features)."""
+    epochs: int = 10
+    """Passes over the training split (`max_steps` stops earlier)."""
+    batch_size: int = 16
+    """Per process; contrastive negatives are gathered across processes."""
+    learning_rate: float = 1e-4
+    """AdamW's peak learning rate (cosine schedule after a linear warmup)."""
+    seed: int = 0
+    """Seeds the model's initialisation, the data order, frame choice and augmentation."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def schedule(self) -> dict[str, Any]:
+        """The `TrainingSchedule` fields alone, to pass on to a run's configuration."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainingSchedule)}
+
+
+@dataclass
+class RunConfig(TrainingSchedule):
+    """A run of the training loop (`training.loop.run`): data, output, optimisation, checkpoints. Task
+    configurations extend it with their own fields."""
+
     data_dir: str = ""
     """A prepared corpus (`cmr-clip prepare`): a `datasets.DatasetDict` saved with `save_to_disk`."""
     output_dir: str = "cmr-clip-model"
     """Where checkpoints (`checkpoints/`), the final model, processor and `metrics.json` go."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (default: `epochs` full epochs)."""
+    eval_batch_size: int = 32
+    """Studies per evaluation batch."""
+    gradient_accumulation_steps: int = 1
+    """Batches per optimizer step."""
+    weight_decay: float = 0.05
+    """AdamW weight decay (not on norms, biases, embeddings and the logit scale)."""
+    warmup_ratio: float = 0.1
+    """Fraction of the steps with a linear learning-rate warmup."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0: no clipping)."""
+    mixed_precision: str = "no"
+    """`no`, `bf16` or `fp16` (Accelerate)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, more time)."""
+    augment: bool = True
+    """Random resized crop and flip per training study. Without it, fine-tuning also takes each slot's middle
+    frame, as at evaluation (CMR-CLIP and CMR-TARGET training still draw a random one)."""
+    crop_scale: list = field(default_factory=lambda: [0.5, 1.0])
+    """Area range of the random resized crop (the release's 0.5-1); narrower keeps sizes comparable."""
+    flip_probability: float = 0.5
+    """Probability of a horizontal flip per study."""
+    checkpoint_every: int = 0
+    """Save `accelerator.save_state` every N optimizer steps (0: only at the end of each epoch)."""
+    save_total_limit: int = 2
+    """Checkpoints kept in `output_dir/checkpoints` (the oldest are deleted)."""
+    resume: str | None = None
+    """`latest` or a checkpoint directory."""
+    num_workers: int = 0
+    """Data loader worker processes."""
+    log_with: str | None = None
+    """An Accelerate tracker (`tensorboard`, `wandb`, ...) or `all`."""
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "RunConfig":
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown training options {sorted(unknown)}; see `cmr-clip train --help`.")
+        return cls(**{**data, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """A CMR-CLIP (contrastive) or CMR-TARGET (report) training run. Paths may be local directories; nothing
+    is downloaded unless a Hub name is given."""
+
+    task: str = "contrastive"
+    """`contrastive` trains CMR-CLIP; `report` trains CMR-TARGET (impressions from video features)."""
 
     init_from: str | None = None
     """A CMR-CLIP directory or Hub id to continue training from (its tokenizer is used)."""
@@ -54,32 +135,8 @@ class TrainConfig:
     freeze_vision: bool = True
     """Report task: keep the CMR-CLIP video tower fixed (the projector and decoder learn)."""
 
-    epochs: int = 10
-    max_steps: int | None = None
-    batch_size: int = 16
-    """Per process; contrastive negatives are gathered across processes."""
-    eval_batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.05
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
-    """`no`, `bf16` or `fp16` (Accelerate)."""
-    gradient_checkpointing: bool = False
-    augment: bool = True
-    crop_scale: list = field(default_factory=lambda: [0.5, 1.0])
-    """Area range of the random resized crop (the release's 0.5-1); narrower keeps sizes comparable."""
-    flip_probability: float = 0.5
     max_text_length: int = 128
-
-    checkpoint_every: int = 0
-    """Save `accelerator.save_state` every N optimizer steps (0: only at the end of each epoch)."""
-    save_total_limit: int = 2
-    resume: str | None = None
-    """`latest` or a checkpoint directory."""
-    seed: int = 0
-    num_workers: int = 0
+    """Impressions are truncated to this many tokens."""
 
     streaming: bool = False
     """Read and process the studies while training (`stream_corpus`) instead of a prepared corpus: for
@@ -92,27 +149,6 @@ class TrainConfig:
     """Streaming: `CMRStudyProcessor` fields (layout, num_frames, image_size, ...)."""
     shuffle_buffer: int = 1
     """Streaming: the shuffle buffer on top of the per-epoch study shuffle (see `cmr_clip.data.streaming`)."""
-    log_with: str | None = None
-    """An Accelerate tracker (`tensorboard`, `wandb`, ...) or `all`."""
     push_to_hub: str | None = None
     """A repo id to push the final model and processor to."""
-    progress: bool = True
-
-    @classmethod
-    def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
-        path = Path(path)
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown training options {sorted(unknown)}; see `cmr-clip train --help`.")
-        return cls(**{**data, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 

@@ -1,111 +1,77 @@
-"""The CMR-CLIP training loop on Accelerate: one CPU to many GPUs, mixed precision, gradient
-accumulation and checkpointing, contrastive negatives gathered across processes, checkpoints that resume
-to the same weights, retrieval evaluation every epoch."""
+"""The one training loop, on Accelerate: one CPU to many GPUs, mixed precision, gradient accumulation,
+checkpoints that resume to the same weights, per-epoch evaluation. What is trained, on which data, and how
+it is scored and saved is the task's (`Task`; the tasks are in `training.tasks`).
+"""
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import os
-import shutil
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, BertConfig, get_cosine_schedule_with_warmup
+from transformers import get_cosine_schedule_with_warmup
 
-from ..data.augment import Augmentation
-from ..data.collate import ImpressionTokenizer, StudyCollator
-from ..data.corpus import load_corpus
-from ..data.dataset import StudyTextDataset
-from ..data.streaming import batches_on_every_process, open_streams, process_part
-from ..embeddings import embed_batches
-from ..evaluation.retrieval import retrieval_metrics
-from ..modeling import CMRCLIPConfig, CMRCLIPModel, CMRCLIPVisionConfig
-from ..modeling.modeling_cmr_clip import load_vit_weights
-from .checkpointing import configure_fsdp_wrapping, read_process_state, write_process_state
-from .config import TrainConfig
-from .losses import gathered_contrastive_loss
-
-logger = logging.getLogger(__name__)
-
-STATE_FILE = "trainer_state.json"
-CHECKPOINTS = "checkpoints"
+from ..data.collate import StudyCollator
+from ..data.streaming import batches_on_every_process
+from .checkpointing import (
+    checkpoint_to_resume,
+    configure_fsdp_wrapping,
+    new_state,
+    read_process_state,
+    resume_state,
+    save_checkpoint,
+)
+from .config import RunConfig
 
 
-class EpochShuffleSampler(torch.utils.data.Sampler):
-    """A permutation that depends only on (seed, epoch), so a resumed run sees the same order."""
+@dataclass
+class TrainData:
+    """A task's training studies: `dataset` (with `set_epoch`), their number, and how they are drawn."""
 
-    def __init__(self, length: int, seed: int):
-        self.length, self.seed, self.epoch = length, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self):
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.length).tolist())
+    dataset: torch.utils.data.Dataset
+    studies: int
+    """Training studies (a stream's: its number of shards, one study each)."""
+    sampler: torch.utils.data.Sampler | None = None
+    """An order that depends only on (seed, epoch); None: `dataset` is a stream, already split over the
+    processes, that keeps its own position for checkpoints (`state_dict`, `load_state_dict`)."""
+    drop_last: bool = False
 
 
-def corpus_video_shape(split) -> tuple[int, int]:
-    """(frames per study, image size) of a prepared or streamed split, from its features."""
-    height, width = split.features["frames"].shape[-2:]
-    if height != width:
-        raise ValueError(f"prepared frames must be square, got {height}x{width}")
-    return int(split.features["slots"].shape[0]), int(height)
+class Task(Protocol):
+    """What the loop runs. `build` also sets `collator`, the batches' `StudyCollator`."""
 
+    name: str
+    config: RunConfig
+    collator: StudyCollator
 
-def resolve_tokenizer(config: TrainConfig):
-    source = config.init_from or config.tokenizer or config.text_model
-    if source is None:
-        candidate = Path(config.data_dir) / "tokenizer"
-        if not candidate.is_dir():
-            raise ValueError(
-                "No tokenizer: give `tokenizer`, `text_model` or `init_from`, or put one in the corpus's tokenizer/."
-            )
-        source = str(candidate)
-    return AutoTokenizer.from_pretrained(source)
+    def open_corpus(self) -> tuple[dict, object]:
+        """The corpus splits and the study processor they were prepared with."""
 
+    def build(self, corpus, study_processor) -> torch.nn.Module:
+        """The model to train, in training mode."""
 
-def check_video_shape(vision, num_frames: int, image_size: int, source: str) -> None:
-    """The corpus's studies must fit the video tower of `source` (a model directory or name)."""
-    if vision.num_frames < num_frames or vision.image_size != image_size:
-        raise ValueError(
-            f"{source} takes up to {vision.num_frames} frames of {vision.image_size} px; the corpus has "
-            f"{num_frames} of {image_size} px. Prepare the corpus with a matching layout and image size."
-        )
+    def train_data(self, corpus, accelerator: Accelerator) -> TrainData:
+        """The training studies and their order."""
 
+    def eval_loaders(self, corpus) -> dict[str, torch.utils.data.DataLoader]:
+        """Evaluation loaders by split name; the loop prepares them with the model."""
 
-def build_model(config: TrainConfig, tokenizer, num_frames: int, image_size: int) -> CMRCLIPModel:
-    if config.init_from:
-        model = CMRCLIPModel.from_pretrained(config.init_from, attn_implementation=config.attn_implementation)
-        check_video_shape(model.config.vision_config, num_frames, image_size, config.init_from)
-        return model.train()
-    head = dict(projection_dim=config.projection_dim, text_pooling=config.text_pooling,
-                projection_type=config.projection_type, learnable_logit_scale=config.learnable_logit_scale,
-                temperature=config.temperature, max_text_length=config.max_text_length)
-    vision_fields = {**config.vision, "num_frames": num_frames, "image_size": image_size}
-    if config.text_model:
-        model = CMRCLIPModel.from_text_vision_pretrained(
-            config.text_model, config.vision_model, num_frames=num_frames,
-            vision_config=CMRCLIPVisionConfig(**vision_fields), **head,
-        )
-    else:
-        text_config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                 max_position_embeddings=max(config.max_text_length, 32), **config.text)
-        model = CMRCLIPModel(CMRCLIPConfig(vision_config=vision_fields, text_config=text_config, **head))
-        if config.vision_model:
-            from transformers import ViTModel
+    def loss(self, model, unwrapped, batch) -> torch.Tensor:
+        """The batch's loss (`model`: prepared by Accelerate, `unwrapped`: the model itself)."""
 
-            load_vit_weights(model.vision_model, ViTModel.from_pretrained(config.vision_model))
-    model.set_attn_implementation(config.attn_implementation)
-    return model.train()
+    def evaluate(self, model, loaders: dict, accelerator: Accelerator) -> dict[str, float]:
+        """Figures added to each epoch's record."""
+
+    def results(self, model, loaders: dict, accelerator: Accelerator, summary: dict) -> dict:
+        """The run's metrics, from `summary` (history, final record, training studies, config)."""
+
+    def save(self, model, study_processor, metrics: dict, state_dict: dict) -> None:
+        """Write the trained model (`state_dict`: its full weights, gathered from shards) and `metrics`."""
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -121,104 +87,9 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def latest_checkpoint(output_dir: str) -> Path | None:
-    root = Path(output_dir) / CHECKPOINTS
-    done = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
-    return done[-1] if done else None
-
-
-def new_state() -> dict:
-    """The loop's position, saved with every checkpoint: optimizer steps done, the epoch and the batches of
-    it already seen, that epoch's losses so far and the per-epoch history."""
-    return {"global_step": 0, "epoch": 0, "batches_in_epoch": 0, "epoch_losses": [], "history": []}
-
-
-def checkpoint_to_resume(output_dir: str, resume: str) -> Path:
-    """The checkpoint `resume` names (`latest`: the newest complete one in `output_dir`)."""
-    path = latest_checkpoint(output_dir) if resume == "latest" else Path(resume)
-    if path is None:
-        raise FileNotFoundError(f"--resume latest: no complete checkpoint in {output_dir}/{CHECKPOINTS}")
-    return path
-
-
-def resume_state(accelerator: Accelerator, output_dir: str, resume: str) -> dict:
-    """Load the checkpoint `resume` names into the prepared model, optimizer, scheduler and RNGs; returns
-    its loop state."""
-    path = checkpoint_to_resume(output_dir, resume)
-    accelerator.load_state(str(path))
-    state = json.loads((path / STATE_FILE).read_text())
-    logger.info("Resumed from %s at step %d", path.name, state["global_step"])
-    return state
-
-
-def save_checkpoint(accelerator: Accelerator, config, state: dict, process_state: dict | None = None) -> Path:
-    """`accelerator.save_state` into a temporary directory renamed when complete, so that a run killed
-    while saving never leaves a half-written checkpoint for `--resume latest` to pick. `config`: any run
-    configuration with `output_dir` and `save_total_limit` (`TrainConfig`, `FinetuneConfig`).
-    `process_state`: this process's own position (a stream's), saved beside the shared state."""
-    root = Path(config.output_dir) / CHECKPOINTS
-    final = root / f"step-{state['global_step']:08d}"
-    partial = root / f".partial-{final.name}"
-    if accelerator.is_main_process and partial.exists():
-        shutil.rmtree(partial)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    if process_state is not None:
-        write_process_state(partial, accelerator, process_state)
-        accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (partial / STATE_FILE).write_text(json.dumps(state, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
-        kept = sorted(p for p in root.glob("step-*") if p.is_dir())
-        for old in kept[: max(0, len(kept) - config.save_total_limit)]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
-
-
-class ContrastiveTask:
-    """CMR-CLIP's contrastive training: study-impression pairs, negatives gathered across processes,
-    retrieval recall on the validation split."""
-
-    def __init__(self, config: TrainConfig):
-        self.config = config
-
-    def build(self, corpus, study_processor) -> torch.nn.Module:
-        num_frames, image_size = corpus_video_shape(corpus["train"])
-        self.tokenizer = resolve_tokenizer(self.config)
-        self.collator = StudyCollator(study_processor, ImpressionTokenizer(self.tokenizer, self.config.max_text_length))
-        return build_model(self.config, self.tokenizer, num_frames, image_size)
-
-    def loss(self, model, unwrapped, batch) -> torch.Tensor:
-        out = model(pixel_values_videos=batch["pixel_values_videos"], input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"])
-        return gathered_contrastive_loss(out.text_embeds.float(), out.video_embeds.float(),
-                                         unwrapped.logit_scale_value().to(out.text_embeds.device))
-
-    def evaluate(self, model, loader, accelerator: Accelerator) -> dict[str, float]:
-        embeddings = embed_batches(model, loader, accelerator)
-        return retrieval_metrics(embeddings["text"], embeddings["video"])
-
-    def save(self, model, study_processor, metrics: dict, state_dict: dict | None = None) -> None:
-        save_final(model, self.tokenizer, study_processor, self.config, metrics, state_dict)
-
-
-def make_task(config: TrainConfig):
-    if config.task == "contrastive":
-        return ContrastiveTask(config)
-    if config.task == "report":
-        from .report import ReportTask
-
-        return ReportTask(config)
-    raise ValueError(f"Unknown task {config.task!r}: use 'contrastive' (CMR-CLIP) or 'report' (CMR-TARGET).")
-
-
-def train(config: TrainConfig) -> dict:
-    """Train on a prepared corpus (CMR-CLIP with `task="contrastive"`, CMR-TARGET with `task="report"`);
-    returns the metrics also written to `output_dir/metrics.json`."""
-    task = make_task(config)
+def run(task: Task) -> dict:
+    """Train `task.config`'s run; returns the task's metrics (also in `output_dir/metrics.json`)."""
+    config = task.config
     accelerator = Accelerator(
         # Without a GPU, Accelerate only joins the processes a launcher started (torchrun) when told to use the CPU.
         cpu=not torch.accelerator.is_available(),
@@ -228,72 +99,51 @@ def train(config: TrainConfig) -> dict:
         project_dir=config.output_dir,
     )
     set_seed(config.seed)
-    if config.streaming:
-        if config.task != "contrastive":
-            raise ValueError("--streaming trains CMR-CLIP (the contrastive task); prepare a corpus for --task report.")
-        corpus, study_processor = open_streams(config)
-    else:
-        corpus = load_corpus(config.data_dir)
-        study_processor = load_study_processor(config.data_dir)
+    corpus, study_processor = task.open_corpus()
     model = task.build(corpus, study_processor)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable()
 
-    collator = task.collator
-    augmentation = Augmentation(scale=tuple(config.crop_scale), flip=config.flip_probability) if config.augment else None
-    # A stream's length is its number of studies (one shard each); failing studies are found only when read.
-    train_studies = corpus["train"].n_shards if config.streaming else len(corpus["train"])
-    if train_studies < 2:
-        raise ValueError("Training needs at least 2 training studies.")
-    batch_size = min(config.batch_size, train_studies)
+    data = task.train_data(corpus, accelerator)
+    streaming = data.sampler is None
+    batch_size = min(config.batch_size, data.studies)
     # The loader's own generator keeps its per-epoch seed draw off the global RNG, whose state a checkpoint
     # restores: a resumed run then draws the same dropout masks as an uninterrupted one.
-    loader_options = dict(batch_size=batch_size, drop_last=True, collate_fn=collator, num_workers=config.num_workers,
-                          generator=torch.Generator().manual_seed(config.seed))
-    if config.streaming:
-        train_set = process_part(corpus["train"], config, accelerator, augmentation)
-        train_loader = torch.utils.data.DataLoader(train_set, **loader_options)
-    else:
-        train_set = StudyTextDataset(corpus["train"], train=True, seed=config.seed, augmentation=augmentation)
-        train_loader = torch.utils.data.DataLoader(train_set, sampler=EpochShuffleSampler(len(train_set), config.seed),
-                                                   **loader_options)
-    eval_loader = None
-    if "validation" in corpus and len(corpus["validation"]) > 1:
-        eval_loader = torch.utils.data.DataLoader(StudyTextDataset(corpus["validation"]),
-                                                  batch_size=config.eval_batch_size, collate_fn=collator)
+    train_loader = torch.utils.data.DataLoader(
+        data.dataset, sampler=data.sampler, batch_size=batch_size, drop_last=data.drop_last,
+        collate_fn=task.collator, num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed))
+    eval_loaders = task.eval_loaders(corpus)
 
     configure_fsdp_wrapping(accelerator, model)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
     model, optimizer = accelerator.prepare(model, optimizer)
-    if not config.streaming:  # a stream is split over the processes already
+    if not streaming:  # a stream is split over the processes already
         train_loader = accelerator.prepare(train_loader)
-    if eval_loader is not None:
-        eval_loader = accelerator.prepare(eval_loader)
+    eval_loaders = {name: accelerator.prepare(loader) for name, loader in eval_loaders.items()}
     # Optimizer steps per process; Accelerate steps the scheduler once per process at every optimizer step.
-    batches = train_studies // (batch_size * accelerator.num_processes) if config.streaming else len(train_loader)
+    batches = data.studies // (batch_size * accelerator.num_processes) if streaming else len(train_loader)
     steps_per_epoch = max(1, math.ceil(batches / config.gradient_accumulation_steps))
     total_steps = config.max_steps or config.epochs * steps_per_epoch
-    last_epoch = math.ceil(total_steps / steps_per_epoch)
-    scheduler = get_cosine_schedule_with_warmup(
+    scheduler = accelerator.prepare(get_cosine_schedule_with_warmup(
         optimizer,
         int(config.warmup_ratio * total_steps) * accelerator.num_processes,
         total_steps * accelerator.num_processes,
-    )
-    scheduler = accelerator.prepare(scheduler)
+    ))
     unwrapped = accelerator.unwrap_model(model)
 
     state = resume_state(accelerator, config.output_dir, config.resume) if config.resume else new_state()
-    if config.streaming and state["batches_in_epoch"]:
-        train_set.load_state_dict(read_process_state(checkpoint_to_resume(config.output_dir, config.resume), accelerator))
+    if streaming and state["batches_in_epoch"]:
+        data.dataset.load_state_dict(read_process_state(checkpoint_to_resume(config.output_dir, config.resume),
+                                                        accelerator))
     if accelerator.is_main_process and config.log_with:
-        accelerator.init_trackers(f"cmr-clip-{config.task}", config={k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
+        accelerator.init_trackers(f"cmr-clip-{task.name}",
+                                  config={k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
 
     progress = tqdm(total=total_steps, initial=state["global_step"],
                     disable=not (config.progress and accelerator.is_local_main_process), desc="training")
-    done = False
-    for epoch in range(state["epoch"], last_epoch):
-        train_set.set_epoch(epoch)
-        if config.streaming:
+    for epoch in range(state["epoch"], math.ceil(total_steps / steps_per_epoch)):
+        data.dataset.set_epoch(epoch)
+        if streaming:
             loader = batches_on_every_process(train_loader, accelerator)
         else:
             loader = train_loader
@@ -322,26 +172,28 @@ def train(config: TrainConfig) -> dict:
             accelerator.log({"train/loss": running[-1], "train/lr": scheduler.get_last_lr()[0]},
                             step=state["global_step"])
             if config.checkpoint_every and state["global_step"] % config.checkpoint_every == 0:
-                save_checkpoint(accelerator, config, state, train_set.state_dict() if config.streaming else None)
-            if config.max_steps and state["global_step"] >= config.max_steps:
-                done = True
+                if streaming:  # mid-epoch, a stream's position is its own on every process
+                    save_checkpoint(accelerator, config, state, data.dataset.state_dict())
+                else:
+                    save_checkpoint(accelerator, config, state)
+            if state["global_step"] >= total_steps:
                 break
         record = {"epoch": epoch + 1, "step": state["global_step"],
                   "train_loss": float(np.mean(running)) if running else None}
-        if eval_loader is not None:
-            record.update(task.evaluate(model, eval_loader, accelerator))
+        record.update(task.evaluate(model, eval_loaders, accelerator))
         state["history"].append(record)
         accelerator.log({f"eval/{k}": v for k, v in record.items() if isinstance(v, float)}, step=state["global_step"])
         if accelerator.is_main_process:
             progress.write(format_epoch(record))
         state["epoch"], state["batches_in_epoch"], state["epoch_losses"] = epoch + 1, 0, []
         save_checkpoint(accelerator, config, state)
-        if done:
+        if state["global_step"] >= total_steps:
             break
     progress.close()
     accelerator.wait_for_everyone()
-    metrics = {"history": state["history"], "final": state["history"][-1] if state["history"] else {},
-               "train_studies": train_studies, "config": config.to_dict()}
+    summary = {"history": state["history"], "final": state["history"][-1] if state["history"] else {},
+               "train_studies": data.studies, "config": config.to_dict()}
+    metrics = task.results(model, eval_loaders, accelerator, summary)
     state_dict = accelerator.get_state_dict(model)  # gathered from the shards under FSDP: every process takes part
     if accelerator.is_main_process:
         task.save(accelerator.unwrap_model(model), study_processor, metrics, state_dict)
@@ -357,30 +209,3 @@ def format_epoch(record: dict) -> str:
     if "val_loss" in record:
         parts.append(f"val loss {record['val_loss']:.3f} (perplexity {record['val_perplexity']:.2f})")
     return "  ".join(p for p in parts if p)
-
-
-def load_study_processor(data_dir: str):
-    """The study processor the corpus was prepared with (its layout, image size and normalisation)."""
-    from ..processing import CMRStudyProcessor
-
-    path = Path(data_dir) / "study_processor"
-    if not path.is_dir():
-        raise FileNotFoundError(f"{data_dir} has no study_processor/; prepare the corpus with `cmr-clip prepare`.")
-    return CMRStudyProcessor.from_pretrained(path)
-
-
-def save_final(model: CMRCLIPModel, tokenizer, study_processor, config: TrainConfig, metrics: dict,
-               state_dict: dict | None = None) -> None:
-    """The trained model (`state_dict`: its full weights, when the model itself holds only a shard) and its
-    processor (the corpus's study processor and the tokenizer), and metrics."""
-    from ..processing import CMRCLIPProcessor
-
-    out = Path(config.output_dir)
-    model.save_pretrained(out, state_dict=state_dict)
-    processor = CMRCLIPProcessor(feature_extractor=study_processor, tokenizer=tokenizer)
-    processor.save_pretrained(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if config.push_to_hub:
-        from ..hub import push
-
-        push(out, config.push_to_hub, data_dir=config.data_dir)  # card, remote code, PHI guard (vocabulary vs. the corpus identities)

@@ -3,32 +3,39 @@ its video features by teacher forcing, on the same prepared corpus and Accelerat
 
 from __future__ import annotations
 
-import json
 import math
 from functools import partial
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from transformers import AutoTokenizer
 
-from ..data.collate import StudyCollator
-from ..data.prepare import train_report_tokenizer
-from ..modeling import CMRTargetForConditionalGeneration
-from ..processing import CMRTargetProcessor
-from .config import TrainConfig
-from .losses import tokens_per_process
+from ...data.collate import StudyCollator
+from ...data.corpus import corpus_video_shape, load_prepared
+from ...data.prepare import train_report_tokenizer
+from ...modeling import CMRTargetForConditionalGeneration
+from ...processing import CMRTargetProcessor
+from ..config import TrainConfig
+from ..loop import TrainData
+from ..losses import tokens_per_process
+from .study_text import check_video_shape, paired_train_data, save_trained, validation_loaders
 
 
 class ReportTask:
     """CMR-TARGET from a trained CMR-CLIP (`cmr_clip_model`) or a CMR-TARGET to continue (`init_from`);
     validation loss and perplexity every epoch."""
 
+    name = "report"
+
     def __init__(self, config: TrainConfig):
         self.config = config
 
-    def build(self, corpus, study_processor) -> CMRTargetForConditionalGeneration:
-        from .loop import check_video_shape, corpus_video_shape
+    def open_corpus(self):
+        if self.config.streaming:
+            raise ValueError("--streaming trains CMR-CLIP (the contrastive task); prepare a corpus for --task report.")
+        return load_prepared(self.config.data_dir)
 
+    def build(self, corpus, study_processor) -> CMRTargetForConditionalGeneration:
         config = self.config
         if config.init_from:
             model = CMRTargetForConditionalGeneration.from_pretrained(config.init_from)
@@ -56,8 +63,6 @@ class ReportTask:
 
     def _tokenizer(self, corpus):
         if self.config.decoder:
-            from transformers import AutoTokenizer
-
             tokenizer = AutoTokenizer.from_pretrained(self.config.decoder)
         else:
             tokenizer = train_report_tokenizer(list(corpus["train"]["impression"]), self.config.report_vocab_size)
@@ -71,18 +76,26 @@ class ReportTask:
                       pad_token_id=tokenizer.pad_token_id)
         return fields
 
+    def train_data(self, corpus, accelerator: Accelerator) -> TrainData:
+        return paired_train_data(corpus, self.config)
+
+    def eval_loaders(self, corpus) -> dict:
+        return validation_loaders(corpus, self.config, self.collator)
+
     def loss(self, model, unwrapped, batch) -> torch.Tensor:
         return model(pixel_values_videos=batch["pixel_values_videos"], input_ids=batch["input_ids"],
                      attention_mask=batch["attention_mask"], labels=batch["labels"],
                      num_items_in_batch=tokens_per_process(batch["labels"])).loss
 
     @torch.no_grad()
-    def evaluate(self, model, loader, accelerator: Accelerator) -> dict[str, float]:
+    def evaluate(self, model, loaders: dict, accelerator: Accelerator) -> dict[str, float]:
         """Token-weighted validation loss over every process's studies, and its perplexity. Per-study sums
         are gathered with `gather_for_metrics`, which drops the studies repeated to even out the last batch."""
+        if "validation" not in loaders:
+            return {}
         model.eval()
         per_study = []
-        for batch in loader:
+        for batch in loaders["validation"]:
             logits = model(pixel_values_videos=batch["pixel_values_videos"], input_ids=batch["input_ids"],
                            attention_mask=batch["attention_mask"]).logits
             targets = batch["labels"][:, 1:]
@@ -95,12 +108,8 @@ class ReportTask:
         val_loss = float(total[0] / total[1].clamp(min=1))
         return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
 
-    def save(self, model, study_processor, metrics: dict, state_dict: dict | None = None) -> None:
-        out = Path(self.config.output_dir)
-        model.save_pretrained(out, state_dict=state_dict)
-        self.processor.save_pretrained(out)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        if self.config.push_to_hub:
-            from ..hub import push
+    def results(self, model, loaders: dict, accelerator: Accelerator, summary: dict) -> dict:
+        return summary
 
-            push(out, self.config.push_to_hub, data_dir=self.config.data_dir)  # card, remote code, PHI guard (vocabulary vs. the corpus identities)
+    def save(self, model, study_processor, metrics: dict, state_dict: dict | None = None) -> None:
+        save_trained(model, self.processor, self.config, metrics, state_dict)

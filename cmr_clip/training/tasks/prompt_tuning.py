@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..modeling import CMRCLIPModel
-from ..modeling.modeling_cmr_clip import CMRCLIPStudyClassifierOutput, study_classification_loss
-from ..pipelines.prompts import PromptSet
-from ..pipelines.scoring import ZeroShotQuery
+from ...modeling import CMRCLIPModel
+from ...modeling.modeling_cmr_clip import CMRCLIPStudyClassifierOutput, study_classification_loss
+from ...pipelines.prompts import PromptSet
+from ...pipelines.scoring import ZeroShotQuery
 
 
 class PromptAdaptationError(ValueError):

@@ -1,6 +1,7 @@
-"""Supervised fine-tuning of CMR-CLIP on study labels, whole or with LoRA adapters (PEFT), on Accelerate:
-the video tower with a classification head (`tower="video"`), or the text tower alone so that label prompts
-classify the studies (`tower="text"`, prompt adaptation, see `prompt_tuning`).
+"""The classification task of the training loop: supervised fine-tuning of CMR-CLIP on study labels
+(`finetune`, `cmr-clip finetune`), whole or with LoRA adapters (PEFT): the video tower with a
+classification head (`tower="video"`), or the text tower alone so that label prompts classify the studies
+(`tower="text"`, prompt adaptation, see `prompt_tuning`).
 
 Labels come from a prepared corpus's `labels` column (a JSON object per study: `{finding: bool, ...,
 diagnosis: str}`): several boolean findings make a multi-label head (one logit per finding), a string field
@@ -9,39 +10,32 @@ countered by per-label loss weights (negatives/positives per finding; inverse cl
 class-balanced sampler. The result directory holds either the whole classifier (full fine-tune) or the
 head's config and the adapter alone (LoRA), and `metrics.json` with per-label AUC and F1 at the threshold
 chosen on validation; `load_finetuned(dir)` gives the model back either way. Checkpoints
-(`checkpoints/step-*`, Accelerate state) are written as the training loop writes them and `resume="latest"`
-continues a run to the same weights.
+(`checkpoints/step-*`, Accelerate state) are the training loop's, and `resume="latest"` continues a run to
+the same weights.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
-from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoTokenizer
 
-from ..data.augment import Augmentation
-from ..data.collate import StudyCollator
-from ..data.dataset import StudyTextDataset
-from ..evaluation.classification import classification_metrics
-from ..modeling import CMRCLIPConfig, CMRCLIPForStudyClassification, CMRCLIPModel
-from ..modeling.modeling_cmr_clip import study_classification_loss
-from ..training.loop import (
-    EpochShuffleSampler,
-    load_corpus,
-    load_study_processor,
-    new_state,
-    parameter_groups,
-    resume_state,
-    save_checkpoint,
-)
+from ...data.augment import Augmentation
+from ...data.collate import StudyCollator
+from ...data.corpus import load_prepared
+from ...data.dataset import BalancedEpochSampler, EpochShuffleSampler, LabelledStudies
+from ...evaluation.classification import classification_metrics
+from ...modeling import CMRCLIPConfig, CMRCLIPForStudyClassification, CMRCLIPModel
+from ...modeling.modeling_cmr_clip import study_classification_loss
+from ...pipelines.prompts import PromptSet, model_prompt_set
+from ..config import RunConfig
+from ..loop import TrainData, run
 from .prompt_tuning import PromptClassifier, label_prompt_groups
 
 VIDEO_LORA_TARGETS = ["qkv", "out_proj", "fc1", "fc2"]
@@ -59,26 +53,27 @@ class FinetuneError(ValueError):
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(RunConfig):
     """A fine-tuning run: a CMR-CLIP model, a prepared corpus with a `labels` column, the labels to learn."""
 
     model_dir: str = ""
     """A trained CMR-CLIP directory (`CMRCLIPModel`); its video tower and projection are loaded."""
-    data_dir: str = ""
-    """A prepared corpus (`cmr-clip prepare`) whose rows have `labels` (JSON)."""
     labels: list = field(default_factory=list)
     """Keys of the `labels` JSON: boolean findings (multi-label), one string field such as `diagnosis`
     (single-label) or one numeric field (regression)."""
-    output_dir: str = "cmr-clip-finetuned"
     tower: str = "video"
     """`video`: a head on the video tower (`CMRCLIPForStudyClassification`); `text`: prompt adaptation, the
     text tower trained so that the prompt set's label prompts classify the studies, the video tower frozen."""
     prompt_set: str | None = None
     """`tower="text"`: a prompt set file, built-in name or model directory; default the model's own set."""
     lora: bool = False
+    """Train LoRA adapters (PEFT) and the head, not the whole tower."""
     lora_r: int = 8
+    """LoRA rank."""
     lora_alpha: int = 16
+    """LoRA scaling (the update is scaled by alpha / r)."""
     lora_dropout: float = 0.0
+    """Dropout on the LoRA path."""
     lora_targets: list | None = None
     """Linear layer names; default VIDEO_LORA_TARGETS or TEXT_LORA_TARGETS for the tower."""
     classifier_hidden_size: int = 0
@@ -89,27 +84,18 @@ class FinetuneConfig:
     tower's first updates follow a head that already points at the labels instead of a random one."""
     balance: str = "weights"
     """`weights` (loss weights per label/class), `sampler` (class-balanced sampling, single-label) or `none`."""
-    epochs: int = 10
-    max_steps: int | None = None
-    batch_size: int = 8
-    eval_batch_size: int = 16
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    augment: bool = True
-    """Random frame per slot, crop and flip per study; False: the evaluation's middle frames, unaugmented."""
-    mixed_precision: str = "no"
-    checkpoint_every: int = 0
-    """Save `accelerator.save_state` every N optimizer steps (0: only at the end of each epoch)."""
-    save_total_limit: int = 2
-    resume: str | None = None
-    """`latest` or a checkpoint directory."""
-    seed: int = 0
-    progress: bool = True
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    # Fine-tuning's own defaults for fields of `RunConfig`.
+    output_dir: str = "cmr-clip-finetuned"
+    """Where checkpoints (`checkpoints/`), the classifier or adapter and `metrics.json` go."""
+    batch_size: int = 8
+    """Studies per batch and process."""
+    eval_batch_size: int = 16
+    """Studies per evaluation batch."""
+    learning_rate: float = 1e-3
+    """AdamW's peak learning rate (cosine schedule after a linear warmup)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not on norms, biases, embeddings and the logit scale)."""
 
     def lora_target_names(self) -> list[str]:
         if self.lora_targets:
@@ -165,29 +151,10 @@ def imbalance_weights(problem_type: str, targets: np.ndarray, num_labels: int) -
     return None
 
 
-class LabelledStudies(torch.utils.data.Dataset):
-    """A corpus split's uint8 frames with the study's target."""
-
-    def __init__(self, split, targets: np.ndarray, train: bool, seed: int, augmentation: Augmentation | None):
-        self.studies = StudyTextDataset(split, train=train, seed=seed, augmentation=augmentation)
-        self.targets = torch.as_tensor(targets)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.studies.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.studies)
-
-    def __getitem__(self, index: int) -> dict:
-        return {"frames": self.studies[index]["frames"], "labels": self.targets[index]}
-
-
 def apply_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float, targets: list[str],
                modules_to_save: list[str] | None = None):
     """`peft.get_peft_model` with LoRA on the named Linear layers (see VIDEO_LORA_TARGETS,
     TEXT_LORA_TARGETS); the base is frozen, `modules_to_save` (the head) trained and saved whole."""
-    from peft import LoraConfig, get_peft_model
-
     present = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
     unknown = sorted(set(targets) - present)
     if unknown:
@@ -219,10 +186,6 @@ def build_prompt_classifier(config: FinetuneConfig, problem_type: str, label_nam
                             label_weights: list[float] | None) -> tuple[PromptClassifier, dict]:
     """Prompt adaptation's model from `config.model_dir` (whole CMR-CLIP and its tokenizer) and the label
     prompts it scores against (also saved with the run)."""
-    from transformers import AutoTokenizer
-
-    from ..pipelines.prompts import PromptSet, model_prompt_set
-
     prompt_set = PromptSet.load(config.prompt_set) if config.prompt_set else model_prompt_set(config.model_dir)
     groups = label_prompt_groups(prompt_set, problem_type, label_names)
     clip = CMRCLIPModel.from_pretrained(config.model_dir)
@@ -275,26 +238,6 @@ def fit_head_on_frozen_embeddings(model, loader, problem_type: str, label_weight
     return float(loss.detach())
 
 
-class BalancedEpochSampler(torch.utils.data.Sampler):
-    """Class-balanced sampling with replacement (each class drawn equally often on average), a draw that
-    depends only on (seed, epoch) so that a resumed run sees the same studies."""
-
-    def __init__(self, classes: np.ndarray, seed: int):
-        counts = np.bincount(classes)
-        weights = 1.0 / counts[classes]
-        self.probabilities, self.seed, self.epoch = weights / weights.sum(), seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.probabilities)
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        return iter(rng.choice(len(self.probabilities), len(self.probabilities), p=self.probabilities).tolist())
-
-
 @torch.no_grad()
 def predict_scores(model, loader, accelerator: Accelerator, problem_type: str) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities or regression outputs, targets) over a loader, gathered across processes."""
@@ -312,109 +255,94 @@ def predict_scores(model, loader, accelerator: Accelerator, problem_type: str) -
     return torch.cat(scores).cpu().numpy(), torch.cat(targets).cpu().numpy()
 
 
+class ClassificationTask:
+    """Study labels learnt by the video tower's head (`CMRCLIPForStudyClassification`) or by prompt
+    adaptation of the text tower (`PromptClassifier`); per-label metrics on validation and test at the end,
+    at thresholds chosen on validation."""
+
+    name = "classification"
+
+    def __init__(self, config: FinetuneConfig):
+        self.config = config
+
+    def open_corpus(self):
+        config = self.config
+        corpus, study_processor = load_prepared(config.data_dir)
+        if "labels" not in corpus["train"].column_names:
+            raise FinetuneError(f"{config.data_dir} has no labels column; prepare it from a cohort with labelled reports.")
+        if "validation" not in corpus:
+            raise FinetuneError(f"{config.data_dir} has no validation split; thresholds are chosen on validation.")
+        return corpus, study_processor
+
+    def build(self, corpus, study_processor) -> torch.nn.Module:
+        config = self.config
+        self.problem_type, self.train_targets, self.label_names = parse_labels(corpus["train"]["labels"],
+                                                                               list(config.labels))
+        if config.balance not in ("weights", "sampler", "none"):
+            raise FinetuneError(f"balance {config.balance!r}: use 'weights', 'sampler' or 'none'.")
+        if config.balance == "sampler" and self.problem_type != "single_label_classification":
+            raise FinetuneError("balance 'sampler' draws classes evenly and needs one single-label field; use 'weights'.")
+        label_weights = (imbalance_weights(self.problem_type, self.train_targets, len(self.label_names))
+                         if config.balance == "weights" else None)
+        model, self.prompts = build_model(config, self.problem_type, self.label_names, label_weights)
+        model.train()
+        self.trainable, self.total = trainable_fraction(model)
+        self.collator = StudyCollator(study_processor)
+        self.head_probe_loss = None
+        if config.head_init == "probe" and not config.resume:
+            probe_loader = torch.utils.data.DataLoader(
+                LabelledStudies(corpus["train"], self.train_targets, False, 0, None),
+                batch_size=config.eval_batch_size, collate_fn=self.collator)
+            self.head_probe_loss = fit_head_on_frozen_embeddings(model, probe_loader, self.problem_type, label_weights,
+                                                                 weight_decay=config.weight_decay)
+        return model
+
+    def train_data(self, corpus, accelerator: Accelerator) -> TrainData:
+        config = self.config
+        # Without augmentation every slot also takes its middle frame, as at evaluation.
+        dataset = LabelledStudies(corpus["train"], self.train_targets, config.augment, config.seed,
+                                  Augmentation(scale=tuple(config.crop_scale), flip=config.flip_probability))
+        if config.balance == "sampler":
+            sampler = BalancedEpochSampler(self.train_targets.astype(int), config.seed)
+        else:
+            sampler = EpochShuffleSampler(len(dataset), config.seed)
+        return TrainData(dataset, len(dataset), sampler)
+
+    def eval_loaders(self, corpus) -> dict:
+        return {
+            name: torch.utils.data.DataLoader(
+                LabelledStudies(corpus[name], split_targets(corpus[name], self.problem_type, list(self.config.labels),
+                                                            self.label_names), False, 0, None),
+                batch_size=self.config.eval_batch_size, collate_fn=self.collator)
+            for name in ("validation", "test") if name in corpus
+        }
+
+    def loss(self, model, unwrapped, batch) -> torch.Tensor:
+        return model(pixel_values_videos=batch["pixel_values_videos"], labels=batch["labels"]).loss
+
+    def evaluate(self, model, loaders: dict, accelerator: Accelerator) -> dict[str, float]:
+        return {}  # thresholds are chosen once, on validation, after training (`results`)
+
+    def results(self, model, loaders: dict, accelerator: Accelerator, summary: dict) -> dict:
+        val_scores, val_truth = predict_scores(model, loaders["validation"], accelerator, self.problem_type)
+        evaluation = {}
+        for name, loader in loaders.items():
+            scores, truth = (val_scores, val_truth) if name == "validation" else predict_scores(
+                model, loader, accelerator, self.problem_type)
+            evaluation[name] = classification_metrics(self.problem_type, self.label_names, val_scores, val_truth,
+                                                      scores, truth)
+        return {"problem_type": self.problem_type, "labels": self.label_names, "tower": self.config.tower,
+                "trainable_parameters": self.trainable, "total_parameters": self.total,
+                "head_probe_loss": self.head_probe_loss, "history": summary["history"],
+                "evaluation": evaluation, "config": summary["config"]}
+
+    def save(self, model, study_processor, metrics: dict, state_dict: dict | None = None) -> None:
+        save_finetuned(model, self.config, metrics, self.prompts)
+
+
 def finetune(config: FinetuneConfig) -> dict:
     """Fine-tune on a prepared corpus; returns the metrics also written to `output_dir/metrics.json`."""
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
-    set_seed(config.seed)
-    corpus = load_corpus(config.data_dir)
-    if "labels" not in corpus["train"].column_names:
-        raise FinetuneError(f"{config.data_dir} has no labels column; prepare it from a cohort with labelled reports.")
-    if "validation" not in corpus:
-        raise FinetuneError(f"{config.data_dir} has no validation split; thresholds are chosen on validation.")
-    problem_type, train_targets, label_names = parse_labels(corpus["train"]["labels"], list(config.labels))
-    if config.balance not in ("weights", "sampler", "none"):
-        raise FinetuneError(f"balance {config.balance!r}: use 'weights', 'sampler' or 'none'.")
-    if config.balance == "sampler" and problem_type != "single_label_classification":
-        raise FinetuneError("balance 'sampler' draws classes evenly and needs one single-label field; use 'weights'.")
-    label_weights = imbalance_weights(problem_type, train_targets, len(label_names)) if config.balance == "weights" else None
-    model, prompts = build_model(config, problem_type, label_names, label_weights)
-    model.train()
-    trainable, total = trainable_fraction(model)
-
-    study_processor = load_study_processor(config.data_dir)
-    collator = StudyCollator(study_processor)
-    # Without augmentation every slot also takes its middle frame, as at evaluation.
-    train_set = LabelledStudies(corpus["train"], train_targets, config.augment, config.seed, Augmentation())
-    if config.balance == "sampler":
-        sampler = BalancedEpochSampler(train_targets.astype(int), config.seed)
-    else:
-        sampler = EpochShuffleSampler(len(train_set), config.seed)
-    # The loader's own generator keeps its per-epoch seed draw off the global RNG (restored by a checkpoint).
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=min(config.batch_size, len(train_set)),
-                                               sampler=sampler, collate_fn=collator,
-                                               generator=torch.Generator().manual_seed(config.seed))
-    eval_splits = {name: corpus[name] for name in ("validation", "test") if name in corpus}
-    eval_loaders = {
-        name: torch.utils.data.DataLoader(
-            LabelledStudies(split, split_targets(split, problem_type, list(config.labels), label_names), False, 0, None),
-            batch_size=config.eval_batch_size, collate_fn=collator)
-        for name, split in eval_splits.items()
-    }
-
-    head_probe_loss = None
-    if config.head_init == "probe" and not config.resume:
-        probe_loader = torch.utils.data.DataLoader(
-            LabelledStudies(corpus["train"], train_targets, False, 0, None), batch_size=config.eval_batch_size,
-            collate_fn=collator)
-        head_probe_loss = fit_head_on_frozen_embeddings(model, probe_loader, problem_type, label_weights,
-                                                        weight_decay=config.weight_decay)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    eval_loaders = {name: accelerator.prepare(loader) for name, loader in eval_loaders.items()}
-    steps_per_epoch = max(1, len(train_loader))
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-    scheduler = accelerator.prepare(get_cosine_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total_steps) * accelerator.num_processes,
-        total_steps * accelerator.num_processes))
-
-    state = resume_state(accelerator, config.output_dir, config.resume) if config.resume else new_state()
-    progress = tqdm(total=total_steps, initial=state["global_step"],
-                    disable=not (config.progress and accelerator.is_local_main_process), desc="fine-tuning")
-    for epoch in range(state["epoch"], math.ceil(total_steps / steps_per_epoch)):
-        if state["global_step"] >= total_steps:
-            break
-        train_set.set_epoch(epoch)
-        loader = train_loader
-        if state["batches_in_epoch"]:
-            loader = accelerator.skip_first_batches(train_loader, state["batches_in_epoch"])
-        loader.set_epoch(epoch)  # Accelerate passes it to the sampler, also on a loader resuming mid-epoch
-        losses = state["epoch_losses"]
-        for batch in loader:
-            loss = model(pixel_values_videos=batch["pixel_values_videos"], labels=batch["labels"]).loss
-            accelerator.backward(loss)
-            if config.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            losses.append(loss.detach().float().item())
-            state["global_step"] += 1
-            state["batches_in_epoch"] += 1
-            progress.update(1)
-            if config.checkpoint_every and state["global_step"] % config.checkpoint_every == 0:
-                save_checkpoint(accelerator, config, state)
-            if state["global_step"] >= total_steps:
-                break
-        state["history"].append({"epoch": epoch + 1, "step": state["global_step"], "train_loss": float(np.mean(losses))})
-        state["epoch"], state["batches_in_epoch"], state["epoch_losses"] = epoch + 1, 0, []
-        save_checkpoint(accelerator, config, state)
-    progress.close()
-
-    val_scores, val_truth = predict_scores(model, eval_loaders["validation"], accelerator, problem_type)
-    evaluation = {}
-    for name, loader in eval_loaders.items():
-        scores, truth = (val_scores, val_truth) if name == "validation" else predict_scores(
-            model, loader, accelerator, problem_type)
-        evaluation[name] = classification_metrics(problem_type, label_names, val_scores, val_truth, scores, truth)
-    metrics = {"problem_type": problem_type, "labels": label_names, "tower": config.tower,
-               "trainable_parameters": trainable, "total_parameters": total, "head_probe_loss": head_probe_loss,
-               "history": state["history"],
-               "evaluation": evaluation, "config": config.to_dict()}
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_finetuned(accelerator.unwrap_model(model), config, metrics, prompts)
-    accelerator.end_training()
-    return metrics
+    return run(ClassificationTask(config))
 
 
 def save_finetuned(model, config: FinetuneConfig, metrics: dict, prompts: dict | None = None) -> None:
@@ -446,20 +374,14 @@ def load_finetuned(path: str, merge: bool = False):
         if not (out / "config.json").is_file():
             raise FinetuneError(f"{path} is not a fine-tuned model directory (no config.json or adapter).")
         return CMRCLIPForStudyClassification.from_pretrained(out)
-    from peft import PeftModel
-
     base = CMRCLIPForStudyClassification.from_pretrained(run["model_dir"], config=CMRCLIPConfig.from_pretrained(out))
     model = PeftModel.from_pretrained(base, out)
     return model.merge_and_unload() if merge else model
 
 
 def load_prompt_classifier(out: Path, run: dict, merge: bool) -> PromptClassifier:
-    from transformers import AutoTokenizer
-
     prompts = json.loads((out / PROMPTS_FILE).read_text())
     if (out / ADAPTER_CONFIG_FILE).is_file():
-        from peft import PeftModel
-
         clip = PeftModel.from_pretrained(CMRCLIPModel.from_pretrained(run["model_dir"]), out)
         clip = clip.merge_and_unload() if merge else clip
     else:
