@@ -1,11 +1,21 @@
 """cmr-clip: cardiac MRI video-text foundation models (CMR-CLIP, CMR-TARGET) for the Hugging Face ecosystem.
 
-Importing this package registers the models with transformers' Auto* classes (and, as they land, the
-processors and pipelines), so that `AutoModel.from_pretrained(dir)` gives a `CMRCLIPModel` (and
-`AutoModelForVideoClassification.from_pretrained(dir)` a `CMRCLIPForStudyClassification`).
+Importing this package (or any of its modules) registers the models, processors and pipelines with
+transformers' Auto* classes and pipeline registry, so that `AutoModel.from_pretrained(dir)` gives a
+`CMRCLIPModel`, `AutoProcessor.from_pretrained(dir)` its `CMRCLIPProcessor`,
+`AutoModelForVideoClassification.from_pretrained(dir)` a `CMRCLIPForStudyClassification` and
+`pipeline("zero-shot-cmr", model=dir)` a `ZeroShotCMRPipeline`. The layers below this file are described in
+docs/architecture.md.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoModelForVideoClassification
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoModelForVideoClassification,
+    AutoProcessor,
+)
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .modeling import (
@@ -44,6 +54,10 @@ AutoModelForVideoClassification.register(CMRCLIPConfig, CMRCLIPForStudyClassific
 AutoConfig.register(CMRTargetConfig.model_type, CMRTargetConfig, exist_ok=True)
 AutoModel.register(CMRTargetConfig, CMRTargetForConditionalGeneration, exist_ok=True)
 AutoModelForImageTextToText.register(CMRTargetConfig, CMRTargetForConditionalGeneration, exist_ok=True)
+AutoFeatureExtractor.register(CMRCLIPConfig, CMRStudyProcessor, exist_ok=True)
+AutoProcessor.register(CMRCLIPConfig, CMRCLIPProcessor, exist_ok=True)
+AutoFeatureExtractor.register(CMRTargetConfig, CMRStudyProcessor, exist_ok=True)
+AutoProcessor.register(CMRTargetConfig, CMRTargetProcessor, exist_ok=True)
 PIPELINE_REGISTRY.register_pipeline("zero-shot-cmr", pipeline_class=ZeroShotCMRPipeline, pt_model=AutoModel)
 PIPELINE_REGISTRY.register_pipeline("cmr-report-generation", pipeline_class=CMRReportGenerationPipeline,
                                     pt_model=AutoModelForImageTextToText)

@@ -4,13 +4,10 @@
 every study of a source holding several; `read_study` refuses such a source with `MultipleStudiesError`
 unless `study=` picks one); a `StudyLayout` picks
 frames; `CMRStudyProcessor` decodes only those and returns `pixel_values_videos`; `CMRCLIPProcessor` adds
-the tokenizer. Importing this package registers both processors with transformers' Auto classes.
+the tokenizer. The package `cmr_clip` (always imported first) registers the processors with transformers'
+Auto classes; processing itself depends on no model code.
 """
 
-from transformers import AutoFeatureExtractor, AutoProcessor
-
-from ..modeling.configuration_cmr_clip import CMRCLIPConfig
-from ..modeling.configuration_cmr_target import CMRTargetConfig
 from .errors import (
     CMRStudyError,
     CorruptPixelDataError,
@@ -31,11 +28,6 @@ from .processing_cmr_clip import CMRCLIPProcessor
 from .processing_cmr_target import CMRTargetProcessor, split_sentences
 from .reader import SourceStudy, list_studies, read_studies, read_study
 from .study import Series, Study
-
-AutoFeatureExtractor.register(CMRCLIPConfig, CMRStudyProcessor, exist_ok=True)
-AutoProcessor.register(CMRCLIPConfig, CMRCLIPProcessor, exist_ok=True)
-AutoFeatureExtractor.register(CMRTargetConfig, CMRStudyProcessor, exist_ok=True)
-AutoProcessor.register(CMRTargetConfig, CMRTargetProcessor, exist_ok=True)
 
 __all__ = [
     "CMRCLIPProcessor",

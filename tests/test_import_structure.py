@@ -147,3 +147,44 @@ def test_no_package_or_core_import_inside_a_function():
               if inside and (name == "cmr_clip" or name.startswith("cmr_clip.") or name.split(".")[0] in core)
               and name.split(".")[0] not in OPTIONAL]
     assert not hidden, "imports inside functions (move them to the top of the module):\n" + "\n".join(hidden)
+
+
+# docs/architecture.md's layers, bottom to top. A module belongs to the longest prefix that names it; every
+# `__main__` module is an entry point, on the top layer with the commands.
+LAYERS = {
+    "cmr_clip.vocabulary": 0, "cmr_clip.privacy": 0, "cmr_clip.modeling": 0,
+    "cmr_clip.processing": 1,
+    "cmr_clip.synthetic": 2, "cmr_clip.data": 2,
+    "cmr_clip.embeddings": 3,
+    "cmr_clip.pipelines": 4, "cmr_clip.index": 4,
+    "cmr_clip.evaluation": 5, "cmr_clip.hub": 5,
+    "cmr_clip.training": 6, "cmr_clip.release": 6,
+    "cmr_clip.demo": 7,
+    "cmr_clip.commands": 8, "cmr_clip.cli": 8, "cmr_clip": 8,
+}
+
+
+def layer_of(module: str) -> tuple[str, int]:
+    """(the layer's prefix, its level) of a module."""
+    if module.endswith(".__main__"):
+        return "__main__", max(LAYERS.values())
+    prefix = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+    return prefix, LAYERS[prefix]
+
+
+def test_every_module_has_a_layer():
+    assert all(layer_of(module) for module in MODULES)
+    assert layer_of("cmr_clip.processing.reader") == ("cmr_clip.processing", 1)
+    assert layer_of("cmr_clip.training.__main__")[1] == 8 and layer_of("cmr_clip")[1] == 8
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    upward = []
+    for module, targets in import_graph().items():
+        prefix, level = layer_of(module)
+        for target in targets:
+            target_prefix, target_level = layer_of(target)
+            # The bottom layer imports nothing of the package outside its own part.
+            if target_level > level or (level == 0 and target_prefix != prefix):
+                upward.append(f"{module} (layer {level}) imports {target} (layer {target_level})")
+    assert not upward, "imports against the layer order of docs/architecture.md:\n" + "\n".join(sorted(upward))
