@@ -19,7 +19,13 @@ and the guard every writer calls before anything leaves the machine.
   `PHIError` naming the file and field, content that looks like it carries an identifier: fields named
   like patient identifiers or DICOM instance UIDs with a value, and any value the detectors above find.
   Tokenizer vocabularies are checked against the identities `prepare` saw (as salted hashes, never the
-  values: `identity_hashes`), since subword pieces would trip the generic detectors.
+  values: `identity_hashes`), since subword pieces would trip the generic detectors. A field, column or
+  file whose own name is the problem is named by its place (key 3, column 2, file 5), never by the name.
+- **Guarded writers** (`write_json`, `write_jsonl`, `write_text`, `save_dataset`): every route that writes
+  something people read or share (a saved model's metrics, a prepared corpus and its reports, a study index,
+  predictions, evaluation results, a converted release, what `push` stages) writes through these, so the
+  guard runs before anything reaches the disk and a refusal writes nothing. Upstream of them, reports are
+  scrubbed (`deidentify`) and study folder names replaced (`safe_study_name`); the writers refuse what is left.
 
 This module sits at the bottom of the package: it imports nothing from the rest of cmr_clip (the
 processing modules import it, and it is copied with them as Hub remote code), and only the standard
@@ -435,7 +441,8 @@ class PHIError(ValueError):
 
     def __init__(self, where: str, field: str, reason: str):
         self.where, self.field, self.reason = where, field, reason
-        super().__init__(f"refusing to upload: {where}: {field}: {reason}. Remove or de-identify it, then push again.")
+        super().__init__(f"refusing to write or upload {where}: {field}: {reason}. Nothing was written or uploaded; "
+                         "remove or de-identify it (rename a study folder or file named after a patient), then run again.")
 
 
 def _normalise_key(key) -> str:
@@ -541,10 +548,11 @@ def check_text(text: str, where: str) -> None:
 def check_json(obj, where: str, field: str = "", identifier_field: bool = False) -> None:
     """The guard over a JSON-like value: field names and string values at any depth."""
     if isinstance(obj, dict):
-        for key, value in obj.items():
+        for number, (key, value) in enumerate(obj.items(), start=1):
             path = f"{field}.{key}" if field else str(key)
-            reason = _key_problem(key, value) or text_problem(str(key))
-            if reason:
+            if reason := text_problem(str(key)):  # the key itself names someone: named by its place, never shown
+                raise PHIError(where, f"{field or 'top level'}, key {number}", reason)
+            if reason := _key_problem(key, value):
                 raise PHIError(where, path, reason)
             check_json(value, where, path, identifier_field or _identifier_named(key))
     elif isinstance(obj, (list, tuple)):
@@ -568,7 +576,9 @@ def check_dataset(dataset, where: str = "dataset") -> None:
         for split in dataset:
             check_dataset(dataset[split], f"{where}[{split}]")
         return
-    for column in dataset.column_names:
+    for number, column in enumerate(dataset.column_names, start=1):
+        if reason := text_problem(column):
+            raise PHIError(where, f"column {number}", f"its name {reason}")
         values = dataset[column] if _is_text_column(dataset.features[column]) else None
         if _normalise_key(column) in IDENTIFIER_KEYS | LINKING_UID_KEYS:
             if values is None or any(v not in (None, "") for v in values):
@@ -622,8 +632,10 @@ def scan_folder(folder: str | Path, identities: tuple[str, set[str]] | None = No
     """Run the guard over every text file under `folder` (raises `PHIError`); returns the files scanned.
     With `identities` (`(salt, hashes)` from `load_identity_hashes`) vocabularies are checked against them."""
     folder, scanned = Path(folder), []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for number, path in enumerate(sorted(p for p in folder.rglob("*") if p.is_file()), start=1):
         name = path.relative_to(folder).as_posix()
+        if _path_names_someone(name):
+            raise PHIError(f"the folder's file {number}", "its name", "names someone (a name, date, record number, ...)")
         if path.suffix in UNSCANNED_SUFFIXES or path.name in UNSCANNED_FILES:
             continue
         text = path.read_text(errors="replace")
@@ -643,3 +655,36 @@ def scan_folder(folder: str | Path, identities: tuple[str, set[str]] | None = No
         for vocabulary_folder in sorted({p.parent for p in folder.rglob("*") if p.name in ("tokenizer.json", "vocab.txt", "vocab.json")}):
             check_vocabulary(vocabulary_folder, *identities, where=vocabulary_folder.relative_to(folder).as_posix() or ".")
     return scanned
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Guarded writers: how the package writes what people read or share (metrics, reports, manifests, corpora).
+# Each runs the guard first and writes nothing when it refuses.
+
+
+def write_json(path: str | Path, data, where: str | None = None, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """`data` as JSON at `path`, once `check_json` has passed it (`where` names it in a refusal; default: the file)."""
+    path = Path(path)
+    check_json(data, where or path.name)
+    path.write_text(json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def write_jsonl(path: str | Path, rows, where: str | None = None) -> None:
+    """`rows` as JSON lines at `path`, once `check_json` has passed each (a refusal names the line)."""
+    path, rows = Path(path), list(rows)
+    for number, row in enumerate(rows, start=1):
+        check_json(row, where or path.name, f"line {number}")
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def write_text(path: str | Path, text: str, where: str | None = None) -> None:
+    """`text` at `path` (a model card, a summary), once `check_text` has passed it line by line."""
+    path = Path(path)
+    check_text(text, where or path.name)
+    path.write_text(text)
+
+
+def save_dataset(dataset, folder: str | Path, where: str = "corpus") -> None:
+    """`dataset.save_to_disk(folder)` (a `datasets` Dataset / DatasetDict), once `check_dataset` has passed it."""
+    check_dataset(dataset, where)
+    dataset.save_to_disk(str(folder))
