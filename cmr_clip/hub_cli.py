@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .hub import DROPPED_DATASET_COLUMNS, push, push_dataset, stage, stage_dataset
+from .privacy import PHIError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", help="a saved model directory, or a prepared corpus to push as a dataset")
@@ -32,9 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .hub import DROPPED_DATASET_COLUMNS, push, push_dataset, stage, stage_dataset
-    from .privacy import PHIError
-
     directory = Path(args.directory)
     try:
         if (directory / "dataset_dict.json").is_file():
