@@ -366,8 +366,9 @@ if __name__ == "__main__":
     import sys
     import warnings
 
-    from cmr_clip.convert_cli import main
+    # Through the command router, which loads commands by name: modeling/ imports nothing above it.
+    from cmr_clip.cli import main
 
     warnings.warn("`python -m cmr_clip.modeling.convert_original_checkpoint` is deprecated; use "
                   "`cmr-clip convert-original`.", FutureWarning, stacklevel=1)
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main(["convert-original", *sys.argv[1:]]))
