@@ -26,6 +26,8 @@ and the guard every writer calls before anything leaves the machine.
   predictions, evaluation results, a converted release, what `push` stages) writes through these, so the
   guard runs before anything reaches the disk and a refusal writes nothing. Upstream of them, reports are
   scrubbed (`deidentify`) and study folder names replaced (`safe_study_name`); the writers refuse what is left.
+  On this machine's disk a bare code ("SYN00042", "40012345") is the user's own key for a study and passes;
+  what leaves it (`push`) is also refused for bare codes, and a pushed corpus drops its study ids.
 
 This module sits at the bottom of the package: it imports nothing from the rest of cmr_clip (the
 processing modules import it, and it is copied with them as Hub remote code), and only the standard
@@ -467,7 +469,8 @@ IDENTIFIER_LIKE_VALUE = re.compile(r"^\D{0,4}\d{6,}$")
 REASONS = {
     "NAME": "looks like a person's name", "DATE": "looks like a date",
     "ID": "looks like a medical record or accession number", "PHONE": "looks like a phone or fax number",
-    "EMAIL": "looks like an e-mail address", "URL": "looks like a web address", "PATH": "looks like a file path",
+    "EMAIL": "looks like an e-mail address", "URL": "looks like a web address",
+    "PATH": "is a path with a folder or file named after someone (a name, date or record number)",
     "AGE": "looks like an age over 89", "ADDRESS": "looks like a street address or postcode",
 }
 
@@ -507,8 +510,8 @@ def text_problem(text: str, codes: bool = True) -> str | None:
 
 def _key_problem(key, value) -> str | None:
     name = _normalise_key(key)
-    if value in (None, "", [], {}):
-        return None
+    if value is None or (isinstance(value, (str, list, tuple, dict)) and not value):
+        return None  # an empty field (numbers, numpy's included, are never empty)
     if name in IDENTIFIER_KEYS:
         return "is a patient identifier field with a value"
     if name in LINKING_UID_KEYS:
@@ -537,30 +540,33 @@ def check_no_phi(obj, where: str, field: str = "") -> None:
         check_json(obj, where, field)
 
 
-def check_text(text: str, where: str) -> None:
-    """The guard over free text, line by line."""
+def check_text(text: str, where: str, local: bool = False) -> None:
+    """The guard over free text, line by line; `local` as in `check_json`."""
     for number, line in enumerate(text.splitlines(), start=1):
-        reason = text_problem(line)
+        reason = text_problem(line, codes=not local)
         if reason:
             raise PHIError(where, f"line {number}", reason)
 
 
-def check_json(obj, where: str, field: str = "", identifier_field: bool = False) -> None:
-    """The guard over a JSON-like value: field names and string values at any depth."""
+def check_json(obj, where: str, field: str = "", identifier_field: bool = False, local: bool = False) -> None:
+    """The guard over a JSON-like value: field names and string values at any depth. `local`: a write to this
+    machine's disk, where a bare code ("S000123", "40012345", a study folder's name) is the user's own key for a
+    study; bare codes are refused only on their way out (`push`, which also drops a corpus's study ids).
+    Everything the detectors find (names, labelled record numbers, dates, contacts, ...) is refused alike."""
     if isinstance(obj, dict):
         for number, (key, value) in enumerate(obj.items(), start=1):
             path = f"{field}.{key}" if field else str(key)
-            if reason := text_problem(str(key)):  # the key itself names someone: named by its place, never shown
+            if reason := text_problem(str(key), codes=not local):  # the key names someone: shown by its place
                 raise PHIError(where, f"{field or 'top level'}, key {number}", reason)
             if reason := _key_problem(key, value):
                 raise PHIError(where, path, reason)
-            check_json(value, where, path, identifier_field or _identifier_named(key))
+            check_json(value, where, path, identifier_field or _identifier_named(key), local)
     elif isinstance(obj, (list, tuple)):
         for index, value in enumerate(obj):
-            check_json(value, where, f"{field}[{index}]", identifier_field)
+            check_json(value, where, f"{field}[{index}]", identifier_field, local)
     elif isinstance(obj, str):
-        reason = text_problem(obj, codes=not identifier_field)
-        if reason is None and identifier_field and IDENTIFIER_LIKE_VALUE.match(obj.strip()):
+        reason = text_problem(obj, codes=not (identifier_field or local))
+        if reason is None and identifier_field and not local and IDENTIFIER_LIKE_VALUE.match(obj.strip()):
             reason = "is an identifier field holding a number like a hospital ID"
         if reason:
             raise PHIError(where, field or "value", reason)
@@ -570,21 +576,22 @@ def _is_dataset(obj) -> bool:
     return type(obj).__module__.startswith("datasets") and type(obj).__name__ in ("Dataset", "DatasetDict")
 
 
-def check_dataset(dataset, where: str = "dataset") -> None:
-    """Column names and string values of a Dataset / DatasetDict (JSON-text columns are read as JSON)."""
+def check_dataset(dataset, where: str = "dataset", local: bool = False) -> None:
+    """Column names and string values of a Dataset / DatasetDict (JSON-text columns are read as JSON); `local`
+    as in `check_json`."""
     if type(dataset).__name__ == "DatasetDict":
         for split in dataset:
-            check_dataset(dataset[split], f"{where}[{split}]")
+            check_dataset(dataset[split], f"{where}[{split}]", local)
         return
     for number, column in enumerate(dataset.column_names, start=1):
-        if reason := text_problem(column):
+        if reason := text_problem(column, codes=not local):
             raise PHIError(where, f"column {number}", f"its name {reason}")
         values = dataset[column] if _is_text_column(dataset.features[column]) else None
         if _normalise_key(column) in IDENTIFIER_KEYS | LINKING_UID_KEYS:
             if values is None or any(v not in (None, "") for v in values):
                 raise PHIError(where, f"column {column!r}", "is a patient identifier column with values")
         for row, value in enumerate(values or []):
-            check_json(_maybe_json(value), where, f"column {column!r} row {row}", _identifier_named(column))
+            check_json(_maybe_json(value), where, f"column {column!r} row {row}", _identifier_named(column), local)
 
 
 def _is_text_column(feature) -> bool:
@@ -659,13 +666,13 @@ def scan_folder(folder: str | Path, identities: tuple[str, set[str]] | None = No
 
 # ---------------------------------------------------------------------------------------------------------
 # Guarded writers: how the package writes what people read or share (metrics, reports, manifests, corpora).
-# Each runs the guard first and writes nothing when it refuses.
+# Each runs the guard first (as a local write: see `check_json`) and writes nothing when it refuses.
 
 
 def write_json(path: str | Path, data, where: str | None = None, indent: int | None = 2, sort_keys: bool = False) -> None:
     """`data` as JSON at `path`, once `check_json` has passed it (`where` names it in a refusal; default: the file)."""
     path = Path(path)
-    check_json(data, where or path.name)
+    check_json(data, where or path.name, local=True)
     path.write_text(json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
 
 
@@ -673,18 +680,18 @@ def write_jsonl(path: str | Path, rows, where: str | None = None) -> None:
     """`rows` as JSON lines at `path`, once `check_json` has passed each (a refusal names the line)."""
     path, rows = Path(path), list(rows)
     for number, row in enumerate(rows, start=1):
-        check_json(row, where or path.name, f"line {number}")
+        check_json(row, where or path.name, f"line {number}", local=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def write_text(path: str | Path, text: str, where: str | None = None) -> None:
     """`text` at `path` (a model card, a summary), once `check_text` has passed it line by line."""
     path = Path(path)
-    check_text(text, where or path.name)
+    check_text(text, where or path.name, local=True)
     path.write_text(text)
 
 
 def save_dataset(dataset, folder: str | Path, where: str = "corpus") -> None:
     """`dataset.save_to_disk(folder)` (a `datasets` Dataset / DatasetDict), once `check_dataset` has passed it."""
-    check_dataset(dataset, where)
+    check_dataset(dataset, where, local=True)
     dataset.save_to_disk(str(folder))

@@ -1,5 +1,6 @@
-"""What each model type publishes on the Hub: its pipeline tag, tasks, Auto classes and tags (`PUBLICATIONS`),
-and `publication(save_dir)`, which reads a saved directory's model type and refuses one cmr-clip does not publish.
+"""What each model type publishes on the Hub: its pipeline tag, the pipelines (tasks registered with transformers
+when cmr_clip is imported), the Auto classes of its config, model and processor, and its tags (`PUBLICATIONS`);
+`publication(save_dir)` reads a saved directory's model type and refuses one cmr-clip does not publish.
 """
 
 from __future__ import annotations
@@ -7,9 +8,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-# What each model type publishes: Auto classes for its config and model, the processor classes, and the
-# pipelines (tasks registered with transformers when cmr_clip is imported) that go with it.
 
 
 @dataclass(frozen=True)
