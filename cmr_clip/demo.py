@@ -11,12 +11,13 @@ laptop and without any patient data.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .privacy import write_json
 
 # The demo's small model: 16 frames of 64 x 64 px in 16 px patches, a 4-layer video tower (time attention
 # initialised like space attention: there is no image model to start from) and a 2-layer BERT with a
@@ -133,7 +134,7 @@ def run_demo(settings: DemoSettings) -> dict:
         "timings_s": timings,
         "settings": {k: v for k, v in vars(settings).items() if k != "progress"},
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 

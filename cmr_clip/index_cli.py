@@ -10,8 +10,9 @@ Then search it with `cmr-clip search "severe LV dilation" --index my-index`.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from .privacy import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
     for item in skipped:
         print(f"skipped {item['study_id']}: {item['error']}: {item['message']}")
     if skipped:
-        Path(args.out, "skipped.json").write_text(json.dumps(skipped, indent=2))
+        write_json(Path(args.out, "skipped.json"), skipped)
     return 0

@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+
+from .privacy import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
         extra = f" {hit.get('impression') or ''} |" if args.impressions else ""
         print(f"| {hit['rank']} | {hit['study_id']} | {hit['score']:.3f} |{extra}")
     if args.json:
-        Path(args.json).write_text(json.dumps(hits, indent=2))
+        write_json(args.json, hits, "the --json file")
     return 0

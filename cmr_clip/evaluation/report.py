@@ -15,13 +15,13 @@ retrieval); few-shot figures carry the 95% interval of the mean over episodes.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..embeddings import embed_split
+from ..privacy import write_json, write_text
 from .few_shot import DEFAULT_KS, few_shot_curve
 from .retrieval import DEFAULT_KS as RECALL_KS
 from .retrieval import ranks_of_matches
@@ -121,8 +121,8 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | P
     stability = embedding_stability(model, processor, test, seed=seed)
     metrics["robustness"] = {name: bootstrap_interval(np.mean, values, resamples=resamples) for name, values in stability.items()}
 
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "summary.md").write_text(markdown_summary(metrics))
+    write_json(out / "metrics.json", metrics)
+    write_text(out / "summary.md", markdown_summary(metrics))
     if plots:
         from .plots import write_plots
 

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..data.collate import StudyCollator
 from ..data.dataset import StudyTextDataset
 from ..embeddings import embed_split
+from ..privacy import write_json
 from .findings import FINDINGS, extract_findings, findings_present
 from .report_metrics import report_generation_metrics, rouge_l_scores
 from .stats import bootstrap_interval
@@ -150,7 +151,7 @@ def evaluate_report_generation(target_dir: str | Path, data_dir: str | Path, out
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report_metrics.json").write_text(json.dumps(results, indent=2))
+        write_json(out / "report_metrics.json", results)
     return results
 
 

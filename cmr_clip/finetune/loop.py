@@ -32,6 +32,7 @@ from ..data.collate import StudyCollator
 from ..data.dataset import StudyTextDataset
 from ..modeling import CMRCLIPConfig, CMRCLIPForStudyClassification, CMRCLIPModel
 from ..modeling.modeling_cmr_clip import study_classification_loss
+from ..privacy import write_json
 from ..training.loop import (
     EpochShuffleSampler,
     load_corpus,
@@ -425,13 +426,13 @@ def save_finetuned(model, config: FinetuneConfig, metrics: dict, prompts: dict |
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(model, PromptClassifier):
         model.clip.save_pretrained(out)
-        (out / PROMPTS_FILE).write_text(json.dumps(prompts, indent=2))
+        write_json(out / PROMPTS_FILE, prompts)
     else:
         model.save_pretrained(out)
         if config.lora:
             model.get_base_model().config.save_pretrained(out)
-    (out / FINETUNE_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / FINETUNE_CONFIG_FILE, config.to_dict())
+    write_json(out / "metrics.json", metrics)
 
 
 def load_finetuned(path: str, merge: bool = False):

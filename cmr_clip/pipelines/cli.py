@@ -9,10 +9,9 @@ Studies are shown by position and folder name (the user's own input), never by a
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from ..privacy import safe_study_name
+from ..privacy import safe_study_name, write_json
 from ..processing.identity import read_identity
 
 
@@ -42,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     names = [safe_study_name(Path(s).name, i, read_identity(s)) for i, s in enumerate(args.studies)]
     print(format_table(names, answers))
     if args.json:
-        Path(args.json).write_text(json.dumps([{"study": n, **a} for n, a in zip(names, answers)], indent=2))
+        write_json(args.json, [{"study": n, **a} for n, a in zip(names, answers)], "the --json file")
     return 0
 
 

@@ -26,6 +26,7 @@ from ..embeddings import embed_batches
 from ..evaluation.retrieval import retrieval_metrics
 from ..modeling import CMRCLIPConfig, CMRCLIPModel, CMRCLIPVisionConfig
 from ..modeling.modeling_cmr_clip import load_vit_weights
+from ..privacy import write_json
 from .checkpointing import configure_fsdp_wrapping, read_process_state, write_process_state
 from .config import TrainConfig
 from .losses import gathered_contrastive_loss
@@ -392,7 +393,7 @@ def save_final(model: CMRCLIPModel, tokenizer, study_processor, config: TrainCon
     model.save_pretrained(out, state_dict=state_dict)
     processor = CMRCLIPProcessor(feature_extractor=study_processor, tokenizer=tokenizer)
     processor.save_pretrained(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     if config.push_to_hub:
         from ..hub import push
 

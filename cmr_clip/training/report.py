@@ -3,7 +3,6 @@ its video features by teacher forcing, on the same prepared corpus and Accelerat
 
 from __future__ import annotations
 
-import json
 import math
 from functools import partial
 from pathlib import Path
@@ -14,6 +13,7 @@ from accelerate import Accelerator
 from ..data.collate import StudyCollator
 from ..data.prepare import train_report_tokenizer
 from ..modeling import CMRTargetForConditionalGeneration
+from ..privacy import write_json
 from ..processing import CMRTargetProcessor
 from .config import TrainConfig
 from .losses import tokens_per_process
@@ -99,7 +99,7 @@ class ReportTask:
         out = Path(self.config.output_dir)
         model.save_pretrained(out, state_dict=state_dict)
         self.processor.save_pretrained(out)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_json(out / "metrics.json", metrics)
         if self.config.push_to_hub:
             from ..hub import push
 
