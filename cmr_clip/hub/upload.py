@@ -4,6 +4,8 @@
 a generated model card and the remote code) and runs the guard over it; `push` uploads a staged folder in one
 commit, so `push --dry-run` and the real push share every step. Checkpoints, corpora, cohorts and metrics.json
 (its figures are in the card) stay behind. `stage_dataset` / `push_dataset` do the same for a prepared corpus.
+A model's tokenizer vocabulary is checked against the identities `prepare` saw when the corpus is known
+(`data_dir`, or the demo's `save_dir/corpus`).
 """
 
 from __future__ import annotations
