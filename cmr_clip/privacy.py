@@ -475,10 +475,11 @@ REASONS = {
 }
 
 
-def _path_names_someone(path: str) -> bool:
+def _path_names_someone(path: str, codes: bool = True) -> bool:
     """Whether a folder or file name in `path` holds an identifier: a report drops every path, but the guard
-    lets through the paths tools write (a model's folder in an index manifest) when no part of them names one."""
-    return any(find_identifiers(part.replace("_", " ")) for part in re.split(r"[/\\]+", path) if part)
+    lets through the paths tools write (a model's folder in an index manifest) when no part of them names one.
+    `codes=False`: bare codes in names pass (a checkpoint's `step-00000004`, on this machine's disk)."""
+    return any(find_identifiers(part.replace("_", " "), codes) for part in re.split(r"[/\\]+", path) if part)
 
 
 def _reason(kind: str, found: str) -> str:
@@ -494,11 +495,11 @@ def _reason(kind: str, found: str) -> str:
     return REASONS[kind]
 
 
-def text_problem(text: str, codes: bool = True) -> str | None:
+def text_problem(text: str, codes: bool = True, local: bool = False) -> str | None:
     """Why `text` looks like it carries an identifier, or None. `codes=False`: bare codes pass (see
-    `find_identifiers`), for fields that hold a study's own key."""
+    `find_identifiers`), for fields that hold a study's own key; `local`: in paths too (see `check_json`)."""
     for start, end, kind in find_identifiers(text, codes=codes):
-        if kind == "PATH" and not _path_names_someone(text[start:end]):
+        if kind == "PATH" and not _path_names_someone(text[start:end], codes=not local):
             continue
         return _reason(kind, text[start:end])
     for match in UID_PATTERN.finditer(text):
@@ -543,7 +544,7 @@ def check_no_phi(obj, where: str, field: str = "") -> None:
 def check_text(text: str, where: str, local: bool = False) -> None:
     """The guard over free text, line by line; `local` as in `check_json`."""
     for number, line in enumerate(text.splitlines(), start=1):
-        reason = text_problem(line, codes=not local)
+        reason = text_problem(line, codes=not local, local=local)
         if reason:
             raise PHIError(where, f"line {number}", reason)
 
@@ -556,7 +557,7 @@ def check_json(obj, where: str, field: str = "", identifier_field: bool = False,
     if isinstance(obj, dict):
         for number, (key, value) in enumerate(obj.items(), start=1):
             path = f"{field}.{key}" if field else str(key)
-            if reason := text_problem(str(key), codes=not local):  # the key names someone: shown by its place
+            if reason := text_problem(str(key), codes=not local, local=local):  # the key names someone: shown by its place
                 raise PHIError(where, f"{field or 'top level'}, key {number}", reason)
             if reason := _key_problem(key, value):
                 raise PHIError(where, path, reason)
@@ -565,7 +566,7 @@ def check_json(obj, where: str, field: str = "", identifier_field: bool = False,
         for index, value in enumerate(obj):
             check_json(value, where, f"{field}[{index}]", identifier_field, local)
     elif isinstance(obj, str):
-        reason = text_problem(obj, codes=not (identifier_field or local))
+        reason = text_problem(obj, codes=not (identifier_field or local), local=local)
         if reason is None and identifier_field and not local and IDENTIFIER_LIKE_VALUE.match(obj.strip()):
             reason = "is an identifier field holding a number like a hospital ID"
         if reason:
@@ -584,7 +585,7 @@ def check_dataset(dataset, where: str = "dataset", local: bool = False) -> None:
             check_dataset(dataset[split], f"{where}[{split}]", local)
         return
     for number, column in enumerate(dataset.column_names, start=1):
-        if reason := text_problem(column, codes=not local):
+        if reason := text_problem(column, codes=not local, local=local):
             raise PHIError(where, f"column {number}", f"its name {reason}")
         values = dataset[column] if _is_text_column(dataset.features[column]) else None
         if _normalise_key(column) in IDENTIFIER_KEYS | LINKING_UID_KEYS:

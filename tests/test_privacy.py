@@ -592,3 +592,16 @@ def test_a_saved_model_refuses_metrics_or_a_config_with_an_identifier(tmp_path):
         save_finetuned(model, config, {"labels": ["lge"]})
     assert_refusal_hides_the_value(error)
     assert not (finetuned / FINETUNE_CONFIG_FILE).exists() and not (finetuned / "metrics.json").exists()
+
+
+def test_a_local_writer_passes_the_keys_and_paths_tools_write_but_not_a_folder_named_after_a_patient(tmp_path):
+    ours = {"config": {"resume": "/runs/whole/checkpoints/step-00000004", "output_dir": "/runs/S000123"},
+            "study_ids": ["S000001", "40012345"], "hits": [{"study": "SYN00042", "score": 0.7}]}
+    write_json(tmp_path / "metrics.json", ours)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == ours
+    for planted in (f"/data/{MRN}/corpus", f"/data/{DOE}/corpus"):
+        with pytest.raises(PHIError, match=r"run.json: config.data_dir: is a path with a folder or file named after "
+                                           r"someone") as error:
+            write_json(tmp_path / "run.json", {"config": {"data_dir": planted}})
+        assert_refusal_hides_the_value(error)
+    assert not (tmp_path / "run.json").exists()
