@@ -22,6 +22,7 @@ from transformers import pipeline
 from .data.prepare import prepare, train_wordpiece_tokenizer
 from .evaluation.report import evaluate_held_out
 from .evaluation.zero_shot import zero_shot_table
+from .privacy import write_json
 from .processing import CMRStudyProcessor
 from .synthetic import make_cohort
 from .training import TrainConfig, TrainingSchedule, train
@@ -121,7 +122,7 @@ def run_demo(settings: DemoSettings) -> dict:
         "timings_s": timings,
         "settings": {k: v for k, v in vars(settings).items() if k != "progress"},
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 

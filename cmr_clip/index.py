@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .embeddings import embed_split, encode_texts, encode_videos
 from .modeling import CMRCLIPModel
-from .privacy import safe_study_name
+from .privacy import safe_study_name, write_json
 from .processing import CMRCLIPProcessor
 from .processing.identity import read_identity
 
@@ -189,12 +189,12 @@ class CMRStudyIndex:
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({"embeddings": self.embeddings.contiguous()}, str(directory / EMBEDDINGS))
         manifest = {"format_version": FORMAT_VERSION, "model_fingerprint": self.fingerprint,
                     "model_name_or_path": str(self.model.name_or_path), "dim": self.embeddings.shape[1],
                     "count": len(self), "backend": self.backend, "faiss_index": self.faiss_index,
                     "study_ids": self.study_ids, "impressions": self.impressions}
-        (directory / MANIFEST).write_text(json.dumps(manifest))
+        write_json(directory / MANIFEST, manifest, indent=None)  # the guard first: a refused index writes nothing
+        save_file({"embeddings": self.embeddings.contiguous()}, str(directory / EMBEDDINGS))
         return directory
 
     @classmethod

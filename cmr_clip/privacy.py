@@ -19,7 +19,15 @@ and the guard every writer calls before anything leaves the machine.
   `PHIError` naming the file and field, content that looks like it carries an identifier: fields named
   like patient identifiers or DICOM instance UIDs with a value, and any value the detectors above find.
   Tokenizer vocabularies are checked against the identities `prepare` saw (as salted hashes, never the
-  values: `identity_hashes`), since subword pieces would trip the generic detectors.
+  values: `identity_hashes`), since subword pieces would trip the generic detectors. A field, column or
+  file whose own name is the problem is named by its place (key 3, column 2, file 5), never by the name.
+- **Guarded writers** (`write_json`, `write_jsonl`, `write_text`, `save_dataset`): every route that writes
+  something people read or share (a saved model's metrics, a prepared corpus and its reports, a study index,
+  predictions, evaluation results, a converted release, what `push` stages) writes through these, so the
+  guard runs before anything reaches the disk and a refusal writes nothing. Upstream of them, reports are
+  scrubbed (`deidentify`) and study folder names replaced (`safe_study_name`); the writers refuse what is left.
+  On this machine's disk a bare code ("SYN00042", "40012345") is the user's own key for a study and passes;
+  what leaves it (`push`) is also refused for bare codes, and a pushed corpus drops its study ids.
 
 This module sits at the bottom of the package: it imports nothing from the rest of cmr_clip (the
 processing modules import it, and it is copied with them as Hub remote code), and only the standard
@@ -435,7 +443,8 @@ class PHIError(ValueError):
 
     def __init__(self, where: str, field: str, reason: str):
         self.where, self.field, self.reason = where, field, reason
-        super().__init__(f"refusing to upload: {where}: {field}: {reason}. Remove or de-identify it, then push again.")
+        super().__init__(f"refusing to write or upload {where}: {field}: {reason}. Nothing was written or uploaded; "
+                         "remove or de-identify it (rename a study folder or file named after a patient), then run again.")
 
 
 def _normalise_key(key) -> str:
@@ -460,15 +469,17 @@ IDENTIFIER_LIKE_VALUE = re.compile(r"^\D{0,4}\d{6,}$")
 REASONS = {
     "NAME": "looks like a person's name", "DATE": "looks like a date",
     "ID": "looks like a medical record or accession number", "PHONE": "looks like a phone or fax number",
-    "EMAIL": "looks like an e-mail address", "URL": "looks like a web address", "PATH": "looks like a file path",
+    "EMAIL": "looks like an e-mail address", "URL": "looks like a web address",
+    "PATH": "is a path with a folder or file named after someone (a name, date or record number)",
     "AGE": "looks like an age over 89", "ADDRESS": "looks like a street address or postcode",
 }
 
 
-def _path_names_someone(path: str) -> bool:
+def _path_names_someone(path: str, codes: bool = True) -> bool:
     """Whether a folder or file name in `path` holds an identifier: a report drops every path, but the guard
-    lets through the paths tools write (a model's folder in an index manifest) when no part of them names one."""
-    return any(find_identifiers(part.replace("_", " ")) for part in re.split(r"[/\\]+", path) if part)
+    lets through the paths tools write (a model's folder in an index manifest) when no part of them names one.
+    `codes=False`: bare codes in names pass (a checkpoint's `step-00000004`, on this machine's disk)."""
+    return any(find_identifiers(part.replace("_", " "), codes) for part in re.split(r"[/\\]+", path) if part)
 
 
 def _reason(kind: str, found: str) -> str:
@@ -484,11 +495,11 @@ def _reason(kind: str, found: str) -> str:
     return REASONS[kind]
 
 
-def text_problem(text: str, codes: bool = True) -> str | None:
+def text_problem(text: str, codes: bool = True, local: bool = False) -> str | None:
     """Why `text` looks like it carries an identifier, or None. `codes=False`: bare codes pass (see
-    `find_identifiers`), for fields that hold a study's own key."""
+    `find_identifiers`), for fields that hold a study's own key; `local`: in paths too (see `check_json`)."""
     for start, end, kind in find_identifiers(text, codes=codes):
-        if kind == "PATH" and not _path_names_someone(text[start:end]):
+        if kind == "PATH" and not _path_names_someone(text[start:end], codes=not local):
             continue
         return _reason(kind, text[start:end])
     for match in UID_PATTERN.finditer(text):
@@ -500,8 +511,8 @@ def text_problem(text: str, codes: bool = True) -> str | None:
 
 def _key_problem(key, value) -> str | None:
     name = _normalise_key(key)
-    if value in (None, "", [], {}):
-        return None
+    if value is None or (isinstance(value, (str, list, tuple, dict)) and not value):
+        return None  # an empty field (numbers, numpy's included, are never empty)
     if name in IDENTIFIER_KEYS:
         return "is a patient identifier field with a value"
     if name in LINKING_UID_KEYS:
@@ -530,29 +541,33 @@ def check_no_phi(obj, where: str, field: str = "") -> None:
         check_json(obj, where, field)
 
 
-def check_text(text: str, where: str) -> None:
-    """The guard over free text, line by line."""
+def check_text(text: str, where: str, local: bool = False) -> None:
+    """The guard over free text, line by line; `local` as in `check_json`."""
     for number, line in enumerate(text.splitlines(), start=1):
-        reason = text_problem(line)
+        reason = text_problem(line, codes=not local, local=local)
         if reason:
             raise PHIError(where, f"line {number}", reason)
 
 
-def check_json(obj, where: str, field: str = "", identifier_field: bool = False) -> None:
-    """The guard over a JSON-like value: field names and string values at any depth."""
+def check_json(obj, where: str, field: str = "", identifier_field: bool = False, local: bool = False) -> None:
+    """The guard over a JSON-like value: field names and string values at any depth. `local`: a write to this
+    machine's disk, where a bare code ("S000123", "40012345", a study folder's name) is the user's own key for a
+    study; bare codes are refused only on their way out (`push`, which also drops a corpus's study ids).
+    Everything the detectors find (names, labelled record numbers, dates, contacts, ...) is refused alike."""
     if isinstance(obj, dict):
-        for key, value in obj.items():
+        for number, (key, value) in enumerate(obj.items(), start=1):
             path = f"{field}.{key}" if field else str(key)
-            reason = _key_problem(key, value) or text_problem(str(key))
-            if reason:
+            if reason := text_problem(str(key), codes=not local, local=local):  # the key names someone: shown by its place
+                raise PHIError(where, f"{field or 'top level'}, key {number}", reason)
+            if reason := _key_problem(key, value):
                 raise PHIError(where, path, reason)
-            check_json(value, where, path, identifier_field or _identifier_named(key))
+            check_json(value, where, path, identifier_field or _identifier_named(key), local)
     elif isinstance(obj, (list, tuple)):
         for index, value in enumerate(obj):
-            check_json(value, where, f"{field}[{index}]", identifier_field)
+            check_json(value, where, f"{field}[{index}]", identifier_field, local)
     elif isinstance(obj, str):
-        reason = text_problem(obj, codes=not identifier_field)
-        if reason is None and identifier_field and IDENTIFIER_LIKE_VALUE.match(obj.strip()):
+        reason = text_problem(obj, codes=not (identifier_field or local), local=local)
+        if reason is None and identifier_field and not local and IDENTIFIER_LIKE_VALUE.match(obj.strip()):
             reason = "is an identifier field holding a number like a hospital ID"
         if reason:
             raise PHIError(where, field or "value", reason)
@@ -562,19 +577,22 @@ def _is_dataset(obj) -> bool:
     return type(obj).__module__.startswith("datasets") and type(obj).__name__ in ("Dataset", "DatasetDict")
 
 
-def check_dataset(dataset, where: str = "dataset") -> None:
-    """Column names and string values of a Dataset / DatasetDict (JSON-text columns are read as JSON)."""
+def check_dataset(dataset, where: str = "dataset", local: bool = False) -> None:
+    """Column names and string values of a Dataset / DatasetDict (JSON-text columns are read as JSON); `local`
+    as in `check_json`."""
     if type(dataset).__name__ == "DatasetDict":
         for split in dataset:
-            check_dataset(dataset[split], f"{where}[{split}]")
+            check_dataset(dataset[split], f"{where}[{split}]", local)
         return
-    for column in dataset.column_names:
+    for number, column in enumerate(dataset.column_names, start=1):
+        if reason := text_problem(column, codes=not local, local=local):
+            raise PHIError(where, f"column {number}", f"its name {reason}")
         values = dataset[column] if _is_text_column(dataset.features[column]) else None
         if _normalise_key(column) in IDENTIFIER_KEYS | LINKING_UID_KEYS:
             if values is None or any(v not in (None, "") for v in values):
                 raise PHIError(where, f"column {column!r}", "is a patient identifier column with values")
         for row, value in enumerate(values or []):
-            check_json(_maybe_json(value), where, f"column {column!r} row {row}", _identifier_named(column))
+            check_json(_maybe_json(value), where, f"column {column!r} row {row}", _identifier_named(column), local)
 
 
 def _is_text_column(feature) -> bool:
@@ -622,8 +640,10 @@ def scan_folder(folder: str | Path, identities: tuple[str, set[str]] | None = No
     """Run the guard over every text file under `folder` (raises `PHIError`); returns the files scanned.
     With `identities` (`(salt, hashes)` from `load_identity_hashes`) vocabularies are checked against them."""
     folder, scanned = Path(folder), []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for number, path in enumerate(sorted(p for p in folder.rglob("*") if p.is_file()), start=1):
         name = path.relative_to(folder).as_posix()
+        if _path_names_someone(name):
+            raise PHIError(f"the folder's file {number}", "its name", "names someone (a name, date, record number, ...)")
         if path.suffix in UNSCANNED_SUFFIXES or path.name in UNSCANNED_FILES:
             continue
         text = path.read_text(errors="replace")
@@ -643,3 +663,36 @@ def scan_folder(folder: str | Path, identities: tuple[str, set[str]] | None = No
         for vocabulary_folder in sorted({p.parent for p in folder.rglob("*") if p.name in ("tokenizer.json", "vocab.txt", "vocab.json")}):
             check_vocabulary(vocabulary_folder, *identities, where=vocabulary_folder.relative_to(folder).as_posix() or ".")
     return scanned
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Guarded writers: how the package writes what people read or share (metrics, reports, manifests, corpora).
+# Each runs the guard first (as a local write: see `check_json`) and writes nothing when it refuses.
+
+
+def write_json(path: str | Path, data, where: str | None = None, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """`data` as JSON at `path`, once `check_json` has passed it (`where` names it in a refusal; default: the file)."""
+    path = Path(path)
+    check_json(data, where or path.name, local=True)
+    path.write_text(json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def write_jsonl(path: str | Path, rows, where: str | None = None) -> None:
+    """`rows` as JSON lines at `path`, once `check_json` has passed each (a refusal names the line)."""
+    path, rows = Path(path), list(rows)
+    for number, row in enumerate(rows, start=1):
+        check_json(row, where or path.name, f"line {number}", local=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def write_text(path: str | Path, text: str, where: str | None = None) -> None:
+    """`text` at `path` (a model card, a summary), once `check_text` has passed it line by line."""
+    path = Path(path)
+    check_text(text, where or path.name, local=True)
+    path.write_text(text)
+
+
+def save_dataset(dataset, folder: str | Path, where: str = "corpus") -> None:
+    """`dataset.save_to_disk(folder)` (a `datasets` Dataset / DatasetDict), once `check_dataset` has passed it."""
+    check_dataset(dataset, where, local=True)
+    dataset.save_to_disk(str(folder))

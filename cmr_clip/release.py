@@ -33,7 +33,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoTokenizer
 
 from . import __version__
-from .hub import CITATION, model_card, scan_folder, write_json
+from .hub import CITATION, model_card
 from .modeling import CMRCLIPModel
 from .modeling.convert_original_checkpoint import (
     CONVERSION_CHECK_FILE,
@@ -48,6 +48,7 @@ from .pipelines.prompts import PromptSet
 from .processing import CMRCLIPProcessor, CMRStudyProcessor, StudyLayout
 from .processing.feature_extraction_cmr_study import REFERENCE_RESIZE
 from .processing.pixels import IMAGENET_MEAN, IMAGENET_STD
+from .privacy import scan_folder, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -135,15 +136,15 @@ def write_release(source: ReleaseSource, out: str | Path, tokenizer: str | None 
         processor.save_pretrained(staging)
         PromptSet.load(None).save(staging)
         record = conversion_check(CMRCLIPModel.from_pretrained(staging), original)
-        write_json(staging / CONVERSION_CHECK_FILE, record)
+        write_json(staging / CONVERSION_CHECK_FILE, record, sort_keys=True)
         if not record["passed"]:
             raise ConversionCheckError(
                 f"the converted model differs from the source weights by up to {record['max_abs_difference']:.3g} "
                 f"(tolerance {record['tolerance']:g}; per output: {record['per_output']}). Nothing was written; "
                 "report this with the source's repo id and revision.")
         text_record = "a local folder (--tokenizer)" if Path(text_name).is_dir() else text_name
-        write_json(staging / PROVENANCE_FILE, provenance(source, text_record))
-        (staging / "README.md").write_text(str(model_card(staging, repo_id=out.name)))
+        write_json(staging / PROVENANCE_FILE, provenance(source, text_record), sort_keys=True)
+        write_text(staging / "README.md", str(model_card(staging, repo_id=out.name)), "README.md (model card)")
         scan_folder(staging)
         if out.exists():
             out.rmdir()

@@ -3,8 +3,8 @@ report de-identification (the study's own identity in any format, the labelled b
 tokenizers, and the push routes at the huggingface_hub API boundary.
 
 The sweep plants identities (`Wojciechowski^Anna`, `O'NEIL^MARY-KATE`, `山田^太郎`, `Müller-Lüdenscheidt^Jürgen`,
-`RAD-2021-000123`, `A1B2C3D4`, 12/03/1958, (216) 555-0142, ...) in DICOM headers, in folder and file names and
-in report texts, runs read_study, the processor, prepare --train-tokenizer, training, index build, evaluate,
+`DOE^JANE^^^`, `RAD-2021-000123`, `A1B2C3D4`, a study folder `MRN 00123456`, 12/03/1958, (216) 555-0142, ...) in
+DICOM headers, in folder and file names and in report texts, runs read_study, the processor, prepare --train-tokenizer, training, index build, evaluate,
 zero-shot, report, push --dry-run and inspect --montage, and looks for every planted value, in its usual
 case and format variants, in every file written (binary ones as bytes), every log record (DEBUG), every
 printed line, every repr/str/_repr_html_ and every error text.
@@ -38,8 +38,13 @@ from cmr_clip.privacy import (
     load_identity_hashes,
     check_json,
     new_salt,
+    safe_study_name,
+    save_dataset,
     scan_folder,
     study_key,
+    write_json,
+    write_jsonl,
+    write_text,
 )
 from cmr_clip.processing import CMRStudyError, CMRStudyProcessor, read_study
 from cmr_clip.processing.display import study_summary
@@ -67,6 +72,12 @@ PLANTED = [
      "impression": "MÜLLER-LÜDENSCHEIDT, JÜRGEN (01/01/1970; 1970-01-01) study 2019-CMR-0441: Jürgen has "
                    "subendocardial LGE in the LAD territory, Mobitz II. Referring: Siobhan Fitzgerald. "
                    "Lives at 12 Elm Street, Springfield, OH 44101."},
+    # A DICOM person name with its empty trailing components, and a study folder named by the record number.
+    {"name": "DOE^JANE^^^", "id": "00123456", "accession": "Q7R8S9T0", "birth": "19620704",
+     "phone": "(415) 555-0199", "referring": "ROE^RICHARD^^^", "institution": "Bayside Cardiac Imaging Centre",
+     "folder": "MRN 00123456", "file": "DOE^JANE^^^.dcm",
+     "impression": "Patient: DOE^JANE^^^ (MRN 00123456), referred by ROE^RICHARD^^^. Normal LV size and function, "
+                   "LVEF 61%. No LGE."},
 ]
 N_STUDIES = 12
 
@@ -417,9 +428,10 @@ def test_push_refuses_a_corpus_with_a_planted_identifier(sweep, captured, tmp_pa
     assert captured["files"] == {} and captured["repo"] == []
 
 
-def test_prepare_cli_pushes_through_the_guard(monkeypatch, tmp_path, capsys):
+def test_prepare_cli_pushes_through_the_guard(monkeypatch, tmp_path):
     """`prepare --push-to-hub` takes the guarded route: a planted identifier in a report that the de-identifier
-    keeps (here: we stub it out to prove the guard, not the scrubber, stops the upload) is refused."""
+    keeps (here: we stub it out to prove the guard, not the scrubber, stops it) is refused by the corpus's writer,
+    so the corpus is neither written nor pushed."""
     import cmr_clip.data.prepare as prepare_module
 
     pushed = []
@@ -431,8 +443,11 @@ def test_prepare_cli_pushes_through_the_guard(monkeypatch, tmp_path, capsys):
     assert cli.main([*args, "--out", str(tmp_path / "ok"), "--push-to-hub", "org/ok"]) == 0
     assert pushed == ["org/ok"]
     monkeypatch.setattr(prepare_module, "deidentify", lambda text, identity=None: text + " Call (216) 555-0142.")
-    assert cli.main([*args, "--out", str(tmp_path / "bad"), "--push-to-hub", "org/bad"]) == 1
-    assert "looks like a phone or fax number" in capsys.readouterr().err and pushed == ["org/ok"]
+    assert cli.main([*args, "--output-dir", str(tmp_path / "bad"), "--push-to-hub", "org/bad"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"prepared corpus\[train\]: column 'impression' row \d+: looks like a phone or fax number", err)
+    assert "555" not in err and pushed == ["org/ok"]
+    assert not (tmp_path / "bad" / "dataset_dict.json").exists()
 
 
 def test_training_push_to_hub_refuses_a_vocabulary_holding_a_corpus_identity(captured, tmp_path):
@@ -468,3 +483,126 @@ def test_the_guard_passes_our_study_key_but_not_a_bare_record_number_in_its_plac
     for planted in ("RAD-2021-000123", "A1B2C3D4", "4417730921", uid):
         with pytest.raises(PHIError):
             check_json({"metadata": {"study": planted}}, "corpus")
+
+
+# Identifiers in forms our code never writes: a DICOM person name with its empty trailing components, and a
+# medical record number written as a label and digits (in a report, a folder name, a value handed to a writer).
+DOE = "DOE^JANE^^^"
+MRN = "MRN 00123456"
+
+
+def assert_refusal_hides_the_value(error: pytest.ExceptionInfo) -> None:
+    message = str(error.value)
+    for shown in ("DOE", "JANE", "00123456"):
+        assert shown not in message, message
+    assert "remove or de-identify it" in message and "then run again" in message  # the fix
+
+
+@pytest.mark.parametrize("write, name, field", [
+    (lambda path: write_json(path, {"runs": [{"note": f"reviewed with {DOE}"}]}), "metrics.json",
+     r"runs\[0\]\.note: looks like a DICOM person name"),
+    (lambda path: write_json(path, {DOE: 0.93}), "scores.json", r"top level, key 1: looks like a DICOM person name"),
+    (lambda path: write_jsonl(path, [{"row": 1}, {"row": 2, "message": f"no pixels for {MRN}"}]), "skipped.jsonl",
+     r"line 2\.message: looks like a medical record number"),
+    (lambda path: write_text(path, f"# Summary\n\nStudies of {MRN}\n"), "summary.md",
+     r"line 3: looks like a medical record number"),
+])
+def test_a_guarded_writer_refuses_writes_nothing_and_names_the_field_not_the_value(tmp_path, write, name, field):
+    with pytest.raises(PHIError, match=rf"{re.escape(name)}: {field}") as error:
+        write(tmp_path / name)
+    assert not (tmp_path / name).exists()
+    assert_refusal_hides_the_value(error)
+
+
+def test_saving_a_corpus_refuses_an_identifier_in_a_value_or_a_column_name(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = {"study_id": ["SYN00001", "SYN00002"], "impression": ["No LGE.", f"Reported by {DOE}."]}
+    with pytest.raises(PHIError, match=r"prepared corpus\[train\]: column 'impression' row 1: looks like a DICOM "
+                                       r"person name") as error:
+        save_dataset(DatasetDict({"train": Dataset.from_dict(rows)}), tmp_path / "corpus", "prepared corpus")
+    assert_refusal_hides_the_value(error)
+    with pytest.raises(PHIError, match=r"corpus: column 2: its name looks like a medical record number") as error:
+        save_dataset(Dataset.from_dict({"study_id": ["SYN00001"], MRN: ["x"]}), tmp_path / "corpus")
+    assert_refusal_hides_the_value(error)
+    assert not (tmp_path / "corpus").exists()
+    save_dataset(Dataset.from_dict({"study_id": ["SYN00001"], "impression": ["No LGE."]}), tmp_path / "corpus")
+    assert (tmp_path / "corpus" / "dataset_info.json").is_file()
+
+
+def test_a_folder_scan_names_a_file_named_after_a_patient_by_its_place(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / f"{DOE}.json").write_text("{}")
+    with pytest.raises(PHIError, match=r"the folder's file \d: its name: names someone") as error:
+        scan_folder(tmp_path)
+    assert_refusal_hides_the_value(error)
+
+
+@pytest.mark.parametrize("name, renamed", [(MRN, True), (DOE, True), ("Doe_Jane_1962-07-04", True),
+                                           ("SYN00042", False), ("40012345", False)])
+def test_a_study_named_by_an_identifier_is_renamed_before_any_writer_sees_it(tmp_path, name, renamed):
+    """What outputs name a study by: a folder named after a patient or a labelled record number becomes `study N`;
+    the user's own bare codes stay, and a local writer passes them, while the upload guard refuses a bare
+    hospital-style number in an id field (a pushed corpus drops its study ids)."""
+    shown = safe_study_name(name, 3)
+    assert shown == ("study 4" if renamed else name)
+    write_json(tmp_path / "answers.json", [{"study": shown, "scores": {"lge": 0.5}}], "the --json file")
+    check_json({"study_ids": [shown]}, "manifest.json", local=True)
+    if name == "40012345":
+        with pytest.raises(PHIError, match=r"manifest.json: study_ids\[0\]: is an identifier field"):
+            check_json({"study_ids": [shown]}, "manifest.json")
+
+
+def test_a_prompt_set_with_an_identifier_is_not_saved(tmp_path):
+    from cmr_clip.pipelines.prompts import MODEL_PROMPTS_FILE, PromptSet
+
+    prompts = PromptSet.load(None)
+    prompts.description = f"thresholds tuned on {MRN}"
+    with pytest.raises(PHIError, match=rf"{MODEL_PROMPTS_FILE}: description: looks like a medical record number") as error:
+        prompts.save(tmp_path)
+    assert_refusal_hides_the_value(error)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_saved_model_refuses_metrics_or_a_config_with_an_identifier(tmp_path):
+    """The training and fine-tuning writers: metrics handed in, and a config whose corpus folder is named after a
+    patient's record number, are refused before metrics.json / the fine-tune config are written."""
+    from test_zero_shot_support import tiny_config
+    from transformers import BertTokenizer
+
+    from cmr_clip import CMRCLIPModel
+    from cmr_clip.training import FinetuneConfig, TrainConfig
+    from cmr_clip.training.tasks.classification import FINETUNE_CONFIG_FILE, save_finetuned
+    from cmr_clip.training.tasks.contrastive import save_final
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "normal", "lv"]
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
+    model = CMRCLIPModel(tiny_config())
+    trained = tmp_path / "trained"
+    with pytest.raises(PHIError, match=r"metrics.json: final.note: looks like a DICOM person name") as error:
+        save_final(model, tokenizer, CMRStudyProcessor(num_frames=8, image_size=16),
+                   TrainConfig(data_dir=str(tmp_path), output_dir=str(trained)), {"final": {"note": f"checked by {DOE}"}})
+    assert_refusal_hides_the_value(error)
+    assert not (trained / "metrics.json").exists()
+
+    finetuned = tmp_path / "finetuned"
+    config = FinetuneConfig(model_dir=str(trained), data_dir=f"/data/{MRN}/corpus", labels=["lge"],
+                            output_dir=str(finetuned))
+    with pytest.raises(PHIError, match=rf"{FINETUNE_CONFIG_FILE}: data_dir: is a path with a folder or file named "
+                                       "after someone") as error:
+        save_finetuned(model, config, {"labels": ["lge"]})
+    assert_refusal_hides_the_value(error)
+    assert not (finetuned / FINETUNE_CONFIG_FILE).exists() and not (finetuned / "metrics.json").exists()
+
+
+def test_a_local_writer_passes_the_keys_and_paths_tools_write_but_not_a_folder_named_after_a_patient(tmp_path):
+    ours = {"config": {"resume": "/runs/whole/checkpoints/step-00000004", "output_dir": "/runs/S000123"},
+            "study_ids": ["S000001", "40012345"], "hits": [{"study": "SYN00042", "score": 0.7}]}
+    write_json(tmp_path / "metrics.json", ours)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == ours
+    for planted in (f"/data/{MRN}/corpus", f"/data/{DOE}/corpus"):
+        with pytest.raises(PHIError, match=r"run.json: config.data_dir: is a path with a folder or file named after "
+                                           r"someone") as error:
+            write_json(tmp_path / "run.json", {"config": {"data_dir": planted}})
+        assert_refusal_hides_the_value(error)
+    assert not (tmp_path / "run.json").exists()

@@ -24,7 +24,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, get_args, get_origin, get_type_hints
 
-from ..privacy import safe_study_name
+from .. import privacy
+from ..privacy import PHIError, safe_study_name
 from ..processing.errors import CMRStudyError
 from ..processing.identity import read_identity
 
@@ -34,7 +35,7 @@ DONE, SOME_FAILED, NOTHING_DONE = 0, 1, 2
 DEPRECATED_SPELLINGS = {"--output-dir": ("--out", "--output"), "--data-dir": ("--data",)}
 
 # Errors every command may meet: a study that cannot be read, a path that is not there.
-COMMON_ERRORS = (CMRStudyError, FileNotFoundError, NotADirectoryError)
+COMMON_ERRORS = (CMRStudyError, PHIError, FileNotFoundError, NotADirectoryError)
 
 
 class UsageError(ValueError):
@@ -131,10 +132,10 @@ def add_json_flag(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--json", metavar="FILE", help=f"also write {what} to this JSON file")
 
 
-def write_json(path: str | None, data: Any) -> None:
-    """The `--json` file, when one was asked for."""
+def write_json(path: str | Path | None, data: Any, where: str = "the --json file") -> None:
+    """A command's JSON output (the `--json` file, when one was asked for), through the privacy guard."""
     if path:
-        Path(path).write_text(json.dumps(data, indent=2))
+        privacy.write_json(path, data, where)
 
 
 def print_failures(command: str, failures: list[tuple[str, str]]) -> None:

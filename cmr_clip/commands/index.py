@@ -50,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"indexed {len(index) - before} studies ({len(index)} in all) into {args.output_dir}")
     print_failures("index", [(item["study_id"], f"{item['error']}: {item['message']}") for item in skipped])
     if skipped:
-        write_json(str(Path(args.output_dir, "skipped.json")), skipped)
+        write_json(Path(args.output_dir, "skipped.json"), skipped, "skipped.json")
     return outcome(len(index) - before, len(skipped))

@@ -57,9 +57,12 @@ from ..privacy import (
     names_someone,
     new_salt,
     safe_study_name,
+    save_dataset,
     save_identity_hashes,
     shared_salt,
     without_path,
+    write_json,
+    write_jsonl,
 )
 from ..processing import CMRStudyError, CMRStudyProcessor
 from ..processing.identity import read_identity
@@ -300,7 +303,7 @@ def prepare(
                                       gen_kwargs={"records": [r for r in kept if r["split"] == split]})
         for split in SPLITS if any(r["split"] == split for r in kept)
     })
-    corpus.save_to_disk(str(out_dir))
+    save_dataset(corpus, out_dir, "prepared corpus")
     corpus = load_from_disk(str(out_dir))  # served from the saved copy, so the generator's cache can go
     shutil.rmtree(cache_dir / "arrow", ignore_errors=True)
     processor.save_pretrained(out_dir / "study_processor")
@@ -313,11 +316,10 @@ def prepare(
     }
     if num_shards > 1:
         write_manifest(out_dir, num_shards, shard_index, kept)
-    (out_dir / "prepare_report.json").write_text(json.dumps(report, indent=2))
-    with (out_dir / "skipped.jsonl").open("w") as handle:
-        for study_id, result in failed.items():
-            handle.write(json.dumps({"row": rows[study_id], "study_id": safe_study_name(study_id, rows[study_id] - 1),
-                                     "error": result["error"], "message": result["message"]}) + "\n")
+    write_json(out_dir / "prepare_report.json", report)
+    write_jsonl(out_dir / "skipped.jsonl", ({"row": rows[study_id], "study_id": safe_study_name(study_id, rows[study_id] - 1),
+                                             "error": result["error"], "message": result["message"]}
+                                            for study_id, result in failed.items()))
     return corpus
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from datasets import DatasetDict, concatenate_datasets, load_from_disk
 
-from ..privacy import load_identity_hashes, save_identity_hashes
+from ..privacy import load_identity_hashes, save_dataset, save_identity_hashes, write_json, write_jsonl
 
 MANIFEST = "shard.json"
 STUDY_PROCESSOR = "study_processor"
@@ -102,7 +102,7 @@ def merge_shards(shards_dir: str | Path, out_dir: str | Path):
                 parts.setdefault(split, []).append(dataset)
     corpus = DatasetDict({split: in_reports_order(concatenate_datasets(datasets), places)
                           for split, datasets in parts.items()})
-    corpus.save_to_disk(str(out_dir))
+    save_dataset(corpus, out_dir, "merged corpus")
     corpus = load_from_disk(str(out_dir))
     first = next(iter(shards.values()))[0]
     shutil.copytree(first / STUDY_PROCESSOR, out_dir / STUDY_PROCESSOR, dirs_exist_ok=True)
@@ -136,9 +136,7 @@ def write_merged_reports(shards: dict[int, tuple[Path, dict]], out_dir: Path, co
         lines = (folder / "skipped.jsonl").read_text().splitlines() if (folder / "skipped.jsonl").is_file() else []
         skipped.extend(json.loads(line) for line in lines if line.strip())
     skipped.sort(key=lambda row: row["row"])
-    with (out_dir / "skipped.jsonl").open("w") as handle:
-        for row in skipped:
-            handle.write(json.dumps(row) + "\n")
+    write_jsonl(out_dir / "skipped.jsonl", skipped)
     reports = [json.loads((folder / "prepare_report.json").read_text()) for folder, _ in shards.values()]
     merged = {
         "studies": sum(r["studies"] for r in reports),
@@ -147,5 +145,5 @@ def write_merged_reports(shards: dict[int, tuple[Path, dict]], out_dir: Path, co
         "splits": {split: len(dataset) for split, dataset in corpus.items()},
         "shards": len(shards),
     }
-    (out_dir / "prepare_report.json").write_text(json.dumps(merged, indent=2))
+    write_json(out_dir / "prepare_report.json", merged)
 

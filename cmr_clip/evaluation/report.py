@@ -29,6 +29,7 @@ from ..data.corpus import load_corpus
 from ..embeddings import embed_split
 from ..modeling import CMRCLIPModel
 from ..pipelines.prompts import model_prompt_set
+from ..privacy import write_json, write_text
 from ..processing import CMRCLIPProcessor
 from .classification import auc, has_both_classes, labelled
 from .few_shot import DEFAULT_KS, few_shot_curve
@@ -141,8 +142,8 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | P
     stability = embedding_stability(model, processor, test, seed=seed)
     metrics["robustness"] = {name: with_interval(np.mean, values, resamples=resamples) for name, values in stability.items()}
 
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "summary.md").write_text(markdown_summary(metrics))
+    write_json(out / "metrics.json", metrics)
+    write_text(out / "summary.md", markdown_summary(metrics))
     if plots:
         write_plots(out, outcome.scores, outcome.labels, metrics)
     return metrics

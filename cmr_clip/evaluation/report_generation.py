@@ -23,6 +23,7 @@ from ..data.dataset import StudyTextDataset
 from ..embeddings import embed_split
 from ..index import CMRStudyIndex
 from ..modeling import CMRTargetForConditionalGeneration
+from ..privacy import write_json
 from ..processing import CMRTargetProcessor
 from .findings import FINDINGS, extract_findings, findings_present
 from .intervals import with_interval
@@ -147,7 +148,7 @@ def evaluate_report_generation(target_dir: str | Path, data_dir: str | Path, out
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report_metrics.json").write_text(json.dumps(results, indent=2))
+        write_json(out / "report_metrics.json", results)
     return results
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from transformers.utils import cached_file
 
+from ..privacy import write_json
+
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 MODEL_PROMPTS_FILE = "zero_shot_prompts.json"
 
@@ -71,7 +73,7 @@ class PromptSet:
     def save(self, model_dir: str | Path) -> Path:
         """Write the set (with its thresholds) next to a model as `zero_shot_prompts.json`."""
         path = Path(model_dir) / MODEL_PROMPTS_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2))
+        write_json(path, self.to_dict())
         return path
 
     def finding_names(self, names: list[str] | None = None) -> list[str]:

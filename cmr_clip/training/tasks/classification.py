@@ -34,6 +34,7 @@ from ...evaluation.classification import classification_metrics
 from ...modeling import CMRCLIPConfig, CMRCLIPForStudyClassification, CMRCLIPModel
 from ...modeling.modeling_cmr_clip import study_classification_loss
 from ...pipelines.prompts import PromptSet, model_prompt_set
+from ...privacy import write_json
 from ..config import RunConfig
 from ..loop import TrainData, run
 from .prompt_tuning import PromptClassifier, label_prompt_groups
@@ -351,15 +352,16 @@ def save_finetuned(model, config: FinetuneConfig, metrics: dict, prompts: dict |
     on the base model. Prompt adaptation also keeps its label prompts."""
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # The privacy guard's writes first: a refused run writes no model either.
+    write_json(out / FINETUNE_CONFIG_FILE, config.to_dict())
+    write_json(out / "metrics.json", metrics)
     if isinstance(model, PromptClassifier):
+        write_json(out / PROMPTS_FILE, prompts)
         model.clip.save_pretrained(out)
-        (out / PROMPTS_FILE).write_text(json.dumps(prompts, indent=2))
     else:
         model.save_pretrained(out)
         if config.lora:
             model.get_base_model().config.save_pretrained(out)
-    (out / FINETUNE_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
 def load_finetuned(path: str, merge: bool = False):

@@ -4,7 +4,6 @@ saved result (model, processor, metrics, optionally pushed to the Hub)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ import torch
 from ...data.augment import Augmentation
 from ...data.dataset import EpochShuffleSampler, StudyTextDataset
 from ...hub import push
+from ...privacy import write_json
 from ..config import TrainConfig
 from ..loop import TrainData
 
@@ -53,8 +53,9 @@ def save_trained(model, processor, config: TrainConfig, metrics: dict, state_dic
     """The trained model (`state_dict`: its full weights, when the model itself holds only a shard), its
     processor and metrics in `output_dir`; pushed to `push_to_hub` when set."""
     out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)  # the privacy guard first: a refused run writes no model either
     model.save_pretrained(out, state_dict=state_dict)
     processor.save_pretrained(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if config.push_to_hub:
         push(out, config.push_to_hub, data_dir=config.data_dir)  # card, remote code, PHI guard (vocabulary vs. the corpus identities)
