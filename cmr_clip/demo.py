@@ -10,7 +10,6 @@ laptop and without any patient data.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -142,13 +141,6 @@ def train_report_model(settings: DemoSettings, out: Path, test_split) -> dict:
     draft = pipeline("cmr-report-generation", model=str(out / "report"))(str(out / "cohort" / "studies" / study_id))
     return {"validation_history": training["history"], "example": {
         "study": study_id, "reference": reference, "draft": draft.get("generated_impression", draft.get("error"))}}
-
-
-def evaluate_test_split(model_dir: Path, split) -> dict:
-    """Retrieval on the test split with the saved model and processor, exactly as a user would load them."""
-    model = CMRCLIPModel.from_pretrained(model_dir).eval()
-    embeddings = embed_split(model, CMRCLIPProcessor.from_pretrained(model_dir), split, batch_size=64)
-    return retrieval_metrics(embeddings["text"], embeddings["video"])
 
 
 def summary_table(metrics: dict, settings: DemoSettings) -> str:

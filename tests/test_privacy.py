@@ -28,7 +28,6 @@ from huggingface_hub import HfApi
 
 from cmr_clip import cli
 from cmr_clip.data.prepare import train_wordpiece_tokenizer
-from cmr_clip.hub import stage, stage_dataset
 from cmr_clip.privacy import (
     PHIError,
     StudyIdentity,
@@ -428,7 +427,7 @@ def test_push_refuses_a_corpus_with_a_planted_identifier(sweep, captured, tmp_pa
     assert captured["files"] == {} and captured["repo"] == []
 
 
-def test_prepare_cli_pushes_through_the_guard(monkeypatch, tmp_path):
+def test_prepare_cli_pushes_through_the_guard(monkeypatch, tmp_path, capsys):
     """`prepare --push-to-hub` takes the guarded route: a planted identifier in a report that the de-identifier
     keeps (here: we stub it out to prove the guard, not the scrubber, stops it) is refused by the corpus's writer,
     so the corpus is neither written nor pushed."""
@@ -440,7 +439,7 @@ def test_prepare_cli_pushes_through_the_guard(monkeypatch, tmp_path):
     make_cohort(cohort, 2, seed=4, progress=False, num_workers=1)
     args = ["prepare", "--studies", str(cohort / "studies"), "--reports", str(cohort / "reports.jsonl"),
             "--num-frames", "8", "--image-size", "16", "--val-fraction", "0", "--test-fraction", "0"]
-    assert cli.main([*args, "--out", str(tmp_path / "ok"), "--push-to-hub", "org/ok"]) == 0
+    assert cli.main([*args, "--output-dir", str(tmp_path / "ok"), "--push-to-hub", "org/ok"]) == 0
     assert pushed == ["org/ok"]
     monkeypatch.setattr(prepare_module, "deidentify", lambda text, identity=None: text + " Call (216) 555-0142.")
     assert cli.main([*args, "--output-dir", str(tmp_path / "bad"), "--push-to-hub", "org/bad"]) == 2

@@ -18,7 +18,6 @@ from the same embeddings and the same zero-shot pass (`zero_shot.run_zero_shot`)
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 

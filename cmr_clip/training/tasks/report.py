@@ -14,7 +14,6 @@ from ...data.collate import StudyCollator
 from ...data.corpus import corpus_video_shape, load_prepared
 from ...data.prepare import train_report_tokenizer
 from ...modeling import CMRTargetForConditionalGeneration
-from ...privacy import write_json
 from ...processing import CMRTargetProcessor
 from ..config import TrainConfig
 from ..loop import TrainData
