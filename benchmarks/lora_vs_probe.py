@@ -1,7 +1,7 @@
 """LoRA fine-tuning against the frozen-embedding probe, on the finding the probe finds hardest.
 
-    cmr-clip demo --out cmr-clip-demo
-    python benchmarks/lora_vs_probe.py cmr-clip-demo cmr-clip-demo/corpus --out lora-vs-probe [--finding F]
+    cmr-clip demo --output-dir cmr-clip-demo
+    python benchmarks/lora_vs_probe.py cmr-clip-demo cmr-clip-demo/corpus --output-dir lora-vs-probe [--finding F]
 
 The probe is the zero-shot issue's logistic regression on frozen, normalised study embeddings
 (`cmr_clip.evaluation.few_shot.logistic_probe`), fitted on every training study of the corpus. Among the
@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model")
     parser.add_argument("data")
-    parser.add_argument("--out", default="lora-vs-probe")
+    parser.add_argument("--output-dir", default="lora-vs-probe")
     parser.add_argument("--finding", default=None, help="compare on this finding instead of the probe's hardest")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=8)
@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
     print(f"compared on: {hardest}" + ("" if args.finding else " (hardest for the probe)"))
     truth, probe_scores = labels["test"][hardest], probe_auc[hardest][1]
 
-    out = Path(args.out)
+    out = Path(args.output_dir)
     hyper = {"lora_r": args.lora_r, "learning_rate": args.learning_rate, "epochs": args.epochs,
              "batch_size": args.batch_size, "classifier_hidden_size": args.classifier_hidden_size,
              "balance": args.balance, "augment": args.augment, "head_init": args.head_init}

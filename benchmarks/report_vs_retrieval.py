@@ -7,7 +7,7 @@ from that CMR-CLIP, and scores on the test split both CMR-TARGET's greedy drafts
 paired bootstrap 95% intervals of the difference, and the other report metrics. Each step reuses its output
 in `--work` when it is already there, so a run can be resumed or re-scored.
 
-    cmr-clip demo --out cmr-clip-demo
+    cmr-clip demo --output-dir cmr-clip-demo
     OMP_NUM_THREADS=1 python benchmarks/report_vs_retrieval.py --clip cmr-clip-demo --work report-bench
 
 On 2 CPU cores: about 7 minutes to write and prepare 1200 small studies, 8 minutes of training (15 epochs, with

@@ -24,6 +24,7 @@ import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -32,7 +33,6 @@ from huggingface_hub import metadata_load, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoTokenizer
 
-from . import __version__
 from .hub import CITATION, model_card
 from .modeling import CMRCLIPModel
 from .modeling.convert_original_checkpoint import (
@@ -211,7 +211,7 @@ def provenance(source: ReleaseSource, text_model: str) -> dict:
         },
         "text_model": text_model,
         "citation": CITATION,
-        "converted_with": {"cmr_clip": __version__, "transformers": transformers.__version__,
+        "converted_with": {"cmr_clip": version("cmr-clip"), "transformers": transformers.__version__,
                            "torch": torch.__version__, "python": platform.python_version()},
     }
 

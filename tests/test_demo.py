@@ -55,3 +55,33 @@ def test_full_demo_learns(tmp_path):
     assert last > first, history
     report = [epoch["val_loss"] for epoch in metrics["report"]["validation_history"]]
     assert report[-1] < report[0], report
+
+
+def assert_close(recorded, produced, path="metrics"):
+    """`produced` equals `recorded` key for key, numbers to 1e-6."""
+    if isinstance(recorded, dict):
+        assert set(recorded) == set(produced), f"{path}: keys differ: {sorted(set(recorded) ^ set(produced))}"
+        for key in recorded:
+            assert_close(recorded[key], produced[key], f"{path}.{key}")
+    elif isinstance(recorded, list):
+        assert len(recorded) == len(produced), f"{path}: length {len(produced)}, recorded {len(recorded)}"
+        for index, (a, b) in enumerate(zip(recorded, produced)):
+            assert_close(a, b, f"{path}[{index}]")
+    elif isinstance(recorded, float) or isinstance(produced, float):
+        assert produced == pytest.approx(recorded, abs=1e-6, nan_ok=True), f"{path}: {produced} != {recorded}"
+    else:
+        assert produced == recorded, f"{path}: {produced!r} != {recorded!r}"
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_the_recorded_metrics(tmp_path):
+    """A refactoring check: the fixed-seed quick demo (the default test's settings) writes the metrics.json recorded
+    in tests/data before the redesign of issue 15, to 1e-6 (timings and the output folder aside). Recorded on
+    CI's kind of machine (2 cores of an AMD EPYC, torch 2.13.0 CPU); another CPU may differ in the last digits."""
+    settings = DemoSettings(out=str(tmp_path / "demo"), studies=10, epochs=1, batch_size=4, num_proc=2, progress=False,
+                            report_epochs=1)
+    run_demo(settings)
+    produced = json.loads((Path(settings.out) / "metrics.json").read_text())
+    produced.pop("timings_s")
+    produced["settings"].pop("out")
+    assert_close(json.loads((Path(__file__).parent / "data" / "quick_demo_metrics.json").read_text()), produced)

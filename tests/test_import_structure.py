@@ -12,8 +12,6 @@ import ast
 import configparser
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 # Optional extras (setup.cfg's extras_require): these may be imported where they are used.
 OPTIONAL = {"matplotlib", "faiss", "sacrebleu", "rouge_score", "nltk", "pylibjpeg", "openjpeg", "libjpeg", "gradio",
@@ -58,8 +56,8 @@ MODULES = discover_modules()
 
 
 def imported_names(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
-    """Absolute names an import statement of `module` reaches (a `from x import y` reaches x, and x.y when y is
-    a module)."""
+    """Absolute names an import statement of `module` reaches: `from x import y` reaches x.y when y is a module
+    (importing x.y runs x's `__init__` whatever imports it, so that is no dependency of this module), else x."""
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
     if node.level:
@@ -67,7 +65,7 @@ def imported_names(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
         base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
     else:
         base = node.module or ""
-    return [base, *(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in MODULES)]
+    return sorted({f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names})
 
 
 def walk_imports(module: str):

@@ -22,8 +22,7 @@ from pathlib import Path
 
 from transformers.pipelines import PIPELINE_REGISTRY
 
-import cmr_clip
-
+from .. import modeling, processing
 from ..pipelines.prompts import MODEL_PROMPTS_FILE, PromptSet
 from ..privacy import write_json
 from .publication import HubPublishError, publication, read_json
@@ -97,7 +96,8 @@ def export_remote_code(save_dir: str | Path) -> list[str]:
 
 
 def _class(name: str) -> type:
-    cls = getattr(cmr_clip, name, None)
+    """A model or processor class of the package by name (the publication spec names them)."""
+    cls = getattr(modeling, name, None) or getattr(processing, name, None)
     if cls is None:
         raise HubPublishError(f"cmr_clip has no class {name}; this installation cannot publish that model type's code.")
     return cls
