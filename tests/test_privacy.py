@@ -605,3 +605,18 @@ def test_a_local_writer_passes_the_keys_and_paths_tools_write_but_not_a_folder_n
             write_json(tmp_path / "run.json", {"config": {"data_dir": planted}})
         assert_refusal_hides_the_value(error)
     assert not (tmp_path / "run.json").exists()
+
+
+def test_a_training_run_whose_config_names_someone_stops_before_it_trains(tmp_path):
+    """The run's configuration is written into metrics.json when training ends; the guard checks it when the run
+    starts, so a folder named after a patient costs seconds, not a training run."""
+    from cmr_clip.training import FinetuneConfig, TrainConfig, finetune, train
+
+    out = tmp_path / DOE / "run"
+    with pytest.raises(PHIError, match=r"metrics.json: config.output_dir: is a path with a folder or file named") as error:
+        train(TrainConfig(data_dir=str(tmp_path / "no-corpus-here"), output_dir=str(out)))
+    assert_refusal_hides_the_value(error)
+    with pytest.raises(PHIError, match=r"metrics.json: config.data_dir: is a path"):
+        finetune(FinetuneConfig(model_dir=str(tmp_path), data_dir=f"/data/{MRN}/corpus", labels=["lge"],
+                                output_dir=str(tmp_path / "finetuned")))
+    assert not (tmp_path / DOE).exists() and not (tmp_path / "finetuned").exists()

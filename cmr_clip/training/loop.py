@@ -18,6 +18,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from ..data.collate import StudyCollator
 from ..data.streaming import batches_on_every_process
+from ..privacy import check_json
 from .checkpointing import (
     checkpoint_to_resume,
     configure_fsdp_wrapping,
@@ -90,6 +91,9 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 def run(task: Task) -> dict:
     """Train `task.config`'s run; returns the task's metrics (also in `output_dir/metrics.json`)."""
     config = task.config
+    # The configuration goes into metrics.json, which the privacy guard checks when the run ends: check it
+    # now, so that a path naming someone stops the run before it trains rather than after.
+    check_json(config.to_dict(), "metrics.json", "config", local=True)
     accelerator = Accelerator(
         # Without a GPU, Accelerate only joins the processes a launcher started (torchrun) when told to use the CPU.
         cpu=not torch.accelerator.is_available(),
