@@ -274,7 +274,11 @@ class CMRStudyIndex:
 
     def _with_params(self, index):
         if self.faiss_params:
-            _import_faiss().ParameterSpace().set_index_parameters(index, self.faiss_params)
+            try:
+                _import_faiss().ParameterSpace().set_index_parameters(index, self.faiss_params)
+            except RuntimeError as error:
+                raise IndexBackendError(f"faiss_params {self.faiss_params!r} do not apply to a {self.faiss_index!r} index "
+                                        "(efSearch=N for HNSW, nprobe=N for IVF); change or drop them.") from error
         return index
 
     # -- persistence -------------------------------------------------------------------------------------------
@@ -314,8 +318,10 @@ class CMRStudyIndex:
             raise StudyIndexError(f"{directory / MANIFEST}: index format {manifest.get('format_version')!r}; this "
                                   f"cmr-clip reads formats {READABLE_FORMATS}. Rebuild it with `cmr-clip index build`.")
         source = model if model is not None else manifest["model_name_or_path"]
-        settings = (backend or manifest["backend"], faiss_index or manifest["faiss_index"],
-                    faiss_params if faiss_params is not None else manifest.get("faiss_params"), manifest.get("dtype", "float32"))
+        factory = faiss_index or manifest["faiss_index"]
+        saved_params = manifest.get("faiss_params") if factory == manifest["faiss_index"] else None  # they fit that factory
+        settings = (backend or manifest["backend"], factory, faiss_params if faiss_params is not None else saved_params,
+                    manifest.get("dtype", "float32"))
         index = cls.from_model(source, *settings) if isinstance(source, (str, Path)) else cls(source, processor, *settings)
         if index.fingerprint != manifest["model_fingerprint"]:
             raise IndexModelMismatchError(
