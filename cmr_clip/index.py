@@ -6,6 +6,7 @@
     index.search_by_study("new_study_dir", k=5)
     index.draft_report("new_study_dir")                           # impression of the nearest indexed study
     index.save("my-index"); CMRStudyIndex.load("my-index", model="cmr-clip-demo")
+    CMRStudyIndex.from_model("cmr-clip-demo", backend="faiss", faiss_index="IVF1024,Flat", faiss_params="nprobe=16")
 
 Embeddings are L2-normalised and scored by cosine, stored as float32 or float16 (`dtype`; float16 halves
 the memory and the time of exact search). Adding grows the matrix geometrically, so building is amortised

@@ -262,18 +262,24 @@ def test_cli_builds_appends_and_searches(model_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_benchmark_script_runs_and_agrees(tmp_path):
+def test_benchmark_script_runs_and_reports_recall(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
 
+    pytest.importorskip("faiss")
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "index_search.py"
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, str(script), "--n", "2000", "--projection-dim", "32", "--repeats", "2",
-                             "--json", str(out)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(script), "--n", "3000", "--baseline-n", "1000", "--projection-dim", "32",
+                             "--clusters", "64", "--queries", "20", "--repeats", "2", "--threads", "1",
+                             "--approximate", "IVF16,Flat:nprobe=16", "IVF16,Flat:nprobe=1", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(out.read_text())
-    assert figures["n"] == 2000 and figures["query_ms"] > 0 and figures["baseline_over_exact"] > 0
+    assert figures["n"] == 3000 and figures["exact_float32"]["query_ms"] > 0 and figures["add_old_over_new"] > 0
+    assert figures["IVF16,Flat:nprobe=16"]["recall@10"] == 1.0  # every list probed
+    assert figures["IVF16,Flat:nprobe=1"]["recall@10"] < 1.0
+    assert "recall@10" in result.stdout
 
 
 def test_fingerprint_covers_a_learnable_logit_scale():
