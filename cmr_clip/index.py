@@ -6,34 +6,53 @@
     index.search_by_study("new_study_dir", k=5)
     index.draft_report("new_study_dir")                           # impression of the nearest indexed study
     index.save("my-index"); CMRStudyIndex.load("my-index", model="cmr-clip-demo")
+    CMRStudyIndex.from_model("cmr-clip-demo", backend="faiss", faiss_index="IVF1024,Flat", faiss_params="nprobe=16")
 
-Embeddings are L2-normalised and scored by cosine. Search is exact (one matrix product) by default; the
-`faiss` backend (`pip install cmr-clip[faiss]`) uses a FAISS inner-product index, exact unless another
-`faiss_index` factory string (e.g. "HNSW32,Flat") is given. A saved index is `embeddings.safetensors`
-plus `manifest.json` recording a fingerprint of the model's weights; loading it with another model is
-refused, since its embeddings would live in a different space. Results carry study ids only.
+Embeddings are L2-normalised and scored by cosine, stored as float32 or float16 (`dtype`; float16 halves
+the memory and the time of exact search). Adding grows the matrix geometrically, so building is amortised
+linear. Search is exact (one matrix product) by default; the `faiss` backend (`pip install cmr-clip[faiss]`)
+uses a FAISS inner-product index built from the `faiss_index` factory string: "Flat" (exact, the default),
+or an approximate one such as "HNSW32,Flat" or "IVF1024,PQ64" with `faiss_params` such as "efSearch=128"
+or "nprobe=32"; `recall_against_exact` measures how many of the exact top-k an approximate index finds.
+
+A saved index is a folder (format 2):
+  embeddings.safetensors  the (n, dim) matrix, memory-mapped on load (nothing is read until searched)
+  manifest.parquet        the columns study_id and impression, one row per embedding
+  manifest.json           format version, a fingerprint of the model's weights, dtype and FAISS settings
+  index.faiss             the FAISS index of a `faiss` backend, reused on load unless missing or stale
+Loading with another model is refused, since its embeddings would live in a different space. Format 1
+(ids and impressions inside manifest.json) still loads. Every file is checked by the privacy guard before
+anything is written. Results carry study ids only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .embeddings import embed_split, encode_texts, encode_videos
 from .modeling import CMRCLIPModel
-from .privacy import safe_study_name, write_json
+from .privacy import check_json, safe_study_name, write_json
 from .processing import CMRCLIPProcessor
 from .processing.identity import read_identity
 
 MANIFEST = "manifest.json"
+TABLE = "manifest.parquet"
 EMBEDDINGS = "embeddings.safetensors"
-FORMAT_VERSION = 1
+FAISS_FILE = "index.faiss"
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+DTYPES = {"float32": (np.float32, "F32"), "float16": (np.float16, "F16")}
+MIN_CAPACITY = 1024
 
 
 class StudyIndexError(ValueError):
@@ -57,40 +76,96 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
+def save_matrix(path: Path, matrix: np.ndarray) -> None:
+    """`matrix` as a safetensors file holding one tensor, "embeddings", streamed from memory (no copy). Written
+    beside and then renamed over `path`, so that an index memory-mapped from `path` keeps reading its old file."""
+    code = DTYPES[matrix.dtype.name][1]
+    header = json.dumps({"embeddings": {"dtype": code, "shape": list(matrix.shape), "data_offsets": [0, matrix.nbytes]}})
+    header += " " * (-len(header) % 8)  # the data starts 8-byte aligned
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as handle:
+        handle.write(struct.pack("<Q", len(header)) + header.encode())
+        for start in range(0, len(matrix), 16384):
+            handle.write(np.ascontiguousarray(matrix[start:start + 16384], dtype=matrix.dtype.newbyteorder("<")).tobytes())
+    os.replace(partial, path)
+
+
+def open_matrix(path: Path) -> np.ndarray:
+    """The "embeddings" tensor of a safetensors file, memory-mapped copy-on-write: pages are read when searched."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        entry = json.loads(handle.read(length))["embeddings"]
+    dtype = next((np.dtype(dt).newbyteorder("<") for dt, code in DTYPES.values() if code == entry["dtype"]), None)
+    if dtype is None:
+        raise StudyIndexError(f"{path}: embeddings stored as {entry['dtype']}; an index stores F32 or F16. "
+                              "Rebuild it with `cmr-clip index build`.")
+    if entry["shape"][0] == 0:
+        return np.zeros(entry["shape"], dtype)
+    return np.memmap(path, dtype=dtype, mode="c", offset=8 + length + entry["data_offsets"][0], shape=tuple(entry["shape"]))
+
+
 class CMRStudyIndex:
-    def __init__(self, model, processor, backend: str = "exact", faiss_index: str = "Flat"):
+    def __init__(self, model, processor, backend: str = "exact", faiss_index: str = "Flat",
+                 faiss_params: str | None = None, dtype: str = "float32"):
         if backend not in ("exact", "faiss"):
             raise IndexBackendError(f"unknown backend {backend!r}; use 'exact' or 'faiss'.")
+        if dtype not in DTYPES:
+            raise StudyIndexError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}.")
         if backend == "faiss":
             _import_faiss()
         self.model, self.processor = model.eval(), processor
-        self.backend, self.faiss_index = backend, faiss_index
+        self.backend, self.faiss_index, self.faiss_params = backend, faiss_index, faiss_params
         self.fingerprint = model_fingerprint(model)
-        self.embeddings = torch.zeros(0, model.config.projection_dim)
+        # Rows [0, len) hold the embeddings; the rest is spare capacity, grown geometrically (amortised linear adds).
+        self._matrix = np.zeros((0, model.config.projection_dim), DTYPES[dtype][0])
         self.study_ids: list[str] = []
         self.impressions: list[str | None] = []
         self._faiss = None
 
     @classmethod
-    def from_model(cls, model_dir: str | Path, backend: str = "exact", faiss_index: str = "Flat") -> CMRStudyIndex:
+    def from_model(cls, model_dir: str | Path, backend: str = "exact", faiss_index: str = "Flat",
+                   faiss_params: str | None = None, dtype: str = "float32") -> CMRStudyIndex:
         """An empty index bound to the CMR-CLIP model and processor saved in `model_dir`."""
-        return cls(CMRCLIPModel.from_pretrained(model_dir), CMRCLIPProcessor.from_pretrained(model_dir), backend, faiss_index)
+        return cls(CMRCLIPModel.from_pretrained(model_dir), CMRCLIPProcessor.from_pretrained(model_dir), backend,
+                   faiss_index, faiss_params, dtype)
 
     def __len__(self) -> int:
         return len(self.study_ids)
 
+    @property
+    def dtype(self) -> str:
+        return self._matrix.dtype.name
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """The stored embeddings (n, dim), a view of the index's storage (memory-mapped after `load`)."""
+        return torch.from_numpy(self._matrix[:len(self)])
+
     # -- adding ------------------------------------------------------------------------------------------------
     def add_embeddings(self, embeddings: torch.Tensor, study_ids: list[str], impressions: list[str | None] | None = None) -> None:
         embeddings = torch.as_tensor(embeddings).float()
-        if embeddings.dim() != 2 or embeddings.shape[1] != self.embeddings.shape[1]:
-            raise StudyIndexError(f"embeddings must be (n, {self.embeddings.shape[1]}), got {tuple(embeddings.shape)}.")
+        dim = self._matrix.shape[1]
+        if embeddings.dim() != 2 or embeddings.shape[1] != dim:
+            raise StudyIndexError(f"embeddings must be (n, {dim}), got {tuple(embeddings.shape)}.")
         if len(study_ids) != len(embeddings) or (impressions is not None and len(impressions) != len(embeddings)):
             raise StudyIndexError(f"{len(embeddings)} embeddings but {len(study_ids)} study ids"
                               f"{'' if impressions is None else f' and {len(impressions)} impressions'}.")
-        self.embeddings = torch.cat([self.embeddings, torch.nn.functional.normalize(embeddings, dim=-1)])
+        rows = torch.nn.functional.normalize(embeddings, dim=-1).numpy()
+        count = len(self)
+        self._reserve(count + len(rows))
+        self._matrix[count:count + len(rows)] = rows
         self.study_ids += [str(i) for i in study_ids]
         self.impressions += list(impressions) if impressions is not None else [None] * len(study_ids)
-        self._faiss = None
+        if self._faiss is not None:
+            self._faiss.add(np.ascontiguousarray(self._matrix[count:len(self)], dtype=np.float32))
+
+    def _reserve(self, rows: int) -> None:
+        """Room for `rows` embeddings in writable memory: a loaded (memory-mapped) matrix is copied on first add."""
+        if rows <= len(self._matrix) and not isinstance(self._matrix, np.memmap):
+            return
+        grown = np.empty((max(rows, 2 * len(self._matrix), MIN_CAPACITY), self._matrix.shape[1]), self._matrix.dtype)
+        grown[:len(self)] = self._matrix[:len(self)]
+        self._matrix = grown
 
     def add_dataset(self, split, batch_size: int = 32, progress: bool = True) -> None:
         """Add every study of a prepared corpus split (ids and impressions from its columns)."""
@@ -166,9 +241,22 @@ class CMRStudyIndex:
         if self.backend == "faiss":
             scores, positions = self._faiss_index().search(np.ascontiguousarray(queries.numpy()), k)
             return torch.from_numpy(scores), torch.from_numpy(positions)
-        # numpy's matrix product reads the stored embeddings faster than torch's on CPU (memory-bound).
-        scores = torch.from_numpy(queries.numpy() @ self.embeddings.numpy().T)
-        return scores.topk(k, dim=1)
+        return self.exact_top_k(queries, k)
+
+    def exact_top_k(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact search over the stored embeddings for normalised `queries`, whatever the backend."""
+        stored = self._matrix[:len(self)]
+        if stored.dtype == np.float16:  # torch has a float16 CPU matrix product; numpy has none
+            scores = (torch.from_numpy(stored) @ queries.half().T).T.float()
+        else:  # numpy's matrix product reads the stored embeddings faster than torch's on CPU (memory-bound)
+            scores = torch.from_numpy(queries.numpy() @ stored.T)
+        return scores.topk(min(k, len(self)), dim=1)
+
+    def recall_against_exact(self, queries: torch.Tensor, k: int = 10) -> float:
+        """Mean share of each query's exact top-k that this index's search returns (1.0 for exact search)."""
+        queries = torch.nn.functional.normalize(torch.as_tensor(queries).float().reshape(-1, self._matrix.shape[1]), dim=-1)
+        found, expected = self.top_k(queries, k)[1].tolist(), self.exact_top_k(queries, k)[1].tolist()
+        return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, expected)]))
 
     @torch.no_grad()
     def _embed_pixels(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
@@ -177,45 +265,92 @@ class CMRStudyIndex:
     def _faiss_index(self):
         if self._faiss is None:
             faiss = _import_faiss()
-            index = faiss.index_factory(self.embeddings.shape[1], self.faiss_index, faiss.METRIC_INNER_PRODUCT)
-            vectors = np.ascontiguousarray(self.embeddings.numpy())
+            index = faiss.index_factory(self._matrix.shape[1], self.faiss_index, faiss.METRIC_INNER_PRODUCT)
+            vectors = np.ascontiguousarray(self._matrix[:len(self)], dtype=np.float32)
             if not index.is_trained:
                 index.train(vectors)
             index.add(vectors)
-            self._faiss = index
+            self._faiss = self._with_params(index)
         return self._faiss
+
+    def _with_params(self, index):
+        if self.faiss_params:
+            try:
+                _import_faiss().ParameterSpace().set_index_parameters(index, self.faiss_params)
+            except RuntimeError as error:
+                raise IndexBackendError(f"faiss_params {self.faiss_params!r} do not apply to a {self.faiss_index!r} index "
+                                        "(efSearch=N for HNSW, nprobe=N for IVF); change or drop them.") from error
+        return index
 
     # -- persistence -------------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
+        """Write the index to `directory` (format 2, see the module docstring); the guard checks the study ids,
+        impressions and manifest before anything is written."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        rows = {"study_id": self.study_ids, "impression": self.impressions}
+        check_json(rows, TABLE, local=True)
         manifest = {"format_version": FORMAT_VERSION, "model_fingerprint": self.fingerprint,
-                    "model_name_or_path": str(self.model.name_or_path), "dim": self.embeddings.shape[1],
-                    "count": len(self), "backend": self.backend, "faiss_index": self.faiss_index,
-                    "study_ids": self.study_ids, "impressions": self.impressions}
-        write_json(directory / MANIFEST, manifest, indent=None)  # the guard first: a refused index writes nothing
-        save_file({"embeddings": self.embeddings.contiguous()}, str(directory / EMBEDDINGS))
+                    "model_name_or_path": str(self.model.name_or_path), "dim": self._matrix.shape[1],
+                    "count": len(self), "dtype": self.dtype, "backend": self.backend, "faiss_index": self.faiss_index,
+                    "faiss_params": self.faiss_params,
+                    "faiss": {"factory": self.faiss_index, "count": len(self)} if self.backend == "faiss" else None}
+        write_json(directory / MANIFEST, manifest)
+        pq.write_table(pa.table({name: pa.array(values, pa.string()) for name, values in rows.items()}), directory / TABLE)
+        save_matrix(directory / EMBEDDINGS, self._matrix[:len(self)])
+        if self.backend == "faiss":
+            _import_faiss().write_index(self._faiss_index(), str(directory / FAISS_FILE))
+        else:
+            (directory / FAISS_FILE).unlink(missing_ok=True)  # it would describe older contents
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, model=None, processor=None, backend: str | None = None) -> CMRStudyIndex:
+    def load(cls, directory: str | Path, model=None, processor=None, backend: str | None = None,
+             faiss_index: str | None = None, faiss_params: str | None = None) -> CMRStudyIndex:
         """Load a saved index with its model (a directory, or a loaded model plus processor; default: the
-        directory recorded in the manifest). Raises `IndexModelMismatchError` for another model."""
+        directory recorded in the manifest). The embeddings stay on disk, memory-mapped; a saved FAISS index is
+        reused when it was built with the same factory string over the same rows. Raises
+        `IndexModelMismatchError` for another model."""
         directory = Path(directory)
         if not (directory / MANIFEST).is_file():
             raise StudyIndexError(f"{directory} holds no {MANIFEST}; build an index with `cmr-clip index build` first.")
         manifest = json.loads((directory / MANIFEST).read_text())
+        if manifest.get("format_version") not in READABLE_FORMATS:
+            raise StudyIndexError(f"{directory / MANIFEST}: index format {manifest.get('format_version')!r}; this "
+                                  f"cmr-clip reads formats {READABLE_FORMATS}. Rebuild it with `cmr-clip index build`.")
         source = model if model is not None else manifest["model_name_or_path"]
-        if isinstance(source, (str, Path)):
-            index = cls.from_model(source, backend or manifest["backend"], manifest["faiss_index"])
-        else:
-            index = cls(source, processor, backend or manifest["backend"], manifest["faiss_index"])
+        factory = faiss_index or manifest["faiss_index"]
+        saved_params = manifest.get("faiss_params") if factory == manifest["faiss_index"] else None  # they fit that factory
+        settings = (backend or manifest["backend"], factory, faiss_params if faiss_params is not None else saved_params,
+                    manifest.get("dtype", "float32"))
+        index = cls.from_model(source, *settings) if isinstance(source, (str, Path)) else cls(source, processor, *settings)
         if index.fingerprint != manifest["model_fingerprint"]:
             raise IndexModelMismatchError(
                 f"the index in {directory} was built with another model (built with {manifest['model_name_or_path']}; "
                 f"the weights given differ). Load it with that model, or rebuild it with `cmr-clip index build`.")
-        index.add_embeddings(load_file(str(directory / EMBEDDINGS))["embeddings"], manifest["study_ids"], manifest["impressions"])
+        index.study_ids, index.impressions = _read_rows(directory, manifest)
+        index._matrix = open_matrix(directory / EMBEDDINGS)
+        if len(index._matrix) != len(index.study_ids):
+            raise StudyIndexError(f"{directory}: {EMBEDDINGS} holds {len(index._matrix)} embeddings but the manifest "
+                                  f"{len(index.study_ids)} studies; rebuild it with `cmr-clip index build`.")
+        index._faiss = index._saved_faiss(directory / FAISS_FILE, manifest.get("faiss"))
         return index
+
+    def _saved_faiss(self, path: Path, record: dict | None):
+        """The FAISS index saved at `path` if it matches this index's backend, factory string and rows; else None
+        (built again on the first search)."""
+        if self.backend != "faiss" or not path.is_file() or record != {"factory": self.faiss_index, "count": len(self)}:
+            return None
+        saved = _import_faiss().read_index(str(path))
+        return self._with_params(saved) if saved.ntotal == len(self) else None
+
+
+def _read_rows(directory: Path, manifest: dict) -> tuple[list[str], list[str | None]]:
+    """Study ids and impressions: the Parquet columns (format 2) or the lists inside manifest.json (format 1)."""
+    if manifest["format_version"] == 1:
+        return [str(i) for i in manifest["study_ids"]], list(manifest["impressions"])
+    table = pq.read_table(directory / TABLE, memory_map=True)
+    return table.column("study_id").to_pylist(), table.column("impression").to_pylist()
 
 
 def _import_faiss():

@@ -631,8 +631,8 @@ def check_vocabulary(folder: str | Path, salt: str, hashes: set[str], where: str
 
 # Files whose content is not scanned as text, and why: subword vocabularies are not records (a WordPiece piece
 # would trip the patterns; they are checked against the identities prepare saw instead); Python files are the
-# package's own code; weights and images are binary.
-UNSCANNED_SUFFIXES = (".py", ".safetensors", ".bin", ".png")
+# package's own code; weights, FAISS indexes and images are binary.
+UNSCANNED_SUFFIXES = (".py", ".safetensors", ".bin", ".faiss", ".png")
 UNSCANNED_FILES = ("vocab.txt", "merges.txt", "vocab.json")
 
 
@@ -652,6 +652,8 @@ def scan_folder(folder: str | Path, identities: tuple[str, set[str]] | None = No
             if path.name == "tokenizer.json" and isinstance(data, dict):
                 data = {k: v for k, v in data.items() if k != "model"}  # the vocabulary, see UNSCANNED_FILES
             check_json(data, name, "")
+        elif path.suffix == ".parquet":
+            check_json(_parquet_columns(path), name, "")
         elif path.suffix == ".jsonl":
             for number, line in enumerate(text.splitlines(), start=1):
                 if line.strip():
@@ -663,6 +665,14 @@ def scan_folder(folder: str | Path, identities: tuple[str, set[str]] | None = No
         for vocabulary_folder in sorted({p.parent for p in folder.rglob("*") if p.name in ("tokenizer.json", "vocab.txt", "vocab.json")}):
             check_vocabulary(vocabulary_folder, *identities, where=vocabulary_folder.relative_to(folder).as_posix() or ".")
     return scanned
+
+
+def _parquet_columns(path: Path) -> dict[str, list]:
+    """A Parquet file's columns as lists (a study index's manifest). pyarrow is imported here, not at the top:
+    this module is copied as Hub remote code and needs only the standard library there (see the docstring)."""
+    import pyarrow.parquet
+
+    return pyarrow.parquet.read_table(path).to_pydict()
 
 
 # ---------------------------------------------------------------------------------------------------------

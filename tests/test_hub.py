@@ -171,14 +171,14 @@ def test_guard_passes_normal_content_and_refuses_an_accession_like_index_id(demo
     impressions = ["Normal LV size and function.", "Severe LV dilation with transmural LGE (LVEF 25%)."]
     index.add_embeddings(torch.randn(2, 16), ["SYN00000", "SYN00001"], impressions)
     index.save(tmp_path / "index")
-    assert scan_folder(tmp_path / "index") == ["manifest.json"]
+    assert scan_folder(tmp_path / "index") == ["manifest.json", "manifest.parquet"]
     check_no_phi(tiny_corpus(n_per_split=2), "corpus")  # study ids, impressions, labels, metadata pass
     index.add_embeddings(torch.randn(1, 16), ["40012345"], ["No LGE."])
     index.save(tmp_path / "index")  # on this machine's disk a bare number is the user's own key for the study
-    with pytest.raises(PHIError, match=r"manifest.json: study_ids\[2\]: is an identifier field"):
+    with pytest.raises(PHIError, match=r"manifest.parquet: study_id\[2\]: is an identifier field"):
         scan_folder(tmp_path / "index")  # on its way out it is refused
     index.add_embeddings(torch.randn(1, 16), ["MRN 00123456"], ["No LGE."])
-    with pytest.raises(PHIError, match=r"manifest.json: study_ids\[3\]: looks like a medical record number") as error:
+    with pytest.raises(PHIError, match=r"manifest.parquet: study_id\[3\]: looks like a medical record number") as error:
         index.save(tmp_path / "refused")  # the index's writer runs the guard before it writes anything
     assert "00123456" not in str(error.value) and list((tmp_path / "refused").iterdir()) == []
 
