@@ -262,6 +262,24 @@ def test_cli_builds_appends_and_searches(model_dir, tmp_path, capsys):
     assert len(hits) == 3 and all(h["study_id"] in printed for h in hits) and hits[0]["impression"]
 
 
+def test_cli_builds_a_float16_faiss_index_and_refuses_an_unknown_split(model_dir, tmp_path, capsys):
+    from cmr_clip.cli import main
+
+    pytest.importorskip("faiss")
+    tiny_corpus(4).save_to_disk(str(tmp_path / "corpus"))
+    out = tmp_path / "index"
+    assert main(["index", "build", "--model", str(model_dir), "--data-dir", str(tmp_path / "corpus"), "--output-dir",
+                 str(out), "--backend", "faiss", "--faiss-index", "HNSW8,Flat", "--faiss-params", "efSearch=16",
+                 "--storage-dtype", "float16"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (out / "index.faiss").is_file() and "float16" in json.dumps(manifest) and "HNSW8,Flat" in json.dumps(manifest)
+    assert len(CMRStudyIndex.load(out)) == 4
+    capsys.readouterr()
+    assert main(["index", "build", "--model", str(model_dir), "--data-dir", str(tmp_path / "corpus"), "--split", "val",
+                 "--output-dir", str(tmp_path / "other")]) == 2
+    assert "--split val: the corpus has the splits" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_benchmark_script_runs_and_reports_recall(tmp_path):
     import subprocess

@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from datasets import load_from_disk
-
+from ..data.corpus import load_corpus
 from ..index import CMRStudyIndex, StudyIndexError
-from .base import add_flag, outcome, print_failures, write_json
+from .base import UsageError, add_flag, outcome, print_failures, write_json
 
 ERRORS = (StudyIndexError,)
 
@@ -32,17 +31,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--split", default="train", help="corpus split to index (with --data-dir)")
     build.add_argument("--append", action="store_true", help="add to an existing index in --output-dir")
     build.add_argument("--backend", choices=["exact", "faiss"], default="exact")
+    build.add_argument("--faiss-index", default="Flat",
+                       help="FAISS factory string with --backend faiss (Flat: exact; e.g. IVF1024,Flat or HNSW32,Flat)")
+    build.add_argument("--faiss-params", help="FAISS search parameters, e.g. nprobe=16 or efSearch=128")
+    build.add_argument("--storage-dtype", choices=["float32", "float16"], default="float32",
+                       help="how the embeddings are stored (float16: half the disk and memory)")
     build.add_argument("--batch-size", type=int, default=8)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.append and Path(args.output_dir, "manifest.json").is_file():
-        index = CMRStudyIndex.load(args.output_dir, model=args.model, backend=args.backend)
+        index = CMRStudyIndex.load(args.output_dir, model=args.model, backend=args.backend,
+                                   faiss_index=args.faiss_index, faiss_params=args.faiss_params)
     else:
-        index = CMRStudyIndex.from_model(args.model, backend=args.backend)
+        index = CMRStudyIndex.from_model(args.model, backend=args.backend, faiss_index=args.faiss_index,
+                                         faiss_params=args.faiss_params, dtype=args.storage_dtype)
     before = len(index)
     if args.data_dir:
-        index.add_dataset(load_from_disk(args.data_dir)[args.split], batch_size=args.batch_size)
+        corpus = load_corpus(args.data_dir)
+        if args.split not in corpus:
+            raise UsageError(f"--split {args.split}: the corpus has the splits {sorted(corpus)}.")
+        index.add_dataset(corpus[args.split], batch_size=args.batch_size)
         skipped = []
     else:
         skipped = index.add_studies(args.studies, batch_size=args.batch_size)
