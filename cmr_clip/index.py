@@ -68,8 +68,10 @@ class IndexBackendError(StudyIndexError):
 
 
 def model_fingerprint(model) -> str:
-    """sha256 over the model's config and every weight, in name order: equal only for the same weights."""
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    """sha256 over the model's config and every weight, in name order: equal only for the same weights. The folder
+    the model was loaded from (`_name_or_path`) is left out, so a copied model (a Space's `model/`) still matches."""
+    config = {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim too

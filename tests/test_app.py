@@ -9,17 +9,23 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
 import pydicom
 import pytest
+from huggingface_hub import SpaceCard
+from packaging.requirements import Requirement
 from target_support import save_tiny_target
 from test_zero_shot_support import save_random_model
 from transformers import GenerationConfig, pipeline
 
 from cmr_clip.app import DRAFT_LABEL, UPLOADED, _finding_rows, analyse, build_app, load_models, serve, server_studies
+from cmr_clip.cli import main
 from cmr_clip.index import CMRStudyIndex
 from cmr_clip.synthetic import make_cohort
 
@@ -204,3 +210,66 @@ def test_the_page_in_a_real_browser(models, cohort, study_zip, tmp_path):
     assert DRAFT_LABEL in draft_label and draft == expected.draft
     assert shot.read_bytes().startswith(b"\x89PNG")
 
+
+
+@pytest.fixture(scope="module")
+def staged_space(model_dirs, tmp_path_factory):
+    """`cmr-clip push --space --dry-run`'s folder, with its exit code."""
+    model, index, report = model_dirs
+    out = tmp_path_factory.mktemp("space") / "staged"
+    code = main(["push", str(model), "--repo-id", "org/cmr-page", "--space", "--index", str(index), "--report-model",
+                 str(report), "--dry-run", str(out)])
+    return code, out
+
+
+def test_push_space_dry_run_stages_a_gradio_space(staged_space, model_dirs):
+    code, out = staged_space
+    assert code == 0
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"app.py", "requirements.txt", "README.md", "model/config.json", "model/model.safetensors",
+            "report/config.json", "index/manifest.json"} <= files
+    card = SpaceCard.load(out / "README.md")
+    assert card.data.sdk == "gradio" and card.data.app_file == "app.py"
+    requirement = Requirement((out / "requirements.txt").read_text().strip())
+    assert requirement.name == "cmr-clip" and requirement.extras == {"app"}
+    staged = CMRStudyIndex.load(out / "index", model=out / "model")
+    original = CMRStudyIndex.load(model_dirs[1])
+    assert staged.study_ids == ["case 1", "case 2"] and staged.impressions == original.impressions
+    compile((out / "app.py").read_text(), "app.py", "exec")
+
+
+@pytest.mark.slow
+def test_the_staged_space_serves_the_page(staged_space):
+    """The Space's app.py, run as the Hub runs it (`python app.py`, GRADIO_SERVER_PORT set), serves the page."""
+    out, port = staged_space[1], free_port()
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=out, env={**os.environ, "GRADIO_SERVER_PORT": str(port)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        page = wait_for_page(f"http://127.0.0.1:{port}/", server)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert "cmr-clip: cardiac MRI study" in page
+
+
+def wait_for_page(url: str, server: subprocess.Popen, seconds: float = 60) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the Space's app.py exited with {server.returncode}: {server.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the Space's app.py did not serve {url} within {seconds} s")
+
+
+def test_space_flags_need_space(model_dirs, capsys):
+    assert main(["push", str(model_dirs[0]), "--repo-id", "org/x", "--index", str(model_dirs[1])]) == 2
+    assert "go with --space" in capsys.readouterr().err
+
+
+def test_app_command_refuses_a_missing_studies_dir(model_dirs, tmp_path, capsys):
+    assert main(["app", "--model", str(model_dirs[0]), "--studies-dir", str(tmp_path / "absent")]) == 2
+    assert "--studies-dir" in capsys.readouterr().err

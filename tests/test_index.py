@@ -315,3 +315,16 @@ def test_fingerprint_covers_a_learnable_logit_scale():
     with torch.no_grad():
         model.logit_scale += 0.5
     assert model_fingerprint(model) != before
+
+
+def test_an_index_loads_with_a_copy_of_its_model_in_another_folder(model_dir, tmp_path):
+    """The fingerprint is the weights and config, not the folder they were loaded from (a Space copies the model)."""
+    import shutil
+
+    index = random_index(model_dir, 20)
+    index.save(tmp_path / "idx")
+    copy = shutil.copytree(model_dir, tmp_path / "elsewhere" / "model")
+    loaded = CMRStudyIndex.load(tmp_path / "idx", model=copy)
+    assert loaded.study_ids == index.study_ids
+    with pytest.raises(IndexModelMismatchError):
+        CMRStudyIndex.load(tmp_path / "idx", model=save_random_model(tmp_path / "other", seed=3))
