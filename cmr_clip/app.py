@@ -39,6 +39,9 @@ SERIES_HEADERS = ["series", "description", "sequence", "view", "role", "slices x
 FINDING_HEADERS = ["finding", "probability", "threshold", "call", "details"]
 UNASSESSABLE_HEADERS = ["finding", "why it cannot be assessed"]
 NEIGHBOUR_HEADERS = ["rank", "case", "similarity", "impression"]
+# Most of a row's width to the free text (reasons, impressions), so that it wraps instead of scrolling sideways.
+SERIES_WIDTHS = ["6%", "12%", "7%", "6%", "10%", "7%", "7%", "7%", "38%"]
+NEIGHBOUR_WIDTHS = ["6%", "12%", "9%", "73%"]
 # Fonts the browser has: the default theme's web fonts would be fetched from Google, which an offline machine cannot.
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
@@ -71,7 +74,8 @@ class StudyView:
     error: str | None = None
 
 
-def load_models(model: str | Path, index: str | Path | None = None, report_model: str | Path | None = None) -> AppModels:
+def load_models(model: str | Path, index: str | Path | None = None,
+                report_model: str | Path | None = None) -> AppModels:
     """The pipelines of a CMR-CLIP `model` directory and, when given, of a CMR-TARGET `report_model` and the
     study `index` (checked against the model: `IndexModelMismatchError` if it was built with another one)."""
     classify = pipeline("zero-shot-cmr", model=str(model))
@@ -86,7 +90,8 @@ def server_studies(studies_dir: str | Path | None) -> list[tuple[str, Path]]:
         return []
     folder = Path(studies_dir)
     if not folder.is_dir():
-        raise NotADirectoryError(f"--studies-dir {folder} is not a folder; give the folder that holds study folders or zips.")
+        raise NotADirectoryError("--studies-dir is not a folder (not shown: a path may name a patient); give the "
+                                 "folder that holds study folders or zips.")
     paths = sorted(p for p in folder.iterdir() if p.is_dir() or p.suffix.lower() == ".zip")
     return [(safe_study_name(p.name, i, read_identity(p)), p) for i, p in enumerate(paths)]
 
@@ -211,28 +216,41 @@ def build_app(models: AppModels, studies_dir: str | Path | None = None):
                              elem_id="upload")
             if studies:
                 with gr.Column():
-                    picker = gr.Dropdown([(label, i) for i, (label, _) in enumerate(studies)], label="or a study on the server",
-                                         elem_id="picker")
+                    picker = gr.Dropdown([(label, i) for i, (label, _) in enumerate(studies)],
+                                         label="or a study on the server", elem_id="picker")
                     pick = gr.Button("Analyse this study", elem_id="analyse")
-        status = gr.Markdown(elem_id="status")
-        with gr.Row():
-            with gr.Column():
-                findings = gr.Dataframe(headers=FINDING_HEADERS, label="Findings (probability that each is present)",
-                                        interactive=False, elem_id="findings")
-                unassessable = gr.Dataframe(headers=UNASSESSABLE_HEADERS, label="Findings that cannot be assessed",
-                                            interactive=False, elem_id="unassessable")
-                draft = gr.Textbox(label=DRAFT_LABEL, lines=4, interactive=True, elem_id="draft",
-                                   visible=models.draft is not None)
-            montage = gr.Image(label="Frames the model used", type="filepath", interactive=False, elem_id="montage")
-        series = gr.Dataframe(headers=SERIES_HEADERS, label="Series and how each was classified", interactive=False,
-                              wrap=True, max_height=SERIES_TABLE_HEIGHT, elem_id="series")
-        neighbours = gr.Dataframe(headers=NEIGHBOUR_HEADERS, label="Nearest cases in the index", interactive=False,
-                                  wrap=True, elem_id="neighbours", visible=models.index is not None)
-        outputs = [status, series, montage, findings, unassessable, neighbours, draft]
+        outputs = _result_components(gr, models)
         upload.upload(lambda path: _page_values(analyse(path, models, UPLOADED)), upload, outputs)
         if studies:
-            pick.click(lambda i: _page_values(analyse(studies[i][1], models, studies[i][0])), picker, outputs)
+            pick.click(lambda i: _page_values(_analyse_picked(studies, i, models)), picker, outputs)
     return page
+
+
+def _result_components(gr, models: AppModels) -> list:
+    """The result components, top to bottom, in the order `_page_values` fills them."""
+    status = gr.Markdown(elem_id="status")
+    with gr.Row():
+        with gr.Column():
+            findings = gr.Dataframe(headers=FINDING_HEADERS, label="Findings (probability that each is present)",
+                                    interactive=False, elem_id="findings")
+            unassessable = gr.Dataframe(headers=UNASSESSABLE_HEADERS, label="Findings that cannot be assessed",
+                                        interactive=False, elem_id="unassessable")
+            draft = gr.Textbox(label=DRAFT_LABEL, lines=4, interactive=True, elem_id="draft",
+                               visible=models.draft is not None)
+        montage = gr.Image(label="Frames the model used", type="filepath", interactive=False, elem_id="montage")
+    series = gr.Dataframe(headers=SERIES_HEADERS, label="Series and how each was classified", interactive=False,
+                          wrap=True, max_height=SERIES_TABLE_HEIGHT, column_widths=SERIES_WIDTHS, elem_id="series")
+    neighbours = gr.Dataframe(headers=NEIGHBOUR_HEADERS, label="Nearest cases in the index", interactive=False,
+                              wrap=True, column_widths=NEIGHBOUR_WIDTHS, elem_id="neighbours",
+                              visible=models.index is not None)
+    return [status, series, montage, findings, unassessable, neighbours, draft]
+
+
+def _analyse_picked(studies: list[tuple[str, Path]], choice: int | None, models: AppModels) -> StudyView:
+    if choice is None:
+        return StudyView("no study", error="pick a study in the list first")
+    label, path = studies[choice]
+    return analyse(path, models, label)
 
 
 def _page_values(view: StudyView) -> tuple:

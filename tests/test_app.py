@@ -169,7 +169,7 @@ def test_the_page_in_a_real_browser(models, cohort, study_zip, tmp_path):
     except ImportError:
         missing("Playwright's Python package is not installed (pip install playwright)")
     port = free_port()
-    page_app = build_app(models)
+    page_app = build_app(models, studies_dir=cohort[0] / "studies")
     serve(page_app, port=port, block=False)
     outside = []
 
@@ -194,6 +194,12 @@ def test_the_page_in_a_real_browser(models, cohort, study_zip, tmp_path):
             status = page.locator("#status").inner_text()
             shot = tmp_path / "app.png"
             page.screenshot(path=str(shot), full_page=True)
+            second = cohort[1][1]["study_id"]
+            page.locator("#picker input").click()
+            page.get_by_role("option", name=second).click()
+            page.locator("#analyse").click()
+            page.wait_for_function(f"document.querySelector('#status')?.innerText.startsWith('{second}')", timeout=60_000)
+            picked_series = table_rows(page, "series")
             browser.close()
     finally:
         page_app.close()
@@ -205,6 +211,8 @@ def test_the_page_in_a_real_browser(models, cohort, study_zip, tmp_path):
     assert status.startswith(UPLOADED) and "series" in status
     truth = truth_views(cohort, cohort[1][0]["study_id"])
     assert {(int(row[0]), row[2], row[3]) for row in series} == {(n, seq, v) for n, (seq, v) in truth.items()}
+    truth = truth_views(cohort, cohort[1][1]["study_id"])
+    assert {(int(row[0]), row[2], row[3]) for row in picked_series} == {(n, seq, v) for n, (seq, v) in truth.items()}
     expected = analyse(study_zip, models)
     assert [(row[0], float(row[1])) for row in findings] == [(row[0], row[1]) for row in expected.findings]
     assert DRAFT_LABEL in draft_label and draft == expected.draft
