@@ -24,13 +24,16 @@ from pathlib import Path
 from transformers import Pipeline, pipeline
 
 from .index import CMRStudyIndex
-from .privacy import StudyIdentity, check_json, deidentify, safe_study_name
+from .privacy import PHIError, StudyIdentity, check_json, deidentify, safe_study_name
 from .processing import Series, Study, read_study
 from .processing.errors import CMRStudyError
 from .processing.identity import read_identity
 
 UPLOADED = "uploaded study"
 NEIGHBOURS = 5
+# What the zero-shot answer's keys are shown as; any other key the pipeline returns (a study's coverage, ...) is
+# shown as a note under the study's line.
+ANSWER_KEYS = ("labels", "findings", "estimates", "warnings", "error")
 MONTAGE_COLUMNS = 4
 SERIES_TABLE_HEIGHT = 1600  # pixels: every series of a full study visible without scrolling the table
 DRAFT_LABEL = "DRAFT impression (CMR-TARGET): a draft for a reader to edit, not a report"
@@ -71,6 +74,7 @@ class StudyView:
     neighbours: list[list] = field(default_factory=list)
     draft: str = ""
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     error: str | None = None
 
 
@@ -97,24 +101,32 @@ def server_studies(studies_dir: str | Path | None) -> list[tuple[str, Path]]:
 
 
 def analyse(source: str | Path, models: AppModels, label: str = UPLOADED) -> StudyView:
-    """Read the study at `source` (folder or zip) and compute the page for it; a study that cannot be read
-    gives a view holding only its error (the typed error's message, which names no file by its path)."""
+    """Read the study at `source` (folder or zip) and compute the page for it. A study that cannot be read gives a
+    view holding only its error, one the model cannot take its series table and the error (typed errors' messages
+    name no file by its path)."""
     try:
         study = read_study(source)
     except CMRStudyError as error:
         return StudyView(label, error=f"{type(error).__name__}: {error}")
-    identity = read_identity(source)
     answer = models.classify(study)
     view = StudyView(label, summary=_summary(study), series=[_series_row(s) for s in study.series],
-                     montage=_montage(study, models), warnings=answer.get("warnings", []))
-    view.findings, view.unassessable = _finding_rows(answer)
-    if models.index is not None:
-        pixels = models.index.processor.feature_extractor(study)["pixel_values_videos"]
-        view.neighbours = [[hit["rank"], hit["study_id"], round(hit["score"], 3), hit.get("impression") or ""]
-                           for hit in models.index.draft_report(pixels, k=NEIGHBOURS)]
-    if models.draft is not None:
-        view.draft = models.draft(study)["generated_impression"]
-    return deidentified(view, identity)
+                     warnings=answer.get("warnings", []), error=answer.get("error"),
+                     notes=[f"{key}: {value}" for key, value in answer.items() if key not in ANSWER_KEYS])
+    if view.error is None:
+        view.montage = _montage(study, models)
+        view.findings, view.unassessable = finding_rows(answer)
+        view.neighbours = _neighbours(study, models.index) if models.index is not None else []
+        view.draft = models.draft(study)["generated_impression"] if models.draft is not None else ""
+    try:
+        return deidentified(view, read_identity(source))
+    except PHIError as error:
+        return StudyView(label, error=str(error))
+
+
+def _neighbours(study: Study, index: CMRStudyIndex) -> list[list]:
+    pixels = index.processor.feature_extractor(study)["pixel_values_videos"]
+    return [[hit["rank"], hit["study_id"], round(hit["score"], 3), hit.get("impression") or ""]
+            for hit in index.draft_report(pixels, k=NEIGHBOURS)]
 
 
 def _summary(study: Study) -> str:
@@ -137,7 +149,7 @@ def _montage(study: Study, models: AppModels) -> str:
     return str(path)
 
 
-def _finding_rows(answer: dict) -> tuple[list[list], list[list]]:
+def finding_rows(answer: dict) -> tuple[list[list], list[list]]:
     """(findings with a probability, findings that cannot be assessed with why), from whatever keys the pipeline
     returns: labels, findings (`assessable: false` with `reason` goes to the second table) and estimates."""
     shown, unassessable = [], []
@@ -167,6 +179,7 @@ def deidentified(view: StudyView, identity: StudyIdentity) -> StudyView:
         # The index's case keys are the user's own (see `CMRStudyIndex.add_studies`): only the guard checks them.
         neighbours=[[rank, case, score, _clean(text, identity)] for rank, case, score, text in view.neighbours],
         draft=_clean(view.draft, identity), warnings=_clean_rows([view.warnings], identity)[0],
+        notes=_clean_rows([view.notes], identity)[0],
     )
     shown = {key: value for key, value in vars(clean).items() if key != "montage"}
     check_json(shown, "the app's page", local=True)
@@ -182,11 +195,11 @@ def _clean(cell, identity: StudyIdentity):
 
 
 def status_markdown(view: StudyView) -> str:
-    """The line at the top of the results: which study, what was read, warnings, or why it could not be read."""
+    """The lines at the top of the results: which study and what was read, warnings and notes, and the error."""
+    lines = [f"**{view.label}**: {view.summary or 'could not be read'}."]
+    lines += [f"- warning: {warning}" for warning in view.warnings] + [f"- {note}" for note in view.notes]
     if view.error:
-        return f"**{view.label}** could not be read: {view.error}"
-    lines = [f"**{view.label}**: {view.summary}."]
-    lines += [f"- warning: {warning}" for warning in view.warnings]
+        lines.append(f"\n**Not answered**: {view.error}")
     return "\n".join(lines)
 
 

@@ -24,7 +24,8 @@ from target_support import save_tiny_target
 from test_zero_shot_support import save_random_model
 from transformers import GenerationConfig, pipeline
 
-from cmr_clip.app import DRAFT_LABEL, UPLOADED, _finding_rows, analyse, build_app, load_models, serve, server_studies
+from cmr_clip.app import (DRAFT_LABEL, UPLOADED, analyse, build_app, finding_rows, load_models, serve, server_studies,
+                          status_markdown)
 from cmr_clip.cli import main
 from cmr_clip.index import CMRStudyIndex
 from cmr_clip.synthetic import make_cohort
@@ -129,6 +130,17 @@ def test_an_unreadable_upload_gets_its_typed_error(models, tmp_path):
     assert view.series == [] and view.findings == []
 
 
+def test_a_study_without_cine_shows_its_series_and_why_it_is_not_answered(models, cohort, tmp_path):
+    study = shutil.copytree(cohort[0] / "studies" / cohort[1][0]["study_id"], tmp_path / "study")
+    for path in sorted(p for p in study.rglob("*") if p.is_file()):
+        if pydicom.dcmread(path, stop_before_pixels=True).SeriesNumber not in (101, 701):  # localizer, T1 map
+            path.unlink()
+    view = analyse(study, models, "study 1")
+    assert {row[0] for row in view.series} == {101, 701} and view.findings == [] and view.draft == ""
+    assert view.error.startswith("NoUsableCineError:")
+    assert "Not answered**: NoUsableCineError" in status_markdown(view)
+
+
 def test_studies_on_the_server_are_labelled_without_identifiers(cohort, tmp_path):
     folder = tmp_path / "server"
     shutil.copytree(cohort[0] / "studies" / cohort[1][0]["study_id"], folder / "DOE^JANE_19700101")
@@ -140,7 +152,7 @@ def test_studies_on_the_server_are_labelled_without_identifiers(cohort, tmp_path
 
 def test_findings_that_cannot_be_assessed_show_why_instead_of_a_score():
     """The keys the calibrated pipeline adds (`assessable`, `reason`) are rendered as they come."""
-    shown, unassessable = _finding_rows({"findings": [
+    shown, unassessable = finding_rows({"findings": [
         {"finding": "lge", "score": None, "assessable": False, "reason": "no LGE series in the study"},
         {"finding": "lv_dilation", "score": 0.8, "threshold": 0.5, "present": True, "assessable": True},
     ]})
