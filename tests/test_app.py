@@ -150,6 +150,22 @@ def test_studies_on_the_server_are_labelled_without_identifiers(cohort, tmp_path
         server_studies(tmp_path / "absent")
 
 
+SUNNYBROOK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sunnybrook"
+
+
+@pytest.mark.skipif(not SUNNYBROOK.is_dir(), reason="shared Sunnybrook data not available")
+def test_a_real_study_named_by_its_patient_id_is_shown_without_it(models):
+    """Sunnybrook's study folder is named by its PatientID: the picker labels it `study 1` and the page never
+    shows the id; its one cine short-axis stack (10 slices x 20 phases) is in the table, the missing views warned."""
+    (label, path), = [(label, path) for label, path in server_studies(SUNNYBROOK) if path.name == "SCD0000301"]
+    patient_id = str(pydicom.dcmread(next((path / "cine").iterdir()), stop_before_pixels=True).PatientID)
+    assert path.name == patient_id and label.startswith("study ")
+    view = analyse(path, models, label)
+    assert patient_id not in json.dumps({k: v for k, v in vars(view).items() if k != "montage"})
+    assert [row[2:6] for row in view.series if row[7] == "used"] == [["cine", "sax", "cine", "10 x 20"]]
+    assert "missing view: lge/sax" in view.warnings and view.findings
+
+
 def test_findings_that_cannot_be_assessed_show_why_instead_of_a_score():
     """The keys the calibrated pipeline adds (`assessable`, `reason`) are rendered as they come."""
     shown, unassessable = finding_rows({"findings": [
