@@ -26,6 +26,7 @@ from transformers import Pipeline, pipeline
 from .index import CMRStudyIndex
 from .privacy import PHIError, StudyIdentity, check_json, deidentify, safe_study_name
 from .processing import Series, Study, read_study
+from .processing.display import series_status
 from .processing.errors import CMRStudyError
 from .processing.identity import read_identity
 
@@ -50,6 +51,9 @@ SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
 # Gradio's telemetry and update check call home at import and launch unless this is set first.
 OFFLINE_ENVIRONMENT = {"GRADIO_ANALYTICS_ENABLED": "False"}
+# Uploaded studies are patient data: Gradio's copies are deleted (checked every 10 minutes) an hour after upload,
+# and when the server stops.
+UPLOAD_KEPT_S = (600, 3600)
 
 
 @dataclass
@@ -139,7 +143,7 @@ def _series_row(series: Series) -> list:
     number = "?" if series.series_number is None else series.series_number
     return [number, series.description or "<no description>", series.sequence, series.view, series.role,
             f"{series.n_slices} x {series.n_phases}", round(series.confidence, 2),
-            "used" if series.used and series.sequence != "other" else "set aside", "; ".join(series.reasons)]
+            series_status(series), "; ".join(series.reasons)]
 
 
 def _montage(study: Study, models: AppModels) -> str:
@@ -222,7 +226,7 @@ def build_app(models: AppModels, studies_dir: str | Path | None = None):
     """The Gradio Blocks page answering with `models`; with `studies_dir`, also a picker of the studies there."""
     gr = _gradio()
     studies = server_studies(studies_dir)
-    with gr.Blocks(title="cmr-clip: cardiac MRI study", analytics_enabled=False) as page:
+    with gr.Blocks(title="cmr-clip: cardiac MRI study", analytics_enabled=False, delete_cache=UPLOAD_KEPT_S) as page:
         gr.Markdown("# cmr-clip: one cardiac MRI study\nResearch software: every answer is for a reader to check.")
         with gr.Row():
             upload = gr.File(label="Upload a zipped study (.zip)", file_types=[".zip"], type="filepath",
