@@ -36,7 +36,7 @@ NEIGHBOURS = 5
 # shown as a note under the study's line.
 ANSWER_KEYS = ("labels", "findings", "estimates", "warnings", "error")
 MONTAGE_COLUMNS = 4
-SERIES_TABLE_HEIGHT = 1600  # pixels: every series of a full study visible without scrolling the table
+SERIES_TABLE_HEIGHT = 4000  # pixels: every series of a full study, reasons wrapped, without scrolling the table
 DRAFT_LABEL = "DRAFT impression (CMR-TARGET): a draft for a reader to edit, not a report"
 SERIES_HEADERS = ["series", "description", "sequence", "view", "role", "slices x phases", "confidence", "used",
                   "reasons"]
