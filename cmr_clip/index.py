@@ -67,9 +67,16 @@ class IndexBackendError(StudyIndexError):
     """The requested search backend is unknown or not installed."""
 
 
-def model_fingerprint(model) -> str:
-    """sha256 over the model's config and every weight, in name order: equal only for the same weights."""
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+def model_fingerprint(model, with_folder: bool = False) -> str:
+    """sha256 over the model's config and every weight, in name order: equal only for the same weights. The folder
+    the model was loaded from (`_name_or_path`) is left out, so a copied model (a Space's `model/`) still matches;
+    `with_folder=True` gives the fingerprint indexes saved before recorded (it included the folder)."""
+    if with_folder:
+        config = model.config.to_json_string(use_diff=False)
+    else:
+        config = json.dumps({k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}, sort_keys=True,
+                            default=str)
+    digest = hashlib.sha256(config.encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim too
@@ -324,7 +331,8 @@ class CMRStudyIndex:
         settings = (backend or manifest["backend"], factory, faiss_params if faiss_params is not None else saved_params,
                     manifest.get("dtype", "float32"))
         index = cls.from_model(source, *settings) if isinstance(source, (str, Path)) else cls(source, processor, *settings)
-        if index.fingerprint != manifest["model_fingerprint"]:
+        saved = manifest["model_fingerprint"]
+        if index.fingerprint != saved and model_fingerprint(index.model, with_folder=True) != saved:
             raise IndexModelMismatchError(
                 f"the index in {directory} was built with another model (built with {manifest['model_name_or_path']}; "
                 f"the weights given differ). Load it with that model, or rebuild it with `cmr-clip index build`.")

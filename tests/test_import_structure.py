@@ -157,7 +157,7 @@ LAYERS = {
     "cmr_clip.pipelines": 4, "cmr_clip.index": 4,
     "cmr_clip.evaluation": 5, "cmr_clip.hub": 5,
     "cmr_clip.training": 6, "cmr_clip.release": 6,
-    "cmr_clip.demo": 7,
+    "cmr_clip.demo": 7, "cmr_clip.app": 7,
     "cmr_clip.commands": 8, "cmr_clip.cli": 8, "cmr_clip": 8,
 }
 
