@@ -102,13 +102,13 @@ def trained_inputs(args):
 def zero_shot_figures(models, processor, test, model_dir: str) -> dict[str, dict]:
     """name -> test-split embeddings' cosine to float32, changed yes/no decisions and AUC per finding."""
     prompts = model_prompt_set(model_dir)
-    labels = None
-    figures, reference, decided = {}, None, None
+    figures, labels, reference, decided = {}, None, None, None
     for name, model in models.items():
         videos = embed_split(model, processor, test)["video"]
         scores = finding_scores(model, processor.tokenizer, videos, prompts)
         labels = labels or split_labels(test, list(scores))
-        decisions = np.stack([scores[f] >= t for f, t in prompts.thresholds.items() if f in scores], axis=1)
+        columns = [scores[f] >= t for f, t in prompts.thresholds.items() if f in scores]
+        decisions = np.stack(columns, axis=1) if columns else np.zeros((len(test), 0), bool)
         if reference is None:
             reference, decided = videos, decisions
         figures[name] = {"cosine": cosines(reference, videos),
