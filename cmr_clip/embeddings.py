@@ -75,7 +75,8 @@ def embed_batches(model, batches: Iterable[dict], accelerator=None, progress: bo
     With `accelerator`, `model` and the loader are Accelerate's (wrapped for DDP or FSDP, each process
     holding part of the batches): the model's forward runs on every process and the embeddings are
     gathered, without the duplicates Accelerate pads the last batch with. Without it, batches are moved to
-    the model's device, pixel values in the model's dtype. The model is put in eval mode and back in the mode it was in.
+    the model's device, pixel values in the model's dtype. The model is put in eval mode and back in the mode
+    it was in.
     """
     training = model.training
     model.eval()
