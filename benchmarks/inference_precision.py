@@ -15,8 +15,8 @@ only: random weights have no findings), the size where reduced precision pays mo
     python benchmarks/inference_precision.py --model cmr-clip-demo --size vitb --batch 2
 
 Targets (issue 16): bfloat16 at least 1.8x with cosine at least 0.999, int8 at least 2x with cosine at least
-0.99. int8 and bfloat16 are fast only where the CPU has VNNI/AMX and AVX512-BF16/AMX: the header line says
-which the machine has.
+0.99. int8 and bfloat16 are fast only where the CPU has AVX512-VNNI and AVX512-BF16 or AMX: the header line
+says which the machine has.
 """
 
 import argparse
@@ -128,7 +128,7 @@ def vitb_inputs(args):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     bf16, bf16_why = native_bf16("cpu")
-    print(f"threads {torch.get_num_threads()}; {bf16_why}; int8 dot-product instructions (VNNI/AMX): "
+    print(f"threads {torch.get_num_threads()}; {bf16_why}; int8 fast path (AVX512-VNNI): "
           f"{'yes' if native_int8('cpu') else 'no'}")
     if args.size == "trained":
         model, processor, test, pixels = trained_inputs(args)

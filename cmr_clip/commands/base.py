@@ -137,7 +137,7 @@ def add_precision_flags(parser: argparse.ArgumentParser) -> None:
                             "bfloat16, else float32; float16: GPU only)")
     group.add_argument("--quantize", choices=("none", *QUANTIZE_CHOICES), default="none",
                        help='int8: dynamic int8 quantisation of the Linear layers (torchao: pip install "cmr-clip[int8]"; '
-                            "fast where the CPU has VNNI or AMX)")
+                            "fast where the CPU has AVX512-VNNI)")
 
 
 def precision_kwargs(args: argparse.Namespace) -> dict[str, Any]:
