@@ -1,6 +1,7 @@
 """Inference precision on a trained CMR-CLIP: speed and agreement of bfloat16 and int8 against float32, in one run.
 
-For each precision (float32, bfloat16, float32+int8, bfloat16+int8; `cmr_clip.precision`), on a copy of the
+First, one matrix product of ViT-B MLP shape in bfloat16 and in int8 against float32 (the CPU's kernels alone).
+Then, for each precision (float32, bfloat16, float32+int8, bfloat16+int8; `cmr_clip.precision`), on a copy of the
 same trained weights:
   - speed: the video tower embedding one batch of test-split studies (`--batch`), the median of `--repeats`
     timed runs after one untimed run, the precisions alternating within every repeat so that a change in
@@ -42,6 +43,7 @@ from cmr_clip.precision import apply_precision, native_bf16, native_int8, resolv
 
 PRECISIONS = {"float32": ("float32", None), "bfloat16": ("bfloat16", None), "int8": ("float32", "int8"),
               "bfloat16+int8": ("bfloat16", "int8")}
+GEMM_SHAPE = (256, 768, 3072)  # a ViT-B MLP product for 256 tokens
 VITB = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, patch_size=16,
             image_size=112, num_frames=16)
 
@@ -82,6 +84,24 @@ def median_times(models: dict[str, torch.nn.Module], pixels: torch.Tensor, repea
             encode_videos(model, pixels)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def product_ratios(shape=GEMM_SHAPE, repeats: int = 3) -> dict[str, float]:
+    """How much faster than float32 one matrix product of `shape` (m, k, n) is in bfloat16 and in int8 through
+    `torch._int_mm` (what torchao's int8 layers call), medians of `repeats` alternating runs: what this CPU's
+    kernels give before any model overhead."""
+    m, k, n = shape
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    products = {"float32": (torch.mm, a, b), "bfloat16": (torch.mm, a.bfloat16(), b.bfloat16()),
+                "int8": (torch._int_mm, a.clamp(-1, 1).mul(127).to(torch.int8), b.clamp(-1, 1).mul(127).to(torch.int8))}
+    times = {name: [] for name in products}
+    for _ in range(repeats):
+        for name, (product, x, y) in products.items():
+            start = time.perf_counter()
+            product(x, y)
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {name: medians["float32"] / medians[name] for name in ("bfloat16", "int8")}
 
 
 def cosines(reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
@@ -130,6 +150,9 @@ def main(argv=None) -> dict:
     bf16, bf16_why = native_bf16("cpu")
     print(f"threads {torch.get_num_threads()}; {bf16_why}; int8 fast path (AVX512-VNNI): "
           f"{'yes' if native_int8('cpu') else 'no'}")
+    products = product_ratios()
+    print(f"one {' x '.join(map(str, GEMM_SHAPE))} matrix product against float32: bfloat16 {products['bfloat16']:.2f}x, "
+          f"int8 (torch._int_mm) {products['int8']:.2f}x")
     if args.size == "trained":
         model, processor, test, pixels = trained_inputs(args)
     else:
@@ -142,6 +165,7 @@ def main(argv=None) -> dict:
         reference = encode_videos(models["float32"], pixels)
         figures = {name: {"cosine": cosines(reference, encode_videos(m, pixels))} for name, m in models.items()}
     result = {"size": args.size, "batch": tuple(pixels.shape), "native_bf16": bf16, "native_int8": native_int8("cpu"),
+              "matrix_product_speedup": products,
               "precisions": {name: {"median_s": times[name], "speedup": times["float32"] / times[name], **figures[name]}
                              for name in models}}
     print_table(result)

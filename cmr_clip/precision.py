@@ -86,9 +86,9 @@ def native_bf16(device: str | torch.device = "cpu") -> tuple[bool, str]:
 
 def native_int8(device: str | torch.device = "cpu", flags: set[str] | None = None) -> bool:
     """Whether int8 matrix products are fast on `device`: any GPU, or a CPU with AVX512-VNNI. torch's CPU
-    `_int_mm`, which torchao's int8 layers call, measured about 100x slower than a float32 product of the
-    same shape on an AVX2-only CPU (torch 2.13); oneDNN's int8 kernels need VNNI to beat float32. Unknown
-    CPU flags count as fast, so that no false warning is given."""
+    `_int_mm`, which torchao's int8 layers call, runs at 0.02x a float32 product of the same shape on an
+    AVX2-only CPU (torch 2.13; `benchmarks/inference_precision.py`'s first line). Unknown CPU flags count as
+    fast, so that no false warning is given."""
     if torch.device(device).type != "cpu":
         return True
     flags = cpu_flags() if flags is None else flags

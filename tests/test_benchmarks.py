@@ -63,5 +63,7 @@ def test_inference_precision_benchmark_runs(capsys, tmp_path):
 
     out = capsys.readouterr().out
     assert re.search(r"^\| bfloat16 \| \d+\.\d{3} \| \d+\.\d\dx \| [01]\.\d{5} \| [01]\.\d{5} \| \d+ of \d+ \|$", out, re.M), out
+    assert re.search(r"^one 256 x 768 x 3072 matrix product against float32: bfloat16 \d+\.\d\dx, int8 \(torch._int_mm\) "
+                     r"\d+\.\d\dx$", out, re.M), out
     assert re.search(r"^\| lge \| \d\.\d{3} \| \d\.\d{3} \|$", out, re.M), out
     assert result["precisions"]["float32"]["speedup"] == 1.0
