@@ -1,6 +1,7 @@
 """Inference precision as a user setting: "auto" resolution, typed errors, and bfloat16 and int8 answers close to
 float32's on a CMR-CLIP trained for a few steps, through the pipelines, the index and the CLI flags."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -158,3 +159,11 @@ def test_index_built_in_bfloat16_stores_float32_embeddings_close_to_float32s(tra
     assert bf16.dtype == "float32" and bf16.study_ids == fp32.study_ids
     cosine = torch.nn.functional.cosine_similarity(fp32.embeddings, bf16.embeddings, dim=-1)
     assert cosine.min() >= 0.999
+    # Searching the bfloat16 index in bfloat16 finds what float32 finds in the float32 one.
+    query = ["search", "dilated lv", "-k", "3", "--json"]
+    assert cli.main([*query, str(tmp_path / "fp32.json"), "--index", str(tmp_path / "fp32"), "--dtype", "float32"]) == 0
+    assert cli.main([*query, str(tmp_path / "bf16.json"), "--index", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
+    assert "cmr-clip search: precision bfloat16" in capsys.readouterr().err
+    hits = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("fp32", "bf16")}
+    assert hits["bf16"][0]["study_id"] == hits["fp32"][0]["study_id"]
+    np.testing.assert_allclose([h["score"] for h in hits["bf16"]], [h["score"] for h in hits["fp32"]], atol=0.01)
