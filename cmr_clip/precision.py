@@ -10,7 +10,7 @@ and float32 elsewhere; `Precision.reason` says which rule decided. float16 runs 
 for it are slow or missing). `quantize="int8"` applies torchao's dynamic int8 quantisation (int8 weights,
 activations quantised per token at run time) to every `nn.Linear` (`pip install "cmr-clip[int8]"`); the
 `torch.ao.quantization` API it replaces is deprecated. Its int8 matrix product is fast only where the CPU has
-AVX512-VNNI (`native_int8`); elsewhere the log line warns that it will be slower than float32.
+AVX512-VNNI (`native_int8`); elsewhere the reason warns that it will be slower than float32.
 """
 
 from __future__ import annotations
@@ -109,6 +109,8 @@ def resolve_precision(dtype: str | torch.dtype | None = "auto", quantize: str | 
     if chosen == torch.float16 and device.type == "cpu":
         raise PrecisionError("dtype float16 runs on a GPU only (CPU float16 kernels are slow or missing); on a CPU "
                              "use dtype='bfloat16' (--dtype bfloat16) or 'float32', or 'auto' to pick.")
+    if quantize == "int8" and not native_int8(device):
+        reason += "; warning: this CPU has no AVX512-VNNI, so int8 runs slower than float32 here (drop quantize)"
     return Precision(chosen, quantize, reason)
 
 
@@ -144,10 +146,7 @@ def apply_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Mo
     model = model.to(precision.dtype)
     if precision.quantize == "int8":
         quantize_int8(model)
-    device = next(model.parameters()).device
-    slow = precision.quantize == "int8" and not native_int8(device)
-    logger.info("%s%s", precision, "; warning: this CPU has no AVX512-VNNI, so int8 runs slower than float32 "
-                                    "here (drop quantize/--quantize)" if slow else "")
+    logger.info("%s", precision)
     return model
 
 
