@@ -150,7 +150,7 @@ def test_no_package_or_core_import_inside_a_function():
 # docs/architecture.md's layers, bottom to top. A module belongs to the longest prefix that names it; every
 # `__main__` module is an entry point, on the top layer with the commands.
 LAYERS = {
-    "cmr_clip.vocabulary": 0, "cmr_clip.privacy": 0, "cmr_clip.modeling": 0,
+    "cmr_clip.vocabulary": 0, "cmr_clip.privacy": 0, "cmr_clip.precision": 0, "cmr_clip.modeling": 0,
     "cmr_clip.processing": 1,
     "cmr_clip.synthetic": 2, "cmr_clip.data": 2,
     "cmr_clip.embeddings": 3,
