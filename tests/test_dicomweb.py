@@ -1,0 +1,185 @@
+"""Reading studies from a real PACS (Orthanc with its DICOMweb plugin, tests/orthanc_server.py) gives what reading
+the same files from disk gives, fetching only the frames the processor decodes; failures are typed errors.
+
+Three synthetic studies (Siemens, GE, Philips enhanced multi-frame) are written to disk and stored in Orthanc
+through STOW-RS. Requests are counted by a `requests.Session` that logs what it sends to the real server.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+import torch
+from orthanc_server import OrthancServer, store_folder
+
+from cmr_clip.processing import CMRStudyProcessor, read_study, select_frames
+from cmr_clip.processing.dicomweb import DICOMwebServer
+from cmr_clip.processing.display import study_summary
+from cmr_clip.processing.errors import (
+    CMRStudyError,
+    PACSAuthenticationError,
+    PACSUnreachableError,
+    StudyNotOnServerError,
+)
+from cmr_clip.processing.identity import read_identity
+from cmr_clip.synthetic import make_cohort
+
+# A seed per study, so that their UIDs differ; with seed 4 the Philips cines are enhanced multi-frame (checked below).
+SEEDS = {"siemens": 1, "ge": 2, "philips": 4}
+VENDORS = tuple(SEEDS)
+UNKNOWN_UID = "1.2.826.0.1.3680043.8.498.99999999999999999999999999999"
+
+
+class CountingSession(requests.Session):
+    """A plain requests session that records the path of every request it sends."""
+
+    def __init__(self):
+        super().__init__()
+        self.paths: list[str] = []
+        self.before_request = None
+
+    def request(self, method, url, *args, **kwargs):
+        if self.before_request is not None:
+            self.before_request(url)
+        self.paths.append(url)
+        return super().request(method, url, *args, **kwargs)
+
+    def frame_requests(self) -> int:
+        return sum("/frames/" in path for path in self.paths)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> dict:
+    """vendor -> the study's folder on disk."""
+    root = tmp_path_factory.mktemp("dicomweb-cohort")
+    folders = {}
+    for vendor in VENDORS:
+        make_cohort(root / vendor, 1, seed=SEEDS[vendor], vendors=[vendor], progress=False, num_workers=1)
+        folders[vendor] = next((root / vendor / "studies").iterdir())
+    return folders
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory, cohort):
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
+    try:
+        for folder in cohort.values():
+            store_folder(server, folder)
+        yield server
+    finally:
+        server.stop()
+
+
+def connect(orthanc, retries: int = 2, auth=None) -> tuple[DICOMwebServer, CountingSession]:
+    session = CountingSession()
+    session.auth = auth or orthanc.auth
+    return DICOMwebServer(orthanc.url, session=session, timeout=10, retries=retries), session
+
+
+def study_uid(folder: Path) -> str:
+    first = next(path for path in sorted(folder.rglob("*")) if path.is_file())
+    return str(pydicom.dcmread(first, stop_before_pixels=True).StudyInstanceUID)
+
+
+def test_the_philips_study_is_enhanced_multi_frame(cohort):
+    frames = [int(pydicom.dcmread(path, stop_before_pixels=True).get("NumberOfFrames") or 1)
+              for path in cohort["philips"].rglob("*") if path.is_file()]
+    assert max(frames) > 1
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_study_over_dicomweb_reads_as_from_disk_fetching_only_the_decoded_frames(orthanc, cohort, vendor):
+    processor = CMRStudyProcessor()
+    disk_study = read_study(cohort[vendor])
+    server, session = connect(orthanc)
+    source = server.study(study_uid(cohort[vendor]))
+
+    remote_study = read_study(source)
+    assert study_summary(remote_study, processor.study_layout) == study_summary(disk_study, processor.study_layout)
+    after_headers = session.frame_requests()
+
+    remote = processor(source)["pixel_values_videos"]
+    assert torch.equal(remote, processor(cohort[vendor])["pixel_values_videos"])
+
+    # What the processor decodes: the anatomy step's short-axis frames (named in the classification's reasons)
+    # during the header pass, then each distinct frame the layout selects, once.
+    selection = select_frames(disk_study, processor.study_layout)
+    selected = {(id(item.series), item.slice_index, item.phase_index) for item in selection.frames if item is not None}
+    named = {int(n) for s in disk_study.series for r in s.reasons for n in re.findall(r"(\d+) frames decoded", r)}
+    anatomy = named.pop() if named else 0  # every long-axis series names the one anatomy step
+    assert not named
+    assert after_headers == anatomy
+    assert session.frame_requests() == 2 * anatomy + len(selected)  # the processor read the study again
+    assert source.frames_retrieved == session.frame_requests() and source.instances_retrieved == 0
+    images = sum(len(series.frames) for series in disk_study.series)
+    assert anatomy + len(selected) < images
+
+
+def test_the_identity_pass_reads_the_same_identity_from_the_server(orthanc, cohort):
+    server, _ = connect(orthanc)
+    folder = cohort["ge"]
+    assert read_identity(server.study(study_uid(folder))).tokens() == read_identity(folder).tokens()
+
+
+def test_a_qido_query_by_date_range_finds_only_the_mr_studies_in_it(orthanc, cohort):
+    server, _ = connect(orthanc)
+    first = next(path for path in sorted(cohort["siemens"].rglob("*")) if path.is_file())
+    date = str(pydicom.dcmread(first, stop_before_pixels=True).StudyDate)
+    found = server.query(StudyDate=f"{date}-{date}").study_uids()
+    assert study_uid(cohort["siemens"]) in found
+    assert set(server.query().study_uids()) == {study_uid(folder) for folder in cohort.values()}
+    with pytest.raises(StudyNotOnServerError, match="dates as YYYYMMDD"):
+        server.query(StudyDate="19000101-19000102").study_uids()
+
+
+def test_a_url_and_a_study_uid_read_like_a_folder(orthanc, cohort):
+    session = requests.Session()
+    session.auth = orthanc.auth
+    uid = study_uid(cohort["ge"])
+    study = read_study(DICOMwebServer(orthanc.url, session=session), study=uid)
+    assert study_summary(study) == study_summary(read_study(cohort["ge"]))
+
+
+def test_refused_credentials_raise_a_typed_error_naming_the_fix(orthanc, cohort):
+    uid = study_uid(cohort["ge"])
+    server, _ = connect(orthanc, auth=("cmrclip", "wrong"))
+    with pytest.raises(PACSAuthenticationError, match=r"HTTP 401.*Bearer") as caught:
+        read_study(server.study(uid))
+    assert uid not in str(caught.value) and "cmrclip" not in str(caught.value)
+    assert isinstance(caught.value, CMRStudyError)
+
+
+def test_a_study_the_server_lacks_raises_a_typed_error_without_its_uid(orthanc):
+    server, _ = connect(orthanc)
+    with pytest.raises(StudyNotOnServerError, match="check the StudyInstanceUID") as caught:
+        read_study(server.study(UNKNOWN_UID))
+    assert UNKNOWN_UID not in str(caught.value)
+
+
+def test_a_batch_records_each_failure_and_goes_on_when_the_server_stops(tmp_path, cohort):
+    orthanc = OrthancServer(tmp_path).start()
+    try:
+        for vendor in ("siemens", "ge"):
+            store_folder(orthanc, cohort[vendor])
+        server, session = connect(orthanc, retries=1)
+        last = study_uid(cohort["ge"])
+
+        def stop_before_the_last_study(url):
+            if last in url:
+                orthanc.stop()
+
+        session.before_request = stop_before_the_last_study
+        sources = [server.study(study_uid(cohort["siemens"])), server.study(UNKNOWN_UID), server.study(last)]
+        batch = CMRStudyProcessor()(sources, skip_errors=True)
+    finally:
+        orthanc.stop()
+    assert batch["pixel_values_videos"].shape[0] == 1
+    assert [(e["index"], e["error"]) for e in batch["errors"]] == [(1, "StudyNotOnServerError"), (2, "PACSUnreachableError")]
+    assert "check the URL, that the server is running" in batch["errors"][1]["message"]
+    assert all(UNKNOWN_UID not in e["message"] and last not in e["message"] for e in batch["errors"])
+    with pytest.raises(PACSUnreachableError):
+        read_study(server.study(last))
