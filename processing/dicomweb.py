@@ -64,6 +64,22 @@ class DICOMwebServer:
     def __repr__(self) -> str:
         return f"DICOMwebServer({self.host})"
 
+    @classmethod
+    def connect(cls, url: str, token: str | None = None, user: str | None = None, password: str | None = None,
+                cert: str | None = None, timeout: float = 30.0, retries: int = 2) -> DICOMwebServer:
+        """A server reached with a bearer `token`, or basic auth (`user`, `password`), and/or a client
+        certificate (`cert`: a PEM file holding the certificate and its key)."""
+        import requests
+
+        session = requests.Session()
+        if token:
+            session.headers["Authorization"] = f"Bearer {token}"
+        if user:
+            session.auth = (user, password or "")
+        if cert:
+            session.cert = cert
+        return cls(url, session=session, timeout=timeout, retries=retries)
+
     @property
     def host(self) -> str:
         """Host and port only: a URL may carry credentials or a tenant path."""
@@ -161,6 +177,7 @@ class DICOMwebSource:
         self.filters = filters
         self.frames_retrieved = 0
         self.instances_retrieved = 0
+        self._refs: list[DICOMwebInstance] | None = None
         self._headers: dict[tuple[str, str, str], Dataset] = {}
         self._instances: dict[tuple[str, str, str], bytes] = {}
         self._frame_retrieval = True
@@ -171,14 +188,14 @@ class DICOMwebSource:
         return f"DICOMwebSource({self.server.host}, {what})"
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_headers": {}, "_instances": {}}
+        return {**self.__dict__, "_refs": None, "_headers": {}, "_instances": {}}
 
     def study_uids(self) -> list[str]:
         """The StudyInstanceUIDs this source names (a QIDO-RS search for a query)."""
         if self.study_instance_uid is not None:
             return [self.study_instance_uid]
         found = self.server.call("searching for studies (QIDO-RS)", "search_for_studies",
-                                 search_filters={**self.filters, "ModalitiesInStudy": "MR"}, get_remaining=True)
+                                 search_filters={**self.filters, "ModalitiesInStudy": "MR"})
         uids = [str(item["0020000D"]["Value"][0]) for item in found if item.get("0020000D", {}).get("Value")]
         if not uids:
             raise StudyNotOnServerError(
@@ -187,13 +204,16 @@ class DICOMwebSource:
         return uids
 
     def instances(self) -> list[DICOMwebInstance]:
-        """Every instance of the source's studies, numbered, with its header fetched (WADO-RS metadata)."""
+        """Every instance of the source's studies, numbered, with its header fetched (WADO-RS metadata), once."""
+        if self._refs is not None:
+            return self._refs
         refs = []
         for uid in self.study_uids():
             for ds in self._study_headers(uid):
                 uids = (uid, str(ds.get("SeriesInstanceUID", "")), str(ds.get("SOPInstanceUID", "")))
                 refs.append(DICOMwebInstance(name="/".join(uids[1:]), path="", index=len(refs), uids=uids, source=self))
                 self._headers[uids] = ds
+        self._refs = refs
         return refs
 
     def _study_headers(self, uid: str) -> list[Dataset]:

@@ -7,16 +7,22 @@ through STOW-RS. Requests are counted by a `requests.Session` that logs what it 
 
 from __future__ import annotations
 
+import io
+import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 import requests
 import torch
+from datasets import load_from_disk
 from orthanc_server import OrthancServer, store_folder
 
+from cmr_clip.cli import main
 from cmr_clip.processing import CMRStudyProcessor, read_study, select_frames
+from cmr_clip.processing.dicom_results import read_report_sr, store_results
 from cmr_clip.processing.dicomweb import DICOMwebServer
 from cmr_clip.processing.display import study_summary
 from cmr_clip.processing.errors import (
@@ -183,3 +189,107 @@ def test_a_batch_records_each_failure_and_goes_on_when_the_server_stops(tmp_path
     assert all(UNKNOWN_UID not in e["message"] and last not in e["message"] for e in batch["errors"])
     with pytest.raises(PACSUnreachableError):
         read_study(server.study(last))
+
+
+ANSWER = {  # a zero-shot-cmr pipeline result's shape (see pipelines/zero_shot.py postprocess)
+    "findings": [{"finding": "lge", "score": 0.8731246, "threshold": 0.5, "present": True},
+                 {"finding": "lv_dilation", "score": 0.0412877, "threshold": 0.5, "present": False},
+                 {"finding": "pericardial_effusion", "score": 0.3300012}],
+    "estimates": {"lvef": 57.25},
+    "warnings": [],
+}
+
+
+def test_results_go_back_to_the_pacs_as_a_structured_report_of_the_study(orthanc, cohort):
+    server, _ = connect(orthanc)
+    uid = study_uid(cohort["philips"])
+    source = server.study(uid)
+    read_study(source)
+    sop_uid = store_results(ANSWER, source, impression="Draft: mid-wall enhancement.")
+
+    found = server.client.search_for_series(uid, search_filters={"Modality": "SR"})
+    assert len(found) == 1
+    series_uid = found[0]["0020000E"]["Value"][0]
+    back = server.client.retrieve_instance(uid, series_uid, sop_uid)
+    back = pydicom.dcmread(io.BytesIO(_saved(back)))  # as a file another program would read it
+    assert back.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    assert back.StudyInstanceUID == uid
+    headers = {str(ds.SeriesInstanceUID) for ds in source.headers()}
+    referenced = {str(s.SeriesInstanceUID) for s in back.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence}
+    assert referenced == headers
+    first = next(path for path in sorted(cohort["philips"].rglob("*")) if path.is_file())
+    original = pydicom.dcmread(first, stop_before_pixels=True)
+    assert (back.PatientID, back.PatientName) == (original.PatientID, original.PatientName)
+    assert original.AccessionNumber and not back.AccessionNumber and not back.get("ReferringPhysicianName")
+    assert not back.get("StudyDate") and "InstitutionName" not in back
+    assert back.VerificationFlag == "UNVERIFIED" and "not for diagnosis" in back.SeriesDescription
+
+    report = read_report_sr(back)
+    assert "Research use only" in report["notice"] and report["impression"] == "Draft: mid-wall enhancement."
+    assert report["estimates"] == ANSWER["estimates"]
+    expected = [{key: value for key, value in f.items() if key != "threshold"} for f in ANSWER["findings"]]
+    assert report["findings"] == expected
+
+
+def _saved(ds) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_prepare_from_the_pacs_builds_the_corpus_prepare_builds_from_disk(orthanc, cohort, tmp_path, monkeypatch):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    disk_rows, pacs_rows = [], []
+    for number, (vendor, folder) in enumerate(cohort.items()):
+        (studies / vendor).symlink_to(folder)
+        report = json.loads((folder.parents[1] / "reports.jsonl").read_text().splitlines()[0])
+        row = {"study_id": vendor, "impression": report["impression"], "split": ["train", "validation", "test"][number]}
+        disk_rows.append(row)
+        first = pydicom.dcmread(next(p for p in sorted(folder.rglob("*")) if p.is_file()), stop_before_pixels=True)
+        key = {"accession_number": str(first.AccessionNumber)} if vendor == "ge" else {"study_instance_uid": study_uid(folder)}
+        pacs_rows.append({**row, **key})
+    (tmp_path / "disk.jsonl").write_text("".join(json.dumps(row) + "\n" for row in disk_rows))
+    (tmp_path / "pacs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in pacs_rows))
+    small = ["--num-frames", "8", "--image-size", "32"]
+
+    assert main(["prepare", "--studies", str(studies), "--reports", str(tmp_path / "disk.jsonl"),
+                 "--output-dir", str(tmp_path / "disk"), *small]) == 0
+    monkeypatch.setenv("CMR_CLIP_DICOMWEB_PASSWORD", orthanc.auth[1])
+    assert main(["prepare", "--dicomweb", orthanc.url, "--dicomweb-user", orthanc.auth[0], "--reports",
+                 str(tmp_path / "pacs.jsonl"), "--output-dir", str(tmp_path / "pacs"), *small]) == 0
+
+    disk, pacs = load_from_disk(str(tmp_path / "disk")), load_from_disk(str(tmp_path / "pacs"))
+    assert sorted(disk) == sorted(pacs) == ["test", "train", "validation"]
+    for split in disk:
+        assert disk[split].column_names == pacs[split].column_names
+        for column in disk[split].column_names:
+            left, right = disk[split].with_format("numpy")[column], pacs[split].with_format("numpy")[column]
+            assert all(np.array_equal(a, b) for a, b in zip(left, right)), (split, column)
+    written = b"".join(path.read_bytes() for path in (tmp_path / "pacs").rglob("*") if path.is_file())
+    for row in pacs_rows:
+        for key in ("accession_number", "study_instance_uid"):
+            assert key not in row or row[key].encode() not in written
+
+
+def test_prepare_without_credentials_records_the_refusal_for_every_study(orthanc, cohort, tmp_path, capsys):
+    rows = [{"study_id": vendor, "impression": "Normal study.", "study_instance_uid": study_uid(folder)}
+            for vendor, folder in cohort.items()]
+    (tmp_path / "pacs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code = main(["prepare", "--dicomweb", orthanc.url, "--reports", str(tmp_path / "pacs.jsonl"),
+                 "--output-dir", str(tmp_path / "out"), "--num-frames", "8", "--image-size", "32"])
+    assert code == 2
+    skipped = [json.loads(line) for line in (tmp_path / "out" / "skipped.jsonl").read_text().splitlines()]
+    assert [item["error"] for item in skipped] == ["PACSAuthenticationError"] * 3
+    assert all("--dicomweb-token" in item["message"] for item in skipped)
+
+
+def test_inspect_shows_a_pacs_study_as_it_shows_its_folder(orthanc, cohort, capsys, monkeypatch):
+    folder = cohort["siemens"]
+    assert main(["inspect", str(folder)]) == 0
+    from_disk = capsys.readouterr().out
+    monkeypatch.setenv("CMR_CLIP_DICOMWEB_PASSWORD", orthanc.auth[1])
+    assert main(["inspect", "--dicomweb", orthanc.url, "--dicomweb-user", orthanc.auth[0], "--study", study_uid(folder)]) == 0
+    shown = capsys.readouterr().out
+    assert shown.split("\n", 1)[1] == from_disk  # after the study's heading (index and key), the same
+    assert study_uid(folder) not in shown
