@@ -1,5 +1,5 @@
-"""`read_study` and `read_studies`: from a PACS export (folder, DICOMDIR, zip or file list) to classified,
-ordered `Study` objects, one per StudyInstanceUID.
+"""`read_study` and `read_studies`: from a PACS export (folder, DICOMDIR, zip or file list) or a PACS itself
+(DICOMweb, `dicomweb.py`) to classified, ordered `Study` objects, one per StudyInstanceUID.
 
 An export may hold several studies (a worklist, a CD with several visits, a multi-patient DICOMDIR). The
 header pass runs once over the whole source; its frames are split by StudyInstanceUID (`list_studies`),
@@ -105,8 +105,9 @@ def list_studies(source, num_workers: int | None = None) -> list[SourceStudy]:
 def read_study(source, overrides: dict | None = None, num_workers: int | None = None, study: int | str | None = None) -> Study:
     """Read the headers of every file in `source` (no pixel data) and return the classified `Study`.
 
-    `source` is a directory (searched recursively; DICOMDIRs are honoured), a zip archive, or a list of
-    files. A source holding several studies raises `MultipleStudiesError` listing them, unless `study` picks
+    `source` is a directory (searched recursively; DICOMDIRs are honoured), a zip archive, a list of files,
+    or a PACS (`processing/dicomweb.py`: a `DICOMwebSource`, or a `DICOMwebServer` or its base URL with
+    `study=` a StudyInstanceUID; the headers come from WADO-RS metadata, nothing else is fetched). A source holding several studies raises `MultipleStudiesError` listing them, unless `study` picks
     one: its index in that list, its StudyInstanceUID or its key. `overrides` maps a SeriesInstanceUID or a
     description pattern (`"*cine*sa*"`) to a `(sequence, view)` pair. Raises `NotAStudyError` when no file
     holds a readable image, `NotCardiacMRError` for a study without MR images or of another body part.

@@ -265,11 +265,16 @@ def test_prepare_from_the_pacs_builds_the_corpus_prepare_builds_from_disk(orthan
         assert disk[split].column_names == pacs[split].column_names
         for column in disk[split].column_names:
             left, right = disk[split].with_format("numpy")[column], pacs[split].with_format("numpy")[column]
-            assert all(np.array_equal(a, b) for a, b in zip(left, right)), (split, column)
+            assert len(left) == len(right) and all(_same(a, b) for a, b in zip(left, right)), (split, column)
     written = b"".join(path.read_bytes() for path in (tmp_path / "pacs").rglob("*") if path.is_file())
     for row in pacs_rows:
         for key in ("accession_number", "study_instance_uid"):
             assert key not in row or row[key].encode() not in written
+
+
+def _same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return np.array_equal(a, b, equal_nan=a.dtype.kind == "f")  # a missing field strength is NaN in both
 
 
 def test_prepare_without_credentials_records_the_refusal_for_every_study(orthanc, cohort, tmp_path, capsys):
@@ -293,3 +298,23 @@ def test_inspect_shows_a_pacs_study_as_it_shows_its_folder(orthanc, cohort, caps
     shown = capsys.readouterr().out
     assert shown.split("\n", 1)[1] == from_disk  # after the study's heading (index and key), the same
     assert study_uid(folder) not in shown
+
+
+class NoFrameRetrieval(CountingSession):
+    """A transport in front of the real server that turns frame requests into a path the server does not
+    have (404), as a server without WADO-RS frame retrieval answers."""
+
+    def request(self, method, url, *args, **kwargs):
+        return super().request(method, url.replace("/frames/", "/no-frames/"), *args, **kwargs)
+
+
+def test_without_frame_retrieval_each_needed_instance_is_fetched_once(orthanc, cohort):
+    session = NoFrameRetrieval()
+    session.auth = orthanc.auth
+    source = DICOMwebServer(orthanc.url, session=session).study(study_uid(cohort["ge"]))
+    processor = CMRStudyProcessor()
+    assert torch.equal(processor(source)["pixel_values_videos"], processor(cohort["ge"])["pixel_values_videos"])
+    instances = [path for path in session.paths if "/instances/" in path and "/no-frames/" not in path]
+    assert len(instances) == len(set(instances)) == source.instances_retrieved > 0
+    assert source.frames_retrieved == 0
+    assert sum("/no-frames/" in path for path in session.paths) == 1  # asked once, then whole instances
