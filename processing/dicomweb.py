@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pydicom
+import pydicom.config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -222,7 +223,8 @@ class DICOMwebSource:
         if not items:
             raise StudyNotOnServerError(f"the DICOMweb server at {self.server.host} holds no study with key "
                                         f"{study_key(uid)}: check the StudyInstanceUID and that the study was sent there")
-        headers = [Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data) for item in items]
+        with pydicom.config.disable_value_validation():  # as for files, values are checked where the header pass reads them
+            headers = [Dataset.from_json(_without_bulk_data(item)) for item in items]
         # Files are read in path order; instances in series and instance order, the same for every server.
         return sorted(headers, key=lambda ds: (_number(ds, "SeriesNumber"), str(ds.get("SeriesInstanceUID", "")),
                                                _number(ds, "InstanceNumber"), str(ds.get("SOPInstanceUID", ""))))
@@ -286,9 +288,11 @@ def decode_frame_bytes(header: Dataset, data: bytes) -> np.ndarray:
     return ds.pixel_array
 
 
-def _no_bulk_data(tag, vr, uri):
-    """Bulk data (pixel data, large private blobs) stay on the server: headers are all the first pass needs."""
-    return None
+def _without_bulk_data(item: dict) -> dict:
+    """The DICOM JSON of an instance without its bulk data references (pixel data, large private blobs): they
+    stay on the server, headers are all the first pass needs. Dropped rather than handled, as pydicom
+    inspects a bulk data handler's signature once per element, which made up most of the header pass."""
+    return {tag: value if "BulkDataURI" not in value else {"vr": value["vr"]} for tag, value in item.items()}
 
 
 def _number(ds: Dataset, keyword: str) -> float:
