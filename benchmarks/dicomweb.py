@@ -84,12 +84,12 @@ def export_then_read(orthanc, uid, processor, model) -> tuple[float, torch.Tenso
         return time.perf_counter() - start, embedding, session
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="full", choices=("small", "full"))
     parser.add_argument("--vendor", default="siemens", choices=("siemens", "ge", "philips"))
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as work:
         make_cohort(Path(work) / "cohort", 1, seed=1, vendors=[args.vendor], size=args.size, progress=False, num_workers=1)
@@ -111,7 +111,8 @@ def main() -> None:
     for name, (seconds, _, session) in (("ours: DICOMweb, selected frames", ours), ("baseline: export all, read disk", base)):
         print(f"{name:34s} {seconds:7.2f} s  {session.requests:5d} requests  {session.bytes / 1e6:8.2f} MB received")
     print(f"speed-up (baseline / ours): {base[0] / ours[0]:.2f}x; data received: {base[2].bytes / max(ours[2].bytes, 1):.1f}x less")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

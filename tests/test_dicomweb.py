@@ -7,6 +7,7 @@ through STOW-RS. Requests are counted by a `requests.Session` that logs what it 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import re
@@ -318,3 +319,12 @@ def test_without_frame_retrieval_each_needed_instance_is_fetched_once(orthanc, c
     assert len(instances) == len(set(instances)) == source.instances_retrieved > 0
     assert source.frames_retrieved == 0
     assert sum("/no-frames/" in path for path in session.paths) == 1  # asked once, then whole instances
+
+
+def test_the_dicomweb_benchmark_runs_and_prints_its_ratio(capsys):
+    spec = importlib.util.spec_from_file_location("benchmark_dicomweb", Path(__file__).parents[1] / "benchmarks" / "dicomweb.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    assert benchmark.main(["--size", "small", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^speed-up \(baseline / ours\): \d+\.\d\dx; data received: \d+\.\dx less$", out, re.M), out
