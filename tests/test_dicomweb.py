@@ -22,7 +22,7 @@ from datasets import load_from_disk
 from orthanc_server import OrthancServer, store_folder
 
 from cmr_clip.cli import main
-from cmr_clip.processing import CMRStudyProcessor, read_study, select_frames
+from cmr_clip.processing import CMRStudyProcessor, read_studies, read_study, select_frames
 from cmr_clip.processing.dicom_results import read_report_sr, store_results
 from cmr_clip.processing.dicomweb import DICOMwebServer
 from cmr_clip.processing.display import study_summary
@@ -138,6 +138,8 @@ def test_a_qido_query_by_date_range_finds_only_the_mr_studies_in_it(orthanc, coh
     date = str(pydicom.dcmread(first, stop_before_pixels=True).StudyDate)
     found = server.query(StudyDate=f"{date}-{date}").study_uids()
     assert study_uid(cohort["siemens"]) in found
+    read = [study.study_instance_uid for study in read_studies(server.query(StudyDate=f"{date}-{date}"))]
+    assert read == found
     assert set(server.query().study_uids()) == {study_uid(folder) for folder in cohort.values()}
     with pytest.raises(StudyNotOnServerError, match="dates as YYYYMMDD"):
         server.query(StudyDate="19000101-19000102").study_uids()
@@ -201,7 +203,16 @@ ANSWER = {  # a zero-shot-cmr pipeline result's shape (see pipelines/zero_shot.p
 }
 
 
-def test_results_go_back_to_the_pacs_as_a_structured_report_of_the_study(orthanc, cohort):
+def test_results_go_back_to_the_pacs_as_a_structured_report_of_the_study(tmp_path, cohort):
+    orthanc = OrthancServer(tmp_path).start()  # its own server: the SR joins the study, the other tests' must not change
+    try:
+        store_folder(orthanc, cohort["philips"])
+        check_results_stored(orthanc, cohort)
+    finally:
+        orthanc.stop()
+
+
+def check_results_stored(orthanc, cohort):
     server, _ = connect(orthanc)
     uid = study_uid(cohort["philips"])
     source = server.study(uid)
