@@ -22,6 +22,7 @@ import requests
 from dicomweb_client import DICOMwebClient
 
 BINARY = "Orthanc"
+DEBIAN_BINARY = "/usr/sbin/Orthanc"  # not on a normal user's PATH
 # Where the Debian package `orthanc-dicomweb` puts the plugin (`dpkg -L orthanc-dicomweb`).
 PLUGIN_CANDIDATES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so", "/usr/lib/orthanc/libOrthancDicomWeb.so")
 USER, PASSWORD = "cmrclip", "test-password"
@@ -36,7 +37,8 @@ def find_plugin() -> str | None:
 
 def orthanc_or_skip() -> tuple[str, str]:
     """(binary, plugin) or skip (fail under CI) naming what is missing and how to install it."""
-    binary, plugin = shutil.which(BINARY), find_plugin()
+    binary = shutil.which(BINARY) or (DEBIAN_BINARY if Path(DEBIAN_BINARY).is_file() else None)
+    plugin = find_plugin()
     if binary and plugin:
         return binary, plugin
     reason = ("Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb); "
