@@ -6,20 +6,27 @@ source study's UIDs and patient module (as DICOM requires for filing it with the
 identifying: accession number, referring physician, institution, dates and study ID are left empty. It says it
 is research output (series description, a comment item, verification flag UNVERIFIED). Findings and estimates
 are coded in a private scheme (`99CMRCLIP`, the finding's vocabulary name as code value) so that
-`read_report_sr` gets them back exactly as they went in. Needs the `cmr-clip[dicomweb]` extra.
+`read_report_sr` gets them back exactly as they went in. Optionally a Secondary Capture montage of the frames
+the model used goes with it. Needs the `cmr-clip[dicomweb]` extra.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
+import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from .decoding import decode_selected, frame_key
 from .dicomweb import DICOMWEB_EXTRA, DICOMwebServer, DICOMwebSource, as_dicomweb_source
 from .errors import NotAStudyError
+from .headers import SECONDARY_CAPTURE_PREFIX
+from .layout import StudyLayout, select_frames
 from .sources import list_files
+from .study import Study
 
 SCHEME = "99CMRCLIP"
 RESEARCH_NOTICE = ("Research use only: produced by cmr-clip, a research model, and not a diagnosis. "
@@ -32,6 +39,7 @@ KEPT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "
 # Type 2 study attributes a DICOM instance must have: present, and empty here.
 EMPTIED_KEYWORDS = ("StudyID", "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName")
 UNITS = {"lvef": ("%", "percent")}
+MONTAGE_COLUMNS = 8
 
 
 def _highdicom():
@@ -148,12 +156,56 @@ def _finding_back(name: str, children) -> dict:
     return finding
 
 
-def store_results(answer: dict, source, impression: str | None = None, server: DICOMwebServer | None = None) -> str:
-    """Build the SR of one study's `answer` and store it through STOW-RS on `server` (default: the server
-    `source` comes from, a `DICOMwebSource` of one study); returns the SR's SOPInstanceUID."""
-    sr = build_report_sr(answer, source_headers(source), impression)
+def montage_pixels(study: Study, layout: StudyLayout | None = None, columns: int = MONTAGE_COLUMNS) -> np.ndarray:
+    """The frames `layout` selects (8-bit, windowed per series, as the model sees them before resizing) tiled
+    row by row, `columns` a row, each in a cell the size of the largest; black where a slot has no frame."""
+    selection = select_frames(study, layout or StudyLayout.default())
+    images = decode_selected(selection)
+    tiles = [None if item is None else images[frame_key(item)] for item in selection.frames]
+    height = max((tile.shape[0] for tile in tiles if tile is not None), default=1)
+    width = max((tile.shape[1] for tile in tiles if tile is not None), default=1)
+    canvas = np.zeros((math.ceil(len(tiles) / columns) * height, columns * width), np.uint8)
+    for index, tile in enumerate(tiles):
+        if tile is not None:
+            top, left = (index // columns) * height, (index % columns) * width
+            canvas[top:top + tile.shape[0], left:left + tile.shape[1]] = tile
+    return canvas
+
+
+def build_montage_sc(study: Study, headers: list[Dataset], layout: StudyLayout | None = None) -> Dataset:
+    """A Secondary Capture image of `montage_pixels`, filed with the study of `headers` like the SR (patient
+    module and study UID, nothing else identifying) and marked as research output. Written with pydicom: a
+    montage of several planes has no one patient orientation, which highdicom's SCImage requires."""
+    ds = evidence(headers[:1])[0]
+    pixels = montage_pixels(study, layout)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE_PREFIX  # SC Image Storage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = generate_uid(), SERIES_NUMBER + 1, 1
+    ds.Modality, ds.ConversionType, ds.Manufacturer = "OT", "WSD", "cmr-clip"
+    ds.SeriesDescription, ds.ImageComments = SERIES_DESCRIPTION, RESEARCH_NOTICE
+    ds.ImageType, ds.PatientOrientation, ds.BurnedInAnnotation = ["DERIVED", "SECONDARY"], "", "NO"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = pixels.tobytes()
+    ds.preamble = b"\0" * 128  # STOW-RS sends a Part 10 file: preamble and a complete file meta
+    validate_file_meta(ds.file_meta, enforce_standard=True)
+    return ds
+
+
+def store_results(answer: dict, source, impression: str | None = None, server: DICOMwebServer | None = None,
+                  montage: Study | None = None, layout: StudyLayout | None = None) -> list[str]:
+    """Build the SR of one study's `answer` (and, given the `Study` read from `source` as `montage`, a Secondary
+    Capture of the frames `layout` used) and store them through STOW-RS on `server` (default: the server `source`
+    comes from, a `DICOMwebSource` of one study); returns the SOPInstanceUIDs stored, the SR's first."""
+    headers = source_headers(source)
+    instances = [build_report_sr(answer, headers, impression)]
+    if montage is not None:
+        instances.append(build_montage_sc(montage, headers, layout))
     target = server or (source.server if isinstance(source, DICOMwebSource) else None)
     if target is None:
         raise ValueError("store_results needs a server when the study was read from disk: server=DICOMwebServer(url, ...)")
-    target.call("storing the results (STOW-RS)", "store_instances", [sr])
-    return str(sr.SOPInstanceUID)
+    target.call("storing the results (STOW-RS)", "store_instances", instances)
+    return [str(ds.SOPInstanceUID) for ds in instances]

@@ -22,7 +22,8 @@ from datasets import load_from_disk
 from orthanc_server import OrthancServer, store_folder
 
 from cmr_clip.cli import main
-from cmr_clip.processing import CMRStudyProcessor, read_studies, read_study, select_frames
+from cmr_clip.processing import CMRStudyProcessor, StudyLayout, read_studies, read_study, select_frames
+from cmr_clip.processing.decoding import decode_selected, frame_key
 from cmr_clip.processing.dicom_results import read_report_sr, store_results
 from cmr_clip.processing.dicomweb import DICOMwebServer
 from cmr_clip.processing.display import study_summary
@@ -216,9 +217,10 @@ def check_results_stored(orthanc, cohort):
     server, _ = connect(orthanc)
     uid = study_uid(cohort["philips"])
     source = server.study(uid)
-    read_study(source)
-    sop_uid = store_results(ANSWER, source, impression="Draft: mid-wall enhancement.")
+    study = read_study(source)
+    sop_uid, montage_uid = store_results(ANSWER, source, impression="Draft: mid-wall enhancement.", montage=study)
 
+    check_montage_stored(server, uid, montage_uid, study)
     found = server.client.search_for_series(uid, search_filters={"Modality": "SR"})
     assert len(found) == 1
     series_uid = found[0]["0020000E"]["Value"][0]
@@ -241,6 +243,24 @@ def check_results_stored(orthanc, cohort):
     assert report["estimates"] == ANSWER["estimates"]
     expected = [{key: value for key, value in f.items() if key != "threshold"} for f in ANSWER["findings"]]
     assert report["findings"] == expected
+
+
+def check_montage_stored(server, uid, montage_uid, study):
+    """The montage is a Secondary Capture in the study holding the selected frames as the processor decodes them."""
+    found = server.client.search_for_series(uid, search_filters={"Modality": "OT"})
+    assert len(found) == 1
+    back = pydicom.dcmread(io.BytesIO(_saved(server.client.retrieve_instance(uid, found[0]["0020000E"]["Value"][0], montage_uid))))
+    assert back.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and back.StudyInstanceUID == uid
+    assert not back.AccessionNumber and "not for diagnosis" in back.SeriesDescription
+    selection = select_frames(study, StudyLayout.default())
+    images = decode_selected(selection)
+    pixels = back.pixel_array
+    first = next(item for item in selection.frames if item is not None)
+    tile = images[frame_key(first)]
+    index = selection.frames.index(first)
+    height, width = pixels.shape[0] // -(-len(selection.frames) // 8), pixels.shape[1] // 8
+    top, left = (index // 8) * height, (index % 8) * width
+    assert np.array_equal(pixels[top:top + tile.shape[0], left:left + tile.shape[1]], tile)
 
 
 def _saved(ds) -> bytes:
