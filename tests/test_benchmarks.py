@@ -4,7 +4,13 @@ import importlib.util
 import re
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
+
+from cmr_clip.modeling.convert_original_checkpoint import convert
+
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / ".." / "shared" / "fixtures" / "reference_cmrclip"
 
 
 def _load_script(name: str):
@@ -14,20 +20,46 @@ def _load_script(name: str):
     return module
 
 
-def test_video_encoder_benchmark_runs(capsys):
+def test_video_encoder_benchmark_runs(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports the release baseline beside it
     video_encoder = _load_script("video_encoder")
 
     assert video_encoder.main(["--size", "tiny", "--repeats", "1"]) == 0
 
     out = capsys.readouterr().out
-    assert re.search(r"^eager(\s+\d+\.\d){4}$", out, re.M), out
-    assert re.search(r"^sdpa(\s+\d+\.\d){4}$", out, re.M), out
-    number_or_na = r"(\d+\.\d\dx|n/a)"
-    ratio_line = (
-        rf"^sdpa/eager: fwd ms \d+\.\d\dx, fwd\+bwd ms \d+\.\d\dx, "
-        rf"fwd peak MiB {number_or_na}, fwd\+bwd peak MiB {number_or_na}$"
-    )
-    assert re.search(ratio_line, out, re.M), out
+    figures = r"(\s+\d+\.\d){4}"
+    ratios = r"(\s+(\d+\.\d\dx|n/a)){4}"
+    for impl in ("release", "timesformer", "sdpa", "eager", "sdpa-bf16"):
+        assert re.search(rf"^{impl}{figures}$", out, re.M), out
+        assert re.search(rf"^{impl}{ratios}$", out, re.M), out
+    assert re.search(rf"^release(\s+1\.00x){{4}}$", out, re.M), out
+    assert re.search(r"native bf16: (yes|no)", out), out
+
+
+def test_release_baseline_computes_the_release_features_with_our_weights(monkeypatch):
+    """The benchmark's release-style tower is faithful: loaded with the golden fixture's weights (made with the
+    authors' code) it gives the fixture's video features, and so does our tower; loaded from our tower's state
+    dict through the converter's key map it gives our pooled output."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    release_video_tower = _load_script("release_video_tower")
+    original = load_file(str(FIXTURE / "reference_state_dict.safetensors"))
+    io = load_file(str(FIXTURE / "reference_io.safetensors"))
+    ours = convert(FIXTURE / "reference_state_dict.safetensors", FIXTURE / "reference_config.json").vision_model
+    from_fixture = release_video_tower.ReleaseVideoTower.from_config(ours.config).eval()
+    from_fixture.load_state_dict({k.removeprefix("video_model."): v for k, v in original.items()
+                                  if k.startswith("video_model.")})
+    from_ours = release_video_tower.ReleaseVideoTower.from_config(ours.config).eval()
+    from_ours.load_tower_weights(ours.state_dict())
+
+    with torch.no_grad():
+        pooled = ours(pixel_values_videos=io["pixel_values"]).pooler_output
+        baseline = from_fixture(io["pixel_values"])
+        baseline_from_ours = from_ours(io["pixel_values"])
+
+    assert io["pixel_values"].shape[1] < ours.config.num_frames  # fewer frames than built for, as the fixture has
+    torch.testing.assert_close(baseline, io["video_features"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(baseline, pooled, rtol=0, atol=1e-5)
+    torch.testing.assert_close(baseline_from_ours, pooled, rtol=0, atol=1e-5)
 
 
 def test_training_benchmark_runs(capsys, monkeypatch):
