@@ -143,23 +143,29 @@ def divided_attention(
         patches = patches.transpose(1, 2)
     groups, group_length = patches.shape[1:3]
     # Every group with CLS first, in one buffer (batch, groups, 1 + group_length, 3, heads, head_dim): the one
-    # copy of q, k and v that backward keeps (the qkv output is freed), whose key and value rows also serve
-    # the CLS query: they hold CLS once per group, so all CLS rows but the first are masked out for it.
+    # copy of q, k and v that backward keeps (the qkv output is freed). Its key and value rows also serve the
+    # CLS query, read as one sequence of all groups: it holds CLS once per group, so all CLS rows but the
+    # first are masked out. Every view below is of q, k and v, not of the buffer, so that backward sums their
+    # gradients at that size.
     grouped = torch.cat([qkv[:, None, :1].expand(-1, groups, -1, -1, -1, -1), patches], dim=2)
+    # (batch * groups, heads, 1 + group_length, head_dim) each
+    query, key, value = grouped.flatten(0, 1).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def all_groups(tokens: torch.Tensor) -> torch.Tensor:  # (batch, heads, groups * (1 + group_length), head_dim)
+        return tokens.unflatten(0, (batch, groups)).transpose(1, 2).flatten(2, 3)
+
     duplicates = torch.zeros(groups, 1 + group_length, dtype=grouped.dtype, device=grouped.device)
     duplicates[1:, 0] = float("-inf")
     cls_output, _ = attention_interface(
         module,
-        grouped[:, 0, :1, 0].transpose(1, 2),
-        grouped[:, :, :, 1].flatten(1, 2).transpose(1, 2),
-        grouped[:, :, :, 2].flatten(1, 2).transpose(1, 2),
+        query[::groups, :, :1],
+        all_groups(key),
+        all_groups(value),
         duplicates.view(1, 1, 1, -1),
         scaling=module.scale,
         dropout=dropout,
         **kwargs,
     )
-    # (batch * groups, heads, 1 + group_length, head_dim) each; the patch queries skip the CLS row.
-    query, key, value = grouped.flatten(0, 1).permute(2, 0, 3, 1, 4).unbind(0)
     patch_output, patch_weights = attention_interface(
         module,
         query[:, :, 1:],

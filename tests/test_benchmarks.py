@@ -4,10 +4,12 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from cmr_clip.modeling.convert_original_checkpoint import convert
+from cmr_clip import CMRCLIPVisionConfig, CMRCLIPVisionModel
+from cmr_clip.modeling.convert_original_checkpoint import convert, original_key
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / ".." / "shared" / "fixtures" / "reference_cmrclip"
@@ -60,6 +62,35 @@ def test_release_baseline_computes_the_release_features_with_our_weights(monkeyp
     torch.testing.assert_close(baseline, io["video_features"], rtol=0, atol=1e-5)
     torch.testing.assert_close(baseline, pooled, rtol=0, atol=1e-5)
     torch.testing.assert_close(baseline_from_ours, pooled, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_our_tower_trains_like_the_release_baseline(monkeypatch, attn_implementation):
+    """Same weights, same batch (two studies, fewer frames than built for): our tower's CLS output and every
+    weight's gradient equal those of the release-style tower, whose attention shares no code with ours."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    release_video_tower = _load_script("release_video_tower")
+    config = CMRCLIPVisionConfig(num_frames=4, image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
+                                 num_attention_heads=2, intermediate_size=128, time_init="normal")
+    torch.manual_seed(0)
+    ours = CMRCLIPVisionModel._from_config(config, attn_implementation=attn_implementation)
+    baseline = release_video_tower.ReleaseVideoTower.from_config(config)
+    baseline.load_tower_weights(ours.state_dict())
+    videos = torch.randn(2, 3, 3, 32, 32)
+    weights = torch.linspace(-1, 1, 64)  # a loss that weighs every feature differently
+
+    pooled = ours(pixel_values_videos=videos).pooler_output
+    expected = baseline(videos)
+    (pooled * weights).sum().backward()
+    (expected * weights).sum().backward()
+
+    torch.testing.assert_close(pooled, expected, rtol=0, atol=1e-5)
+    baseline_parameters = dict(baseline.named_parameters())
+    for name, parameter in ours.named_parameters():
+        release_name = original_key(f"vision_model.{name}").removeprefix("video_model.")
+        expected_grad = baseline_parameters[release_name].grad.reshape(parameter.shape)
+        scale = expected_grad.abs().max()  # float32 rounding grows with the gradient (up to about 100 here)
+        assert (parameter.grad - expected_grad).abs().max() <= 1e-6 * scale + 1e-7, name
 
 
 def test_training_benchmark_runs(capsys, monkeypatch):
