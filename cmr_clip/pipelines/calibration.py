@@ -5,9 +5,12 @@ to a probability that matches how often the finding is present on labelled valid
 methods, both monotone non-decreasing in the raw score, so a calibrated set ranks studies as the raw one
 does (AUC unchanged):
 
-- `platt`: `sigmoid(slope * logit(raw) + intercept)`, a one-feature logistic regression (scikit-learn),
-  its slope kept at or above zero (an anti-correlated finding gets a flat map: the validation prevalence);
-- `isotonic`: scikit-learn's isotonic regression, stored as its step points and interpolated between them.
+- `platt`: `sigmoid(slope * logit(raw) + intercept)`, a one-feature logistic regression, its slope kept at or
+  above zero (an anti-correlated finding gets a flat map: the validation prevalence);
+- `isotonic`: an isotonic regression, stored as its step points and interpolated between them.
+
+The maps are fitted (with scikit-learn) by the evaluation (`evaluation/zero_shot.py`, `fit_finding`); this
+module only applies them and needs numpy alone, so it also runs as Hub remote code.
 
 A prompt set stores the fitted maps under `calibration` (`{"version": 1, "method", "fitted_on",
 "findings": {name: parameters}}`), validated when a prompt set is read (`prompts.check_calibration`).
@@ -19,8 +22,6 @@ Coverage: a finding may list `requires_views` ("sequence/view" keys, any one of 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 CALIBRATION_VERSION = 1
 METHODS = ("platt", "isotonic")
@@ -31,22 +32,6 @@ EPSILON = 1e-6  # keeps logit() finite for raw probabilities of exactly 0 or 1
 def logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), EPSILON, 1 - EPSILON)
     return np.log(p) - np.log1p(-p)
-
-
-def fit_finding(raw: np.ndarray, truth: np.ndarray, method: str = "platt") -> dict:
-    """The calibration parameters of one finding from raw probabilities and 0/1 labels (both classes needed)."""
-    raw, truth = np.asarray(raw, dtype=np.float64), np.asarray(truth, dtype=np.float64)
-    if method == "platt":
-        regression = LogisticRegression(C=1e4).fit(logit(raw)[:, None], truth.astype(int))
-        slope = float(regression.coef_[0, 0])
-        if slope <= 0:  # no increasing relation on this split: predict the prevalence whatever the score
-            prevalence = float(np.clip(truth.mean(), EPSILON, 1 - EPSILON))
-            return {"slope": 0.0, "intercept": float(logit(prevalence))}
-        return {"slope": slope, "intercept": float(regression.intercept_[0])}
-    if method == "isotonic":
-        regression = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, truth)
-        return {"x": [float(v) for v in regression.X_thresholds_], "y": [float(v) for v in regression.y_thresholds_]}
-    raise ValueError(f"unknown calibration method {method!r}; use one of {METHODS}.")
 
 
 def apply(method: str, parameters: dict, raw):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..embeddings import encode_texts
-from . import calibration
+from .calibration import apply as apply_calibration
 from .prompts import PromptSet, PromptSetError
 
 
@@ -126,5 +126,5 @@ def calibrated(raw: torch.Tensor, findings: tuple[str, ...], prompt_set: PromptS
     columns = []
     for i, name in enumerate(findings):
         fitted = prompt_set.calibration_of(name)
-        columns.append(raw[:, i] if fitted is None else calibration.apply(*fitted, raw[:, i]))
+        columns.append(raw[:, i] if fitted is None else apply_calibration(*fitted, raw[:, i]))
     return torch.stack(columns, dim=1) if columns else raw
