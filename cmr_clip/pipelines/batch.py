@@ -315,7 +315,8 @@ def write_table(sources: list[StudySource], salt: str, finished: dict, out: Path
     rows = [entry["row"] for entry in entries]
     for number, row in enumerate(rows, start=1):
         check_json(row, f"{TABLE} table", f"row {number}", local=True)
-    table = Dataset.from_list(rows) if rows else Dataset.from_dict({"study": [], "status": [], "error": []})
+    columns = list(dict.fromkeys(["study", "status", "error", *(key for row in rows for key in row)]))
+    table = Dataset.from_dict({column: [row.get(column) for row in rows] for column in columns})
     table.to_parquet(str(out / f"{TABLE}.parquet"))
     table.to_csv(str(out / f"{TABLE}.csv"), index=False)
     if save_embeddings:

@@ -49,7 +49,7 @@ def study_inputs(study, feature_extractor, task: str) -> dict:
 def study_context(meta: dict | None, feature_extractor) -> dict:
     """`warnings` (the processor's, each missing view, low coverage), `coverage` (see the module doc) and `error`
     (None) of a study from its `study_metadata`, each as a one-element list (the pipelines' batch convention)."""
-    if meta is None:
+    if not meta or "views_found" not in meta:  # no processor metadata: the views are not known
         return {"warnings": [[]], "coverage": [None], "error": [None]}
     coverage = view_coverage(meta, [entry.key for entry in feature_extractor.study_layout.entries])
     warnings = list(meta.get("warnings", [])) + [f"missing view: {v}" for v in meta.get("missing_views", [])]
