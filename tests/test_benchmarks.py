@@ -2,6 +2,7 @@
 
 import importlib.util
 import re
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,3 +50,18 @@ def test_report_generation_benchmark_runs(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^  ratio\s+\d+\.\d\dx$", out, re.M), out
     assert result["tokens_per_s_kv_cache"] > 0 and result["tokens_per_s_no_cache"] > 0
+
+
+@pytest.mark.slow
+def test_predict_benchmark_runs(capsys, tmp_path):
+    from test_zero_shot_support import save_random_model
+
+    from cmr_clip.synthetic import make_cohort
+
+    make_cohort(tmp_path / "cohort", 2, seed=1, progress=False, num_workers=1)
+    model = save_random_model(tmp_path / "model")
+    result = _load_script("predict").main(["--model", str(model), "--studies-dir", str(tmp_path / "cohort" / "studies"),
+                                           "--num-workers", "1", "--batch-size", "2"])
+    out = capsys.readouterr().out
+    assert re.search(r"^ratio predict / per-study CLI  \d+\.\d\dx$", out, re.M), out
+    assert result["studies"] == 2 and result["largest_probability_difference"] < 1e-4
