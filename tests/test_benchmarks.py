@@ -2,8 +2,9 @@
 
 import importlib.util
 import re
-import pytest
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
