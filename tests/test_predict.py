@@ -188,3 +188,16 @@ def test_forty_studies_killed_halfway_and_restarted(tmp_path, cohort, model_dir)
     check_archive_table(read_table(tmp_path / "whole"), expected)
     kill_halfway_and_resume(tmp_path / "exports", tmp_path / "resumed", model_dir, after=20)
     check_same_table(tmp_path / "resumed", tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_two_processes_each_take_a_shard_and_the_first_writes_the_same_table(tmp_path, archive, uninterrupted, model_dir):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29631",
+               "-m", "cmr_clip", "predict", str(archive[0]), "--model", str(model_dir), "--output-dir",
+               str(tmp_path / "sharded"), "--num-workers", "0", "--batch-size", "3", "--estimate", "lvef",
+               "--save-embeddings", "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 1, result.stderr[-2000:]  # the broken sources fail, as in one process
+    shards = [len(p.read_text().splitlines()) for p in sorted((tmp_path / "sharded" / "journal").glob("rank-*.jsonl"))]
+    assert shards == [4, 4]
+    check_same_table(tmp_path / "sharded", uninterrupted)

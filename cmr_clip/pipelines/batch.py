@@ -251,7 +251,8 @@ def predict(source: str | Path, output_dir: str | Path, model: str | Path,
     """Answer every study of `source` into `output_dir` (see the module doc); returns `done`, `failed` (rows),
     `resumed` (sources found in the journal) and `table` (the Parquet file), the counts on process 0."""
     settings = settings or PredictSettings()
-    state = PartialState()
+    # Without a GPU, Accelerate joins the processes a launcher started only when told to use the CPU.
+    state = PartialState(cpu=not torch.accelerator.is_available())
     out = Path(output_dir)
     journal = out / JOURNAL_DIR
     if state.is_main_process:
