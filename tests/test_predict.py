@@ -161,6 +161,12 @@ def test_a_rerun_of_a_finished_run_reads_nothing_again(tmp_path, archive, uninte
     check_same_table(out, uninterrupted)
 
 
+def test_a_rerun_with_other_settings_is_refused(tmp_path, archive, uninterrupted, model_dir, capsys):
+    out = shutil.copytree(uninterrupted, tmp_path / "again")
+    assert run_predict(archive[0], out, model_dir, "--findings", "lge") == 2
+    assert "holds a predict run with other settings (findings)" in capsys.readouterr().err
+
+
 def test_a_csv_list_and_a_prepared_corpus_are_sources(tmp_path, archive, model_dir):
     listing = tmp_path / "studies.csv"
     listing.write_text("path,comment\n" + "".join(f"{archive[0] / name},x\n" for name in ("case02", "no-images")))

@@ -15,6 +15,7 @@ Resumable: each source's rows are appended, through the privacy guard, as one li
 (`journal/rank-N.jsonl`) as soon as they are scored; a rerun into the same output folder skips the sources
 the journal holds (known by a salted hash of their name, never the name itself) and the table is rebuilt from
 the journal in source order, so an interrupted and resumed run writes the table an uninterrupted run writes.
+A rerun with another model or other settings (findings, estimates, prompts, dtype, ...) is refused.
 Under `accelerate launch` each process takes every N-th pending source and process 0 writes the table.
 
 Output: `predictions.parquet` and `predictions.csv`, one row per study (see `table_row`), each row passed by
@@ -40,13 +41,23 @@ from ..data.collate import StudyCollator
 from ..data.corpus import load_prepared
 from ..data.dataset import StudyTextDataset
 from ..embeddings import encode_videos
-from ..privacy import append_jsonl, check_json, deidentify, hash_token, new_salt, safe_study_name, without_path
+from ..privacy import (
+    append_jsonl,
+    check_json,
+    deidentify,
+    hash_token,
+    new_salt,
+    safe_study_name,
+    without_path,
+    write_json,
+)
 from ..processing.identity import read_identity
 from .studies import is_study_error
 
 TABLE = "predictions"
 JOURNAL_DIR = "journal"
 SALT_FILE = "salt"  # the salt of the journal's source hashes, kept with the journal
+RUN_FILE = "run.json"  # what the journal's rows were answered with: a resumed run must ask the same
 EMBEDDINGS_FILE = "embeddings.safetensors"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -256,9 +267,7 @@ def predict(source: str | Path, output_dir: str | Path, model: str | Path,
     out = Path(output_dir)
     journal = out / JOURNAL_DIR
     if state.is_main_process:
-        journal.mkdir(parents=True, exist_ok=True)
-        if not (journal / SALT_FILE).is_file():
-            (journal / SALT_FILE).write_text(new_salt())
+        start_journal(journal, run_settings(model, settings))
     state.wait_for_everyone()
     salt = (journal / SALT_FILE).read_text().strip()
     sources, corpus_dir = list_sources(source, settings.split)
@@ -283,6 +292,29 @@ def predict(source: str | Path, output_dir: str | Path, model: str | Path,
     finished = read_journal(journal)
     return {**write_table(sources, salt, finished, out, settings.save_embeddings),
             "resumed": len(sources) - len(unfinished)}
+
+
+def run_settings(model: str | Path, settings: PredictSettings) -> dict:
+    """The settings a journal's rows depend on (not how fast they were computed)."""
+    return {"model": str(model), "findings": settings.findings, "estimates": list(settings.estimates),
+            "prompt_set": settings.prompt_set, "score_unassessable": settings.score_unassessable,
+            "expand_studies": settings.expand_studies, "dtype": settings.dtype, "report_model": settings.report_model,
+            "split": settings.split}
+
+
+def start_journal(journal: Path, run: dict) -> None:
+    """Create the journal, or check that the one there was written with the same settings (else its rows and the
+    new ones would not make one table)."""
+    journal.mkdir(parents=True, exist_ok=True)
+    if (journal / RUN_FILE).is_file():
+        earlier = json.loads((journal / RUN_FILE).read_text())
+        changed = sorted(key for key in run if earlier.get(key) != run[key])
+        if changed:
+            raise ValueError(f"the output folder holds a predict run with other settings ({', '.join(changed)}); "
+                             "rerun with the same model and settings to resume it, or pass a new --output-dir.")
+        return
+    write_json(journal / RUN_FILE, run)
+    (journal / SALT_FILE).write_text(new_salt())
 
 
 def _flush(buffer: list, predictor: Predictor, journal: Path, progress) -> None:
