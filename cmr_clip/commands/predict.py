@@ -17,7 +17,7 @@ import argparse
 
 from ..pipelines import PromptSetError
 from ..pipelines.batch import DTYPES, PredictSettings, predict
-from .base import add_flag, outcome
+from .base import add_dataclass_arguments, add_flag, given_fields, outcome
 
 ERRORS = (PromptSetError, ValueError)
 
@@ -27,30 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "prepared corpus")
     parser.add_argument("--model", required=True, help="a CMR-CLIP directory saved with its processor")
     add_flag(parser, "--output-dir", required=True, help="where the table and the journal go (rerun to resume)")
-    parser.add_argument("--findings", nargs="+", help="findings to judge (default: every finding of the prompt set)")
-    parser.add_argument("--estimate", nargs="+", default=[], help="quantities to estimate, e.g. lvef")
-    parser.add_argument("--prompts", help="prompt set JSON (default: the model's zero_shot_prompts.json or built-in)")
-    parser.add_argument("--score-unassessable", action="store_true",
-                        help="also give probabilities for findings the study lacks the views for")
-    parser.add_argument("--no-expand-studies", dest="expand_studies", action="store_false",
-                        help="a source holding several studies is an error row instead of one row per study")
-    parser.add_argument("--split", help="with a prepared corpus: only this split (default: all)")
-    parser.add_argument("--batch-size", type=int, default=8, help="studies per model call")
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes reading DICOM")
-    parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: Accelerate's device for this process)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="model weights' dtype")
-    parser.add_argument("--save-embeddings", action="store_true",
-                        help="also write embeddings.safetensors (row key -> study embedding)")
-    parser.add_argument("--report-model", help="a CMR-TARGET directory: add each study's draft impression")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_dataclass_arguments(parser, PredictSettings, flags={"estimates": "--estimate", "prompt_set": "--prompts"},
+                            choices={"dtype": tuple(DTYPES)})
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = PredictSettings(findings=args.findings, estimates=args.estimate, prompt_set=args.prompts,
-                               score_unassessable=args.score_unassessable, expand_studies=args.expand_studies,
-                               batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
-                               dtype=args.dtype, save_embeddings=args.save_embeddings, report_model=args.report_model,
-                               split=args.split, progress=args.progress)
+    settings = PredictSettings(**given_fields(PredictSettings, args))
     result = predict(args.source, args.output_dir, args.model, settings)
     if not result:  # a process other than the first under accelerate launch: process 0 reports
         return 0

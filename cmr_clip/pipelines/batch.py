@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -77,21 +77,34 @@ class StudySource:
 
 @dataclass
 class PredictSettings:
-    """What `predict` asks of each study and how it runs."""
+    """What `predict` asks of each study and how it runs (each field is a `cmr-clip predict` flag)."""
 
     findings: list[str] | None = None
-    estimates: list[str] = field(default_factory=list)
+    """Findings of the prompt set to judge (default: every finding)."""
+    estimates: list[str] | None = None
+    """Quantities of the prompt set to estimate, e.g. lvef."""
     prompt_set: str | None = None
+    """Prompt set JSON (default: the model's zero_shot_prompts.json, else the built-in set)."""
     score_unassessable: bool = False
+    """Also give probabilities for findings a study lacks the views for (still marked not assessable)."""
     expand_studies: bool = True
+    """A source holding several studies gives one row per study (else one MultipleStudiesError row)."""
     batch_size: int = 8
-    num_workers: int = 0
+    """Studies per model call."""
+    num_workers: int = 2
+    """DataLoader worker processes reading DICOM while the model runs (0: read in the main process)."""
     device: str | None = None
+    """Where the model runs, e.g. cpu, cuda, cuda:1 (default: Accelerate's device for this process)."""
     dtype: str = "float32"
+    """The model's dtype: float32, bfloat16 or float16."""
     save_embeddings: bool = False
+    """Also write embeddings.safetensors (row key -> study embedding)."""
     report_model: str | None = None
+    """A CMR-TARGET folder: add each study's draft impression (a draft for a reader to edit)."""
     split: str | None = None
+    """With a prepared corpus: only this split (default: every split)."""
     progress: bool = True
+    """Show a progress bar with the ETA."""
 
 
 def list_sources(source: str | Path, split: str | None = None) -> tuple[list[StudySource], str | None]:
@@ -296,7 +309,7 @@ def predict(source: str | Path, output_dir: str | Path, model: str | Path,
 
 def run_settings(model: str | Path, settings: PredictSettings) -> dict:
     """The settings a journal's rows depend on (not how fast they were computed)."""
-    return {"model": str(model), "findings": settings.findings, "estimates": list(settings.estimates),
+    return {"model": str(model), "findings": settings.findings, "estimates": settings.estimates,
             "prompt_set": settings.prompt_set, "score_unassessable": settings.score_unassessable,
             "expand_studies": settings.expand_studies, "dtype": settings.dtype, "report_model": settings.report_model,
             "split": settings.split}
