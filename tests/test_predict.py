@@ -1,7 +1,7 @@
 """`cmr-clip predict`: an archive of synthetic studies with a truncated zip, a folder without any image and a
 folder holding two studies gives one row per good study and a row with the reason per broken one; a run killed
 with SIGKILL and restarted writes the same table as an uninterrupted run; a CSV list and a prepared corpus are
-sources too. The default archive has 8 sources; the `slow` one has the 40 the issue asks for."""
+sources too, with CMR-TARGET drafts. The default archive has 8 sources; the `slow` one has the 40 the issue asks for."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pydicom
 import pytest
 import torch
 from safetensors.torch import load_file
+from target_support import save_tiny_target
 from test_zero_shot_support import IMAGE_SIZE, NUM_FRAMES, save_random_model, tiny_corpus
 from transformers import pipeline
 
@@ -167,11 +168,15 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path, archive, uninterrupted
     assert "holds a predict run with other settings (findings)" in capsys.readouterr().err
 
 
-def test_a_csv_list_and_a_prepared_corpus_are_sources(tmp_path, archive, model_dir):
+def test_a_csv_list_with_drafts_and_a_prepared_corpus_are_sources(tmp_path, archive, model_dir):
     listing = tmp_path / "studies.csv"
     listing.write_text("path,comment\n" + "".join(f"{archive[0] / name},x\n" for name in ("case02", "no-images")))
-    assert run_predict(listing, tmp_path / "listed", model_dir) == 1
-    assert list(read_table(tmp_path / "listed").status) == ["ok", "error"]
+    report_model = save_tiny_target(tmp_path / "target")
+    assert run_predict(listing, tmp_path / "listed", model_dir, "--report-model", str(report_model)) == 1
+    listed = read_table(tmp_path / "listed")
+    assert list(listed.status) == ["ok", "error"]
+    draft = pipeline("cmr-report-generation", model=str(report_model))(str(archive[0] / "case02"))
+    assert listed.draft_impression[0] == draft["generated_impression"] and pd.isna(listed.draft_impression[1])
 
     corpus = tiny_corpus(3)
     corpus.save_to_disk(str(tmp_path / "corpus"))
