@@ -170,11 +170,13 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path, archive, uninterrupted
 
 def test_a_csv_list_with_drafts_and_a_prepared_corpus_are_sources(tmp_path, archive, model_dir):
     listing = tmp_path / "studies.csv"
-    listing.write_text("path,comment\n" + "".join(f"{archive[0] / name},x\n" for name in ("case02", "no-images")))
+    names = ("case02", "no-images", "not-there")
+    listing.write_text("path,comment\n" + "".join(f"{archive[0] / name},x\n" for name in names))
     report_model = save_tiny_target(tmp_path / "target")
     assert run_predict(listing, tmp_path / "listed", model_dir, "--report-model", str(report_model)) == 1
     listed = read_table(tmp_path / "listed")
-    assert list(listed.status) == ["ok", "error"]
+    assert list(listed.status) == ["ok", "error", "error"] and list(listed.study) == list(names)
+    assert listed.error[2].startswith("NotAStudyError: the study path does not exist")
     draft = pipeline("cmr-report-generation", model=str(report_model))(str(archive[0] / "case02"))
     assert listed.draft_impression[0] == draft["generated_impression"] and pd.isna(listed.draft_impression[1])
 

@@ -51,8 +51,8 @@ from ..privacy import (
     without_path,
     write_json,
 )
+from ..processing.errors import CMRStudyError
 from ..processing.identity import read_identity
-from .studies import is_study_error
 
 TABLE = "predictions"
 JOURNAL_DIR = "journal"
@@ -162,12 +162,11 @@ class SourceReader(torch.utils.data.Dataset):
         source = self.sources[index]
         if source.split is not None:
             return self._corpus_study(source)
-        key = safe_study_name(source.name, source.position, read_identity(source.location))
         try:
+            key = safe_study_name(source.name, source.position, read_identity(source.location))
             batch = self.processor(source.location, skip_errors=True, expand_studies=self.expand_studies)
-        except Exception as error:  # a source the processor cannot even list, e.g. a file that is not DICOM
-            if not is_study_error(error):
-                raise
+        except CMRStudyError as error:  # a source that cannot even be listed: not there, not a study
+            key = safe_study_name(source.name, source.position)
             return {"key": key, "studies": [], "errors": [{"error": _reason(error, source)}]}
         several = len(batch["study_metadata"]) + len(batch["errors"]) > 1
         studies = [{"key": _row_key(key, meta.get("study"), several), "pixel_values_videos": pixels, "metadata": meta}
@@ -199,6 +198,7 @@ def _reason(error: Exception, source: StudySource) -> str:
 
 
 def _as_is(item):
+    """The DataLoader's collate: a source's studies stay as the reader gave them (the default would stack them)."""
     return item
 
 
