@@ -11,6 +11,7 @@ from test_zero_shot_support import save_random_model, tiny_corpus
 
 from cmr_clip import CMRCLIPVisionConfig, CMRCLIPVisionModel
 from cmr_clip.modeling.convert_original_checkpoint import convert, original_key
+from cmr_clip.synthetic import make_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / ".." / "shared" / "fixtures" / "reference_cmrclip"
@@ -129,3 +130,14 @@ def test_inference_precision_benchmark_runs(capsys, tmp_path):
                      r"\d+\.\d\dx$", out, re.M), out
     assert re.search(r"^\| lge \| \d\.\d{3} \| \d\.\d{3} \|$", out, re.M), out
     assert result["precisions"]["float32"]["speedup"] == 1.0
+
+
+@pytest.mark.slow
+def test_predict_benchmark_runs(capsys, tmp_path):
+    make_cohort(tmp_path / "cohort", 2, seed=1, progress=False, num_workers=1)
+    model = save_random_model(tmp_path / "model")
+    result = _load_script("predict").main(["--model", str(model), "--studies-dir", str(tmp_path / "cohort" / "studies"),
+                                           "--num-workers", "1", "--batch-size", "2"])
+    out = capsys.readouterr().out
+    assert re.search(r"^ratio predict / per-study CLI  \d+\.\d\dx$", out, re.M), out
+    assert result["studies"] == 2 and result["largest_probability_difference"] < 1e-4
