@@ -64,7 +64,7 @@ from ..privacy import (
     write_json,
     write_jsonl,
 )
-from ..processing import CMRStudyError, CMRStudyProcessor
+from ..processing import CMRStudyError, CMRStudyProcessor, read_study
 from ..processing.identity import read_identity
 from .sharding import take_shard, write_manifest
 
@@ -178,9 +178,11 @@ class _Job:
     salt: str = ""
 
 
-def scrub_record(job: _Job) -> dict:
-    """The study's impression de-identified, the id it is written under and its identity's salted hashes."""
-    identity = read_identity(job.path) if job.path is not None else StudyIdentity()
+def scrub_record(job: _Job, identity: StudyIdentity | None = None) -> dict:
+    """The study's impression de-identified, the id it is written under and its identity's salted hashes.
+    `identity` is the study's, when its header pass collected it; otherwise it is read here."""
+    if identity is None:
+        identity = read_identity(job.path) if job.path is not None else StudyIdentity()
     study_id = "study-" + hash_token(job.study_id, job.salt)[:12] if names_someone(job.study_id, identity) else job.study_id
     return {"impression": deidentify(job.impression, identity), "corpus_id": study_id,
             "identity_hashes": sorted(identity_hashes(identity, job.salt))}
@@ -199,15 +201,17 @@ def process_job(job: _Job) -> dict:
                 "message": "no folder or zip named after the study (or its source) in --studies"}
     if cache.is_file():
         return {"study_id": job.study_id, "ok": True, "cached": True, **scrub_record(job)}
+    identity = StudyIdentity()  # collected by the header pass, so that no header is read twice
     try:
-        frames, slots, meta = CMRStudyProcessor(**job.processor).compact(job.path, study=job.study)
+        study = read_study(Path(job.path), study=job.study, identity=identity)
+        frames, slots, meta = CMRStudyProcessor(**job.processor).compact(study)
     except Exception as err:  # noqa: BLE001 - a batch job reports and skips a bad study
         message = deidentify(without_path(str(err), job.path, Path(job.path).name))  # ours carry no path; others' may
         return {"study_id": job.study_id, "ok": False, "error": type(err).__name__, "message": message}
     partial = cache.with_suffix(".partial.npz")
     np.savez(partial, frames=frames, slots=slots, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
     partial.replace(cache)
-    return {"study_id": job.study_id, "ok": True, "cached": False, **scrub_record(job)}
+    return {"study_id": job.study_id, "ok": True, "cached": False, **scrub_record(job, identity)}
 
 
 def _load_cached(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
