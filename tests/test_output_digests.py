@@ -4,24 +4,30 @@
 preparation were made faster (`python tests/test_output_digests.py --record` run against that code): a
 SHA-256 of every file the generator writes (DICOM headers and pixel data, truth files, reports.jsonl) and
 of every corpus row `prepare` writes (frames, slots, metadata, impression, labels). Any change of
-behaviour in either step, even one pixel or one header element, fails here.
+behaviour in either step, even one pixel or one header element, fails here. The identity `prepare` now
+takes from its header pass is checked against the separate identity read it replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from cmr_clip.data.prepare import prepare
-from cmr_clip.processing import CMRStudyProcessor
+from cmr_clip.privacy import StudyIdentity
+from cmr_clip.processing import CMRStudyProcessor, list_studies
+from cmr_clip.processing.identity import read_identity
 from cmr_clip.synthetic import make_cohort
 
 DIGESTS = Path(__file__).parent / "data" / "output_digests.json"
+SUNNYBROOK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sunnybrook" / "SCD0000301"
 # seed 0: siemens, ge and philips, and a patient's follow-up study; seed 1: every extra series a study can have.
 COHORTS = {"seed0": {"n": 4, "seed": 0}, "seed1_extras": {"n": 2, "seed": 1, "extra_series": "all"}}
 
@@ -66,8 +72,13 @@ def recorded() -> dict:
 
 
 @pytest.fixture(scope="module")
-def current(tmp_path_factory) -> dict:
-    return record_all(tmp_path_factory.mktemp("digests"))
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("digests")
+
+
+@pytest.fixture(scope="module")
+def current(workdir) -> dict:
+    return record_all(workdir)
 
 
 @pytest.mark.parametrize("name", sorted(COHORTS))
@@ -79,6 +90,37 @@ def test_cohort_files_unchanged(recorded, current, name):
 
 def test_corpus_rows_unchanged(recorded, current):
     assert current["corpus"] == recorded["corpus"]
+
+
+def _identity_fields(identity: StudyIdentity) -> dict:
+    return {name: getattr(identity, name) for name in ("names", "ids", "dates", "places", "phones")}
+
+
+@pytest.mark.parametrize("source", ["synthetic", "sunnybrook"])
+def test_header_pass_collects_the_identity_a_separate_read_finds(current, workdir, tmp_path, source):
+    """`prepare` takes a study's identity from its header pass: it must be what `read_identity`'s own pass over
+    every file finds, also from files the header pass sets aside (a non-image DICOM, a truncated one, junk)."""
+    if source == "sunnybrook":
+        study = SUNNYBROOK
+        if not study.is_dir():
+            pytest.skip("shared Sunnybrook data not available")
+    else:
+        study = tmp_path / "study"
+        shutil.copytree(workdir / "seed0" / "studies" / "SYN00000", study)
+        first = next(path for path in sorted(study.rglob("*")) if path.is_file())
+        (study / "junk.dcm").write_bytes(b"not dicom at all")
+        (study / "truncated.dcm").write_bytes(first.read_bytes()[:700])
+        note = pydicom.dcmread(first, stop_before_pixels=True)
+        for keyword in ("Rows", "Columns"):
+            delattr(note, keyword)
+        note.PatientName, note.OtherPatientIDs = "Roe^Jane", "MRN-4411"
+        note.save_as(study / "note.dcm")
+    collected = StudyIdentity()
+    list_studies(study, identity=collected)
+    expected = read_identity(study)
+    assert collected and _identity_fields(collected) == _identity_fields(expected)
+    if source == "synthetic":
+        assert "Roe^Jane" in collected.names and "MRN-4411" in collected.ids
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
