@@ -9,6 +9,7 @@ with geometry and timing in the per-frame functional groups. Pixel data is uncom
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import heapq
 import struct
 from dataclasses import dataclass
@@ -224,11 +225,16 @@ def _frame_elements(out: _OutputSeries, frame: Frame, ctx: StudyContext, instanc
     return sorted(_element(keyword, value) for keyword, value in values.items())
 
 
+@functools.lru_cache(maxsize=None)
+def _tag_and_vr(keyword: str) -> tuple[int, str]:
+    return tag_for_keyword(keyword), dictionary_VR(keyword)
+
+
 def _element(keyword: str, value) -> tuple[int, bytes]:
     """One element of a text VR (UI, IS, DS, ...), UL or OW (`bytes`: pixel data) as explicit VR little endian
     (PS3.5 7.1.2), for the elements that differ between the files of a series: pydicom's element writer
     costs ~0.2 ms each."""
-    tag, vr = tag_for_keyword(keyword), dictionary_VR(keyword)
+    tag, vr = _tag_and_vr(keyword)
     group, number = tag >> 16, tag & 0xFFFF
     if isinstance(value, bytes):
         return tag, struct.pack("<HH2sHI", group, number, b"OW", 0, len(value)) + value
