@@ -77,3 +77,13 @@ def timed_run(package_root: Path | None, setup: str, statement: str) -> dict:
     if result.returncode != 0:
         raise RuntimeError(f"the timed run failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def print_comparison(times: dict, n: int, title: str) -> None:
+    """The old and new rows (wall seconds, CPU seconds per study) and the new/old speed ratios."""
+    print(title)
+    print(f"{'code':<10} {'seconds':>9} {'cpu s/study':>13}")
+    for name, row in times.items():
+        print(f"{name:<10} {row['seconds']:>9.1f} {row['cpu'] / n:>13.2f}")
+    old, new = times["old"], times["new"]
+    print(f"new/old speed: wall {old['seconds'] / new['seconds']:.2f}x, cpu {old['cpu'] / new['cpu']:.2f}x")

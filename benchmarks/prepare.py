@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from cmr_clip.synthetic import make_cohort
-from old_code import BEFORE_SPEEDUP, old_package, timed_run
+from old_code import BEFORE_SPEEDUP, old_package, print_comparison, timed_run
 
 
 def compare_with_old(cohort: Path, out: Path, num_proc: int, rev: str) -> dict:
@@ -43,12 +43,7 @@ def main(argv=None) -> dict:
         load = os.getloadavg()[0]
         times = compare_with_old(tmp / "cohort", tmp, args.num_proc, args.old_rev)
     print(f"load average before: {load:.1f} (other processes on these cores slow every row)")
-    print(f"prepare, {args.n} small studies, {args.num_proc} process(es), old code = {args.old_rev}:")
-    print(f"{'code':<10} {'seconds':>9} {'cpu s/study':>13}")
-    for name, row in times.items():
-        print(f"{name:<10} {row['seconds']:>9.1f} {row['cpu'] / args.n:>13.2f}")
-    old, new = times["old"], times["new"]
-    print(f"new/old speed: wall {old['seconds'] / new['seconds']:.2f}x, cpu {old['cpu'] / new['cpu']:.2f}x")
+    print_comparison(times, args.n, f"prepare, {args.n} small studies, {args.num_proc} process(es), old code = {args.old_rev}:")
     return times
 
 

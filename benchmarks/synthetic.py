@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from cmr_clip.synthetic import make_cohort
-from old_code import BEFORE_SPEEDUP, old_package, timed_run
+from old_code import BEFORE_SPEEDUP, old_package, print_comparison, timed_run
 
 
 def _cpu_seconds() -> float:
@@ -53,15 +53,6 @@ def compare_with_old(n: int, workers: int, seed: int, rev: str) -> dict:
         return {"old": timed_run(old, setup, statement), "new": timed_run(None, setup, statement)}
 
 
-def print_comparison(times: dict, n: int, workers: int, rev: str) -> None:
-    print(f"new code against the old ({rev}), {n} small studies, {workers} process(es), fresh processes:")
-    print(f"{'code':<30} {'seconds':>9} {'cpu s/study':>13}")
-    for name, row in times.items():
-        print(f"{name:<30} {row['seconds']:>9.1f} {row['cpu'] / n:>13.2f}")
-    old, new = times["old"], times["new"]
-    print(f"new/old speed: wall {old['seconds'] / new['seconds']:.2f}x, cpu {old['cpu'] / new['cpu']:.2f}x")
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200, help="small studies in the parallel run")
@@ -87,7 +78,8 @@ def main(argv=None) -> None:
     print(f"parallel / 1-process throughput: {speedup:.2f}x with {args.workers} processes")
     if args.compare_n:
         times = compare_with_old(args.compare_n, args.compare_workers, args.seed, args.old_rev)
-        print_comparison(times, args.compare_n, args.compare_workers, args.old_rev)
+        print_comparison(times, args.compare_n, f"synthesis, {args.compare_n} small studies, "
+                         f"{args.compare_workers} process(es), old code = {args.old_rev}, fresh processes:")
 
 
 if __name__ == "__main__":

@@ -49,3 +49,14 @@ def test_report_generation_benchmark_runs(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^  ratio\s+\d+\.\d\dx$", out, re.M), out
     assert result["tokens_per_s_kv_cache"] > 0 and result["tokens_per_s_no_cache"] > 0
+
+
+def test_prepare_benchmark_runs_old_and_new_code(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its sibling old_code
+    prepare = _load_script("prepare")
+
+    times = prepare.main(["--n", "1"])
+
+    out = capsys.readouterr().out
+    assert re.search(r"^new/old speed: wall \d+\.\d\dx, cpu \d+\.\d\dx$", out, re.M), out
+    assert all(times[code]["seconds"] > 0 for code in ("old", "new"))
