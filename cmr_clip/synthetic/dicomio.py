@@ -246,28 +246,34 @@ def _element(keyword: str, value) -> tuple[int, bytes]:
     return tag, struct.pack("<HH2sH", group, number, vr.encode(), len(data)) + data
 
 
-def _encode(ds: Dataset) -> list[tuple[int, bytes]]:
-    """Each element of `ds` encoded as explicit VR little endian, in tag order."""
+def _encode(ds: Dataset, known: dict) -> list[tuple[int, bytes]]:
+    """Each element of `ds` encoded as explicit VR little endian, in tag order. `known` holds the encodings
+    of elements seen before (most of a series' shared elements are the study's): the same tag, VR and value
+    encode to the same bytes."""
     encoded = []
     for elem in ds:
-        fp = DicomBytesIO()
-        fp.is_little_endian, fp.is_implicit_VR = True, False
-        write_data_element(fp, elem)
-        encoded.append((int(elem.tag), fp.getvalue()))
+        key = (int(elem.tag), elem.VR, type(elem.value).__name__, repr(elem.value))
+        if key not in known:
+            fp = DicomBytesIO()
+            fp.is_little_endian, fp.is_implicit_VR = True, False
+            write_data_element(fp, elem)
+            known[key] = fp.getvalue()
+        encoded.append((key[0], known[key]))
     return encoded
 
 
 class _ClassicSeriesWriter:
-    """Writes the single-frame files of one series, encoding the elements they share only once.
+    """Writes the single-frame files of one series, encoding the elements they share only once (`known`: the
+    encodings of the study's earlier series, see `_encode`).
 
     The bytes are what `dcmwrite(..., enforce_file_format=True)` writes for the merged dataset (a test
     checks this); encoding the ~60 shared elements and the file meta per file would dominate the cohort's
     run time.
     """
 
-    def __init__(self, shared: Dataset):
-        self.shared = _encode(shared)
-        self.meta = _encode(_file_meta_template(shared.SOPClassUID))
+    def __init__(self, shared: Dataset, known: dict):
+        self.shared = _encode(shared, known)
+        self.meta = _encode(_file_meta_template(shared.SOPClassUID), known)
         self._folders: set = set()
 
     def write(self, path: Path, sop_uid: str, frame_elements: list[tuple[int, bytes]]) -> None:
@@ -394,6 +400,7 @@ def write_exam(study_dir: Path, exam: Exam, ctx: StudyContext, uid: UIDSource) -
     folder_name = lambda out: "" if ctx.blank_descriptions else out.description  # noqa: E731
     truth = []
     file_index = 1
+    known: dict = {}  # element encodings, shared by the study's series
     for out in _split_for_vendor(exam, ctx):
         ds = _series_dataset(out, exam, ctx, uids, uid)
         if ctx.enhanced_cine and out.series.kind in _ENHANCED:
@@ -408,7 +415,7 @@ def write_exam(study_dir: Path, exam: Exam, ctx: StudyContext, uid: UIDSource) -
             continue
         ds.SOPClassUID = MRImageStorage
         _add_classic_shared(ds, out, ctx)
-        writer = _ClassicSeriesWriter(ds)
+        writer = _ClassicSeriesWriter(ds, known)
         for frame, instance in zip(out.frames, _instance_order(out, ctx)):
             rel = file_path(ctx.layout, out.number, folder_name(out), instance, file_index, ctx.token)
             sop_uid = uid()
