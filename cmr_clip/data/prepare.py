@@ -201,10 +201,8 @@ def process_job(job: _Job) -> dict:
                 "message": "no folder or zip named after the study (or its source) in --studies"}
     if cache.is_file():
         return {"study_id": job.study_id, "ok": True, "cached": True, **scrub_record(job)}
-    identity = StudyIdentity()  # collected by the header pass, so that no header is read twice
     try:
-        study = read_study(Path(job.path), study=job.study, identity=identity)
-        frames, slots, meta = CMRStudyProcessor(**job.processor).compact(study)
+        frames, slots, meta, identity = compact_study(CMRStudyProcessor(**job.processor), job.path, job.study)
     except Exception as err:  # noqa: BLE001 - a batch job reports and skips a bad study
         message = deidentify(without_path(str(err), job.path, Path(job.path).name))  # ours carry no path; others' may
         return {"study_id": job.study_id, "ok": False, "error": type(err).__name__, "message": message}
@@ -212,6 +210,14 @@ def process_job(job: _Job) -> dict:
     np.savez(partial, frames=frames, slots=slots, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
     partial.replace(cache)
     return {"study_id": job.study_id, "ok": True, "cached": False, **scrub_record(job, identity)}
+
+
+def compact_study(processor: CMRStudyProcessor, path, study) -> tuple[np.ndarray, np.ndarray, dict, StudyIdentity]:
+    """`processor.compact` of the source's study, and the source's identity, collected by the same header pass
+    (so that no header is read twice)."""
+    identity = StudyIdentity()
+    frames, slots, meta = processor.compact(read_study(Path(path), study=study, identity=identity))
+    return frames, slots, meta, identity
 
 
 def _load_cached(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -416,10 +422,11 @@ def _stream_rows(records: list[dict], studies_dir: str, settings: dict) -> Itera
         try:
             if path is None:
                 raise FileNotFoundError("no folder or zip named after the study (or its source)")
-            frames, slots, meta = processor.compact(path, study=record["study"])
+            frames, slots, meta, identity = compact_study(processor, path, record["study"])
         except (CMRStudyError, FileNotFoundError) as err:
             logger.warning("skipped the study of reports row %d: %s", record["row"], err)
             continue
-        scrubbed = scrub_record(_Job(record["study_id"], str(path), "", settings, record["study"], record["impression"], salt))
+        scrubbed = scrub_record(_Job(record["study_id"], str(path), "", settings, record["study"], record["impression"], salt),
+                                identity)
         yield corpus_row({**record, "study_id": scrubbed["corpus_id"], "impression": scrubbed["impression"]},
                          frames, slots, meta)
