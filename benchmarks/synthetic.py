@@ -1,12 +1,13 @@
 """How long the synthetic cohort takes to write: a small cohort in parallel against one process, and one
-full-size study.
+full-size study; and the current code against the code before it was made faster (`old_code.BEFORE_SPEEDUP`,
+which writes the same bytes), both in fresh processes of this run.
 
     python benchmarks/synthetic.py                  # 200 small studies, baseline on the same 200
-    python benchmarks/synthetic.py --n 40 --baseline-n 20
+    python benchmarks/synthetic.py --n 40 --baseline-n 20 --compare-n 20 --compare-workers 2
 
 Prints wall seconds, studies per second, CPU seconds per study (robust to other load on the machine),
-files and bytes written, and the speed-up of the parallel run over the single-process baseline (both
-measured here, in this run).
+files and bytes written, the speed-up of the parallel run over the single-process baseline, and the
+new/old speed ratios (all measured here, in this run).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from cmr_clip.synthetic import make_cohort
+from old_code import BEFORE_SPEEDUP, old_package, print_comparison, timed_run
 
 
 def _cpu_seconds() -> float:
@@ -42,13 +44,25 @@ def _row(label: str, n: int, seconds: float, cpu: float, files: int, size: int) 
             f"{size / 2**20:>7.0f}")
 
 
-def main() -> None:
+def compare_with_old(n: int, workers: int, seed: int, rev: str) -> dict:
+    """Wall and CPU seconds of the same cohort written by the old code and by the new, alternately."""
+    setup = "from cmr_clip.synthetic import make_cohort; import tempfile"
+    statement = (f"make_cohort(tempfile.mkdtemp(), {n}, seed={seed}, size='small', num_workers={workers}, "
+                 "progress=False)")
+    with old_package(rev) as old:
+        return {"old": timed_run(old, setup, statement), "new": timed_run(None, setup, statement)}
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200, help="small studies in the parallel run")
     parser.add_argument("--baseline-n", type=int, default=None, help="small studies in the 1-process run (default: --n)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--compare-n", type=int, default=20, help="small studies in the new-vs-old comparison (0: skip it)")
+    parser.add_argument("--compare-workers", type=int, default=1, help="processes in the new-vs-old comparison")
+    parser.add_argument("--old-rev", default=BEFORE_SPEEDUP, help="the commit whose code is the old one")
+    args = parser.parse_args(argv)
     baseline_n = args.baseline_n or args.n
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -62,6 +76,10 @@ def main() -> None:
     print(_row("full, 1 process", 1, *full))
     speedup = (args.n / parallel[0]) / (baseline_n / single[0])
     print(f"parallel / 1-process throughput: {speedup:.2f}x with {args.workers} processes")
+    if args.compare_n:
+        times = compare_with_old(args.compare_n, args.compare_workers, args.seed, args.old_rev)
+        print_comparison(times, args.compare_n, f"synthesis, {args.compare_n} small studies, "
+                         f"{args.compare_workers} process(es), old code = {args.old_rev}, fresh processes:")
 
 
 if __name__ == "__main__":

@@ -140,6 +140,12 @@ class StudyIdentity:
     def __bool__(self) -> bool:
         return any((self.names, self.ids, self.dates, self.places, self.phones))
 
+    def update(self, other: "StudyIdentity") -> None:
+        """Add `other`'s values (another part of the same source)."""
+        for mine, theirs in zip((self.names, self.ids, self.dates, self.places, self.phones),
+                                (other.names, other.ids, other.dates, other.places, other.phones)):
+            mine |= theirs
+
     def name_parts(self) -> set[str]:
         """Every part of every person name (family, given, middle; hyphenated parts also one by one)."""
         parts = set()

@@ -26,7 +26,8 @@ from typing import Callable
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from ..privacy import frame_label, without_path
+from ..privacy import StudyIdentity, frame_label, without_path
+from .identity import add_file_identity
 from .sources import FileRef
 
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
@@ -110,36 +111,49 @@ class SkippedFile:
     file: FileRef | None = field(default=None, repr=False, compare=False)
 
 
-def scan_headers(refs: list[FileRef], num_workers: int | None = None) -> tuple[list[Frame], list[SkippedFile]]:
+def scan_headers(refs: list[FileRef], num_workers: int | None = None,
+                 identity: StudyIdentity | None = None) -> tuple[list[Frame], list[SkippedFile]]:
     """Header pass over `refs`, in a process pool when there are enough files and cores for it to pay.
 
     `num_workers` None picks automatically (a pool of up to 8 processes on machines with 4 or more cores).
+    `identity`, when given, collects the patient identity of every file, as `processing.identity.read_identity`
+    would, from the headers this pass reads anyway.
     """
     cpus = os.cpu_count() or 1
     workers = num_workers if num_workers is not None else (min(8, cpus) if cpus >= PARALLEL_MIN_CPUS else 1)
     salt = new_salt()
     if workers <= 1 or len(refs) < PARALLEL_MIN_FILES:
-        return _scan_chunk(refs, salt)
+        return _scan_chunk(refs, salt, identity)[:2]
     chunks = [refs[i::workers] for i in range(workers)]
     frames, skipped = [], []
+    collect = StudyIdentity() if identity is not None else None
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for chunk_frames, chunk_skipped in pool.map(partial(_scan_chunk, salt=salt), chunks):
+        for chunk_frames, chunk_skipped, chunk_identity in pool.map(partial(_scan_chunk, salt=salt, identity=collect), chunks):
             frames.extend(chunk_frames)
             skipped.extend(chunk_skipped)
+            if identity is not None:
+                identity.update(chunk_identity)
     return frames, skipped
 
 
-def _scan_chunk(refs: list[FileRef], salt: bytes) -> tuple[list[Frame], list[SkippedFile]]:
+def _scan_chunk(refs: list[FileRef], salt: bytes,
+                identity: StudyIdentity | None) -> tuple[list[Frame], list[SkippedFile], StudyIdentity | None]:
     archives: dict[str, zipfile.ZipFile] = {}
+    # An identity-only read may still succeed where the full one failed.
+    unreadable = None if identity is None else partial(add_file_identity, identity=identity)
     try:
-        return scan_each(refs, partial(_frames_of_file, archives=archives, salt=salt))
+        frames, skipped = scan_each(refs, partial(_frames_of_file, archives=archives, salt=salt, identity=identity),
+                                    unreadable)
     finally:
         for archive in archives.values():
             archive.close()
+    return frames, skipped, identity
 
 
-def scan_each(refs: list, frames_of: Callable) -> tuple[list[Frame], list[SkippedFile]]:
-    """`frames_of(ref)` for every ref, setting aside (with the reason) each whose header is not a usable image."""
+def scan_each(refs: list, frames_of: Callable,
+              unreadable: Callable | None = None) -> tuple[list[Frame], list[SkippedFile]]:
+    """`frames_of(ref)` for every ref, setting aside (with the reason) each whose header is not a usable image;
+    `unreadable(ref)` is called for each whose header could not be parsed at all."""
     frames, skipped = [], []
     for ref in refs:
         try:
@@ -151,6 +165,8 @@ def scan_each(refs: list, frames_of: Callable) -> tuple[list[Frame], list[Skippe
         except Exception as error:  # never trust a header: any parse failure sets the file aside
             detail = without_path(str(error), ref.path, ref.name, ref.member)
             skipped.append(SkippedFile(ref.label, f"unreadable header ({type(error).__name__}: {detail})", ref))
+            if unreadable is not None:
+                unreadable(ref)
     return frames, skipped
 
 
@@ -163,8 +179,10 @@ class SkipFile(Exception):
     """A file that is readable but not an image we use."""
 
 
-def _read_header(ref: FileRef, archives: dict[str, zipfile.ZipFile]) -> tuple[pydicom.Dataset, int]:
-    """The header and how many bytes of the file follow it (where the pixel data should be)."""
+def _read_header(ref: FileRef, archives: dict[str, zipfile.ZipFile],
+                 identity: StudyIdentity | None) -> tuple[pydicom.Dataset, int]:
+    """The header and how many bytes of the file follow it (where the pixel data should be); the header's
+    identity fields go into `identity` (when given), also for a file then set aside."""
     if ref.member is not None:
         if ref.path not in archives:
             archives[ref.path] = zipfile.ZipFile(ref.path)
@@ -180,13 +198,19 @@ def _read_header(ref: FileRef, archives: dict[str, zipfile.ZipFile]) -> tuple[py
             handle.seek(0)
             # DICOM without the 128-byte preamble exists in the wild; accept it only if it looks like an image.
             ds = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
+            if identity is not None:
+                identity.add_header(ds)
             if "Rows" not in ds or ("SOPClassUID" not in ds and "SeriesInstanceUID" not in ds):
                 raise SkipFile("not a DICOM file")
+            return ds, size - handle.tell()
+        if identity is not None:
+            identity.add_header(ds)
         return ds, size - handle.tell()
 
 
-def _frames_of_file(ref: FileRef, archives: dict[str, zipfile.ZipFile], salt: bytes) -> list[Frame]:
-    ds, remaining = _read_header(ref, archives)
+def _frames_of_file(ref: FileRef, archives: dict[str, zipfile.ZipFile], salt: bytes,
+                    identity: StudyIdentity | None) -> list[Frame]:
+    ds, remaining = _read_header(ref, archives, identity)
     return frames_of_header(ref, ds, remaining, salt)
 
 

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..privacy import study_key
+from ..privacy import StudyIdentity, study_key
 from ..vocabulary import MODEL_SEQUENCES
 from .classification import (
     apply_overrides,
@@ -82,18 +82,21 @@ class SourceStudy:
         return study
 
 
-def list_studies(source, num_workers: int | None = None) -> list[SourceStudy]:
+def list_studies(source, num_workers: int | None = None, identity: StudyIdentity | None = None) -> list[SourceStudy]:
     """The studies in `source` after one header pass (no pixel data), in the order the source lists them.
 
     Raises `NotAStudyError` when no file holds a readable image. Files set aside by the header pass cannot be
-    told apart by study and are listed with every study.
+    told apart by study and are listed with every study. `identity`, when given, collects the patient
+    identity of every file of the source (see `scan_headers`).
     """
     remote = as_dicomweb_source(source)
     if remote is not None:
         frames, skipped, n_files = remote.scan()
+        for header in remote.headers() if identity is not None else ():
+            identity.add_header(header)
     else:
         refs, missing = list_files(source)
-        frames, skipped = scan_headers(refs, num_workers=num_workers)
+        frames, skipped = scan_headers(refs, num_workers=num_workers, identity=identity)
         skipped, n_files = [SkippedFile(m.name, m.reason) for m in missing] + skipped, len(refs)
     if not frames:
         reasons = Counter(item.reason.split(" (")[0] for item in skipped)
@@ -102,7 +105,8 @@ def list_studies(source, num_workers: int | None = None) -> list[SourceStudy]:
     return [SourceStudy(index, uid, members, list(skipped)) for index, (uid, members) in enumerate(split_into_studies(frames))]
 
 
-def read_study(source, overrides: dict | None = None, num_workers: int | None = None, study: int | str | None = None) -> Study:
+def read_study(source, overrides: dict | None = None, num_workers: int | None = None, study: int | str | None = None,
+               identity: StudyIdentity | None = None) -> Study:
     """Read the headers of every file in `source` (no pixel data) and return the classified `Study`.
 
     `source` is a directory (searched recursively; DICOMDIRs are honoured), a zip archive, a list of files,
@@ -111,8 +115,9 @@ def read_study(source, overrides: dict | None = None, num_workers: int | None = 
     one: its index in that list, its StudyInstanceUID or its key. `overrides` maps a SeriesInstanceUID or a
     description pattern (`"*cine*sa*"`) to a `(sequence, view)` pair. Raises `NotAStudyError` when no file
     holds a readable image, `NotCardiacMRError` for a study without MR images or of another body part.
+    `identity` collects the patient identity of every file of the source (see `scan_headers`).
     """
-    studies = list_studies(as_dicomweb_source(source, study) or source, num_workers=num_workers)
+    studies = list_studies(as_dicomweb_source(source, study) or source, num_workers=num_workers, identity=identity)
     return pick_study(studies, study).read(overrides)
 
 

@@ -141,3 +141,14 @@ def test_predict_benchmark_runs(capsys, tmp_path):
     out = capsys.readouterr().out
     assert re.search(r"^ratio predict / per-study CLI  \d+\.\d\dx$", out, re.M), out
     assert result["studies"] == 2 and result["largest_probability_difference"] < 1e-4
+
+
+def test_prepare_benchmark_runs_old_and_new_code(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its sibling old_code
+    prepare = _load_script("prepare")
+
+    times = prepare.main(["--n", "1"])
+
+    out = capsys.readouterr().out
+    assert re.search(r"^new/old speed: wall \d+\.\d\dx, cpu \d+\.\d\dx$", out, re.M), out
+    assert all(times[code]["seconds"] > 0 for code in ("old", "new"))

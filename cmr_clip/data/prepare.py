@@ -68,7 +68,7 @@ from ..privacy import (
     write_json,
     write_jsonl,
 )
-from ..processing import CMRStudyError, CMRStudyProcessor
+from ..processing import CMRStudyError, CMRStudyProcessor, read_study
 from ..processing.dicomweb import DICOMwebServer, DICOMwebSource
 from ..processing.identity import read_identity
 from .sharding import take_shard, write_manifest
@@ -203,9 +203,11 @@ class _Job:
     salt: str = ""
 
 
-def scrub_record(job: _Job) -> dict:
-    """The study's impression de-identified, the id it is written under and its identity's salted hashes."""
-    identity = read_identity(job.path) if job.path is not None else StudyIdentity()
+def scrub_record(job: _Job, identity: StudyIdentity | None = None) -> dict:
+    """The study's impression de-identified, the id it is written under and its identity's salted hashes.
+    `identity` is the study's, when its header pass collected it; otherwise it is read here."""
+    if identity is None:
+        identity = read_identity(job.path) if job.path is not None else StudyIdentity()
     study_id = "study-" + hash_token(job.study_id, job.salt)[:12] if names_someone(job.study_id, identity) else job.study_id
     return {"impression": deidentify(job.impression, identity), "corpus_id": study_id,
             "identity_hashes": sorted(identity_hashes(identity, job.salt))}
@@ -226,7 +228,7 @@ def process_job(job: _Job) -> dict:
     if cache.is_file():
         return {"study_id": job.study_id, "ok": True, "cached": True, **scrub_record(job)}
     try:
-        frames, slots, meta = CMRStudyProcessor(**job.processor).compact(job.path, study=job.study)
+        frames, slots, meta, identity = compact_study(CMRStudyProcessor(**job.processor), job.path, job.study)
     except Exception as err:  # noqa: BLE001 - a batch job reports and skips a bad study
         local = isinstance(job.path, str)
         message = deidentify(without_path(str(err), job.path, Path(job.path).name) if local else str(err))  # ours carry no path; others' may
@@ -234,7 +236,16 @@ def process_job(job: _Job) -> dict:
     partial = cache.with_suffix(".partial.npz")
     np.savez(partial, frames=frames, slots=slots, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
     partial.replace(cache)
-    return {"study_id": job.study_id, "ok": True, "cached": False, **scrub_record(job)}
+    return {"study_id": job.study_id, "ok": True, "cached": False, **scrub_record(job, identity)}
+
+
+def compact_study(processor: CMRStudyProcessor, path, study) -> tuple[np.ndarray, np.ndarray, dict, StudyIdentity]:
+    """`processor.compact` of the source's study, and the source's identity, collected by the same header pass
+    (so that no header is read twice)."""
+    identity = StudyIdentity()
+    source = Path(path) if isinstance(path, str) else path  # a folder or zip, or a DICOMweb source
+    frames, slots, meta = processor.compact(read_study(source, study=study, identity=identity))
+    return frames, slots, meta, identity
 
 
 def _load_cached(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -441,10 +452,11 @@ def _stream_rows(records: list[dict], studies_dir: str, settings: dict) -> Itera
         try:
             if path is None:
                 raise FileNotFoundError("no folder or zip named after the study (or its source)")
-            frames, slots, meta = processor.compact(path, study=record["study"])
+            frames, slots, meta, identity = compact_study(processor, path, record["study"])
         except (CMRStudyError, FileNotFoundError) as err:
             logger.warning("skipped the study of reports row %d: %s", record["row"], err)
             continue
-        scrubbed = scrub_record(_Job(record["study_id"], str(path), "", settings, record["study"], record["impression"], salt))
+        scrubbed = scrub_record(_Job(record["study_id"], str(path), "", settings, record["study"], record["impression"], salt),
+                                identity)
         yield corpus_row({**record, "study_id": scrubbed["corpus_id"], "impression": scrubbed["impression"]},
                          frames, slots, meta)

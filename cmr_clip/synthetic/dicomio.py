@@ -9,15 +9,18 @@ with geometry and timing in the per-frame functional groups. Pixel data is uncom
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import heapq
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydicom import dcmwrite
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
 from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
@@ -184,12 +187,13 @@ def _add_classic_shared(ds: Dataset, out: _OutputSeries, ctx: StudyContext) -> N
         ds.RescaleType = "US"
     planes = {(f.plane.row_dir, f.plane.col_dir, f.plane.spacing) for f in out.frames}
     if len(planes) == 1:  # otherwise (localizers) orientation and spacing go with each frame
-        _set_orientation(ds, out.frames[0].plane)
+        for keyword, value in _orientation(out.frames[0].plane).items():
+            setattr(ds, keyword, value)
 
 
-def _set_orientation(ds: Dataset, plane) -> None:
-    ds.ImageOrientationPatient = [_ds(v, 6) for v in (*plane.row_dir, *plane.col_dir)]
-    ds.PixelSpacing = [_ds(v) for v in plane.spacing]
+def _orientation(plane) -> dict:
+    return {"ImageOrientationPatient": [_ds(v, 6) for v in (*plane.row_dir, *plane.col_dir)],
+            "PixelSpacing": [_ds(v) for v in plane.spacing]}
 
 
 def _window(stored: np.ndarray, slope: float, intercept: float) -> tuple[str, str]:
@@ -197,67 +201,99 @@ def _window(stored: np.ndarray, slope: float, intercept: float) -> tuple[str, st
     return _ds((low + high) / 2, 1), _ds(max(high - low, 1.0), 1)
 
 
-def _frame_elements(out: _OutputSeries, frame: Frame, ctx: StudyContext, instance: int, uid, shared) -> Dataset:
-    """The elements of a classic image that are not already in its series' `shared` dataset."""
+def _frame_elements(out: _OutputSeries, frame: Frame, ctx: StudyContext, instance: int, sop_uid: str,
+                    shared: Dataset) -> list[tuple[int, bytes]]:
+    """The encoded elements of a classic image that are not already in its series' `shared` dataset."""
     plane = frame.plane
-    ds = Dataset()
-    ds.SOPInstanceUID = uid()
-    ds.InstanceNumber = instance
-    ds.ImagePositionPatient = [_ds(v) for v in plane.position]
+    values = {"SOPInstanceUID": sop_uid, "InstanceNumber": instance,
+              "ImagePositionPatient": [_ds(v) for v in plane.position],
+              "SliceLocation": _ds(float(np.dot(plane.position, plane.normal)), 4)}
     if "ImageOrientationPatient" not in shared:
-        _set_orientation(ds, plane)
-    ds.SliceLocation = _ds(float(np.dot(plane.position, plane.normal)), 4)
+        values.update(_orientation(plane))
     if frame.trigger_time is not None:
-        ds.TriggerTime = _ds(frame.trigger_time, 2)
+        values["TriggerTime"] = _ds(frame.trigger_time, 2)
     if frame.inversion_time is not None:
-        ds.InversionTime = _ds(frame.inversion_time, 1)
+        values["InversionTime"] = _ds(frame.inversion_time, 1)
     if frame.echo_time is not None:
-        ds.EchoTime = _ds(frame.echo_time, 2)
-        ds.EchoNumbers = frame.phase + 1
+        values["EchoTime"] = _ds(frame.echo_time, 2)
+        values["EchoNumbers"] = frame.phase + 1
     if frame.temporal_index is not None:
-        ds.TemporalPositionIdentifier = frame.temporal_index
+        values["TemporalPositionIdentifier"] = frame.temporal_index
     stored = _stored(out.series, frame.signal, ctx)
-    ds.WindowCenter, ds.WindowWidth = _window(stored, *_rescale(out.series, ctx))
-    ds.add_new("PixelData", "OW", stored.tobytes())
-    return ds
+    values["WindowCenter"], values["WindowWidth"] = _window(stored, *_rescale(out.series, ctx))
+    values["PixelData"] = stored.tobytes()
+    return sorted(_element(keyword, value) for keyword, value in values.items())
 
 
-def _encode(ds: Dataset) -> list[tuple[int, bytes]]:
-    """Each element of `ds` encoded as explicit VR little endian, in tag order."""
+@functools.lru_cache(maxsize=None)
+def _tag_and_vr(keyword: str) -> tuple[int, str]:
+    return tag_for_keyword(keyword), dictionary_VR(keyword)
+
+
+def _element(keyword: str, value) -> tuple[int, bytes]:
+    """One element of a text VR (UI, IS, DS, ...), UL or OW (`bytes`: pixel data) as explicit VR little endian
+    (PS3.5 7.1.2), for the elements that differ between the files of a series: pydicom's element writer
+    costs ~0.2 ms each."""
+    tag, vr = _tag_and_vr(keyword)
+    group, number = tag >> 16, tag & 0xFFFF
+    if isinstance(value, bytes):
+        return tag, struct.pack("<HH2sHI", group, number, b"OW", 0, len(value)) + value
+    if vr == "UL":
+        return tag, struct.pack("<HH2sHI", group, number, b"UL", 4, value)
+    data = ("\\".join(map(str, value)) if isinstance(value, list) else str(value)).encode("ascii")
+    if len(data) % 2:
+        data += b"\0" if vr == "UI" else b" "
+    return tag, struct.pack("<HH2sH", group, number, vr.encode(), len(data)) + data
+
+
+def _encode(ds: Dataset, known: dict) -> list[tuple[int, bytes]]:
+    """Each element of `ds` encoded as explicit VR little endian, in tag order. `known` holds the encodings
+    of elements seen before (most of a series' shared elements are the study's): the same tag, VR and value
+    encode to the same bytes."""
     encoded = []
     for elem in ds:
-        fp = DicomBytesIO()
-        fp.is_little_endian, fp.is_implicit_VR = True, False
-        write_data_element(fp, elem)
-        encoded.append((int(elem.tag), fp.getvalue()))
+        key = (int(elem.tag), elem.VR, type(elem.value).__name__, repr(elem.value))
+        if key not in known:
+            fp = DicomBytesIO()
+            fp.is_little_endian, fp.is_implicit_VR = True, False
+            write_data_element(fp, elem)
+            known[key] = fp.getvalue()
+        encoded.append((key[0], known[key]))
     return encoded
 
 
 class _ClassicSeriesWriter:
-    """Writes the single-frame files of one series, encoding the elements they share only once.
+    """Writes the single-frame files of one series, encoding the elements they share only once (`known`: the
+    encodings of the study's earlier series, see `_encode`).
 
     The bytes are what `dcmwrite(..., enforce_file_format=True)` writes for the merged dataset (a test
-    checks this); encoding the ~60 shared elements per file would dominate the cohort's run time.
+    checks this); encoding the ~60 shared elements and the file meta per file would dominate the cohort's
+    run time.
     """
 
-    def __init__(self, shared: Dataset):
-        self.sop_class = shared.SOPClassUID
-        self.shared = _encode(shared)
+    def __init__(self, shared: Dataset, known: dict):
+        self.shared = _encode(shared, known)
+        self.meta = _encode(_file_meta_template(shared.SOPClassUID), known)
         self._folders: set = set()
 
-    def write(self, path: Path, frame_elements: Dataset) -> None:
-        meta = _file_meta(self.sop_class)
-        meta.MediaStorageSOPInstanceUID = frame_elements.SOPInstanceUID
-        fp = DicomBytesIO()
-        fp.is_little_endian, fp.is_implicit_VR = True, False
-        fp.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(fp, meta, enforce_standard=True)
-        for _, data in heapq.merge(self.shared, _encode(frame_elements), key=lambda item: item[0]):
-            fp.write(data)
+    def write(self, path: Path, sop_uid: str, frame_elements: list[tuple[int, bytes]]) -> None:
+        meta = [data for _, data in heapq.merge(self.meta, [_element("MediaStorageSOPInstanceUID", sop_uid)])]
+        parts = [b"\x00" * 128 + b"DICM", _element("FileMetaInformationGroupLength", sum(map(len, meta)))[1], *meta]
+        parts.extend(data for _, data in heapq.merge(self.shared, frame_elements, key=lambda item: item[0]))
         if path.parent not in self._folders:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._folders.add(path.parent)
-        path.write_bytes(fp.getvalue())
+        path.write_bytes(b"".join(parts))
+
+
+def _file_meta_template(sop_class: str) -> FileMetaDataset:
+    """The file meta elements every file of a series shares: those `dcmwrite(..., enforce_file_format=True)`
+    writes, without the group length and the instance UID."""
+    meta = _file_meta(sop_class)
+    meta.MediaStorageSOPInstanceUID = "1"  # validation requires it; each file gets its own
+    validate_file_meta(meta, enforce_standard=True)
+    del meta.MediaStorageSOPInstanceUID
+    return meta
 
 
 def _instance_order(out: _OutputSeries, ctx: StudyContext) -> list[int]:
@@ -364,6 +400,7 @@ def write_exam(study_dir: Path, exam: Exam, ctx: StudyContext, uid: UIDSource) -
     folder_name = lambda out: "" if ctx.blank_descriptions else out.description  # noqa: E731
     truth = []
     file_index = 1
+    known: dict = {}  # element encodings, shared by the study's series
     for out in _split_for_vendor(exam, ctx):
         ds = _series_dataset(out, exam, ctx, uids, uid)
         if ctx.enhanced_cine and out.series.kind in _ENHANCED:
@@ -378,10 +415,11 @@ def write_exam(study_dir: Path, exam: Exam, ctx: StudyContext, uid: UIDSource) -
             continue
         ds.SOPClassUID = MRImageStorage
         _add_classic_shared(ds, out, ctx)
-        writer = _ClassicSeriesWriter(ds)
+        writer = _ClassicSeriesWriter(ds, known)
         for frame, instance in zip(out.frames, _instance_order(out, ctx)):
             rel = file_path(ctx.layout, out.number, folder_name(out), instance, file_index, ctx.token)
-            writer.write(study_dir / rel, _frame_elements(out, frame, ctx, instance, uid, ds))
+            sop_uid = uid()
+            writer.write(study_dir / rel, sop_uid, _frame_elements(out, frame, ctx, instance, sop_uid, ds))
             truth.append(_truth(rel, None, out, frame))
             file_index += 1
     return truth

@@ -117,15 +117,22 @@ class PlaneSampler:
         shift = np.zeros(3) if shift is None else np.asarray(shift, float)
         self._prepared = [heart.prepare(plane.points(o) - shift) for o in offsets]
         self.shading = coil_shading(heart, plane.points(), field).reshape(plane.rows, plane.cols)
+        self._last_labels: tuple[int, list] | None = None
 
     def image(self, phase: int, contrast, blur_px: float = 0.5) -> np.ndarray:
         """Noise-free image: `contrast(labels, scar) -> signal` averaged over sub-planes, blurred, shaded."""
         total = 0.0
-        for prepared in self._prepared:
-            labels, scar = self.heart.labels(prepared, phase)
+        for labels, scar in self._sub_plane_labels(phase):
             total = total + contrast(labels, scar)
         image = (total / len(self._prepared)).reshape(self.plane.rows, self.plane.cols)
         return gaussian_filter(image, blur_px) * self.shading
+
+    def _sub_plane_labels(self, phase: int) -> list:
+        """(labels, scar) of each sub-plane; kept for the last phase asked, which series with several contrasts
+        of one phase (TI scout, multi-echo) ask again."""
+        if self._last_labels is None or self._last_labels[0] != phase:
+            self._last_labels = (phase, [self.heart.labels(prepared, phase) for prepared in self._prepared])
+        return self._last_labels[1]
 
     def labels(self, phase: int) -> np.ndarray:
         """Tissue labels at the plane's pixel centres (no partial volume)."""

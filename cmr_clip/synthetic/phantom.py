@@ -56,6 +56,9 @@ _SEPTAL_BULGE_WIDTH = np.deg2rad(38.0)
 _APICAL_WALL_RATIO = 0.75  # apical cap thickness / lateral wall thickness
 _RV_WALL_MM = 3.5
 _FAT_MM = 2.5
+# sqrt is correctly rounded, so sqrt(x) <= 1.0 exactly when x <= 1 + 2**-52 (sqrt of that rounds down to 1):
+# inside-the-RV tests compare squared norms with it and give the booleans the square root would.
+_SQRT_AT_MOST_ONE = np.nextafter(1.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -232,10 +235,17 @@ class Heart:
         s_epi = np.sqrt(hp.r2 / outer_r**2 + (z / outer_l) ** 2)
         return z, s_endo, s_epi, outer_r, outer_l
 
-    def _rv_norm(self, q: np.ndarray, g: PhaseGeometry, grow: float = 0.0) -> np.ndarray:
+    def _rv_norm_squared(self, q: np.ndarray, g: PhaseGeometry, grow: float = 0.0) -> np.ndarray:
         axes = self.rv_axes * g.rv_scale + grow
         dx = (q[:, 0] - self.rv_centre_x) / axes[0]
-        return np.sqrt(dx * dx + (q[:, 1] / axes[1]) ** 2 + ((q[:, 2] - g.base) / axes[2]) ** 2)
+        return dx * dx + (q[:, 1] / axes[1]) ** 2 + ((q[:, 2] - g.base) / axes[2]) ** 2
+
+    def _rv_norm(self, q: np.ndarray, g: PhaseGeometry, grow: float = 0.0) -> np.ndarray:
+        return np.sqrt(self._rv_norm_squared(q, g, grow))
+
+    def _inside_rv(self, q: np.ndarray, g: PhaseGeometry, grow: float = 0.0) -> np.ndarray:
+        """`_rv_norm(q, g, grow) <= 1.0`, without the square root (the same booleans: see `_SQRT_AT_MOST_ONE`)."""
+        return self._rv_norm_squared(q, g, grow) <= _SQRT_AT_MOST_ONE
 
     def _rv_scale_for(self, g: PhaseGeometry, volume_mm3: float, step: float = 2.0) -> float:
         # Points outside the LV epicardium sorted by their RV-ellipsoid norm: the scale at which the
@@ -262,18 +272,18 @@ class Heart:
         lv_blood = above_base & (s_endo <= 1.0)
         lv_myo = above_base & (s_epi <= 1.0) & ~lv_blood
         outside_lv = ~(lv_blood | lv_myo)
-        rv_blood = above_base & (self._rv_norm(q, g) <= 1.0) & outside_lv
-        rv_outer = above_base & (self._rv_norm(q, g, _RV_WALL_MM) <= 1.0) & outside_lv
+        rv_blood = above_base & self._inside_rv(q, g) & outside_lv
+        rv_outer = above_base & self._inside_rv(q, g, _RV_WALL_MM) & outside_lv
         heart = lv_myo | lv_blood | rv_outer
         effusion = np.zeros_like(heart)
         if s.effusion_mm > 0:
             effusion = self._shell(hp, z, g, s.effusion_mm, outer_r, outer_l) & ~heart
         fat = self._shell(hp, z, g, s.effusion_mm + _FAT_MM, outer_r, outer_l) & ~heart & ~effusion
-        labels = np.select(
+        labels = _first_match(
             [lv_blood, lv_myo, rv_blood, rv_outer, effusion, fat],
             [Tissue.LV_BLOOD, Tissue.LV_MYO, Tissue.RV_BLOOD, Tissue.RV_MYO, Tissue.EFFUSION, Tissue.FAT],
             Tissue.AIR,
-        ).astype(np.uint8)
+        )
         beyond_base = np.flatnonzero(z < 0)
         great = self._atria_and_aorta(q[beyond_base], g)
         labels[beyond_base] = np.where(great > 0, great, labels[beyond_base])
@@ -288,15 +298,15 @@ class Heart:
         ra = self._inside_sphere(q, g, self._ra_centre(), 0.8 * self.a_ed * (1 + 0.1 * g.contraction))
         ao_dist = self._aorta_distance(q, g)
         ao_r = self.subject.aortic_root_mm / 2.0
-        return np.select(
+        return _first_match(
             [ao_dist <= ao_r, ao_dist <= ao_r + 2.0, la, ra],
             [Tissue.AORTA, Tissue.VESSEL_WALL, Tissue.LA, Tissue.RA],
             Tissue.AIR,
-        ).astype(np.uint8)
+        )
 
     def _shell(self, hp, z, g, grow_mm, outer_r, outer_l):
         lv = hp.r2 / (outer_r + grow_mm) ** 2 + (z / (outer_l + grow_mm)) ** 2 <= 1.0
-        rv = self._rv_norm(hp.q, g, _RV_WALL_MM + grow_mm) <= 1.0
+        rv = self._inside_rv(hp.q, g, _RV_WALL_MM + grow_mm)
         return (lv | rv) & (z >= -grow_mm / 2)
 
     def _la_centre(self):
@@ -347,11 +357,11 @@ class Heart:
         lung = ((np.abs(x) - 92.0) / 72.0) ** 2 + ((y - 12.0) / 88.0) ** 2 + ((z - 30.0) / 150.0) ** 2 <= 1.0
         liver = ((x + 30.0) / 140.0) ** 2 + ((y - 10.0) / 105.0) ** 2 + ((z + 165.0) / 105.0) ** 2 <= 1.0
         desc_aorta = (x - 28.0) ** 2 + (y - 72.0) ** 2 <= 11.0**2
-        return np.select(
+        return _first_match(
             [~body, ~inner, desc_aorta, liver, lung],
             [Tissue.AIR, Tissue.FAT, Tissue.AORTA, Tissue.LIVER, Tissue.LUNG],
             Tissue.BODY,
-        ).astype(np.uint8)
+        )
 
     def prepare(self, points: np.ndarray) -> "PreparedPoints":
         """Everything about patient-frame points that does not change with the phase."""
@@ -369,6 +379,15 @@ class Heart:
         if heart_scar is not None:
             scar[prepared.near] = heart_scar
         return labels, scar
+
+
+def _first_match(conditions: list[np.ndarray], values: list, default) -> np.ndarray:
+    """uint8 labels as `np.select(conditions, values, default)` gives them (the first condition met wins),
+    by masked assignment from the last condition to the first: faster for a few masks of one shape."""
+    out = np.full(conditions[0].shape, default, np.uint8)
+    for condition, value in zip(reversed(conditions), reversed(values)):
+        out[condition] = value
+    return out
 
 
 class HeartPoints:
