@@ -17,6 +17,7 @@ import io
 import math
 import os
 import re
+import warnings
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -26,8 +27,7 @@ from typing import Callable
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from ..privacy import StudyIdentity, frame_label, without_path
-from .identity import add_file_identity
+from ..privacy import IDENTITY_KEYWORDS, StudyIdentity, frame_label, without_path
 from .sources import FileRef
 
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
@@ -453,3 +453,14 @@ def _time(ds, keyword: str) -> float | None:
     except ValueError:
         return None
     return hours * 3600 + minutes * 60 + seconds
+
+
+def add_file_identity(ref: FileRef, identity: StudyIdentity) -> None:
+    """Add the identity fields of one file's header to `identity` (nothing if it cannot be read)."""
+    try:
+        with ref.open() as handle, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's notes on odd files: the header pass reports those
+            identity.add_header(pydicom.dcmread(handle, stop_before_pixels=True, force=True,
+                                                specific_tags=list(IDENTITY_KEYWORDS)))
+    except Exception:  # noqa: BLE001 - an unreadable file adds no identity; the header pass reports it
+        return

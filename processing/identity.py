@@ -4,18 +4,15 @@ The header pass (`read_study`) never copies identity out of a header into what i
 nothing printed can carry it; the commands that name studies read it here, only to scrub reports and
 names (`cmr_clip.privacy.StudyIdentity`, whose repr shows counts, never values). `prepare` collects it
 during its header pass instead (`list_studies(..., identity=)`), so that each header is read once;
-`add_file_identity` is what that pass falls back on for a file it cannot read.
+`headers.add_file_identity` is what that pass falls back on for a file it cannot read.
 """
 
 from __future__ import annotations
 
-import warnings
-
-import pydicom
-
-from ..privacy import IDENTITY_KEYWORDS, StudyIdentity
+from ..privacy import StudyIdentity
 from .dicomweb import as_dicomweb_source
-from .sources import FileRef, list_files
+from .headers import add_file_identity
+from .sources import list_files
 
 
 def read_identity(source) -> StudyIdentity:
@@ -31,14 +28,3 @@ def read_identity(source) -> StudyIdentity:
     for ref in refs:
         add_file_identity(ref, identity)
     return identity
-
-
-def add_file_identity(ref: FileRef, identity: StudyIdentity) -> None:
-    """Add the identity fields of one file's header to `identity` (nothing if it cannot be read)."""
-    try:
-        with ref.open() as handle, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom's notes on odd files: the header pass reports those
-            identity.add_header(pydicom.dcmread(handle, stop_before_pixels=True, force=True,
-                                                specific_tags=list(IDENTITY_KEYWORDS)))
-    except Exception:  # noqa: BLE001 - an unreadable file adds no identity; the header pass reports it
-        return
