@@ -249,3 +249,22 @@ def test_a_bad_study_is_reported_and_the_others_answered(classify, studies, tmp_
     assert answers[0]["error"].startswith("NotAStudyError:") and "findings" not in answers[0]
     assert answers[1]["findings"][0]["score"] == pytest.approx(alone["findings"][0]["score"], abs=1e-5)
     assert str(tmp_path) not in json.dumps(answers)
+
+
+def test_estimates_stated_in_words_and_calibrated(model_dir):
+    """An estimate may state its values through graded phrases, one prompt list per value; its validation-fitted
+    linear calibration maps the similarity-weighted value; a prompt list per value is checked against the values."""
+    words = {"values": [25, 60], "unit": "%", "prompts": [["Severely impaired LV function."], ["Normal LV function."]]}
+    prompts = PromptSet.from_dict({"findings": {}, "estimates": {"lvef": words}})
+    calibrated = PromptSet.from_dict({"findings": {}, "estimates": {
+        "lvef": {**words, "calibration": {"slope": 2.0, "intercept": -10.0}}}})
+    classify = pipeline("zero-shot-cmr", model=str(model_dir), prompt_set=prompts)
+    recalibrated = pipeline("zero-shot-cmr", model=str(model_dir), prompt_set=calibrated)
+    study = {"video_embeds": torch.randn(16, generator=torch.Generator().manual_seed(3))}
+    raw = classify(study, estimate="lvef")["estimates"]["lvef"]
+    assert 25 <= raw <= 60
+    assert recalibrated(study, estimate="lvef")["estimates"]["lvef"] == pytest.approx(2 * raw - 10, abs=1e-4)
+    with pytest.raises(PromptSetError, match="one non-empty prompt list per value"):
+        PromptSet.from_dict({"findings": {}, "estimates": {"lvef": {**words, "values": [25, 45, 60]}}})
+    with pytest.raises(PromptSetError, match="slope"):
+        PromptSet.from_dict({"findings": {}, "estimates": {"lvef": {**words, "calibration": {"slope": "x"}}}})

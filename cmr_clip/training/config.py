@@ -66,6 +66,10 @@ class RunConfig(TrainingSchedule):
     """Area range of the random resized crop (the release's 0.5-1); narrower keeps sizes comparable."""
     flip_probability: float = 0.5
     """Probability of a horizontal flip per study."""
+    sentence_keep: float = 1.0
+    """CMR-CLIP training: each sentence of a training impression is kept with this probability (at least one
+    is), so that the text tower learns each finding's sentence on its own, as zero-shot prompts are read;
+    1 reads whole impressions (the release). Part of `augment`."""
     checkpoint_every: int = 0
     """Save `accelerator.save_state` every N optimizer steps (0: only at the end of each epoch)."""
     save_total_limit: int = 2
