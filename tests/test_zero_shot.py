@@ -268,3 +268,24 @@ def test_estimates_stated_in_words_and_calibrated(model_dir):
         PromptSet.from_dict({"findings": {}, "estimates": {"lvef": {**words, "values": [25, 45, 60]}}})
     with pytest.raises(PromptSetError, match="slope"):
         PromptSet.from_dict({"findings": {}, "estimates": {"lvef": {**words, "calibration": {"slope": "x"}}}})
+
+
+def test_estimate_calibration_is_fitted_on_measured_values(model_dir):
+    """The fitted line maps the raw estimate onto the measured values it was fitted to; values that fall as the
+    raw estimate rises leave the estimate uncalibrated; unmeasured studies (NaN) are ignored."""
+    from cmr_clip.evaluation.zero_shot import calibrate_estimate, estimates
+
+    model, processor = CMRCLIPModel.from_pretrained(model_dir), CMRCLIPProcessor.from_pretrained(model_dir)
+    spec = {"values": [20, 40, 60], "unit": "%", "prompts": [["Severely impaired."], ["Mildly impaired."], ["Normal."]]}
+    prompts = PromptSet.from_dict({"findings": {}, "estimates": {"lvef": spec}})
+    videos = torch.nn.functional.normalize(torch.randn(12, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    raw = estimates(model, processor.tokenizer, videos, prompts, "lvef")
+    measured = 3 * raw + 5
+    measured[0] = np.nan
+    fitted = calibrate_estimate(model, processor.tokenizer, videos, measured, prompts, "lvef")
+    line = fitted.estimates["lvef"]["calibration"]
+    assert line["slope"] == pytest.approx(3, rel=1e-3) and line["intercept"] == pytest.approx(5, abs=0.05)
+    assert line["n"] == 11
+    np.testing.assert_allclose(estimates(model, processor.tokenizer, videos, fitted, "lvef"), 3 * raw + 5, rtol=1e-3)
+    falling = calibrate_estimate(model, processor.tokenizer, videos, -raw, fitted, "lvef")
+    assert "calibration" not in falling.estimates["lvef"]

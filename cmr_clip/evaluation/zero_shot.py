@@ -22,7 +22,7 @@ import torch
 from ..pipelines.prompts import PromptSet
 from ..pipelines.scoring import PromptBank, ZeroShotQuery
 from .classification import auc, labelled, youden_threshold
-from .regression import regression_metrics
+from .regression import known, regression_metrics
 
 THRESHOLD_RULE = "youden_j on the validation split"
 ESTIMATE = "lvef"  # the quantity the synthetic cohort's reports measure, and the prompt sets estimate
@@ -102,12 +102,34 @@ def read_measurements(reports: str | Path, study_ids: list[str], name: str) -> n
     return np.array([np.nan if by_id.get(i) is None else float(by_id[i]) for i in study_ids])
 
 
+def calibrate_estimate(model, tokenizer, video_embeds: torch.Tensor, measured: np.ndarray, prompt_set: PromptSet,
+                       name: str) -> PromptSet:
+    """A copy of the prompt set whose estimate `name` carries a linear calibration fitted by least squares on
+    this (validation) split's measured values, when at least `MIN_MEASURED` studies have one and the fit
+    rises with the similarity-weighted value; otherwise the estimate is left as it was (a falling fit would
+    only say that the prompts order studies the wrong way: fix the prompts, not the sign)."""
+    data = prompt_set.to_dict()
+    spec = {k: v for k, v in data["estimates"][name].items() if k != "calibration"}
+    data["estimates"][name] = spec
+    raw, truth = known(estimates(model, tokenizer, video_embeds, PromptSet.from_dict(data), name), measured)
+    if len(truth) >= MIN_MEASURED and raw.std() > 0:
+        slope, intercept = np.polyfit(raw, truth, 1)
+        if slope > 0:
+            spec["calibration"] = {"slope": float(slope), "intercept": float(intercept),
+                                   "fitted_on": "validation", "n": int(len(truth))}
+    return PromptSet.from_dict(data)
+
+
 def run_zero_shot(model, tokenizer, embedded: dict[str, dict[str, torch.Tensor]], corpus, prompt_set: PromptSet,
                   reports: str | Path | None = None) -> ZeroShotOutcome:
-    """Thresholds calibrated on the `validation` split, then finding scores, labels and (with `reports`, when
-    the prompt set has an `lvef` estimate) the LVEF estimate on the `test` split. `embedded`: split name ->
-    `embed_split`'s output, for both splits."""
-    prompts = calibrate(model, tokenizer, embedded["validation"]["video"], corpus["validation"], prompt_set)
+    """Thresholds (and, with `reports`, the `lvef` estimate's calibration) fitted on the `validation` split,
+    then finding scores, labels and (with `reports`, when the prompt set has an `lvef` estimate) the LVEF
+    estimate on the `test` split. `embedded`: split name -> `embed_split`'s output, for both splits."""
+    validation = embedded["validation"]["video"]
+    prompts = calibrate(model, tokenizer, validation, corpus["validation"], prompt_set)
+    if reports is not None and ESTIMATE in prompts.estimates:
+        measured = read_measurements(reports, list(corpus["validation"]["study_id"]), ESTIMATE)
+        prompts = calibrate_estimate(model, tokenizer, validation, measured, prompts, ESTIMATE)
     test, videos = corpus["test"], embedded["test"]["video"]
     scores = finding_scores(model, tokenizer, videos, prompts)
     estimate = None
