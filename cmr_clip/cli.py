@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("search", "search a study index by text or by study"),
     "convert-original": ("convert_original",
                          "the authors' released CMR-CLIP (Hub repo or folder) as a complete, checked model folder"),
+    "app": ("app", "a web page (Gradio) for one study: series, frames used, findings, nearest cases, draft"),
     "push": ("push", "publish a model (card, remote code) or a prepared corpus to the Hub, refusing patient identifiers"),
 }
 

@@ -12,7 +12,8 @@ embeddings from here, so that a study is embedded the same way wherever it is sc
 - `embed_split(model, processor, split)`: study and impression embeddings of a prepared corpus split, with
   the middle frame of every slot as at evaluation.
 
-Every embedding comes back L2-normalised, as float32 and in input order.
+Pixel values are cast to the model's dtype (a bfloat16 model takes bfloat16 frames); every embedding comes
+back L2-normalised, as float32 and in input order.
 """
 
 from __future__ import annotations
@@ -30,10 +31,16 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _dtype(model) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
 @torch.no_grad()
 def encode_videos(model, pixel_values_videos: torch.Tensor) -> torch.Tensor:
-    """L2-normalised study embeddings (N, D) from `pixel_values_videos` (N, T, 3, H, W)."""
-    features = model.get_video_features(pixel_values_videos=pixel_values_videos)
+    """L2-normalised study embeddings (N, D) from `pixel_values_videos` (N, T, 3, H, W), moved to the model's
+    device and dtype."""
+    pixels = pixel_values_videos.to(_device(model), _dtype(model))
+    features = model.get_video_features(pixel_values_videos=pixels)
     return torch.nn.functional.normalize(features.pooler_output.float(), dim=-1)
 
 
@@ -53,10 +60,9 @@ def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 64) -> to
 def encode_frames(model, study_processor, frames: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
     """L2-normalised study embeddings (N, D), on the CPU, of uint8 `frames` (N, T, H, W) turned into pixel
     values by `study_processor.normalise`, `batch_size` studies at a time."""
-    device = _device(model)
     chunks = [torch.zeros(0, model.config.projection_dim)]  # no studies embed to (0, D)
     for start in range(0, len(frames), batch_size):
-        pixels = study_processor.normalise(frames[start:start + batch_size]).to(device)
+        pixels = study_processor.normalise(frames[start:start + batch_size])
         chunks.append(encode_videos(model, pixels).cpu())
     return torch.cat(chunks)
 
@@ -69,16 +75,19 @@ def embed_batches(model, batches: Iterable[dict], accelerator=None, progress: bo
     With `accelerator`, `model` and the loader are Accelerate's (wrapped for DDP or FSDP, each process
     holding part of the batches): the model's forward runs on every process and the embeddings are
     gathered, without the duplicates Accelerate pads the last batch with. Without it, batches are moved to
-    the model's device. The model is put in eval mode and back in the mode it was in.
+    the model's device, pixel values in the model's dtype. The model is put in eval mode and back in the mode
+    it was in.
     """
     training = model.training
     model.eval()
     device = None if accelerator is not None else _device(model)
+    dtype = None if accelerator is not None else _dtype(model)
     videos, texts = [], []
     for batch in tqdm(batches, desc="embedding studies", disable=not progress):
         inputs = {name: batch[name] for name in ("pixel_values_videos", "input_ids", "attention_mask")}
         if device is not None:
-            inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
+            inputs = {name: tensor.to(device, dtype) if tensor.is_floating_point() else tensor.to(device)
+                      for name, tensor in inputs.items()}
         out = model(**inputs)
         video, text = out.video_embeds.float().contiguous(), out.text_embeds.float().contiguous()
         if accelerator is not None:

@@ -7,6 +7,7 @@
     index.draft_report("new_study_dir")                           # impression of the nearest indexed study
     index.save("my-index"); CMRStudyIndex.load("my-index", model="cmr-clip-demo")
     CMRStudyIndex.from_model("cmr-clip-demo", backend="faiss", faiss_index="IVF1024,Flat", faiss_params="nprobe=16")
+    CMRStudyIndex.from_model("cmr-clip-demo", model_dtype="bfloat16", quantize="int8")   # inference precision
 
 Embeddings are L2-normalised and scored by cosine, stored as float32 or float16 (`dtype`; float16 halves
 the memory and the time of exact search). Adding grows the matrix geometrically, so building is amortised
@@ -14,6 +15,10 @@ linear. Search is exact (one matrix product) by default; the `faiss` backend (`p
 uses a FAISS inner-product index built from the `faiss_index` factory string: "Flat" (exact, the default),
 or an approximate one such as "HNSW32,Flat" or "IVF1024,PQ64" with `faiss_params` such as "efSearch=128"
 or "nprobe=32"; `recall_against_exact` measures how many of the exact top-k an approximate index finds.
+The model embeds in the precision `model_dtype` and `quantize` set (`cmr_clip.precision`; "auto" by default,
+`index.precision` says what was picked); the stored embeddings are float32 or float16 (`dtype`) whatever it
+is, and the model's fingerprint is taken before any conversion, so an index built in bfloat16 loads with
+the float32 model and the other way round.
 
 A saved index is a folder (format 2):
   embeddings.safetensors  the (n, dim) matrix, memory-mapped on load (nothing is read until searched)
@@ -41,6 +46,7 @@ from tqdm.auto import tqdm
 
 from .embeddings import embed_split, encode_texts, encode_videos
 from .modeling import CMRCLIPModel
+from .precision import set_precision
 from .privacy import check_json, safe_study_name, write_json
 from .processing import CMRCLIPProcessor
 from .processing.identity import read_identity
@@ -67,9 +73,16 @@ class IndexBackendError(StudyIndexError):
     """The requested search backend is unknown or not installed."""
 
 
-def model_fingerprint(model) -> str:
-    """sha256 over the model's config and every weight, in name order: equal only for the same weights."""
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+def model_fingerprint(model, with_folder: bool = False) -> str:
+    """sha256 over the model's config and every weight, in name order: equal only for the same weights. The folder
+    the model was loaded from (`_name_or_path`) is left out, so a copied model (a Space's `model/`) still matches;
+    `with_folder=True` gives the fingerprint indexes saved before recorded (it included the folder)."""
+    if with_folder:
+        config = model.config.to_json_string(use_diff=False)
+    else:
+        config = json.dumps({k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}, sort_keys=True,
+                            default=str)
+    digest = hashlib.sha256(config.encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim too
@@ -106,7 +119,8 @@ def open_matrix(path: Path) -> np.ndarray:
 
 class CMRStudyIndex:
     def __init__(self, model, processor, backend: str = "exact", faiss_index: str = "Flat",
-                 faiss_params: str | None = None, dtype: str = "float32"):
+                 faiss_params: str | None = None, dtype: str = "float32", model_dtype: str | torch.dtype = "auto",
+                 quantize: str | None = None):
         if backend not in ("exact", "faiss"):
             raise IndexBackendError(f"unknown backend {backend!r}; use 'exact' or 'faiss'.")
         if dtype not in DTYPES:
@@ -116,6 +130,7 @@ class CMRStudyIndex:
         self.model, self.processor = model.eval(), processor
         self.backend, self.faiss_index, self.faiss_params = backend, faiss_index, faiss_params
         self.fingerprint = model_fingerprint(model)
+        self.precision = set_precision(self.model, model_dtype, quantize)
         # Rows [0, len) hold the embeddings; the rest is spare capacity, grown geometrically (amortised linear adds).
         self._matrix = np.zeros((0, model.config.projection_dim), DTYPES[dtype][0])
         self.study_ids: list[str] = []
@@ -124,10 +139,12 @@ class CMRStudyIndex:
 
     @classmethod
     def from_model(cls, model_dir: str | Path, backend: str = "exact", faiss_index: str = "Flat",
-                   faiss_params: str | None = None, dtype: str = "float32") -> CMRStudyIndex:
-        """An empty index bound to the CMR-CLIP model and processor saved in `model_dir`."""
+                   faiss_params: str | None = None, dtype: str = "float32", model_dtype: str | torch.dtype = "auto",
+                   quantize: str | None = None) -> CMRStudyIndex:
+        """An empty index bound to the CMR-CLIP model and processor saved in `model_dir`, the model run in the
+        precision `model_dtype` and `quantize` set."""
         return cls(CMRCLIPModel.from_pretrained(model_dir), CMRCLIPProcessor.from_pretrained(model_dir), backend,
-                   faiss_index, faiss_params, dtype)
+                   faiss_index, faiss_params, dtype, model_dtype, quantize)
 
     def __len__(self) -> int:
         return len(self.study_ids)
@@ -187,7 +204,7 @@ class CMRStudyIndex:
             kept = [start + meta["index"] for meta in batch["study_metadata"]]
             skipped += [{"study_id": ids[start + e["index"]], "error": e["error"], "message": e["message"]} for e in batch["errors"]]
             if kept:
-                self.add_embeddings(self._embed_pixels(batch["pixel_values_videos"]), [ids[i] for i in kept],
+                self.add_embeddings(encode_videos(self.model, batch["pixel_values_videos"]), [ids[i] for i in kept],
                                     [impressions[i] for i in kept] if impressions is not None else None)
         return skipped
 
@@ -219,7 +236,7 @@ class CMRStudyIndex:
             pixels = study if study.dim() == 5 else study.unsqueeze(0)
         else:
             pixels = self.processor.feature_extractor(str(study))["pixel_values_videos"]
-        return self._embed_pixels(pixels)
+        return encode_videos(self.model, pixels)
 
     def _hits(self, queries: torch.Tensor, k: int, with_impression: bool = False) -> list[list[dict]]:
         scores, positions = self.top_k(queries, k)
@@ -257,10 +274,6 @@ class CMRStudyIndex:
         queries = torch.nn.functional.normalize(torch.as_tensor(queries).float().reshape(-1, self._matrix.shape[1]), dim=-1)
         found, expected = self.top_k(queries, k)[1].tolist(), self.exact_top_k(queries, k)[1].tolist()
         return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, expected)]))
-
-    @torch.no_grad()
-    def _embed_pixels(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
-        return encode_videos(self.model, pixel_values_videos.to(self.model.dtype))
 
     def _faiss_index(self):
         if self._faiss is None:
@@ -306,9 +319,10 @@ class CMRStudyIndex:
 
     @classmethod
     def load(cls, directory: str | Path, model=None, processor=None, backend: str | None = None,
-             faiss_index: str | None = None, faiss_params: str | None = None) -> CMRStudyIndex:
+             faiss_index: str | None = None, faiss_params: str | None = None, model_dtype: str | torch.dtype = "auto",
+             quantize: str | None = None) -> CMRStudyIndex:
         """Load a saved index with its model (a directory, or a loaded model plus processor; default: the
-        directory recorded in the manifest). The embeddings stay on disk, memory-mapped; a saved FAISS index is
+        directory recorded in the manifest), run in the precision `model_dtype` and `quantize` set. The embeddings stay on disk, memory-mapped; a saved FAISS index is
         reused when it was built with the same factory string over the same rows. Raises
         `IndexModelMismatchError` for another model."""
         directory = Path(directory)
@@ -322,9 +336,10 @@ class CMRStudyIndex:
         factory = faiss_index or manifest["faiss_index"]
         saved_params = manifest.get("faiss_params") if factory == manifest["faiss_index"] else None  # they fit that factory
         settings = (backend or manifest["backend"], factory, faiss_params if faiss_params is not None else saved_params,
-                    manifest.get("dtype", "float32"))
+                    manifest.get("dtype", "float32"), model_dtype, quantize)
         index = cls.from_model(source, *settings) if isinstance(source, (str, Path)) else cls(source, processor, *settings)
-        if index.fingerprint != manifest["model_fingerprint"]:
+        saved = manifest["model_fingerprint"]
+        if index.fingerprint != saved and model_fingerprint(index.model, with_folder=True) != saved:
             raise IndexModelMismatchError(
                 f"the index in {directory} was built with another model (built with {manifest['model_name_or_path']}; "
                 f"the weights given differ). Load it with that model, or rebuild it with `cmr-clip index build`.")

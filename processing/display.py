@@ -21,12 +21,17 @@ def series_line(series: Series) -> str:
     """One line per series: number, description, sequence/view, role, grid size, confidence, used or not."""
     number = "?" if series.series_number is None else str(series.series_number)
     merged = f" (merged from series {', '.join(str(n) for n in series.merged_series_numbers)})" if len(series.merged_series_numbers) > 1 else ""
-    status = "used" if series.used and series.sequence != "other" else "set aside"
+    status = series_status(series)
     description = series.description or "<no description>"
     return (
         f"#{number:>4} {description[:32]:<32} {series.sequence:>5}/{series.view:<5} {series.role:<16} "
         f"{series.n_slices:>3} sl x {series.n_phases:>3} ph  conf {series.confidence:.2f}  {status}{merged}"
     )
+
+
+def series_status(series: Series) -> str:
+    """Whether the model gets the series' frames: 'used' or 'set aside'."""
+    return "used" if series.used and series.sequence != "other" else "set aside"
 
 
 def study_summary(study: Study, layout: StudyLayout | None = None) -> str:

@@ -29,13 +29,14 @@ def tiny_report_tokenizer():
     return tokenizer
 
 
-def tiny_target(tmp: Path, video_token_pooling: str = "cls_frames", seed: int = 0, **fields):
-    """(model, processor) of a random tiny CMR-TARGET built from a random tiny CMR-CLIP saved in `tmp`."""
+def tiny_target(tmp: Path, video_token_pooling: str = "cls_frames", seed: int = 0, n_positions: int = 128, **fields):
+    """(model, processor) of a random tiny CMR-TARGET built from a random tiny CMR-CLIP saved in `tmp`; its decoder
+    holds `n_positions` tokens (the pipeline's default of 160 new tokens needs more than 128)."""
     clip_dir = save_random_model(Path(tmp) / "clip", seed=seed)
     tokenizer = tiny_report_tokenizer()
     torch.manual_seed(seed)
     model = CMRTargetForConditionalGeneration.from_cmr_clip(
-        clip_dir, decoder=dict(DECODER, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        clip_dir, decoder=dict(DECODER, n_positions=n_positions, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                pad_token_id=tokenizer.pad_token_id),
         video_token_id=tokenizer.convert_tokens_to_ids("<|video|>"),
         sentence_token_id=tokenizer.convert_tokens_to_ids("<|sep|>"), vocab_size=len(tokenizer),
@@ -47,8 +48,8 @@ def tiny_target(tmp: Path, video_token_pooling: str = "cls_frames", seed: int = 
     return model, processor
 
 
-def save_tiny_target(path: Path, seed: int = 0) -> Path:
-    model, processor = tiny_target(path, seed=seed)
+def save_tiny_target(path: Path, seed: int = 0, n_positions: int = 128) -> Path:
+    model, processor = tiny_target(path, seed=seed, n_positions=n_positions)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path

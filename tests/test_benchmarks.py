@@ -4,6 +4,8 @@ import importlib.util
 import re
 from pathlib import Path
 
+from test_zero_shot_support import save_random_model, tiny_corpus
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,3 +51,19 @@ def test_report_generation_benchmark_runs(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^  ratio\s+\d+\.\d\dx$", out, re.M), out
     assert result["tokens_per_s_kv_cache"] > 0 and result["tokens_per_s_no_cache"] > 0
+
+
+def test_inference_precision_benchmark_runs(capsys, tmp_path):
+    model = save_random_model(tmp_path / "model")
+    tiny_corpus(n_per_split=4).save_to_disk(str(tmp_path / "corpus"))
+    inference_precision = _load_script("inference_precision")
+
+    result = inference_precision.main(["--model", str(model), "--data-dir", str(tmp_path / "corpus"), "--batch", "2",
+                                       "--repeats", "1", "--precisions", "float32", "bfloat16"])
+
+    out = capsys.readouterr().out
+    assert re.search(r"^\| bfloat16 \| \d+\.\d{3} \| \d+\.\d\dx \| [01]\.\d{5} \| [01]\.\d{5} \| \d+ of \d+ \|$", out, re.M), out
+    assert re.search(r"^one 256 x 768 x 3072 matrix product against float32: bfloat16 \d+\.\d\dx, int8 \(torch._int_mm\) "
+                     r"\d+\.\d\dx$", out, re.M), out
+    assert re.search(r"^\| lge \| \d\.\d{3} \| \d\.\d{3} \|$", out, re.M), out
+    assert result["precisions"]["float32"]["speedup"] == 1.0

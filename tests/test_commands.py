@@ -24,6 +24,7 @@ from target_support import save_tiny_target
 from test_zero_shot_support import save_random_model
 
 # `cmr-clip COMMAND: [STUDY: ]ErrorType: message`, the study named as the user gave it
+PRECISION_LINE = re.compile(r"^cmr-clip [\w-]+: precision \w+(\+int8)? \(")
 ERROR_LINE = re.compile(r"^cmr-clip [\w-]+: ([\w.-]+: )?[A-Z]\w*(Error|Exception): \S.*$")
 
 # The commands that write a folder, and those that read a prepared corpus (or, for push, summarise one).
@@ -38,8 +39,10 @@ def help_text(command: str, capsys) -> str:
 
 
 def error_lines(stderr: str) -> list[str]:
-    """The lines a command printed about a failure (deprecation notices and progress bars aside)."""
-    return [line for line in stderr.splitlines() if line.startswith("cmr-clip ") and "deprecated" not in line]
+    """The lines a command printed about a failure (deprecation notices, the precision notice and progress bars
+    aside)."""
+    return [line for line in stderr.splitlines() if line.startswith("cmr-clip ") and "deprecated" not in line
+            and not PRECISION_LINE.match(line)]
 
 
 @pytest.fixture(scope="module")

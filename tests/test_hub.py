@@ -228,7 +228,7 @@ def test_copied_code_is_the_package_code():
     source, needed = flat_source(zero_shot)
     assert "from .processing_cmr_clip import CMRCLIPProcessor" in source and "from .." not in source
     assert {m.__name__.rsplit(".", 1)[-1] for m in needed} == {"embeddings", "prompts", "scoring", "studies",
-                                                              "processing_cmr_clip"}
+                                                              "processing_cmr_clip", "precision"}
 
 
 # Run where cmr_clip (and pydicom) cannot be imported: load the published folder with trust_remote_code and

@@ -150,14 +150,14 @@ def test_no_package_or_core_import_inside_a_function():
 # docs/architecture.md's layers, bottom to top. A module belongs to the longest prefix that names it; every
 # `__main__` module is an entry point, on the top layer with the commands.
 LAYERS = {
-    "cmr_clip.vocabulary": 0, "cmr_clip.privacy": 0, "cmr_clip.modeling": 0,
+    "cmr_clip.vocabulary": 0, "cmr_clip.privacy": 0, "cmr_clip.precision": 0, "cmr_clip.modeling": 0,
     "cmr_clip.processing": 1,
     "cmr_clip.synthetic": 2, "cmr_clip.data": 2,
     "cmr_clip.embeddings": 3,
     "cmr_clip.pipelines": 4, "cmr_clip.index": 4,
     "cmr_clip.evaluation": 5, "cmr_clip.hub": 5,
     "cmr_clip.training": 6, "cmr_clip.release": 6,
-    "cmr_clip.demo": 7,
+    "cmr_clip.demo": 7, "cmr_clip.app": 7,
     "cmr_clip.commands": 8, "cmr_clip.cli": 8, "cmr_clip": 8,
 }
 

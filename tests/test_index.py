@@ -315,3 +315,28 @@ def test_fingerprint_covers_a_learnable_logit_scale():
     with torch.no_grad():
         model.logit_scale += 0.5
     assert model_fingerprint(model) != before
+
+
+def test_an_index_loads_with_a_copy_of_its_model_in_another_folder(model_dir, tmp_path):
+    """The fingerprint is the weights and config, not the folder they were loaded from (a Space copies the model)."""
+    import shutil
+
+    index = random_index(model_dir, 20)
+    index.save(tmp_path / "idx")
+    copy = shutil.copytree(model_dir, tmp_path / "elsewhere" / "model")
+    loaded = CMRStudyIndex.load(tmp_path / "idx", model=copy)
+    assert loaded.study_ids == index.study_ids
+    with pytest.raises(IndexModelMismatchError):
+        CMRStudyIndex.load(tmp_path / "idx", model=save_random_model(tmp_path / "other", seed=3))
+
+
+def test_an_index_saved_with_the_older_fingerprint_still_loads(model_dir, tmp_path):
+    """Indexes saved before the fingerprint left out the model's folder recorded it with the folder."""
+    from cmr_clip.index import model_fingerprint
+
+    index = random_index(model_dir, 10)
+    index.save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    manifest["model_fingerprint"] = model_fingerprint(index.model, with_folder=True)
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(manifest))
+    assert CMRStudyIndex.load(tmp_path / "idx").study_ids == index.study_ids

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any, get_args, get_origin, get_type_hints
 
 from .. import privacy
+from ..precision import DTYPE_CHOICES, QUANTIZE_CHOICES, Precision, PrecisionError
 from ..privacy import PHIError, safe_study_name
 from ..processing.errors import CMRStudyError
 from ..processing.identity import read_identity
@@ -34,8 +35,8 @@ DONE, SOME_FAILED, NOTHING_DONE = 0, 1, 2
 # Spellings of one idea that earlier releases accepted; they keep working, with a notice, for one release.
 DEPRECATED_SPELLINGS = {"--output-dir": ("--out", "--output"), "--data-dir": ("--data",)}
 
-# Errors every command may meet: a study that cannot be read, a path that is not there.
-COMMON_ERRORS = (CMRStudyError, PHIError, FileNotFoundError, NotADirectoryError)
+# Errors every command may meet: a study that cannot be read, a path that is not there, a precision that cannot run.
+COMMON_ERRORS = (CMRStudyError, PHIError, FileNotFoundError, NotADirectoryError, PrecisionError)
 
 
 class UsageError(ValueError):
@@ -126,6 +127,27 @@ def _missing_flags(args: argparse.Namespace) -> list[str]:
     """The required `--output-dir`/`--data-dir` flags (see `add_flag`) given in neither spelling."""
     return [flag for name, flag in vars(args).items()
             if name.startswith("_required_") and getattr(args, name[len("_required_"):], None) in (None, "")]
+
+
+def add_precision_flags(parser: argparse.ArgumentParser) -> None:
+    """`--dtype` and `--quantize`, the inference precision of the command's model (see `cmr_clip.precision`)."""
+    group = parser.add_argument_group("inference precision")
+    group.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                       help="the dtype the model runs in (default: auto, bfloat16 where the CPU or GPU has native "
+                            "bfloat16, else float32; float16: GPU only)")
+    group.add_argument("--quantize", choices=("none", *QUANTIZE_CHOICES), default="none",
+                       help='int8: dynamic int8 quantisation of the Linear layers (torchao: pip install "cmr-clip[int8]"; '
+                            "fast where the CPU has AVX512-VNNI)")
+
+
+def precision_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """`dtype` and `quantize` from `add_precision_flags`' flags, as the pipelines take them."""
+    return {"dtype": args.dtype, "quantize": None if args.quantize == "none" else args.quantize}
+
+
+def print_precision(command: str, precision: Precision) -> None:
+    """One line on stderr: the precision the command's model runs in and why it was picked."""
+    print(f"cmr-clip {command}: {precision}", file=sys.stderr)
 
 
 def add_json_flag(parser: argparse.ArgumentParser, what: str) -> None:

@@ -15,7 +15,8 @@ from ..evaluation.report import evaluate_model
 from ..evaluation.report_generation import evaluate_report_generation, format_comparison
 from ..evaluation.errors import EvaluationError
 from ..pipelines import PromptSetError
-from .base import DONE, NOTHING_DONE, add_flag
+from ..precision import resolve_precision
+from .base import DONE, NOTHING_DONE, add_flag, add_precision_flags, precision_kwargs, print_precision
 
 ERRORS = (EvaluationError, PromptSetError)
 
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="save the validation thresholds with the model (MODEL/zero_shot_prompts.json)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (they need matplotlib)")
     parser.add_argument("--seed", type=int, default=0)
+    add_precision_flags(parser)
     report = parser.add_argument_group("--task report")
     report.add_argument("--clip-model", help="the CMR-CLIP for the retrieval baseline (default: the one CMR-TARGET "
                                              "was trained from)")
@@ -45,17 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir or Path(args.model) / "evaluation")
+    print_precision("evaluate", resolve_precision(**precision_kwargs(args)))  # evaluation runs on the CPU
     if args.task == "report":
         results = evaluate_report_generation(args.model, args.data_dir, output_dir, clip_model=args.clip_model,
                                              split=args.split, num_beams=args.num_beams,
                                              max_new_tokens=args.max_new_tokens, max_sentences=args.max_sentences,
-                                             resamples=args.bootstrap)
+                                             resamples=args.bootstrap, **precision_kwargs(args))
         print(format_comparison(results))
         print(f"report_metrics.json in {output_dir}/")
         return DONE
     metrics = evaluate_model(args.model, args.data_dir, output_dir, reports=args.reports, ks=tuple(args.shots),
                              episodes=args.episodes, resamples=args.bootstrap, plots=not args.no_plots, seed=args.seed,
-                             save_thresholds=args.save_thresholds)
+                             save_thresholds=args.save_thresholds, **precision_kwargs(args))
     print((output_dir / "summary.md").read_text())
     print(f"metrics.json, summary.md{'' if args.no_plots else ' and plots'} in {output_dir}/")
     return DONE if metrics else NOTHING_DONE

@@ -3,6 +3,7 @@
     cmr-clip index build --model cmr-clip-demo --data-dir corpus --split train --output-dir my-index
     cmr-clip index build --model cmr-clip-demo --studies DIR/SYN00001 DIR/SYN00002 --output-dir my-index
     cmr-clip index build --model cmr-clip-demo --studies DIR/* --output-dir my-index --append
+    cmr-clip index build --model cmr-clip-demo --data-dir corpus --output-dir my-index --dtype bfloat16 --quantize int8
 
 Then search it with `cmr-clip search "severe LV dilation" --index my-index`. Studies that cannot be read are
 listed (and written to OUTPUT_DIR/skipped.json) and the others indexed (exit 1).
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from ..data.corpus import load_corpus
 from ..index import CMRStudyIndex, StudyIndexError
-from .base import UsageError, add_flag, outcome, print_failures, write_json
+from .base import UsageError, add_flag, add_precision_flags, outcome, precision_kwargs, print_failures, print_precision, write_json
 
 ERRORS = (StudyIndexError,)
 
@@ -37,15 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--storage-dtype", choices=["float32", "float16"], default="float32",
                        help="how the embeddings are stored (float16: half the disk and memory)")
     build.add_argument("--batch-size", type=int, default=8)
+    add_precision_flags(build)
 
 
 def run(args: argparse.Namespace) -> int:
+    precision = precision_kwargs(args)
     if args.append and Path(args.output_dir, "manifest.json").is_file():
         index = CMRStudyIndex.load(args.output_dir, model=args.model, backend=args.backend,
-                                   faiss_index=args.faiss_index, faiss_params=args.faiss_params)
+                                   faiss_index=args.faiss_index, faiss_params=args.faiss_params,
+                                   model_dtype=precision["dtype"], quantize=precision["quantize"])
     else:
         index = CMRStudyIndex.from_model(args.model, backend=args.backend, faiss_index=args.faiss_index,
-                                         faiss_params=args.faiss_params, dtype=args.storage_dtype)
+                                         faiss_params=args.faiss_params, dtype=args.storage_dtype,
+                                         model_dtype=precision["dtype"], quantize=precision["quantize"])
+    print_precision("index", index.precision)
     before = len(index)
     if args.data_dir:
         corpus = load_corpus(args.data_dir)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..index import CMRStudyIndex, StudyIndexError
-from .base import DONE, add_json_flag, write_json
+from .base import DONE, add_json_flag, add_precision_flags, precision_kwargs, print_precision, write_json
 
 ERRORS = (StudyIndexError,)
 
@@ -21,11 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by-study", action="store_true", help="the query is a study, not a text")
     parser.add_argument("-k", type=int, default=5, help="how many studies to return")
     parser.add_argument("--impressions", action="store_true", help="show the impressions of the studies found")
+    add_precision_flags(parser)
     add_json_flag(parser, "the hits")
 
 
 def run(args: argparse.Namespace) -> int:
-    index = CMRStudyIndex.load(args.index, model=args.model)
+    precision = precision_kwargs(args)
+    index = CMRStudyIndex.load(args.index, model=args.model, model_dtype=precision["dtype"], quantize=precision["quantize"])
+    print_precision("search", index.precision)
     if args.by_study:
         hits = index.draft_report(args.query, k=args.k) if args.impressions else index.search_by_study(args.query, k=args.k)
     else:

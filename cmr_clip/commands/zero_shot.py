@@ -2,6 +2,7 @@
 
     cmr-clip zero-shot study_a study_b --model cmr-clip-demo --estimate lvef --json answers.json
     cmr-clip zero-shot study_a --model cmr-clip-demo --labels hcm amyloidosis icm nicm normal
+    cmr-clip zero-shot study_a --model cmr-clip-demo --dtype float32 --quantize int8
 
 Studies are shown by position and folder name (the user's own input), never by anything read from the files.
 """
@@ -13,7 +14,7 @@ import argparse
 from transformers import pipeline
 
 from ..pipelines import PromptSetError
-from .base import add_json_flag, answers_outcome, study_names, write_json
+from .base import add_json_flag, add_precision_flags, answers_outcome, precision_kwargs, print_precision, study_names, write_json
 
 ERRORS = (PromptSetError,)
 
@@ -29,11 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--estimate", nargs="+", help="quantities to estimate, e.g. lvef")
     parser.add_argument("--prompts", help="prompt set JSON (default: the model's zero_shot_prompts.json or built-in)")
     parser.add_argument("--batch-size", type=int, default=1)
+    add_precision_flags(parser)
     add_json_flag(parser, "the answers")
 
 
 def run(args: argparse.Namespace) -> int:
-    classify = pipeline("zero-shot-cmr", model=args.model, prompt_set=args.prompts)
+    classify = pipeline("zero-shot-cmr", model=args.model, prompt_set=args.prompts, **precision_kwargs(args))
+    print_precision("zero-shot", classify.precision)
     findings = True if args.findings == [] else args.findings
     if findings is None and not args.labels and not args.estimate:
         findings = True

@@ -27,6 +27,7 @@ import torch
 from ..data.corpus import load_corpus
 from ..embeddings import embed_split
 from ..modeling import CMRCLIPModel
+from ..precision import set_precision
 from ..pipelines.prompts import model_prompt_set
 from ..privacy import write_json, write_text
 from ..processing import CMRCLIPProcessor
@@ -41,9 +42,13 @@ from .robustness import embedding_stability
 from .zero_shot import THRESHOLD_RULE, ZeroShotOutcome, run_zero_shot, split_labels, zero_shot_figures
 
 
-def load_clip(model_dir: str | Path) -> tuple[CMRCLIPModel, CMRCLIPProcessor]:
-    """The CMR-CLIP model (in eval mode) and processor saved in `model_dir`, as a user would load them."""
-    return CMRCLIPModel.from_pretrained(model_dir).eval(), CMRCLIPProcessor.from_pretrained(model_dir)
+def load_clip(model_dir: str | Path, dtype: str | torch.dtype = "float32",
+              quantize: str | None = None) -> tuple[CMRCLIPModel, CMRCLIPProcessor]:
+    """The CMR-CLIP model (in eval mode, in the precision `dtype` and `quantize` set: `cmr_clip.precision`) and
+    processor saved in `model_dir`, as a user would load them."""
+    model = CMRCLIPModel.from_pretrained(model_dir).eval()
+    set_precision(model, dtype, quantize)
+    return model, CMRCLIPProcessor.from_pretrained(model_dir)
 
 
 def embed_splits(model, processor, corpus, names: tuple[str, ...], batch_size: int = 32,
@@ -118,10 +123,13 @@ def few_shot_results(train_x, train_labels, test_x, test_labels, ks, episodes: i
 
 def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, reports: str | Path | None = None,
                    ks=DEFAULT_KS, episodes: int = 20, resamples: int = 1000, plots: bool = True, seed: int = 0,
-                   progress: bool = True, save_thresholds: bool = False) -> dict:
-    """Evaluate, write `metrics.json`, `summary.md` and (with `plots`) PNGs into `out_dir`; return the metrics."""
+                   progress: bool = True, save_thresholds: bool = False, dtype: str | torch.dtype = "float32",
+                   quantize: str | None = None) -> dict:
+    """Evaluate, write `metrics.json`, `summary.md` and (with `plots`) PNGs into `out_dir`; return the metrics.
+    The model runs in the precision `dtype` and `quantize` set (float32 by default, so that figures are
+    comparable across machines; `cmr-clip evaluate` defaults to "auto")."""
     corpus = load_corpus(str(data_dir))
-    model, processor = load_clip(model_dir)
+    model, processor = load_clip(model_dir, dtype, quantize)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     embedded = embed_splits(model, processor, corpus, ("train", "validation", "test"), progress=progress)

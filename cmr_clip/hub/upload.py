@@ -68,10 +68,17 @@ def push(save_dir: str | Path, repo_id: str, private: bool = False, remote_code:
     in one commit. Returns the commit info. `card_options` go to `model_card` (data_dir, license, datasets, ...)."""
     with tempfile.TemporaryDirectory(prefix="cmr-clip-push-") as staging:
         files = stage(save_dir, staging, remote_code=remote_code, repo_id=repo_id, **card_options)
-        api = HfApi(endpoint=endpoint, token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(staging) / name)) for name in files]
-        return api.create_commit(repo_id, operations=operations, commit_message=commit_message, repo_type="model")
+        return upload_staged(staging, files, repo_id, "model", private, commit_message, token=token, endpoint=endpoint)
+
+
+def upload_staged(staging: str | Path, files: list[str], repo_id: str, repo_type: str, private: bool,
+                  commit_message: str, token: str | None = None, endpoint: str | None = None, **create_options):
+    """Create the repo (`repo_type` model or space; `create_options` such as `space_sdk`) if missing and upload the
+    staged `files` in one commit. Returns the commit info."""
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **create_options)
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(staging) / name)) for name in files]
+    return api.create_commit(repo_id, operations=operations, commit_message=commit_message, repo_type=repo_type)
 
 
 def push_pretrained(model, processor, repo_id: str, private: bool = False, **options):

@@ -7,18 +7,24 @@
     draft("study_dir")                          # {"generated_impression": "...", "sentences": [...], "warnings": []}
     draft(["a", "b"], num_beams=4, max_sentences=3)
     draft({"pixel_values_videos": frames})      # (T, 3, H, W) or (1, T, 3, H, W), already processed
+    pipeline("cmr-report-generation", model="cmr-clip-demo/report", dtype="bfloat16", quantize="int8")
 
 Generation keywords (`num_beams`, `do_sample`, `temperature`, `max_new_tokens`, `max_sentences`, ...) pass
 through to `generate`; greedy decoding is the default and is deterministic. A study that cannot be read
 gets `{"error": "<type>: <why>"}` and the others are answered; a path holding several studies is such an
 error (`MultipleStudiesError`): pass `read_study(path, study=...)`, a `Study`, instead. The output is a
 draft for a reader to edit, not a report.
+
+`dtype` ("auto" by default: bfloat16 where the device has native bfloat16, else float32) and `quantize`
+(None or "int8") set the model's inference precision as in `pipeline("zero-shot-cmr")`; `draft.precision`
+says what was picked and why.
 """
 
 from __future__ import annotations
 
 from transformers import Pipeline
 
+from ..precision import set_precision
 from ..processing import CMRTargetProcessor
 from .studies import study_inputs
 
@@ -30,8 +36,10 @@ class CMRReportGenerationPipeline(Pipeline):
     _load_image_processor = False
     _load_video_processor = False
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, quantize: str | None = None, **kwargs):
+        dtype = kwargs.get("dtype", "auto")  # pipeline() loaded the model with it; Pipeline.__init__ drops it
         super().__init__(*args, **kwargs)
+        self.precision = set_precision(self.model, dtype, quantize)
         if self.processor is None:
             self.processor = CMRTargetProcessor.from_pretrained(self.model.name_or_path)
         self.tokenizer = self.processor.tokenizer

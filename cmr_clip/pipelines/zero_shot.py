@@ -7,6 +7,7 @@
     classify("study_dir")                                   # every finding of the prompt set, multi-label
     classify(["a", "b"], candidate_labels=["hcm", "amyloidosis", "normal"])   # softmax over labels
     classify("study_dir", findings=["lge"], estimate="lvef")
+    pipeline("zero-shot-cmr", model="cmr-clip-demo", dtype="float32", quantize="int8")   # see below
 
 A study is a path (folder or zip), a `Study` from `read_study`, `{"pixel_values_videos": (T, 3, H, W) or
 (1, T, 3, H, W)}` already processed, or `{"video_embeds": (D,) or (1, D)}` cached embeddings; a list is a
@@ -17,6 +18,11 @@ answer per study is a dict: `labels` (sorted, scores sum to 1), `findings` (sort
 processor's `warnings` for the study; a study that cannot be read gets `{"error": "<type>: <why>"}`
 instead, and the other studies of the call are answered as usual. No paths or identifiers are echoed
 back.
+
+`dtype` ("auto" by default: bfloat16 where the device has native bfloat16, else float32; or "float32",
+"bfloat16", "float16" on a GPU) and `quantize` (None or "int8", torchao) set the model's inference
+precision (`cmr_clip.precision`); the pipeline converts the model it is given, and `classify.precision`
+says what it picked and why. Scores come back as float32 whatever the precision.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from transformers import Pipeline
 
 from ..embeddings import encode_videos
+from ..precision import set_precision
 from ..processing import CMRCLIPProcessor
 from .prompts import PromptSet, model_prompt_set
 from .scoring import PromptBank, ZeroShotQuery
@@ -40,9 +47,11 @@ class ZeroShotCMRPipeline(Pipeline):
     _load_image_processor = False
     _load_video_processor = False
 
-    def __init__(self, *args, prompt_set: str | Path | PromptSet | None = None, **kwargs):
+    def __init__(self, *args, prompt_set: str | Path | PromptSet | None = None, quantize: str | None = None, **kwargs):
         self._prompt_source, self._prompt_set = prompt_set, None
+        dtype = kwargs.get("dtype", "auto")  # pipeline() loaded the model with it; Pipeline.__init__ drops it
         super().__init__(*args, **kwargs)
+        self.precision = set_precision(self.model, dtype, quantize)
         if self.processor is None:
             self.processor = CMRCLIPProcessor.from_pretrained(self.model.name_or_path)
         # Batching collates with the tokenizer's pad id; studies of one processor share a shape.
@@ -144,7 +153,7 @@ class ZeroShotCMRPipeline(Pipeline):
         if "video_embeds" in model_inputs:
             videos = torch.nn.functional.normalize(model_inputs["video_embeds"].to(self.device), dim=-1)
         else:
-            videos = encode_videos(self.model, model_inputs["pixel_values_videos"].to(self.device, self.model.dtype))
+            videos = encode_videos(self.model, model_inputs["pixel_values_videos"])
         scale = float(self.model.logit_scale_value().detach())
         scores = self.prompt_bank.score(videos, query, prompt_set, scale)
         return {**scores, "warnings": model_inputs["warnings"], "error": model_inputs["error"]}

@@ -1,0 +1,173 @@
+"""Inference precision as a user setting: which dtype a model runs in, and int8 quantisation of its Linear layers.
+
+    precision = resolve_precision("auto", quantize="int8", device="cpu")  # -> Precision(dtype, quantize, reason)
+    model = apply_precision(model, precision)                              # cast, quantise, log one line
+    precision = set_precision(model, "auto")                               # both, for the model's device
+
+`dtype` is "auto", "float32", "bfloat16", "float16" or a `torch.dtype`. "auto" picks bfloat16 where the
+device computes it natively (a CPU with AVX512-BF16 or AMX, a GPU that `torch.cuda.is_bf16_supported()`)
+and float32 elsewhere; `Precision.reason` says which rule decided. float16 runs on GPUs only (CPU kernels
+for it are slow or missing). `quantize="int8"` applies torchao's dynamic int8 quantisation (int8 weights,
+activations quantised per token at run time) to every `nn.Linear` (`pip install "cmr-clip[int8]"`); the
+`torch.ao.quantization` API it replaces is deprecated. Its int8 matrix product is fast only where the CPU has
+AVX512-VNNI (`native_int8`); elsewhere the reason warns that it will be slower than float32.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_CHOICES = ("auto", *DTYPES)
+QUANTIZE_CHOICES = ("int8",)
+INT8_INSTALL = 'pip install "cmr-clip[int8]"'
+CPU_FLAGS_FILE = Path("/proc/cpuinfo")
+
+
+class PrecisionError(ValueError):
+    """A precision setting that is unknown or cannot run on the device."""
+
+
+class QuantizationBackendError(PrecisionError, ImportError):
+    """`quantize="int8"` was asked for but torchao is not installed."""
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a model runs in: `dtype`, `quantize` (None or "int8") and `reason`, why this dtype was picked."""
+
+    dtype: torch.dtype
+    quantize: str | None
+    reason: str
+
+    @property
+    def name(self) -> str:
+        """e.g. "bfloat16+int8"."""
+        return str(self.dtype).removeprefix("torch.") + (f"+{self.quantize}" if self.quantize else "")
+
+    def __str__(self) -> str:
+        return f"precision {self.name} ({self.reason})"
+
+
+FLOAT32 = Precision(torch.float32, None, "float32 asked for")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux); empty where that file cannot be read."""
+    try:
+        text = CPU_FLAGS_FILE.read_text()
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def native_bf16(device: str | torch.device = "cpu") -> tuple[bool, str]:
+    """(whether `device` computes bfloat16 natively, the evidence in words)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+        return supported, f"this GPU {'supports' if supported else 'has no native'} bfloat16"
+    if device.type != "cpu":
+        return False, f"no bfloat16 probe for {device.type} devices"
+    # torch's own cpuinfo probes (the same ones oneDNN uses to pick bf16 kernels); not public API, hence getattr.
+    probes = {"AVX512-BF16": "_is_avx512_bf16_supported", "AMX": "_is_amx_tile_supported"}
+    found = [name for name, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)()]
+    if found:
+        return True, f"this CPU has native bfloat16 ({' and '.join(found)})"
+    return False, "this CPU has no native bfloat16 (no AVX512-BF16 or AMX)"
+
+
+def native_int8(device: str | torch.device = "cpu", flags: set[str] | None = None) -> bool:
+    """Whether int8 matrix products are fast on `device`: any GPU, or a CPU with AVX512-VNNI. torch's CPU
+    `_int_mm`, which torchao's int8 layers call, runs at 0.02x a float32 product of the same shape on an
+    AVX2-only CPU (torch 2.13; `benchmarks/inference_precision.py`'s first line). Unknown CPU flags count as
+    fast, so that no false warning is given."""
+    if torch.device(device).type != "cpu":
+        return True
+    flags = cpu_flags() if flags is None else flags
+    return not flags or "avx512_vnni" in flags
+
+
+def resolve_precision(dtype: str | torch.dtype | None = "auto", quantize: str | None = None,
+                      device: str | torch.device = "cpu", bf16_native: bool | None = None) -> Precision:
+    """The `Precision` a model on `device` runs in for the user's `dtype` and `quantize` settings.
+
+    `bf16_native` overrides the device probe (`native_bf16`) for "auto". Raises `PrecisionError` for an
+    unknown setting or float16 on a CPU."""
+    if quantize not in (None, "none", *QUANTIZE_CHOICES):
+        raise PrecisionError(f"quantize={quantize!r}: use None or one of {QUANTIZE_CHOICES}.")
+    quantize = None if quantize == "none" else quantize
+    device = torch.device(device)
+    chosen, reason = _resolve_dtype("auto" if dtype is None else dtype, device, bf16_native)
+    if chosen == torch.float16 and device.type == "cpu":
+        raise PrecisionError("dtype float16 runs on a GPU only (CPU float16 kernels are slow or missing); on a CPU "
+                             "use dtype='bfloat16' (--dtype bfloat16) or 'float32', or 'auto' to pick.")
+    if quantize == "int8" and not native_int8(device):
+        reason += "; warning: this CPU has no AVX512-VNNI, so int8 runs slower than float32 here (drop quantize)"
+    return Precision(chosen, quantize, reason)
+
+
+def _resolve_dtype(dtype, device: torch.device, bf16_native: bool | None) -> tuple[torch.dtype, str]:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise PrecisionError(f"dtype {dtype}: use one of {DTYPE_CHOICES}.")
+        return dtype, f"{str(dtype).removeprefix('torch.')} asked for"
+    if dtype in DTYPES:
+        return DTYPES[dtype], f"{dtype} asked for"
+    if dtype != "auto":
+        raise PrecisionError(f"dtype {dtype!r}: use one of {DTYPE_CHOICES} (or a torch.dtype).")
+    if bf16_native is None:
+        bf16_native, evidence = native_bf16(device)
+    else:
+        evidence = f"native bfloat16 {'given' if bf16_native else 'ruled out'} by the caller"
+    if bf16_native:
+        return torch.bfloat16, f"auto: {evidence}; override with dtype='float32' or --dtype float32"
+    return torch.float32, f"auto: {evidence}; override with dtype= or --dtype"
+
+
+def set_precision(model: torch.nn.Module, dtype: str | torch.dtype | None = "auto", quantize: str | None = None) -> Precision:
+    """Resolve the user's `dtype` and `quantize` for the device `model` is on and apply them to `model` (in
+    place); the `Precision` it runs in."""
+    precision = resolve_precision(dtype, quantize, next(model.parameters()).device)
+    apply_precision(model, precision)
+    return precision
+
+
+def apply_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Module:
+    """`model` (changed in place) cast to `precision.dtype` and, for int8, with its Linear layers quantised;
+    logs one line saying which precision runs and why."""
+    model = model.to(precision.dtype)
+    if precision.quantize == "int8":
+        quantize_int8(model)
+    logger.info("%s", precision)
+    return model
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation (per-row int8 weights, per-token int8 activations) of every `nn.Linear` of
+    `model`, in place, with torchao."""
+    torchao = _import_torchao()
+    torchao.quantization.quantize_(model, torchao.quantization.Int8DynamicActivationInt8WeightConfig())
+    return model
+
+
+def _import_torchao():
+    # torchao logs a line for each optional CUDA kernel library it cannot load: noise on a CPU machine.
+    torchao_logger = logging.getLogger("torchao")
+    level = torchao_logger.level
+    torchao_logger.setLevel(logging.ERROR)
+    try:
+        import torchao.quantization
+    except ImportError as error:
+        raise QuantizationBackendError(f'quantize="int8" needs torchao: {INT8_INSTALL}; or run without '
+                                       "quantize (--quantize none).") from error
+    finally:
+        torchao_logger.setLevel(level)
+    return torchao

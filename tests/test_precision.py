@@ -1,0 +1,169 @@
+"""Inference precision as a user setting: "auto" resolution, typed errors, and bfloat16 and int8 answers close to
+float32's on a CMR-CLIP trained for a few steps, through the pipelines, the index and the CLI flags."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import load_from_disk
+from target_support import save_tiny_target
+from test_training import make_corpus, tiny_train_config
+from transformers import pipeline
+
+import cmr_clip
+from cmr_clip import cli
+from cmr_clip.commands import zero_shot
+from cmr_clip.commands.base import build_parser, precision_kwargs
+from cmr_clip.data.collate import StudyCollator
+from cmr_clip.data.dataset import StudyTextDataset
+from cmr_clip.embeddings import encode_videos
+from cmr_clip.index import CMRStudyIndex
+from cmr_clip.precision import PrecisionError, QuantizationBackendError, native_bf16, resolve_precision, set_precision
+from cmr_clip.processing import CMRStudyProcessor
+from cmr_clip.training import train
+
+# Closeness to float32 asked of each precision (issue 16's targets, on trained weights).
+MIN_COSINE = {("bfloat16", None): 0.999, ("float32", "int8"): 0.99, ("bfloat16", "int8"): 0.99}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    """A CMR-CLIP trained for a few steps (weights moved away from their initialisation), saved with its processor."""
+    out = tmp_path_factory.mktemp("trained")
+    train(tiny_train_config(corpus, out, epochs=3))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pixels(corpus):
+    """Pixel values of the validation studies, as training and evaluation collate them."""
+    split = load_from_disk(str(corpus))["validation"]
+    collate = StudyCollator(CMRStudyProcessor.from_pretrained(corpus / "study_processor"))
+    return collate([StudyTextDataset(split)[i] for i in range(len(split))])["pixel_values_videos"]
+
+
+def test_auto_picks_bfloat16_only_where_the_device_has_it_natively():
+    assert resolve_precision("auto", bf16_native=True).dtype == torch.bfloat16
+    assert resolve_precision("auto", bf16_native=False).dtype == torch.float32
+    assert resolve_precision(None, bf16_native=False).dtype == torch.float32
+    assert "auto" in resolve_precision("auto", bf16_native=True).reason
+    assert "--dtype" in resolve_precision("auto", bf16_native=True).reason  # how to override
+
+
+def test_auto_on_this_cpu_agrees_with_its_cpu_flags():
+    flags_file = Path("/proc/cpuinfo")
+    if not flags_file.is_file():
+        pytest.skip("no /proc/cpuinfo here")
+    flags = set(next(l for l in flags_file.read_text().splitlines() if l.startswith("flags")).split(":")[1].split())
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert native_bf16("cpu")[0] == native
+    assert resolve_precision("auto", device="cpu").dtype == (torch.bfloat16 if native else torch.float32)
+
+
+@pytest.mark.parametrize("given,expected", [("float32", torch.float32), ("bfloat16", torch.bfloat16),
+                                            (torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32)])
+def test_explicit_dtypes_are_kept_whatever_the_device(given, expected):
+    assert resolve_precision(given, bf16_native=False).dtype == expected
+    assert resolve_precision(given, bf16_native=True).dtype == expected
+
+
+def test_float16_on_a_cpu_is_a_typed_error_naming_the_fix():
+    with pytest.raises(PrecisionError, match="GPU only.*bfloat16"):
+        resolve_precision("float16", device="cpu")
+    with pytest.raises(PrecisionError, match="GPU only"):
+        resolve_precision(torch.float16, device="cpu")
+
+
+@pytest.mark.parametrize("dtype,quantize", [("float8", None), (torch.int8, None), ("auto", "int4")])
+def test_unknown_settings_are_typed_errors_listing_the_choices(dtype, quantize):
+    with pytest.raises(PrecisionError, match="use"):
+        resolve_precision(dtype, quantize)
+
+
+def test_missing_torchao_is_a_typed_error_naming_the_extra(monkeypatch):
+    for name in [n for n in sys.modules if n == "torchao" or n.startswith("torchao.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torchao", None)  # Python's own way to make a package unimportable
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(QuantizationBackendError, match=r'pip install "cmr-clip\[int8\]"'):
+        set_precision(model, "float32", "int8")
+
+
+@pytest.mark.parametrize("dtype,quantize", list(MIN_COSINE))
+def test_reduced_precision_pipeline_answers_close_to_float32(trained, pixels, dtype, quantize):
+    if quantize:
+        pytest.importorskip("torchao")
+    reference = pipeline("zero-shot-cmr", model=str(trained), dtype="float32")
+    reduced = pipeline("zero-shot-cmr", model=str(trained), dtype=dtype, quantize=quantize)
+    assert reduced.model.dtype == getattr(torch, dtype) and reduced.precision.quantize == quantize
+    cosine = torch.nn.functional.cosine_similarity(encode_videos(reference.model, pixels),
+                                                   encode_videos(reduced.model, pixels), dim=-1)
+    assert cosine.min() >= MIN_COSINE[(dtype, quantize)]
+    studies = [{"pixel_values_videos": p} for p in pixels]
+    expected = [{f["finding"]: f["score"] for f in a["findings"]} for a in reference(studies, findings=True)]
+    answers = [{f["finding"]: f["score"] for f in a["findings"]} for a in reduced(studies, findings=True)]
+    assert all(type(s) is float for a in answers for s in a.values())
+    np.testing.assert_allclose([list(a.values()) for a in answers], [[e[k] for k in a] for a, e in zip(answers, expected)],
+                               atol=0.02)
+
+
+def test_trained_weights_differ_from_their_initialisation(trained):
+    """The closeness above is measured on weights training moved, not on a fresh initialisation."""
+    fresh = cmr_clip.CMRCLIPModel(cmr_clip.CMRCLIPConfig.from_pretrained(trained))
+    loaded = cmr_clip.CMRCLIPModel.from_pretrained(trained)
+    moved = [n for n, p in loaded.state_dict().items() if p.is_floating_point() and p.numel() > 1
+             and not torch.equal(p, fresh.state_dict()[n])]
+    assert len(moved) > 10
+
+
+def test_cli_dtype_flag_reaches_the_pipelines_model(trained):
+    args = build_parser("zero-shot", zero_shot).parse_args(["study", "--model", str(trained), "--dtype", "bfloat16"])
+    classify = pipeline("zero-shot-cmr", model=args.model, **precision_kwargs(args))
+    assert classify.model.dtype == torch.bfloat16
+    default = build_parser("zero-shot", zero_shot).parse_args(["study", "--model", str(trained)])
+    assert precision_kwargs(default) == {"dtype": "auto", "quantize": None}
+
+
+def test_cli_float16_on_cpu_exits_2_with_the_fix(trained, capsys):
+    code = cli.main(["zero-shot", "no-such-study", "--model", str(trained), "--dtype", "float16"])
+    err = capsys.readouterr().err
+    assert code == 2 and "PrecisionError" in err and "bfloat16" in err
+
+
+def test_report_pipeline_runs_in_bfloat16(tmp_path):
+    target = save_tiny_target(tmp_path / "target")
+    draft = pipeline("cmr-report-generation", model=str(target), dtype="bfloat16")
+    assert draft.model.dtype == torch.bfloat16
+    size = draft.feature_extractor.image_size
+    answer = draft({"pixel_values_videos": torch.zeros(draft.feature_extractor.num_frames, 3, size, size)},
+                   max_new_tokens=4)
+    assert isinstance(answer["generated_impression"], str)
+
+
+def test_index_built_in_bfloat16_stores_float32_embeddings_close_to_float32s(trained, corpus, tmp_path, capsys):
+    common = ["index", "build", "--model", str(trained), "--data-dir", str(corpus), "--split", "validation"]
+    assert cli.main([*common, "--output-dir", str(tmp_path / "fp32"), "--dtype", "float32"]) == 0
+    assert cli.main([*common, "--output-dir", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
+    assert "precision bfloat16" in capsys.readouterr().err
+    # Both load with the float32 model: the fingerprint is of the saved weights, whatever the precision.
+    fp32 = CMRStudyIndex.load(tmp_path / "fp32", model_dtype="float32")
+    bf16 = CMRStudyIndex.load(tmp_path / "bf16", model_dtype="float32")
+    assert bf16.dtype == "float32" and bf16.study_ids == fp32.study_ids
+    cosine = torch.nn.functional.cosine_similarity(fp32.embeddings, bf16.embeddings, dim=-1)
+    assert cosine.min() >= 0.999
+    # Searching the bfloat16 index in bfloat16 finds what float32 finds in the float32 one.
+    query = ["search", "dilated lv", "-k", "3", "--json"]
+    assert cli.main([*query, str(tmp_path / "fp32.json"), "--index", str(tmp_path / "fp32"), "--dtype", "float32"]) == 0
+    assert cli.main([*query, str(tmp_path / "bf16.json"), "--index", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
+    assert "cmr-clip search: precision bfloat16" in capsys.readouterr().err
+    hits = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("fp32", "bf16")}
+    assert hits["bf16"][0]["study_id"] == hits["fp32"][0]["study_id"]
+    np.testing.assert_allclose([h["score"] for h in hits["bf16"]], [h["score"] for h in hits["fp32"]], atol=0.01)
