@@ -55,8 +55,9 @@ class RunConfig(TrainingSchedule):
     """Fraction of the steps with a linear learning-rate warmup."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0: no clipping)."""
-    mixed_precision: str = "no"
-    """`no`, `bf16` or `fp16` (Accelerate)."""
+    mixed_precision: str = "auto"
+    """`auto` (bf16 autocast where the CPU or GPU computes bfloat16 natively, float32 elsewhere; the log says
+    which), `no`, `bf16` or `fp16` (Accelerate)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, more time)."""
     augment: bool = True
