@@ -97,7 +97,7 @@ def run_demo(settings: DemoSettings) -> dict:
         vision=DEMO_VISION, text={} if settings.text_model else DEMO_TEXT, projection_dim=64, eval_batch_size=64,
         warmup_ratio=0.1, max_text_length=128, learnable_logit_scale=True, crop_scale=[0.8, 1.0],
         # Half of each impression's sentences per step: findings are then learnt one sentence at a time, as
-        # zero-shot prompts ask about them. No flips: a mirrored heart puts the right ventricle on the left.
+        # zero-shot prompts ask about them. No flips: a mirrored image swaps the sides the two ventricles lie on.
         sentence_keep=0.5, flip_probability=0.0,
     )
     training = train(config)
