@@ -1,24 +1,37 @@
-"""Speed and peak memory of the CMR-CLIP video tower, sdpa against eager attention.
+"""Speed and peak memory of the CMR-CLIP video tower against two baselines, as ratios to the release.
 
-The tower is built once per attention implementation with the same random weights, and two steps are
-measured after `--warmup` untimed runs:
+Five implementations of a divided space-time video transformer at the same width, depth, heads, patch size,
+frame count and image size:
+  - release: the release's tower as it computes it, in float32 (`release_video_tower.py`: an explicit q.k
+    softmax per group after einops-style rearranges), holding the SAME weights as ours;
+  - timesformer: transformers' `TimesformerModel`, "divided_space_time" attention, float32, random weights;
+  - sdpa, eager: our `CMRCLIPVisionModel` in float32 with each attention implementation (same weights);
+  - sdpa-bf16: ours with bfloat16 weights and input (`from_pretrained(..., dtype=torch.bfloat16)`'s path).
+Each step is measured after `--warmup` untimed runs:
   - fwd: inference (`eval()`, `torch.no_grad()`);
-  - fwd+bwd: a training step's forward and `backward()` of the pooled output (no optimiser).
-Times are medians of `--repeats` runs in one process, the implementations alternating within every
-repeat so that a change in background load hits both alike. Peak memory is measured for each
-implementation in a fresh process of its own (so that neither reuses memory the other freed; the two
-run side by side) as the most memory in use during one run of a step beyond what was in use before it
-(the model, its input and its gradients): on CUDA from `torch.cuda.max_memory_allocated`; on CPU from
-the kernel's peak resident set (`VmHWM`, reset through `/proc/self/clear_refs`; "n/a" where that is
-missing), with glibc told to unmap every freed block of 64 KiB or more at once, so that the resident
-set follows the live tensors.
+  - fwd+bwd: a training step's forward and `backward()` of the CLS output (no optimiser).
+Times are medians of `--repeats` runs in one process, the implementations alternating within every repeat
+(the order reversed every other repeat) so that a change in background load hits all alike. Peak memory is
+measured for each implementation in a fresh process of its own (so that none reuses memory another freed;
+they run side by side) as the most memory in use during one run of a step beyond what was in use before it
+(the model, its input and its gradients): on CUDA from `torch.cuda.max_memory_allocated`; on CPU from the
+kernel's peak resident set (`VmHWM`, reset through `/proc/self/clear_refs`; "n/a" where that is missing),
+with glibc told to unmap every freed block of 64 KiB or more at once, so that the resident set follows the
+live tensors. The ratio table divides the release's time by each one's (above 1: faster than the release)
+and each one's peak memory by the release's (below 1: less memory).
 
-Sizes: `full` is the released model's input, 64 frames of 224 x 224 through ViT-B/16 (12 layers);
-`cpu` keeps those frame and block shapes but has 8 frames and 2 layers, so it finishes in one to two
-minutes on two cores; `tiny` only checks that the script works (tests/test_benchmarks.py).
+Sizes (ViT-B/16 width: 768, 12 heads, MLP 3072):
+  - `cpu` (default): 16 frames of 112 x 112, 785 tokens, fwd and fwd+bwd. Depth 2 by default, the same for
+    every model, because two CPU cores without native bf16 take minutes per bf16 step at depth 12 (a
+    block costs the same at every depth, so the ratios hold); `--layers 12` gives the full depth.
+  - `full`: the release's input, 64 frames of 224 x 224 (12545 tokens), 12 layers, forward only.
+  - `tiny`: only checks that the script works (tests/test_benchmarks.py).
+The header says whether the device computes bf16 natively: a CPU without it (no AVX512-BF16/AMX) emulates
+bf16 matrix products, and the bf16 row is then far slower than float32.
 
-    python benchmarks/video_encoder.py                                    # --size cpu on the CPU
-    python benchmarks/video_encoder.py --size full --device cuda --dtype bfloat16
+    python benchmarks/video_encoder.py                                   # 16 x 112 x 112, 2 layers, CPU
+    python benchmarks/video_encoder.py --size full --repeats 1 --warmup 0 # 64 x 224 x 224, forward only
+    python benchmarks/video_encoder.py --size full --device cuda --steps fwd fwd+bwd
 """
 
 import argparse
@@ -29,32 +42,64 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from transformers import TimesformerConfig, TimesformerModel
 
 from cmr_clip import CMRCLIPVisionConfig, CMRCLIPVisionModel
+from release_video_tower import ReleaseVideoTower  # same folder
 
 SIZES = {
     "tiny": dict(num_frames=2, image_size=32, patch_size=16, hidden_size=64, num_hidden_layers=1,
                  num_attention_heads=2, intermediate_size=128),
-    "cpu": dict(num_frames=8, num_hidden_layers=2),
-    "full": dict(),
+    "cpu": dict(num_frames=16, image_size=112, num_hidden_layers=2),
+    "full": dict(num_frames=64, image_size=224),
 }
-IMPLEMENTATIONS = ("eager", "sdpa")
+DEFAULT_STEPS = {"tiny": ("fwd", "fwd+bwd"), "cpu": ("fwd", "fwd+bwd"), "full": ("fwd",)}
+IMPLEMENTATIONS = ("release", "timesformer", "sdpa", "eager", "sdpa-bf16")
+BASELINE = "release"
+STEPS = ("fwd", "fwd+bwd")
 MIB = 2**20
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=SIZES, default="cpu", help="model and input size (default: cpu)")
+    parser.add_argument("--layers", type=int, help="depth of every model (default: the size's)")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, help="steps to measure (default: the size's)")
+    parser.add_argument("--impls", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS),
+                        help="implementations to measure (default: all; ratios need release)")
     parser.add_argument("--batch", type=int, default=1, help="studies per batch (default: 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (default: 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default: 1)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--peaks-of", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)  # the memory subprocess
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.steps = tuple(args.steps or DEFAULT_STEPS[args.size])
+    return args
+
+
+def tower_config(args: argparse.Namespace) -> CMRCLIPVisionConfig:
+    layers = {} if args.layers is None else {"num_hidden_layers": args.layers}
+    return CMRCLIPVisionConfig(**{**SIZES[args.size], **layers}, time_init="normal")
+
+
+def timesformer_config(config: CMRCLIPVisionConfig) -> TimesformerConfig:
+    """transformers' TimeSformer at the dimensions of our tower."""
+    return TimesformerConfig(
+        image_size=config.image_size, patch_size=config.patch_size, num_channels=config.num_channels,
+        num_frames=config.num_frames, hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+        layer_norm_eps=config.layer_norm_eps, qkv_bias=config.qkv_bias, attention_type="divided_space_time",
+    )
+
+
+def native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 class PeakMemory:
@@ -88,92 +133,98 @@ class PeakMemory:
         return None
 
 
-def build_models(args: argparse.Namespace, impls: tuple[str, ...] = IMPLEMENTATIONS) -> tuple[dict, torch.Tensor]:
-    """The tower once per attention implementation, all with the same random weights, and a batch."""
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    config = CMRCLIPVisionConfig(**SIZES[args.size], time_init="normal")
+def build_models(args: argparse.Namespace, impls) -> tuple[dict[str, Callable], dict]:
+    """For each implementation, its model and a function of the videos giving the CLS output (B, D); ours and
+    the release's hold the same random weights. Also the videos, per implementation's dtype."""
+    device = torch.device(args.device)
+    config = tower_config(args)
     torch.manual_seed(0)
-    reference = CMRCLIPVisionModel(config).state_dict()
-    models = {}
+    weights = CMRCLIPVisionModel(config).state_dict()
+    videos = torch.randn(args.batch, config.num_frames, config.num_channels, config.image_size, config.image_size,
+                         device=device)
+    models, forwards = {}, {}
     for impl in impls:
-        models[impl] = CMRCLIPVisionModel._from_config(config, attn_implementation=impl)
-        models[impl].load_state_dict(reference)
-        models[impl].to(device, dtype)
-    videos = torch.randn(
-        args.batch, config.num_frames, config.num_channels, config.image_size, config.image_size,
-        device=device, dtype=dtype,
-    )
-    return models, videos
+        if impl == "release":
+            models[impl] = ReleaseVideoTower.from_config(config)
+            models[impl].load_tower_weights(weights)
+            forwards[impl] = models[impl]
+        elif impl == "timesformer":
+            models[impl] = TimesformerModel(timesformer_config(config))
+            forwards[impl] = lambda x, model=models[impl]: model(pixel_values=x).last_hidden_state[:, 0]
+        else:
+            models[impl] = CMRCLIPVisionModel._from_config(config, attn_implementation=impl.split("-")[0])
+            models[impl].load_state_dict(weights)
+            forwards[impl] = lambda x, model=models[impl]: model(pixel_values_videos=x).pooler_output
+        models[impl].to(device, torch.bfloat16 if impl.endswith("bf16") else torch.float32)
+    inputs = {impl: videos.to(torch.bfloat16 if impl.endswith("bf16") else torch.float32) for impl in impls}
+    return {impl: steps(models[impl], forwards[impl], inputs[impl]) for impl in impls}, config
 
 
-def steps(model: CMRCLIPVisionModel, videos: torch.Tensor) -> dict:
+def steps(model: torch.nn.Module, forward: Callable, videos: torch.Tensor) -> dict[str, Callable]:
     """The two measured steps: inference forward, and a training forward with backward."""
-    def forward():
+    def inference():
         model.eval()
         with torch.no_grad():
-            model(pixel_values_videos=videos)
+            forward(videos)
 
     def forward_backward():
         model.train()
-        model(pixel_values_videos=videos).pooler_output.float().sum().backward()
+        forward(videos).float().sum().backward()
 
-    return {"fwd": forward, "fwd+bwd": forward_backward}
+    return {"fwd": inference, "fwd+bwd": forward_backward}
 
 
-def measure_times(models: dict, videos: torch.Tensor, args: argparse.Namespace) -> dict[str, dict]:
-    """Median milliseconds per step and implementation, after warm-up. The implementations alternate
-    within every repeat (each first in turn), so a change in background load affects both alike."""
+def measure_times(runs: dict[str, dict], args: argparse.Namespace) -> dict[str, dict]:
+    """Median milliseconds per step and implementation, after warm-up. The implementations alternate within
+    every repeat (the order reversed every other repeat), so a change in background load affects all alike."""
     device = torch.device(args.device)
-    times = {impl: {} for impl in IMPLEMENTATIONS}
-    for name in ("fwd", "fwd+bwd"):
-        runs = {impl: steps(models[impl], videos)[name] for impl in IMPLEMENTATIONS}
-        for impl in IMPLEMENTATIONS:
+    impls = tuple(runs)
+    times = {impl: {} for impl in impls}
+    for name in args.steps:
+        for impl in impls:
             for _ in range(args.warmup):
-                runs[impl]()
-        samples = {impl: [] for impl in IMPLEMENTATIONS}
+                runs[impl][name]()
+        samples = {impl: [] for impl in impls}
         for repeat in range(args.repeats):
-            order = IMPLEMENTATIONS if repeat % 2 == 0 else IMPLEMENTATIONS[::-1]
-            for impl in order:
+            for impl in impls if repeat % 2 == 0 else impls[::-1]:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 begin = time.perf_counter()
-                runs[impl]()
+                runs[impl][name]()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 samples[impl].append(time.perf_counter() - begin)
-        for impl in IMPLEMENTATIONS:
+        for impl in impls:
             times[impl][f"{name} ms"] = 1000 * statistics.median(samples[impl])
     return times
 
 
 def measure_peaks(impl: str, args: argparse.Namespace) -> dict:
     """Peak MiB of one run of each step for one implementation, after a warm-up that also allocates the
-    gradients. Meant for a fresh process: see `peaks_in_fresh_processes`."""
-    models, videos = build_models(args, impls=(impl,))
+    gradients when fwd+bwd is measured. Meant for a fresh process: see `peaks_in_fresh_processes`."""
+    runs, _ = build_models(args, (impl,))
     memory = PeakMemory(torch.device(args.device))
-    run = steps(models[impl], videos)
     for _ in range(args.warmup):
-        run["fwd+bwd"]()
+        runs[impl][args.steps[-1]]()
     peaks = {}
-    for name, step in run.items():
+    for name in args.steps:
         memory.start()
-        step()
+        runs[impl][name]()
         peak = memory.stop()
         peaks[f"{name} peak MiB"] = None if peak is None else peak / MIB
     return peaks
 
 
 def peaks_in_fresh_processes(args: argparse.Namespace) -> dict[str, dict]:
-    """`measure_peaks` of every implementation, each in a new Python process (run side by side) whose
-    glibc unmaps freed blocks of 64 KiB or more at once."""
+    """`measure_peaks` of every implementation, each in a new Python process (run side by side) whose glibc
+    unmaps freed blocks of 64 KiB or more at once."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
+    common = ["--size", args.size, "--batch", str(args.batch), "--warmup", str(args.warmup), "--device", args.device,
+              "--steps", *args.steps] + ([] if args.layers is None else ["--layers", str(args.layers)])
     workers = {
-        impl: subprocess.Popen(
-            [sys.executable, __file__, "--peaks-of", impl, "--size", args.size, "--batch", str(args.batch),
-             "--warmup", str(args.warmup), "--device", args.device, "--dtype", args.dtype],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )
-        for impl in IMPLEMENTATIONS
+        impl: subprocess.Popen([sys.executable, __file__, "--peaks-of", impl, *common],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for impl in args.impls
     }
     peaks = {}
     for impl, worker in workers.items():
@@ -184,29 +235,36 @@ def peaks_in_fresh_processes(args: argparse.Namespace) -> dict[str, dict]:
     return peaks
 
 
-def format_report(results: dict[str, dict], args: argparse.Namespace) -> str:
-    """The table of both implementations and the line of sdpa/eager ratios."""
-    config = CMRCLIPVisionConfig(**SIZES[args.size])
+def format_report(results: dict[str, dict], config: CMRCLIPVisionConfig, args: argparse.Namespace) -> str:
+    """The table of every implementation's figures and the table of their ratios to the release."""
     tokens = 1 + config.num_frames * config.num_patches
-    columns = ("fwd ms", "fwd+bwd ms", "fwd peak MiB", "fwd+bwd peak MiB")
-
-    def cell(value):
-        return f"{value:>18.1f}" if value is not None else f"{'n/a':>18}"
-
+    columns = [f"{step} ms" for step in args.steps] + [f"{step} peak MiB" for step in args.steps]
+    device = torch.device(args.device)
     lines = [
-        f"CMR-CLIP video tower, size {args.size}: batch {args.batch} x {config.num_frames} frames x "
-        f"{config.image_size}px, width {config.hidden_size}, {config.num_hidden_layers} layers, {tokens} tokens; "
-        f"{args.device} {args.dtype}, median of {args.repeats}",
-        f"{'impl':<8}" + "".join(f"{c:>18}" for c in columns),
+        f"Video tower, size {args.size}: batch {args.batch} x {config.num_frames} frames x {config.image_size}px, "
+        f"width {config.hidden_size}, {config.num_hidden_layers} layers, {config.num_attention_heads} heads, "
+        f"patch {config.patch_size}, {tokens} tokens; {args.device}, {torch.get_num_threads()} threads, "
+        f"native bf16: {'yes' if native_bf16(device) else 'no'}; median of {args.repeats}",
+        f"{'impl':<12}" + "".join(f"{c:>18}" for c in columns),
     ]
-    lines += [f"{impl:<8}" + "".join(cell(results[impl][c]) for c in columns) for impl in IMPLEMENTATIONS]
-
-    def ratio(column):
-        sdpa, eager = results["sdpa"][column], results["eager"][column]
-        return f"{sdpa / eager:.2f}x" if sdpa is not None and eager else "n/a"
-
-    lines.append("sdpa/eager: " + ", ".join(f"{c} {ratio(c)}" for c in columns))
+    lines += [f"{impl:<12}" + "".join(_cell(results[impl][c]) for c in columns) for impl in args.impls]
+    if BASELINE in results:
+        base = results[BASELINE]
+        lines.append(f"ratios to {BASELINE} (time: {BASELINE}/impl, above 1 is faster; memory: impl/{BASELINE}, "
+                     "below 1 is less)")
+        lines += [f"{impl:<12}" + "".join(f"{_ratio(results[impl][c], base[c], c.endswith('ms')):>18}"
+                                          for c in columns) for impl in args.impls]
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return f"{value:>18.1f}" if value is not None else f"{'n/a':>18}"
+
+
+def _ratio(value: float | None, base: float | None, speed: bool) -> str:
+    if value is None or base is None or (value if speed else base) <= 0:
+        return "n/a"
+    return f"{(base / value if speed else value / base):.2f}x"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,11 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.peaks_of:
         print(json.dumps(measure_peaks(args.peaks_of, args)))
         return 0
-    models, videos = build_models(args)
-    results = measure_times(models, videos, args)
+    runs, config = build_models(args, args.impls)
+    results = measure_times(runs, args)
+    del runs
     for impl, peaks in peaks_in_fresh_processes(args).items():
         results[impl].update(peaks)
-    print(format_report(results, args))
+    print(format_report(results, config, args))
     return 0
 
 

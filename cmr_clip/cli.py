@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("finetune", "fine-tune a study classifier (findings, diagnosis, LVEF) from CMR-CLIP, whole or with LoRA"),
     "evaluate": ("evaluate", "zero-shot, few-shot, retrieval and robustness metrics with plots"),
     "zero-shot": ("zero_shot", "zero-shot findings, labels and estimates for studies with a CMR-CLIP model"),
+    "predict": ("predict", "zero-shot answers for a whole archive of studies as one table (resumable, batched)"),
     "report": ("report", "draft a report impression for studies with a CMR-TARGET model (a draft to edit)"),
     "index": ("index", "build a searchable index of study embeddings (cmr-clip index build ...)"),
     "search": ("search", "search a study index by text or by study"),

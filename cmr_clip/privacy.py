@@ -695,6 +695,15 @@ def write_jsonl(path: str | Path, rows, where: str | None = None) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
+def append_jsonl(path: str | Path, row, where: str | None = None) -> None:
+    """`row` as one more JSON line at the end of `path` (a journal written as work is done), once `check_json` has
+    passed it; the line is written in one call, so an interrupted run leaves at most its last line cut short."""
+    path = Path(path)
+    check_json(row, where or path.name, local=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
 def write_text(path: str | Path, text: str, where: str | None = None) -> None:
     """`text` at `path` (a model card, a summary), once `check_text` has passed it line by line."""
     path = Path(path)

@@ -121,67 +121,63 @@ def eager_attention_forward(
 
 def divided_attention(
     module: nn.Module, hidden_states: torch.Tensor, num_frames: int, along_time: bool, **kwargs
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One divided attention of the video tower, shared by the time and the space attention modules.
 
     The CLS query attends to the whole sequence. Patch queries are grouped (by spatial position across
     frames for time attention, by frame for space attention) and each group attends to itself plus CLS.
-    Returns the merged-head output before the output projection, and the patch queries' attention
-    weights (eager only) as `(batch, groups, heads, group_length, 1 + group_length)`.
+    Returns, before the output projection, the CLS output `(batch, 1, width)`, the patch output in group
+    order `(batch, groups, group_length, width)`, and the patch queries' attention weights (eager only) as
+    `(batch, groups, heads, group_length, 1 + group_length)`.
     """
     batch, length, width = hidden_states.shape
     heads, head_dim = module.num_heads, module.head_dim
-    patches = (length - 1) // num_frames
     attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
         module.config._attn_implementation, eager_attention_forward
     )
     dropout = module.dropout if module.training else 0.0
 
-    query, key, value = module.qkv(hidden_states).view(batch, length, 3, heads, head_dim).unbind(2)
+    qkv = module.qkv(hidden_states).view(batch, length, 3, heads, head_dim)
+    patches = qkv[:, 1:].unflatten(1, (num_frames, -1))  # (batch, frames, patches, 3, heads, head_dim)
+    if along_time:
+        patches = patches.transpose(1, 2)
+    groups, group_length = patches.shape[1:3]
+    # Every group with CLS first, in one buffer (batch, groups, 1 + group_length, 3, heads, head_dim): the one
+    # copy of q, k and v that backward keeps (the qkv output is freed). Its key and value rows also serve the
+    # CLS query, read as one sequence of all groups: it holds CLS once per group, so all CLS rows but the
+    # first are masked out. Every view below is of q, k and v, not of the buffer, so that backward sums their
+    # gradients at that size.
+    grouped = torch.cat([qkv[:, None, :1].expand(-1, groups, -1, -1, -1, -1), patches], dim=2)
+    # (batch * groups, heads, 1 + group_length, head_dim) each
+    query, key, value = grouped.flatten(0, 1).permute(2, 0, 3, 1, 4).unbind(0)
 
-    # CLS query against every key: (batch, heads, 1, head_dim) x (batch, heads, length, head_dim).
+    def all_groups(tokens: torch.Tensor) -> torch.Tensor:  # (batch, heads, groups * (1 + group_length), head_dim)
+        return tokens.unflatten(0, (batch, groups)).transpose(1, 2).flatten(2, 3)
+
+    duplicates = torch.zeros(groups, 1 + group_length, dtype=grouped.dtype, device=grouped.device)
+    duplicates[1:, 0] = float("-inf")
     cls_output, _ = attention_interface(
         module,
-        query[:, :1].transpose(1, 2),
-        key.transpose(1, 2),
-        value.transpose(1, 2),
-        None,
+        query[::groups, :, :1],
+        all_groups(key),
+        all_groups(value),
+        duplicates.view(1, 1, 1, -1),
         scaling=module.scale,
         dropout=dropout,
         **kwargs,
     )
-
-    def group(tokens: torch.Tensor) -> torch.Tensor:
-        # (batch, frames * patches, heads, head_dim) -> (batch * groups, heads, group_length, head_dim)
-        tokens = tokens.reshape(batch, num_frames, patches, heads, head_dim)
-        if along_time:
-            tokens = tokens.transpose(1, 2)
-        return tokens.flatten(0, 1).transpose(1, 2)
-
-    groups = patches if along_time else num_frames
-
-    def with_cls(tokens: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
-        cls = full[:, :1].transpose(1, 2).repeat_interleave(groups, dim=0)
-        return torch.cat([cls, tokens], dim=2)
-
     patch_output, patch_weights = attention_interface(
         module,
-        group(query[:, 1:]),
-        with_cls(group(key[:, 1:]), key),
-        with_cls(group(value[:, 1:]), value),
+        query[:, :, 1:],
+        key,
+        value,
         None,
         scaling=module.scale,
         dropout=dropout,
         attention_groups=groups,
         **kwargs,
     )
-    # (batch * groups, group_length, heads, head_dim) back to sequence order.
-    patch_output = patch_output.reshape(batch, groups, -1, heads, head_dim)
-    if along_time:
-        patch_output = patch_output.transpose(1, 2)
-    patch_output = patch_output.reshape(batch, num_frames * patches, width)
-    output = torch.cat([cls_output.reshape(batch, 1, width), patch_output], dim=1)
-    return output, patch_weights
+    return cls_output.reshape(batch, 1, width), patch_output.reshape(batch, groups, group_length, width), patch_weights
 
 
 class CMRCLIPDividedAttention(nn.Module):
@@ -204,8 +200,14 @@ class CMRCLIPDividedAttention(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, num_frames: int, **kwargs: Unpack[TransformersKwargs]
     ) -> tuple[torch.Tensor, Any]:
-        output, weights = divided_attention(self, hidden_states, num_frames, along_time=self.along_time, **kwargs)
-        return self.out_proj(output), weights
+        cls_output, patch_output, weights = divided_attention(
+            self, hidden_states, num_frames, along_time=self.along_time, **kwargs
+        )
+        # Projected in group order (it is per token), so backward keeps the attention output only once.
+        patch_output = self.out_proj(patch_output)
+        if self.along_time:
+            patch_output = patch_output.transpose(1, 2)
+        return torch.cat([self.out_proj(cls_output), patch_output.flatten(1, 2)], dim=1), weights
 
 
 class CMRCLIPTimeAttention(CMRCLIPDividedAttention):

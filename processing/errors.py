@@ -55,3 +55,24 @@ class UnreadableSeriesError(CorruptPixelDataError):
     def __init__(self, message: str, series=None):
         super().__init__(message)
         self.series = series
+
+
+class DICOMwebError(CMRStudyError):
+    """A study could not be read from a DICOMweb server (PACS); the subclasses say why. `status` is the HTTP
+    status the server answered, if any."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class PACSUnreachableError(DICOMwebError):
+    """The DICOMweb server did not answer (wrong URL, server down, network or proxy in the way) after the retries."""
+
+
+class PACSAuthenticationError(DICOMwebError):
+    """The DICOMweb server refused the credentials (HTTP 401 or 403)."""
+
+
+class StudyNotOnServerError(DICOMwebError):
+    """The DICOMweb server holds no study with that StudyInstanceUID, or none matches the query."""

@@ -30,6 +30,7 @@ from transformers.feature_extraction_utils import BatchFeature, FeatureExtractio
 
 from ..vocabulary import MODEL_SEQUENCES, VIEWS
 from .decoding import decode_selected, frame_key
+from .dicomweb import as_dicomweb_source
 from .errors import CMRStudyError, NoUsableCineError, UnreadableSeriesError
 from .layout import Selection, StudyLayout, plan_frames, select_frames
 from .pixels import IMAGENET_MEAN, IMAGENET_STD, ArrayFrame, FrameTransform
@@ -104,7 +105,7 @@ class CMRStudyProcessor(FeatureExtractionMixin):
     ) -> BatchFeature:
         """Process one study or a list of studies.
 
-        A study is a path (folder, zip), a `Study`, or a dict of arrays per view (see `study_from_arrays`).
+        A study is a path (folder, zip), a DICOMweb source (`DICOMwebServer.study(uid)` or `.query(...)`), a `Study`, or a dict of arrays per view (see `study_from_arrays`).
         A path holding several studies raises `MultipleStudiesError` unless `study` picks one (index,
         StudyInstanceUID or key, as in `read_study`) or `expand_studies` makes each study its own row.
         With `skip_errors`, a study that raises a `CMRStudyError` is left out of the batch and reported in
@@ -136,10 +137,11 @@ class CMRStudyProcessor(FeatureExtractionMixin):
 
     def _study_loaders(self, item, overrides, study, expand_studies: bool) -> list[tuple[dict, Callable[[], Study]]]:
         """(labels for the output, a function loading the study) per study of one input."""
-        if not (expand_studies and isinstance(item, (str, os.PathLike))):
+        remote = as_dicomweb_source(item)
+        if not (expand_studies and (remote is not None or isinstance(item, (str, os.PathLike)))):
             return [({}, partial(self.load_study, item, overrides=overrides, study=study))]
         try:
-            found = list_studies(Path(item))
+            found = list_studies(remote or Path(item))
         except CMRStudyError as error:
             return [({}, partial(_raise, error))]
         return [({"study": part.key, "study_index": part.index}, partial(part.read, overrides)) for part in found]
@@ -184,6 +186,8 @@ class CMRStudyProcessor(FeatureExtractionMixin):
             return item
         if isinstance(item, dict):
             return study_from_arrays(item)
+        if as_dicomweb_source(item) is not None:
+            return read_study(item, overrides=overrides, study=study)
         if isinstance(item, (str, os.PathLike)):
             return read_study(Path(item), overrides=overrides, study=study)
         raise TypeError(f"a study is a path, a Study or a dict of arrays per view, not {type(item).__name__}")

@@ -21,6 +21,7 @@ import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Callable
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -116,7 +117,7 @@ def scan_headers(refs: list[FileRef], num_workers: int | None = None) -> tuple[l
     """
     cpus = os.cpu_count() or 1
     workers = num_workers if num_workers is not None else (min(8, cpus) if cpus >= PARALLEL_MIN_CPUS else 1)
-    salt = os.urandom(16)  # patient hashes compare within this pass only
+    salt = new_salt()
     if workers <= 1 or len(refs) < PARALLEL_MIN_FILES:
         return _scan_chunk(refs, salt)
     chunks = [refs[i::workers] for i in range(workers)]
@@ -129,26 +130,36 @@ def scan_headers(refs: list[FileRef], num_workers: int | None = None) -> tuple[l
 
 
 def _scan_chunk(refs: list[FileRef], salt: bytes) -> tuple[list[Frame], list[SkippedFile]]:
-    frames, skipped = [], []
     archives: dict[str, zipfile.ZipFile] = {}
     try:
-        for ref in refs:
-            try:
-                frames.extend(_frames_of_file(ref, archives, salt))
-            except _Skip as reason:
-                skipped.append(SkippedFile(ref.label, str(reason), ref))
-            except ImportError:  # a missing package (pydicom, for remote code) is not a bad header: say what to install
-                raise
-            except Exception as error:  # never trust a header: any parse failure sets the file aside
-                detail = without_path(str(error), ref.path, ref.name, ref.member)
-                skipped.append(SkippedFile(ref.label, f"unreadable header ({type(error).__name__}: {detail})", ref))
+        return scan_each(refs, partial(_frames_of_file, archives=archives, salt=salt))
     finally:
         for archive in archives.values():
             archive.close()
+
+
+def scan_each(refs: list, frames_of: Callable) -> tuple[list[Frame], list[SkippedFile]]:
+    """`frames_of(ref)` for every ref, setting aside (with the reason) each whose header is not a usable image."""
+    frames, skipped = [], []
+    for ref in refs:
+        try:
+            frames.extend(frames_of(ref))
+        except SkipFile as reason:
+            skipped.append(SkippedFile(ref.label, str(reason), ref))
+        except ImportError:  # a missing package (pydicom, for remote code) is not a bad header: say what to install
+            raise
+        except Exception as error:  # never trust a header: any parse failure sets the file aside
+            detail = without_path(str(error), ref.path, ref.name, ref.member)
+            skipped.append(SkippedFile(ref.label, f"unreadable header ({type(error).__name__}: {detail})", ref))
     return frames, skipped
 
 
-class _Skip(Exception):
+def new_salt() -> bytes:
+    """A salt for one header pass: patient hashes compare within that pass only."""
+    return os.urandom(16)
+
+
+class SkipFile(Exception):
     """A file that is readable but not an image we use."""
 
 
@@ -170,23 +181,31 @@ def _read_header(ref: FileRef, archives: dict[str, zipfile.ZipFile]) -> tuple[py
             # DICOM without the 128-byte preamble exists in the wild; accept it only if it looks like an image.
             ds = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
             if "Rows" not in ds or ("SOPClassUID" not in ds and "SeriesInstanceUID" not in ds):
-                raise _Skip("not a DICOM file")
+                raise SkipFile("not a DICOM file")
         return ds, size - handle.tell()
 
 
 def _frames_of_file(ref: FileRef, archives: dict[str, zipfile.ZipFile], salt: bytes) -> list[Frame]:
     ds, remaining = _read_header(ref, archives)
+    return frames_of_header(ref, ds, remaining, salt)
+
+
+def frames_of_header(ref: FileRef, ds: pydicom.Dataset, remaining: int | None, salt: bytes) -> list[Frame]:
+    """The frames one header describes; `remaining` is how many bytes follow the header in its file (None when
+    the pixel data are fetched elsewhere, as over DICOMweb, and cannot be checked here). Raises `SkipFile` for a
+    header that is readable but not an image we use."""
     sop_class = _text(ds, "SOPClassUID")
     if sop_class == DIRECTORY_SOP_CLASS:
-        raise _Skip("DICOMDIR index, not an image")
+        raise SkipFile("DICOMDIR index, not an image")
     rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
     if not rows or not columns:
-        raise _Skip(f"no image (SOP class {sop_class or 'missing'}: no Rows/Columns)")
+        raise SkipFile(f"no image (SOP class {sop_class or 'missing'}: no Rows/Columns)")
     missing = [k for k in PIXEL_DESCRIPTION if k not in ds]
     if missing:
-        raise _Skip(f"pixel data cannot be decoded: {', '.join(missing)} missing")
+        raise SkipFile(f"pixel data cannot be decoded: {', '.join(missing)} missing")
     n_frames = _int(ds, "NumberOfFrames") or 1
-    base = {**_common_fields(ref, ds, salt), "pixel_problem": _pixel_length_problem(ds, rows * columns, remaining)}
+    problem = None if remaining is None else _pixel_length_problem(ds, rows * columns, remaining)
+    base = {**_common_fields(ref, ds, salt), "pixel_problem": problem}
     if "PerFrameFunctionalGroupsSequence" in ds:
         return _enhanced_frames(base, ds, n_frames)
     return [Frame(**base, frame_index=None if n_frames == 1 else i, **_classic_frame_fields(ds)) for i in range(n_frames)]
@@ -261,7 +280,7 @@ def _enhanced_frames(base: dict, ds: pydicom.Dataset, n_frames: int) -> list[Fra
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = list(ds.PerFrameFunctionalGroupsSequence)
     if len(per_frame) != n_frames:
-        raise _Skip(f"multi-frame file lists {len(per_frame)} per-frame groups for {n_frames} frames")
+        raise SkipFile(f"multi-frame file lists {len(per_frame)} per-frame groups for {n_frames} frames")
     frames = []
     for index, groups in enumerate(per_frame):
         found = {key: value for key, value in _functional_group_fields(groups, shared).items() if value is not None}

@@ -12,12 +12,19 @@ import warnings
 import pydicom
 
 from ..privacy import IDENTITY_KEYWORDS, StudyIdentity
+from .dicomweb import as_dicomweb_source
 from .sources import list_files
 
 
 def read_identity(source) -> StudyIdentity:
-    """The identity fields of every readable header of `source` (a folder, zip or file list); empty if none."""
+    """The identity fields of every readable header of `source` (a folder, zip, file list or DICOMweb source);
+    empty if none."""
     identity = StudyIdentity()
+    remote = as_dicomweb_source(source)
+    if remote is not None:
+        for header in remote.headers():
+            identity.add_header(header)
+        return identity
     refs, _ = list_files(source)
     for ref in refs:
         try:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydicom.uid import UID
 
 from ..privacy import without_path
-from .errors import CODECS_EXTRA, CorruptPixelDataError, InconsistentGeometryError, UnsupportedCompressionError
+from .errors import CODECS_EXTRA, CorruptPixelDataError, DICOMwebError, InconsistentGeometryError, UnsupportedCompressionError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,9 +42,8 @@ def decode_frame(frame) -> np.ndarray:
         return _to_grey(np.asarray(frame.pixels, dtype=np.float32), frame.label)
     _check_decoder(frame)
     try:
-        with frame.file.open() as handle:
-            array = pydicom.pixels.pixel_array(handle, index=frame.frame_index)
-    except UnsupportedCompressionError:
+        array = _stored_values(frame)
+    except (UnsupportedCompressionError, DICOMwebError):  # a server's failure is no damaged file
         raise
     except Exception as error:
         array = _decode_without_meta(frame, error)
@@ -55,6 +54,15 @@ def decode_frame(frame) -> np.ndarray:
     if frame.photometric == "MONOCHROME1":
         image = image.max() + image.min() - image
     return image
+
+
+def _stored_values(frame) -> np.ndarray:
+    """The frame's stored values: from its file, or from its source where it can fetch one frame (DICOMweb)."""
+    read_frame = getattr(frame.file, "read_frame", None)
+    if read_frame is not None:
+        return read_frame(frame.frame_index)
+    with frame.file.open() as handle:
+        return pydicom.pixels.pixel_array(handle, index=frame.frame_index)
 
 
 def _check_decoder(frame) -> None:

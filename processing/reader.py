@@ -1,5 +1,5 @@
-"""`read_study` and `read_studies`: from a PACS export (folder, DICOMDIR, zip or file list) to classified,
-ordered `Study` objects, one per StudyInstanceUID.
+"""`read_study` and `read_studies`: from a PACS export (folder, DICOMDIR, zip or file list) or a PACS itself
+(DICOMweb, `dicomweb.py`) to classified, ordered `Study` objects, one per StudyInstanceUID.
 
 An export may hold several studies (a worklist, a CD with several visits, a multi-patient DICOMDIR). The
 header pass runs once over the whole source; its frames are split by StudyInstanceUID (`list_studies`),
@@ -28,6 +28,7 @@ from .classification import (
     resolve_repeats,
     set_aside_phase_contrast_magnitudes,
 )
+from .dicomweb import as_dicomweb_source
 from .errors import MixedPatientsError, MultipleStudiesError, NotAStudyError, NotCardiacMRError
 from .grouping import merge_parallel_slices, split_into_series, split_into_studies
 from .headers import Frame, SkippedFile, scan_headers
@@ -87,26 +88,31 @@ def list_studies(source, num_workers: int | None = None) -> list[SourceStudy]:
     Raises `NotAStudyError` when no file holds a readable image. Files set aside by the header pass cannot be
     told apart by study and are listed with every study.
     """
-    refs, missing = list_files(source)
-    frames, skipped = scan_headers(refs, num_workers=num_workers)
-    skipped = [SkippedFile(m.name, m.reason) for m in missing] + skipped
+    remote = as_dicomweb_source(source)
+    if remote is not None:
+        frames, skipped, n_files = remote.scan()
+    else:
+        refs, missing = list_files(source)
+        frames, skipped = scan_headers(refs, num_workers=num_workers)
+        skipped, n_files = [SkippedFile(m.name, m.reason) for m in missing] + skipped, len(refs)
     if not frames:
         reasons = Counter(item.reason.split(" (")[0] for item in skipped)
         detail = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3)) or "no files"
-        raise NotAStudyError(f"no readable DICOM image among the source's {len(refs)} files ({detail}). Point to a study folder, zip or file list.")
+        raise NotAStudyError(f"no readable DICOM image among the source's {n_files} files ({detail}). Point to a study folder, zip or file list.")
     return [SourceStudy(index, uid, members, list(skipped)) for index, (uid, members) in enumerate(split_into_studies(frames))]
 
 
 def read_study(source, overrides: dict | None = None, num_workers: int | None = None, study: int | str | None = None) -> Study:
     """Read the headers of every file in `source` (no pixel data) and return the classified `Study`.
 
-    `source` is a directory (searched recursively; DICOMDIRs are honoured), a zip archive, or a list of
-    files. A source holding several studies raises `MultipleStudiesError` listing them, unless `study` picks
+    `source` is a directory (searched recursively; DICOMDIRs are honoured), a zip archive, a list of files,
+    or a PACS (`processing/dicomweb.py`: a `DICOMwebSource`, or a `DICOMwebServer` or its base URL with
+    `study=` a StudyInstanceUID; the headers come from WADO-RS metadata, nothing else is fetched). A source holding several studies raises `MultipleStudiesError` listing them, unless `study` picks
     one: its index in that list, its StudyInstanceUID or its key. `overrides` maps a SeriesInstanceUID or a
     description pattern (`"*cine*sa*"`) to a `(sequence, view)` pair. Raises `NotAStudyError` when no file
     holds a readable image, `NotCardiacMRError` for a study without MR images or of another body part.
     """
-    studies = list_studies(source, num_workers=num_workers)
+    studies = list_studies(as_dicomweb_source(source, study) or source, num_workers=num_workers)
     return pick_study(studies, study).read(overrides)
 
 

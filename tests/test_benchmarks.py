@@ -4,9 +4,17 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
+import torch
+from safetensors.torch import load_file
 from test_zero_shot_support import save_random_model, tiny_corpus
 
+from cmr_clip import CMRCLIPVisionConfig, CMRCLIPVisionModel
+from cmr_clip.modeling.convert_original_checkpoint import convert, original_key
+from cmr_clip.synthetic import make_cohort
+
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / ".." / "shared" / "fixtures" / "reference_cmrclip"
 
 
 def _load_script(name: str):
@@ -16,20 +24,75 @@ def _load_script(name: str):
     return module
 
 
-def test_video_encoder_benchmark_runs(capsys):
+def test_video_encoder_benchmark_runs(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports the release baseline beside it
     video_encoder = _load_script("video_encoder")
 
     assert video_encoder.main(["--size", "tiny", "--repeats", "1"]) == 0
 
     out = capsys.readouterr().out
-    assert re.search(r"^eager(\s+\d+\.\d){4}$", out, re.M), out
-    assert re.search(r"^sdpa(\s+\d+\.\d){4}$", out, re.M), out
-    number_or_na = r"(\d+\.\d\dx|n/a)"
-    ratio_line = (
-        rf"^sdpa/eager: fwd ms \d+\.\d\dx, fwd\+bwd ms \d+\.\d\dx, "
-        rf"fwd peak MiB {number_or_na}, fwd\+bwd peak MiB {number_or_na}$"
-    )
-    assert re.search(ratio_line, out, re.M), out
+    figures = r"(\s+\d+\.\d){4}"
+    ratios = r"(\s+(\d+\.\d\dx|n/a)){4}"
+    for impl in ("release", "timesformer", "sdpa", "eager", "sdpa-bf16"):
+        assert re.search(rf"^{impl}{figures}$", out, re.M), out
+        assert re.search(rf"^{impl}{ratios}$", out, re.M), out
+    assert re.search(rf"^release(\s+1\.00x){{4}}$", out, re.M), out
+    assert re.search(r"native bf16: (yes|no)", out), out
+
+
+def test_release_baseline_computes_the_release_features_with_our_weights(monkeypatch):
+    """The benchmark's release-style tower is faithful: loaded with the golden fixture's weights (made with the
+    authors' code) it gives the fixture's video features, and so does our tower; loaded from our tower's state
+    dict through the converter's key map it gives our pooled output."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    release_video_tower = _load_script("release_video_tower")
+    original = load_file(str(FIXTURE / "reference_state_dict.safetensors"))
+    io = load_file(str(FIXTURE / "reference_io.safetensors"))
+    ours = convert(FIXTURE / "reference_state_dict.safetensors", FIXTURE / "reference_config.json").vision_model
+    from_fixture = release_video_tower.ReleaseVideoTower.from_config(ours.config).eval()
+    from_fixture.load_state_dict({k.removeprefix("video_model."): v for k, v in original.items()
+                                  if k.startswith("video_model.")})
+    from_ours = release_video_tower.ReleaseVideoTower.from_config(ours.config).eval()
+    from_ours.load_tower_weights(ours.state_dict())
+
+    with torch.no_grad():
+        pooled = ours(pixel_values_videos=io["pixel_values"]).pooler_output
+        baseline = from_fixture(io["pixel_values"])
+        baseline_from_ours = from_ours(io["pixel_values"])
+
+    assert io["pixel_values"].shape[1] < ours.config.num_frames  # fewer frames than built for, as the fixture has
+    torch.testing.assert_close(baseline, io["video_features"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(baseline, pooled, rtol=0, atol=1e-5)
+    torch.testing.assert_close(baseline_from_ours, pooled, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_our_tower_trains_like_the_release_baseline(monkeypatch, attn_implementation):
+    """Same weights, same batch (two studies, fewer frames than built for): our tower's CLS output and every
+    weight's gradient equal those of the release-style tower, whose attention shares no code with ours."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    release_video_tower = _load_script("release_video_tower")
+    config = CMRCLIPVisionConfig(num_frames=4, image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
+                                 num_attention_heads=2, intermediate_size=128, time_init="normal")
+    torch.manual_seed(0)
+    ours = CMRCLIPVisionModel._from_config(config, attn_implementation=attn_implementation)
+    baseline = release_video_tower.ReleaseVideoTower.from_config(config)
+    baseline.load_tower_weights(ours.state_dict())
+    videos = torch.randn(2, 3, 3, 32, 32)
+    weights = torch.linspace(-1, 1, 64)  # a loss that weighs every feature differently
+
+    pooled = ours(pixel_values_videos=videos).pooler_output
+    expected = baseline(videos)
+    (pooled * weights).sum().backward()
+    (expected * weights).sum().backward()
+
+    torch.testing.assert_close(pooled, expected, rtol=0, atol=1e-5)
+    baseline_parameters = dict(baseline.named_parameters())
+    for name, parameter in ours.named_parameters():
+        release_name = original_key(f"vision_model.{name}").removeprefix("video_model.")
+        expected_grad = baseline_parameters[release_name].grad.reshape(parameter.shape)
+        scale = expected_grad.abs().max()  # float32 rounding grows with the gradient (up to about 100 here)
+        assert (parameter.grad - expected_grad).abs().max() <= 1e-6 * scale + 1e-7, name
 
 
 def test_training_benchmark_runs(capsys, monkeypatch):
@@ -67,3 +130,14 @@ def test_inference_precision_benchmark_runs(capsys, tmp_path):
                      r"\d+\.\d\dx$", out, re.M), out
     assert re.search(r"^\| lge \| \d\.\d{3} \| \d\.\d{3} \|$", out, re.M), out
     assert result["precisions"]["float32"]["speedup"] == 1.0
+
+
+@pytest.mark.slow
+def test_predict_benchmark_runs(capsys, tmp_path):
+    make_cohort(tmp_path / "cohort", 2, seed=1, progress=False, num_workers=1)
+    model = save_random_model(tmp_path / "model")
+    result = _load_script("predict").main(["--model", str(model), "--studies-dir", str(tmp_path / "cohort" / "studies"),
+                                           "--num-workers", "1", "--batch-size", "2"])
+    out = capsys.readouterr().out
+    assert re.search(r"^ratio predict / per-study CLI  \d+\.\d\dx$", out, re.M), out
+    assert result["studies"] == 2 and result["largest_probability_difference"] < 1e-4

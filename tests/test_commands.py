@@ -18,6 +18,7 @@ from cmr_clip.cli import COMMANDS, main
 from cmr_clip.commands import train
 from cmr_clip.commands.base import build_parser
 from cmr_clip.demo import DemoSettings
+from cmr_clip.pipelines.batch import PredictSettings
 from cmr_clip.training import FinetuneConfig, TrainConfig
 from processing_factory import write_study
 from target_support import save_tiny_target
@@ -103,6 +104,7 @@ def test_commands_that_read_a_corpus_spell_it_data_dir(command, capsys):
     ("train", TrainConfig, {}),
     ("finetune", FinetuneConfig, {"model_dir": "--model"}),
     ("demo", DemoSettings, {"out": "--output-dir"}),
+    ("predict", PredictSettings, {"estimates": "--estimate", "prompt_set": "--prompts"}),
 ])
 def test_every_config_field_is_a_flag_with_its_docstring_as_help(command, config, renamed, capsys):
     text = " ".join(help_text(command, capsys).split())
@@ -111,7 +113,8 @@ def test_every_config_field_is_a_flag_with_its_docstring_as_help(command, config
     # (phrases without hyphens: argparse may wrap a line after one)
     documented = {"train": "Where checkpoints (`checkpoints/`), the final model, processor and `metrics.json` go.",
                   "finetune": "0: a linear head on the study embedding; > 0: an MLP with this hidden width.",
-                  "demo": "Processes for writing and reading DICOM."}
+                  "demo": "Processes for writing and reading DICOM.",
+                  "predict": "DataLoader worker processes reading DICOM while the model runs"}
     assert documented[command] in text
 
 

@@ -145,7 +145,12 @@ def test_evaluate_writes_metrics_with_intervals_summary_and_plots(evaluated):
     assert all(-1.0 <= metrics["robustness"][name]["value"] <= 1.0 + 1e-6 for name in ("shuffle", "drop"))
     summary = (out / "summary.md").read_text()
     assert "## Zero-shot" in summary and "Youden" in summary.replace("youden", "Youden")
-    for png in ("zero_shot_roc.png", "few_shot.png", "retrieval_recall.png", "zero_shot_auc_slices.png"):
+    assert "| finding | ECE raw | ECE calibrated" in summary
+    for name in FINDINGS:  # the test split's ECE before and after the validation split's calibration
+        ece = metrics["zero_shot"]["ece"][name]
+        assert 0 <= ece["raw"] <= 1 and 0 <= ece["calibrated"] <= 1 and ece["n"] == 8
+    for png in ("zero_shot_roc.png", "zero_shot_reliability.png", "few_shot.png", "retrieval_recall.png",
+                "zero_shot_auc_slices.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -154,10 +159,12 @@ def test_saved_thresholds_reach_the_pipeline(evaluated):
 
     saved = json.loads((evaluated / "model" / "zero_shot_prompts.json").read_text())
     assert "youden" in saved["thresholds"]["rule"] and set(FINDINGS) <= set(saved["thresholds"])
+    assert saved["calibration"]["version"] == 1 and set(FINDINGS) <= set(saved["calibration"]["findings"])
     answer = pipeline("zero-shot-cmr", model=str(evaluated / "model"))({"video_embeds": torch.randn(16)})
     called = {item["finding"]: item for item in answer["findings"] if "present" in item}
     assert set(called) == set(FINDINGS)
     assert all(item["present"] == (item["score"] >= item["threshold"]) for item in called.values())
+    assert all("raw_score" in item for item in called.values())  # the scores called are the calibrated ones
 
 
 def test_the_demo_and_evaluate_model_take_their_figures_from_one_zero_shot_pass(evaluated, tmp_path):

@@ -227,7 +227,7 @@ def test_copied_code_is_the_package_code():
     assert source == Path(modeling_cmr_clip.__file__).read_text()  # already flat: copied byte for byte
     source, needed = flat_source(zero_shot)
     assert "from .processing_cmr_clip import CMRCLIPProcessor" in source and "from .." not in source
-    assert {m.__name__.rsplit(".", 1)[-1] for m in needed} == {"embeddings", "prompts", "scoring", "studies",
+    assert {m.__name__.rsplit(".", 1)[-1] for m in needed} == {"calibration", "embeddings", "prompts", "scoring", "studies",
                                                               "processing_cmr_clip", "precision"}
 
 

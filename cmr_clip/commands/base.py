@@ -18,6 +18,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 from .. import privacy
 from ..precision import DTYPE_CHOICES, QUANTIZE_CHOICES, Precision, PrecisionError
 from ..privacy import PHIError, safe_study_name
+from ..processing.dicomweb import DICOMwebServer
 from ..processing.errors import CMRStudyError
 from ..processing.identity import read_identity
 
@@ -41,6 +43,30 @@ COMMON_ERRORS = (CMRStudyError, PHIError, FileNotFoundError, NotADirectoryError,
 
 class UsageError(ValueError):
     """Flags that cannot go together, or a value no flag type can check; exit code 2."""
+
+
+# Secrets come from the environment, so that they stay out of shell histories and process listings.
+TOKEN_ENV, PASSWORD_ENV = "CMR_CLIP_DICOMWEB_TOKEN", "CMR_CLIP_DICOMWEB_PASSWORD"
+
+
+def add_dicomweb_arguments(parser: argparse.ArgumentParser, group=None) -> None:
+    """`--dicomweb URL` (in `group` when given, e.g. a mutually exclusive one) and how to authenticate."""
+    (group or parser).add_argument("--dicomweb", metavar="URL",
+                                   help="read the studies from this DICOMweb server (its root, e.g. https://pacs/dicom-web)")
+    parser.add_argument("--dicomweb-token", help=f"bearer token for --dicomweb (better: the {TOKEN_ENV} variable)")
+    parser.add_argument("--dicomweb-user", help=f"basic-auth user for --dicomweb; its password from {PASSWORD_ENV}")
+    parser.add_argument("--dicomweb-cert", help="client certificate (PEM with its key) for --dicomweb")
+    parser.add_argument("--dicomweb-timeout", type=float, default=30.0, help="seconds per request to --dicomweb")
+
+
+def dicomweb_server(args: argparse.Namespace) -> DICOMwebServer | None:
+    """The server `--dicomweb` names, with the credentials the flags and the environment give; None without it."""
+    if not args.dicomweb:
+        return None
+    token = args.dicomweb_token or os.environ.get(TOKEN_ENV)
+    return DICOMwebServer.connect(args.dicomweb, token=token, user=args.dicomweb_user,
+                                  password=os.environ.get(PASSWORD_ENV), cert=args.dicomweb_cert,
+                                  timeout=args.dicomweb_timeout)
 
 
 def outcome(done: int, failed: int) -> int:

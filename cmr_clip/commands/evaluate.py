@@ -32,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="few-shot k values")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--save-thresholds", action="store_true",
-                        help="save the validation thresholds with the model (MODEL/zero_shot_prompts.json)")
+                        help="save the validation calibration and thresholds with the model (MODEL/zero_shot_prompts.json)")
+    parser.add_argument("--calibration", choices=["platt", "isotonic"], default="platt",
+                        help="how each finding's probabilities are calibrated on the validation split (saved with "
+                             "--save-thresholds; the summary shows the test split's ECE before and after)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (they need matplotlib)")
     parser.add_argument("--seed", type=int, default=0)
     add_precision_flags(parser)
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         return DONE
     metrics = evaluate_model(args.model, args.data_dir, output_dir, reports=args.reports, ks=tuple(args.shots),
                              episodes=args.episodes, resamples=args.bootstrap, plots=not args.no_plots, seed=args.seed,
-                             save_thresholds=args.save_thresholds, **precision_kwargs(args))
+                             save_thresholds=args.save_thresholds, calibration=args.calibration,
+                             **precision_kwargs(args))
     print((output_dir / "summary.md").read_text())
     print(f"metrics.json, summary.md{'' if args.no_plots else ' and plots'} in {output_dir}/")
     return DONE if metrics else NOTHING_DONE

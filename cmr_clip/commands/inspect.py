@@ -2,6 +2,7 @@
 
 A source holding several studies is shown study by study (each headed by its index and key, the names
 `--study`, `read_study(..., study=)` and the `study` column of `prepare`'s reports accept); `--study` shows one.
+`cmr-clip inspect --dicomweb URL --study UID` shows a study on a PACS (without `--study`, every MR study there).
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ import argparse
 from pathlib import Path
 
 from ..processing import CMRStudyError, StudyLayout, list_studies
+from ..processing.dicomweb import as_dicomweb_source
 from ..processing.display import study_summary
 from ..processing.reader import pick_study
-from .base import UsageError, outcome, print_error
+from .base import UsageError, add_dicomweb_arguments, dicomweb_server, outcome, print_error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="a study folder (DICOMDIR honoured), a zip archive or a DICOM file")
+    parser.add_argument("path", nargs="?", help="a study folder (DICOMDIR honoured), a zip archive or a DICOM file")
+    add_dicomweb_arguments(parser)
     parser.add_argument("--layout", default="default", choices=["default", "reference"], help="layout whose frames are listed")
     parser.add_argument("--num-frames", type=int, default=None, help="frames of the default layout (16 unless given)")
     parser.add_argument("--montage", default=None, metavar="PNG",
@@ -42,7 +45,10 @@ def parse_overrides(items: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.override)
     layout = StudyLayout.named(args.layout, args.num_frames)
-    studies = list_studies(args.path)
+    server = dicomweb_server(args)
+    if (server is None) == (args.path is None):
+        raise UsageError("give a study PATH or --dicomweb URL (with --study UID for one study), not both")
+    studies = list_studies(as_dicomweb_source(server, args.study) if server else args.path)
     if args.study is not None:
         studies = [pick_study(studies, args.study)]
     failed = 0

@@ -1,5 +1,6 @@
 """`cmr-clip prepare --studies DIR --reports FILE --output-dir DIR`: studies + reports -> a training corpus
-(`datasets.DatasetDict`, saved with `save_to_disk`)."""
+(`datasets.DatasetDict`, saved with `save_to_disk`). `--dicomweb URL` instead of `--studies` reads the studies
+from a PACS, each named in the reports by `study_instance_uid` or `accession_number`."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ from ..data.sharding import check_shard, shard_dir_name
 from ..hub import push_dataset
 from ..privacy import PHIError, check_vocabulary, load_identity_hashes
 from ..processing import CMRStudyProcessor
-from .base import SOME_FAILED, UsageError, add_flag, log_to_console, outcome, print_error
+from .base import SOME_FAILED, UsageError, add_dicomweb_arguments, add_flag, dicomweb_server, log_to_console, outcome, print_error
 
 ERRORS = (ReportsError,)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--studies", required=True, help="folder holding one folder (or .zip) per study_id")
-    parser.add_argument("--reports", required=True, help="JSONL or CSV: study_id, impression or report, [patient_id, split, labels]")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--studies", help="folder holding one folder (or .zip) per study_id")
+    add_dicomweb_arguments(parser, source)
+    parser.add_argument("--reports", required=True, help="JSONL or CSV: study_id, impression or report, [patient_id, "
+                        "split, labels]; with --dicomweb, study_instance_uid or accession_number names each study")
     add_flag(parser, "--output-dir", required=True, help="output folder (datasets save_to_disk)")
     parser.add_argument("--layout", default="default", help="'default' or 'reference' (the released model's input)")
     parser.add_argument("--num-frames", type=int, default=16, help="frames per study for the default layout")
@@ -53,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                              "which sees every shard.")
         output_dir = f"{output_dir}/{shard_dir_name(args.shard_index, args.num_shards)}"
     processor = CMRStudyProcessor(layout=args.layout, num_frames=args.num_frames, image_size=args.image_size)
-    corpus = prepare(args.studies, args.reports, output_dir, processor=processor, num_proc=args.num_proc,
+    corpus = prepare(dicomweb_server(args) or args.studies, args.reports, output_dir, processor=processor, num_proc=args.num_proc,
                      val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
                      num_shards=args.num_shards, shard_index=args.shard_index)
     return finish_corpus("prepare", args, output_dir, corpus)

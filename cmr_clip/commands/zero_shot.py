@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "--labels or --estimate alone are given)")
     parser.add_argument("--estimate", nargs="+", help="quantities to estimate, e.g. lvef")
     parser.add_argument("--prompts", help="prompt set JSON (default: the model's zero_shot_prompts.json or built-in)")
+    parser.add_argument("--score-unassessable", action="store_true",
+                        help="also score findings the study lacks the views for (still marked not assessable)")
     parser.add_argument("--batch-size", type=int, default=1)
     add_precision_flags(parser)
     add_json_flag(parser, "the answers")
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if findings is None and not args.labels and not args.estimate:
         findings = True
     answers = classify([str(s) for s in args.studies], candidate_labels=args.labels, hypothesis_template=args.template,
-                       findings=findings, estimate=args.estimate, batch_size=args.batch_size)
+                       findings=findings, estimate=args.estimate, score_unassessable=args.score_unassessable,
+                       batch_size=args.batch_size)
     names = study_names(args.studies)
     print(format_table(names, answers))
     write_json(args.json, [{"study": n, **a} for n, a in zip(names, answers)])
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_table(names: list[str], answers: list[dict]) -> str:
-    """One markdown table per study: labels, findings (with yes/no where thresholds exist), estimates, warnings."""
+    """One markdown table per study: labels, findings (with yes/no where thresholds exist, or why a finding cannot be
+    assessed), estimates, warnings."""
     blocks = []
     for name, answer in zip(names, answers):
         if "error" in answer:
@@ -60,7 +64,10 @@ def format_table(names: list[str], answers: list[dict]) -> str:
             lines.append(f"| {item['label']} | {item['score']:.3f} | |")
         for item in answer.get("findings", []):
             call = "" if "present" not in item else ("yes" if item["present"] else "no")
-            lines.append(f"| {item['finding']} | {item['score']:.3f} | {call} |")
+            score = f"{item['score']:.3f}" if "score" in item else ""
+            if not item["assessable"]:
+                call = f"not assessable: {item['reason']}"
+            lines.append(f"| {item['finding']} | {score} | {call} |")
         for quantity, value in answer.get("estimates", {}).items():
             lines.append(f"| {quantity} (estimate) | {value:.1f} | |")
         lines += [f"warning: {w}" for w in answer.get("warnings", [])]

@@ -16,6 +16,10 @@ beside it (`study_processor/`). Splits are by patient: no patient is in two spli
 used for that and never written. Studies that fail are reported (`skipped.jsonl`, by their row in the
 reports file) and left out; a rerun reuses every study already processed.
 
+From a PACS (`prepare(DICOMwebServer(...), ...)`, `cmr-clip prepare --dicomweb URL`), each row names its study
+by `study_instance_uid` or `accession_number` (QIDO-RS); `study_id` may then be left out (the row is written
+under `study-<hash of the key>`). These keys are used to match and never written out.
+
 Privacy (`cmr_clip.privacy`): each impression is de-identified before it is written, with the study's own
 identity read from its DICOM headers (names, ids, birth date, institution and physicians, in any case and
 format) and the generic detectors; a `study_id` that looks like an identifier (or holds the patient's
@@ -65,6 +69,7 @@ from ..privacy import (
     write_jsonl,
 )
 from ..processing import CMRStudyError, CMRStudyProcessor
+from ..processing.dicomweb import DICOMwebServer, DICOMwebSource
 from ..processing.identity import read_identity
 from .sharding import take_shard, write_manifest
 
@@ -72,6 +77,8 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 CACHE = ".prepare-cache"
+# Report columns naming a study on a PACS (`prepare` from a DICOMweb server): used to match, never written.
+PACS_KEYS = ("study_instance_uid", "accession_number")
 # The impression section's heading, and any heading that ends it: capitals followed by a colon anywhere
 # (reports flattened into one line keep them), or a title-case heading at the start of a line.
 _IMPRESSION = re.compile(r"\b(?:impressions?|conclusions?|summary)\s*:", re.IGNORECASE)
@@ -109,9 +116,11 @@ def read_reports(path: str | Path) -> list[dict]:
                     raise ReportsError(f"reports file, line {number}: not valid JSON ({err.msg}).") from err
     records, seen = [], set()
     for number, row in enumerate(rows, start=1):
-        study_id = str(row.get("study_id") or "").strip()
+        keys = {key: str(row.get(key) or "").strip() for key in PACS_KEYS}
+        study_id = str(row.get("study_id") or "").strip() or _pseudonym(keys)
         if not study_id:
-            raise ReportsError(f"reports file, row {number}: no study_id. Every row needs study_id and impression (or report).")
+            raise ReportsError(f"reports file, row {number}: no study_id. Every row needs study_id (or, for a PACS, "
+                               "study_instance_uid or accession_number) and impression (or report).")
         if study_id in seen:
             raise ReportsError(f"reports file, row {number}: its study_id appears twice (also in an earlier row).")
         seen.add(study_id)
@@ -132,8 +141,24 @@ def read_reports(path: str | Path) -> list[dict]:
             "field_strength": float(row["field_strength"]) if row.get("field_strength") not in (None, "") else None,
             "source": str(row.get("source") or study_id),
             "study": row["study"] if row.get("study") not in (None, "") else None,
+            **keys,
         })
     return records
+
+
+def _pseudonym(keys: dict) -> str:
+    """The id a PACS-keyed row without study_id is written under: a hash of its key, never the key."""
+    key = keys["study_instance_uid"] or keys["accession_number"]
+    return "study-" + hashlib.sha256(key.encode()).hexdigest()[:12] if key else ""
+
+
+def pacs_source(server: DICOMwebServer, record: dict) -> DICOMwebSource | None:
+    """The PACS study a reports row names, by StudyInstanceUID or else AccessionNumber (None if by neither)."""
+    if record["study_instance_uid"]:
+        return server.study(record["study_instance_uid"])
+    if record["accession_number"]:
+        return server.query(AccessionNumber=record["accession_number"])
+    return None
 
 
 def assign_splits(records: list[dict], val_fraction: float, test_fraction: float, seed: int) -> None:
@@ -170,7 +195,7 @@ def find_study(studies_dir: Path, study_id: str) -> Path | None:
 @dataclass
 class _Job:
     study_id: str
-    path: str | None
+    path: str | DICOMwebSource | None  # a folder or zip, or a study on a PACS
     cache: str
     processor: dict
     study: int | str | None = None
@@ -188,7 +213,7 @@ def scrub_record(job: _Job) -> dict:
 
 def _cache_file(cache_dir: Path, record: dict) -> Path:
     """One cache file per report row and the study it names (a changed `source` or `study` is not reused)."""
-    name = "\0".join([record["study_id"], record["source"], str(record["study"])])
+    name = "\0".join([record["study_id"], record["source"], str(record["study"])] + [record[k] for k in PACS_KEYS if record[k]])
     return cache_dir / (hashlib.sha1(name.encode()).hexdigest() + ".npz")
 
 
@@ -196,13 +221,15 @@ def process_job(job: _Job) -> dict:
     cache = Path(job.cache)
     if job.path is None:
         return {"study_id": job.study_id, "ok": False, "error": "StudyNotFound",
-                "message": "no folder or zip named after the study (or its source) in --studies"}
+                "message": "no folder or zip named after the study (or its source) in --studies, or, from a PACS, "
+                           "no study_instance_uid or accession_number in its row"}
     if cache.is_file():
         return {"study_id": job.study_id, "ok": True, "cached": True, **scrub_record(job)}
     try:
         frames, slots, meta = CMRStudyProcessor(**job.processor).compact(job.path, study=job.study)
     except Exception as err:  # noqa: BLE001 - a batch job reports and skips a bad study
-        message = deidentify(without_path(str(err), job.path, Path(job.path).name))  # ours carry no path; others' may
+        local = isinstance(job.path, str)
+        message = deidentify(without_path(str(err), job.path, Path(job.path).name) if local else str(err))  # ours carry no path; others' may
         return {"study_id": job.study_id, "ok": False, "error": type(err).__name__, "message": message}
     partial = cache.with_suffix(".partial.npz")
     np.savez(partial, frames=frames, slots=slots, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
@@ -261,10 +288,12 @@ def prepare(
     num_shards: int = 1,
     shard_index: int = 0,
 ):
-    """Write a prepared corpus to `out_dir` and return the `DatasetDict` (see the module docstring). With
+    """Write a prepared corpus to `out_dir` and return the `DatasetDict` (see the module docstring).
+    `studies_dir` is a folder of studies or a `DICOMwebServer` (a PACS; see the module docstring). With
     `num_shards` > 1, only shard `shard_index` of the studies (see `cmr_clip.data.sharding`)."""
-    studies_dir, out_dir = Path(studies_dir), Path(out_dir)
-    if not studies_dir.is_dir():
+    pacs = studies_dir if isinstance(studies_dir, DICOMwebServer) else None
+    studies_dir, out_dir = (studies_dir if pacs else Path(studies_dir)), Path(out_dir)
+    if pacs is None and not studies_dir.is_dir():
         raise FileNotFoundError("--studies is not a directory of studies (path not shown: it may name a patient).")
     processor = processor if processor is not None else CMRStudyProcessor()
     records = read_reports(reports)
@@ -285,7 +314,7 @@ def prepare(
 
     fresh_salt = shared_salt(Path(reports).read_bytes()) if num_shards > 1 else new_salt()
     salt, known_hashes = load_identity_hashes(out_dir) or (fresh_salt, set())
-    jobs = [_Job(r["study_id"], str(p) if (p := find_study(studies_dir, r["source"])) else None,
+    jobs = [_Job(r["study_id"], pacs_source(pacs, r) if pacs else str(p) if (p := find_study(studies_dir, r["source"])) else None,
                  str(_cache_file(cache_dir, r)), settings, r["study"], r["impression"], salt) for r in records]
     results = _run_jobs(jobs, num_proc, progress)
     failed = {r["study_id"]: r for r in results if not r["ok"]}

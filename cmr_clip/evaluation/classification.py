@@ -1,5 +1,6 @@
 """Metrics of per-study scores for binary labels (numpy in, floats and dicts out): ROC AUC where it is
-defined, decision thresholds (Youden's J, best F1), and the per-label figures of a fine-tuned classifier.
+defined, decision thresholds (Youden's J, best F1), the expected calibration error of probabilities, and the
+per-label figures of a fine-tuned classifier.
 
 An AUC needs both classes among the studies scored; where one is missing it is undefined and reported as
 None rather than as a misleading number. A study without a label carries NaN as its truth and is left out
@@ -27,6 +28,25 @@ def has_both_classes(truth: np.ndarray) -> bool:
 def auc(scores: np.ndarray, truth: np.ndarray) -> float | None:
     """ROC AUC of `scores` (higher: more likely present) against 0/1 `truth`; None unless both classes are present."""
     return float(roc_auc_score(truth, scores)) if has_both_classes(truth) else None
+
+
+def reliability_bins(probabilities: np.ndarray, truth: np.ndarray, bins: int = 10) -> list[dict]:
+    """Equal-width probability bins over [0, 1] (the last one closed): per non-empty bin its `count`, mean predicted
+    probability (`confidence`) and observed frequency of the positive class (`frequency`)."""
+    probabilities, truth = np.asarray(probabilities, dtype=float), np.asarray(truth, dtype=float)
+    which = np.minimum((probabilities * bins).astype(int), bins - 1)
+    return [{"low": b / bins, "high": (b + 1) / bins, "count": int((which == b).sum()),
+             "confidence": float(probabilities[which == b].mean()), "frequency": float(truth[which == b].mean())}
+            for b in range(bins) if (which == b).any()]
+
+
+def expected_calibration_error(probabilities: np.ndarray, truth: np.ndarray, bins: int = 10) -> float | None:
+    """ECE (Guo et al., 2017): the count-weighted mean over equal-width bins of |observed frequency - mean
+    predicted probability|; None for no studies."""
+    if len(probabilities) == 0:
+        return None
+    table = reliability_bins(probabilities, truth, bins)
+    return float(sum(b["count"] * abs(b["frequency"] - b["confidence"]) for b in table) / len(probabilities))
 
 
 def youden_threshold(scores: np.ndarray, truth: np.ndarray) -> float | None:

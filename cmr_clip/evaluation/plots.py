@@ -1,5 +1,5 @@
-"""PNG plots of an evaluation (needs the `plot` extra, matplotlib): zero-shot ROC per finding, few-shot AUC
-curves, retrieval Recall@K overall and per vendor and field strength, zero-shot AUC per vendor and field
+"""PNG plots of an evaluation (needs the `plot` extra, matplotlib): zero-shot ROC per finding, reliability
+diagrams of the zero-shot probabilities before and after calibration, few-shot AUC curves, retrieval Recall@K overall and per vendor and field strength, zero-shot AUC per vendor and field
 strength."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from .classification import labelled, reliability_bins
 from .retrieval import DEFAULT_KS
 
 
@@ -23,8 +24,9 @@ def _pyplot():
     return plt
 
 
-def write_plots(out: Path, scores: dict, labels: dict, metrics: dict) -> list[Path]:
-    return [roc_plot(out / "zero_shot_roc.png", scores, labels, metrics["zero_shot"]["auc"]),
+def write_plots(out: Path, scores: dict, labels: dict, metrics: dict, raw_scores: dict | None = None) -> list[Path]:
+    reliability = [reliability_plot(out / "zero_shot_reliability.png", raw_scores, scores, labels)] if raw_scores else []
+    return reliability + [roc_plot(out / "zero_shot_roc.png", scores, labels, metrics["zero_shot"]["auc"]),
             few_shot_plot(out / "few_shot.png", metrics["few_shot"]),
             recall_plot(out / "retrieval_recall.png", metrics),
             slice_auc_plot(out / "zero_shot_auc_slices.png", metrics["slices"])]
@@ -42,6 +44,26 @@ def roc_plot(path: Path, scores: dict, labels: dict, aucs: dict) -> Path:
     axis.plot([0, 1], [0, 1], "k:", linewidth=1)
     axis.set(xlabel="false positive rate", ylabel="true positive rate", title="Zero-shot ROC (test split)")
     axis.legend(fontsize=8, loc="lower right")
+    return _save(figure, path, plt)
+
+
+def reliability_plot(path: Path, raw_scores: dict, scores: dict, labels: dict, bins: int = 10) -> Path:
+    """One reliability diagram per finding: observed frequency against mean predicted probability per bin, before
+    and after calibration, with the diagonal of perfect calibration (point size: studies in the bin)."""
+    plt = _pyplot()
+    names = list(scores)
+    columns = min(4, max(1, len(names)))
+    rows = -(-len(names) // columns) or 1
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), squeeze=False)
+    for axis, name in zip(axes.flat, names):
+        for values, label, marker in ((raw_scores[name], "raw", "o"), (scores[name], "calibrated", "s")):
+            table = reliability_bins(*labelled(values, labels[name]), bins=bins)
+            axis.plot([b["confidence"] for b in table], [b["frequency"] for b in table], marker=marker, label=label)
+        axis.plot([0, 1], [0, 1], "k:", linewidth=1)
+        axis.set(title=name, xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed frequency")
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(names):]:
+        axis.axis("off")
     return _save(figure, path, plt)
 
 

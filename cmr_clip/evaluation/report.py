@@ -1,8 +1,8 @@
 """`evaluate_model`: every figure of a CMR-CLIP model on a prepared corpus, written as metrics.json, a
 markdown summary and PNG plots (what `cmr-clip evaluate` runs).
 
-- zero-shot: thresholds by Youden's J on the validation split, ROC AUC per finding on the test split,
-  and the LVEF estimate's MAE and correlation when a reports file with measurements is given;
+- zero-shot: calibration and thresholds (Youden's J) fitted on the validation split, ROC AUC per finding and
+  the expected calibration error before and after calibration on the test split, and the LVEF estimate's MAE and correlation when a reports file with measurements is given;
 - few-shot: prototype and logistic probes on frozen embeddings (training split as the support pool,
   test split scored), k-shot episodes;
 - retrieval: Recall@K and median rank between test studies and their impressions;
@@ -39,7 +39,16 @@ from .regression import known, mean_absolute_error, pearson_r
 from .retrieval import DEFAULT_KS as RECALL_KS
 from .retrieval import chance_recall, match_ranks, median_rank, recall_at_k, retrieval_metrics
 from .robustness import embedding_stability
-from .zero_shot import THRESHOLD_RULE, ZeroShotOutcome, run_zero_shot, split_labels, zero_shot_figures
+from .zero_shot import (
+    CALIBRATION_METHOD,
+    THRESHOLD_RULE,
+    ZeroShotOutcome,
+    calibration_errors,
+    ece_table,
+    run_zero_shot,
+    split_labels,
+    zero_shot_figures,
+)
 
 
 def load_clip(model_dir: str | Path, dtype: str | torch.dtype = "float32",
@@ -59,7 +68,8 @@ def embed_splits(model, processor, corpus, names: tuple[str, ...], batch_size: i
 
 def evaluate_held_out(model_dir: str | Path, corpus, reports: str | Path | None = None, batch_size: int = 64) -> dict:
     """The demo's evaluation of the CMR-CLIP saved in `model_dir`: `test_retrieval` (`retrieval_metrics` on the
-    test split) and `test_zero_shot` (`zero_shot_figures`); the validation thresholds are saved with the model."""
+    test split) and `test_zero_shot` (`zero_shot_figures`); the calibration and thresholds fitted on the validation
+    split are saved with the model, so the demo model answers calibrated probabilities."""
     model, processor = load_clip(model_dir)
     embedded = embed_splits(model, processor, corpus, ("validation", "test"), batch_size)
     outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, model_prompt_set(None), reports)
@@ -93,6 +103,7 @@ def lvef_figures(predicted: np.ndarray, truth: np.ndarray, resamples: int) -> di
 def zero_shot_with_intervals(outcome: ZeroShotOutcome, resamples: int) -> dict:
     """`evaluate_model`'s zero-shot figures: AUC per finding and the LVEF estimate's error, with intervals."""
     result = {"threshold_rule": THRESHOLD_RULE, "thresholds": outcome.prompts.thresholds,
+              "calibration": outcome.prompts.calibration, "ece": calibration_errors(outcome),
               "auc": {name: auc_with_interval(outcome.scores[name], outcome.labels[name], resamples)
                       for name in outcome.scores}}
     if outcome.estimate is not None:
@@ -123,8 +134,8 @@ def few_shot_results(train_x, train_labels, test_x, test_labels, ks, episodes: i
 
 def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, reports: str | Path | None = None,
                    ks=DEFAULT_KS, episodes: int = 20, resamples: int = 1000, plots: bool = True, seed: int = 0,
-                   progress: bool = True, save_thresholds: bool = False, dtype: str | torch.dtype = "float32",
-                   quantize: str | None = None) -> dict:
+                   progress: bool = True, save_thresholds: bool = False, calibration: str = CALIBRATION_METHOD,
+                   dtype: str | torch.dtype = "float32", quantize: str | None = None) -> dict:
     """Evaluate, write `metrics.json`, `summary.md` and (with `plots`) PNGs into `out_dir`; return the metrics.
     The model runs in the precision `dtype` and `quantize` set (float32 by default, so that figures are
     comparable across machines; `cmr-clip evaluate` defaults to "auto")."""
@@ -133,7 +144,7 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     embedded = embed_splits(model, processor, corpus, ("train", "validation", "test"), progress=progress)
-    outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, model_prompt_set(None), reports)
+    outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, model_prompt_set(None), reports, calibration)
     if save_thresholds:
         outcome.prompts.save(model_dir)
     test = corpus["test"]
@@ -152,7 +163,7 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | P
     write_json(out / "metrics.json", metrics)
     write_text(out / "summary.md", markdown_summary(metrics))
     if plots:
-        write_plots(out, outcome.scores, outcome.labels, metrics)
+        write_plots(out, outcome.scores, outcome.labels, metrics, raw_scores=outcome.raw_scores)
     return metrics
 
 
@@ -190,6 +201,8 @@ def markdown_summary(metrics: dict) -> str:
     if "lvef_estimate" in metrics["zero_shot"]:
         lvef = metrics["zero_shot"]["lvef_estimate"]
         lines += ["", f"LVEF estimate from prompts: MAE {_fmt(lvef['mae'])} points, Pearson r {_fmt(lvef['pearson_r'])} (n={lvef['n']})."]
+    lines += ["", "Calibration (expected calibration error, 10 equal-width bins, test split):", "",
+              ece_table(metrics["zero_shot"]["ece"])]
     lines += ["", "## Few-shot (AUC, mean [95% CI] over episodes)", ""]
     for probe, findings in metrics["few_shot"].items():
         for name, curve in findings.items():

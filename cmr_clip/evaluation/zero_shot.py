@@ -1,9 +1,12 @@
-"""Zero-shot evaluation on a prepared corpus: per-finding AUC, decision thresholds, value estimates.
+"""Zero-shot evaluation on a prepared corpus: per-finding calibration, AUC, decision thresholds, value estimates.
 
 The scores come from the same `PromptBank` the `zero-shot-cmr` pipeline uses, applied to the model's
-embeddings of a split, so the evaluation and the pipeline cannot disagree. Thresholds are chosen on a
-validation split by Youden's J (the ROC point that maximises sensitivity + specificity - 1) and saved
-with the model's prompt set (`zero_shot_prompts.json`), from which the pipeline answers yes/no.
+embeddings of a split, so the evaluation and the pipeline cannot disagree. On the validation split each
+finding's raw probabilities are calibrated (Platt scaling by default, see `pipelines/calibration.py`), then
+thresholds are chosen on the calibrated probabilities by Youden's J (the ROC point that maximises
+sensitivity + specificity - 1); both are saved with the model's prompt set (`zero_shot_prompts.json`), from
+which the pipeline answers calibrated probabilities and yes/no. The test split's expected calibration error
+(ECE) is reported before and after calibration.
 
 `run_zero_shot` is the one calibrate -> score -> label -> estimate pass over a validation and a test split;
 the demo's figures (`zero_shot_figures`) and `evaluate_model`'s figures with intervals are both taken from
@@ -18,13 +21,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 
 from ..pipelines.prompts import PromptSet
 from ..pipelines.scoring import PromptBank, ZeroShotQuery
-from .classification import auc, labelled, youden_threshold
+from ..pipelines.calibration import CALIBRATION_VERSION, EPSILON, METHODS, logit
+from .classification import auc, expected_calibration_error, has_both_classes, labelled, youden_threshold
 from .regression import known, regression_metrics
 
-THRESHOLD_RULE = "youden_j on the validation split"
+THRESHOLD_RULE = "youden_j on the validation split, on calibrated probabilities"
+CALIBRATION_METHOD = "platt"
+CALIBRATION_SPLIT = "validation split"
 ESTIMATE = "lvef"  # the quantity the synthetic cohort's reports measure, and the prompt sets estimate
 MIN_MEASURED = 3  # studies with a measured value below which the demo reports no estimate error
 
@@ -33,14 +41,15 @@ MIN_MEASURED = 3  # studies with a measured value below which the demo reports n
 class ZeroShotOutcome:
     """A zero-shot pass over a test split, before any figure is computed.
 
-    prompts: the prompt set with thresholds calibrated on the validation split; scores: finding ->
-    probability per test study; labels: finding -> 1.0, 0.0 or NaN (unlabelled) per test study;
+    prompts: the prompt set with calibration and thresholds fitted on the validation split; scores: finding ->
+    calibrated probability per test study; raw_scores: the same before calibration; labels: finding -> 1.0, 0.0 or NaN (unlabelled) per test study;
     estimate: (estimated, measured) `lvef` per test study (measured NaN where the reports have none), or
     None without reports; n: test studies.
     """
 
     prompts: PromptSet
     scores: dict[str, np.ndarray]
+    raw_scores: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     estimate: tuple[np.ndarray, np.ndarray] | None
     n: int
@@ -58,11 +67,12 @@ def _score(model, tokenizer, video_embeds: torch.Tensor, query: ZeroShotQuery, p
 
 
 def finding_scores(model, tokenizer, video_embeds: torch.Tensor, prompt_set: PromptSet,
-                   findings: list[str] | None = None) -> dict[str, np.ndarray]:
-    """finding -> zero-shot probability per study, exactly as the pipeline computes it."""
+                   findings: list[str] | None = None, raw: bool = False) -> dict[str, np.ndarray]:
+    """finding -> zero-shot probability per study, exactly as the pipeline computes it (calibrated where the prompt
+    set has a calibration; `raw`: before it)."""
     query = ZeroShotQuery.build(prompt_set, findings=findings or True)
-    scores = _score(model, tokenizer, video_embeds, query, prompt_set)
-    return {name: scores["finding_scores"][:, i].numpy() for i, name in enumerate(query.findings)}
+    scores = _score(model, tokenizer, video_embeds, query, prompt_set)["raw_finding_scores" if raw else "finding_scores"]
+    return {name: scores[:, i].numpy() for i, name in enumerate(query.findings)}
 
 
 def estimates(model, tokenizer, video_embeds: torch.Tensor, prompt_set: PromptSet, name: str) -> np.ndarray:
@@ -82,14 +92,54 @@ def youden_thresholds(scores: dict[str, np.ndarray], labels: dict[str, np.ndarra
     return {name: threshold for name, threshold in thresholds.items() if threshold is not None}
 
 
-def calibrate(model, tokenizer, video_embeds: torch.Tensor, split, prompt_set: PromptSet) -> PromptSet:
-    """A copy of the prompt set with thresholds chosen on this (validation) split, for the findings that have
-    both classes in it (the others get none, and the pipeline gives only their scores)."""
-    scores = finding_scores(model, tokenizer, video_embeds, prompt_set)
-    thresholds = youden_thresholds(scores, split_labels(split, list(scores)))
+def fit_finding(raw: np.ndarray, truth: np.ndarray, method: str = "platt") -> dict:
+    """The calibration parameters of one finding from raw probabilities and 0/1 labels (both classes needed)."""
+    raw, truth = np.asarray(raw, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    if method == "platt":
+        regression = LogisticRegression(C=1e4).fit(logit(raw)[:, None], truth.astype(int))
+        slope = float(regression.coef_[0, 0])
+        if slope <= 0:  # no increasing relation on this split: predict the prevalence whatever the score
+            prevalence = float(np.clip(truth.mean(), EPSILON, 1 - EPSILON))
+            return {"slope": 0.0, "intercept": float(logit(prevalence))}
+        return {"slope": slope, "intercept": float(regression.intercept_[0])}
+    if method == "isotonic":
+        regression = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, truth)
+        return {"x": [float(v) for v in regression.X_thresholds_], "y": [float(v) for v in regression.y_thresholds_]}
+    raise ValueError(f"unknown calibration method {method!r}; use one of {METHODS}.")
+
+
+def fit_calibration(raw: dict[str, np.ndarray], labels: dict[str, np.ndarray], method: str = CALIBRATION_METHOD) -> dict:
+    """The prompt set's `calibration` block: each finding with both classes among the labelled studies fitted
+    on its raw probabilities (the others are left uncalibrated)."""
+    fitted = {name: fit_finding(*labelled(values, labels[name]), method=method) for name, values in raw.items()
+              if has_both_classes(labelled(values, labels[name])[1])}
+    return {"version": CALIBRATION_VERSION, "method": method, "fitted_on": CALIBRATION_SPLIT, "findings": fitted}
+
+
+def calibrate(model, tokenizer, video_embeds: torch.Tensor, split, prompt_set: PromptSet,
+              method: str = CALIBRATION_METHOD) -> PromptSet:
+    """A copy of the prompt set with calibration and thresholds fitted on this (validation) split, for the findings
+    that have both classes in it (the others get neither, and the pipeline gives only their raw scores)."""
+    raw = finding_scores(model, tokenizer, video_embeds, prompt_set, raw=True)
+    labels = split_labels(split, list(raw))
     data = prompt_set.to_dict()
+    data["calibration"] = fit_calibration(raw, labels, method)
+    calibrated = PromptSet.from_dict(data)
+    thresholds = youden_thresholds(finding_scores(model, tokenizer, video_embeds, calibrated), labels)
     data["thresholds"] = {**thresholds, "rule": THRESHOLD_RULE}
     return PromptSet.from_dict(data)
+
+
+def calibration_errors(outcome: ZeroShotOutcome) -> dict[str, dict]:
+    """finding -> ECE of the test split's probabilities before (`raw`) and after (`calibrated`) calibration, and the
+    labelled studies they are taken over."""
+    result = {}
+    for name, truth in outcome.labels.items():
+        raw, known_truth = labelled(outcome.raw_scores[name], truth)
+        calibrated, _ = labelled(outcome.scores[name], truth)
+        result[name] = {"raw": expected_calibration_error(raw, known_truth),
+                        "calibrated": expected_calibration_error(calibrated, known_truth), "n": int(len(known_truth))}
+    return result
 
 
 def read_measurements(reports: str | Path, study_ids: list[str], name: str) -> np.ndarray:
@@ -121,29 +171,31 @@ def calibrate_estimate(model, tokenizer, video_embeds: torch.Tensor, measured: n
 
 
 def run_zero_shot(model, tokenizer, embedded: dict[str, dict[str, torch.Tensor]], corpus, prompt_set: PromptSet,
-                  reports: str | Path | None = None) -> ZeroShotOutcome:
-    """Thresholds (and, with `reports`, the `lvef` estimate's calibration) fitted on the `validation` split,
-    then finding scores, labels and (with `reports`, when the prompt set has an `lvef` estimate) the LVEF
-    estimate on the `test` split. `embedded`: split name -> `embed_split`'s output, for both splits."""
+                  reports: str | Path | None = None, calibration: str = CALIBRATION_METHOD) -> ZeroShotOutcome:
+    """Calibration (`calibration`: platt or isotonic), thresholds and (with `reports`) the `lvef` estimate's
+    linear calibration fitted on the `validation` split, then finding scores, labels and (with `reports`, when
+    the prompt set has an `lvef` estimate) the LVEF estimate on the `test` split. `embedded`: split name ->
+    `embed_split`'s output, for both splits."""
     validation = embedded["validation"]["video"]
-    prompts = calibrate(model, tokenizer, validation, corpus["validation"], prompt_set)
+    prompts = calibrate(model, tokenizer, validation, corpus["validation"], prompt_set, calibration)
     if reports is not None and ESTIMATE in prompts.estimates:
         measured = read_measurements(reports, list(corpus["validation"]["study_id"]), ESTIMATE)
         prompts = calibrate_estimate(model, tokenizer, validation, measured, prompts, ESTIMATE)
     test, videos = corpus["test"], embedded["test"]["video"]
     scores = finding_scores(model, tokenizer, videos, prompts)
+    raw_scores = finding_scores(model, tokenizer, videos, prompts, raw=True)
     estimate = None
     if reports is not None and ESTIMATE in prompts.estimates:
         estimate = (estimates(model, tokenizer, videos, prompts, ESTIMATE),
                     read_measurements(reports, list(test["study_id"]), ESTIMATE))
-    return ZeroShotOutcome(prompts, scores, split_labels(test, list(scores)), estimate, len(test))
+    return ZeroShotOutcome(prompts, scores, raw_scores, split_labels(test, list(scores)), estimate, len(test))
 
 
 def zero_shot_figures(outcome: ZeroShotOutcome) -> dict:
     """The demo's zero-shot figures: AUC per finding on the test split, the thresholds, and the LVEF
     estimate's error where at least `MIN_MEASURED` test studies have a measured value."""
     result = {"auc": finding_aucs(outcome.scores, outcome.labels), "thresholds": outcome.prompts.thresholds,
-              "threshold_rule": THRESHOLD_RULE, "n": outcome.n}
+              "threshold_rule": THRESHOLD_RULE, "ece": calibration_errors(outcome), "n": outcome.n}
     if outcome.estimate is not None and np.sum(~np.isnan(outcome.estimate[1])) >= MIN_MEASURED:
         result["lvef_estimate"] = regression_metrics(*outcome.estimate, minimum=MIN_MEASURED)
     return result
@@ -158,8 +210,22 @@ def zero_shot_table(figures: dict) -> str:
                      f"{'' if threshold is None else f'{threshold:.3f}'} |")
     if any(value is None for value in figures["auc"].values()):
         lines.append("n/a: the test split has no positives (or no negatives) of that finding.")
+    if "ece" in figures:
+        lines += ["", ece_table(figures["ece"])]
     if "lvef_estimate" in figures:
         lvef = figures["lvef_estimate"]
         lines += ["", f"LVEF from prompts: MAE {lvef['mae']:.1f} points, Pearson r {lvef['pearson_r']:.2f} "
                       f"({int(lvef['n'])} test studies)."]
     return "\n".join(lines)
+
+
+def ece_table(ece: dict[str, dict]) -> str:
+    """Expected calibration error per finding before and after calibration, as a markdown table."""
+    lines = [f"| finding | ECE raw | ECE calibrated (fitted on the {CALIBRATION_SPLIT}) | n |",
+             "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {_cell(e['raw'])} | {_cell(e['calibrated'])} | {e['n']} |" for name, e in ece.items()]
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -5,8 +5,12 @@ A prompt set is a JSON file (the package's `prompts/default.json` is the built-i
 `estimates` (name -> `values`, `unit`, and `templates` with a `{value}` slot or one `prompts` list per
 value, and optionally a `calibration` fitted on a validation split) and `thresholds`
 (finding -> probability at or above which the finding is called present, with the rule and split they
-were chosen on). A model directory may hold its own copy, `zero_shot_prompts.json`, written by
-`PromptSet.save` after thresholds were chosen on a validation split; the pipeline prefers it.
+were chosen on). A finding may add `requires_views`, "sequence/view" keys of which a study needs one for the
+finding to be assessed (LGE findings need an LGE view). A set may carry `calibration`, per-finding maps from raw
+to calibrated probabilities fitted on validation studies (versioned; see `calibration.py`); thresholds then
+apply to the calibrated probabilities. A model directory may hold its own copy, `zero_shot_prompts.json`,
+written by `PromptSet.save` after thresholds (and calibration) were fitted on a validation split; the pipeline
+prefers it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from pathlib import Path
 from transformers.utils import cached_file
 
 from ..privacy import write_json
+from ..vocabulary import CARDIAC_VIEWS, MODEL_SEQUENCES
+from .calibration import CALIBRATION_VERSION, METHODS, PARAMETERS
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 MODEL_PROMPTS_FILE = "zero_shot_prompts.json"
@@ -34,6 +40,7 @@ class PromptSet:
     estimates: dict[str, dict] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     threshold_rule: str | None = None
+    calibration: dict | None = None
     name: str = "custom"
     description: str = ""
 
@@ -54,6 +61,7 @@ class PromptSet:
         for name, ensembles in findings.items():
             if not ensembles.get("positive") or not ensembles.get("negative"):
                 raise PromptSetError(f"{origin}: finding {name!r} needs non-empty 'positive' and 'negative' prompt lists.")
+            check_requirements(name, ensembles.get("requires_views"), origin)
         for name, spec in (data.get("estimates") or {}).items():
             check_estimate(name, spec, origin)
         thresholds = dict(data.get("thresholds") or {})
@@ -61,20 +69,33 @@ class PromptSet:
         thresholds.pop("split", None)
         return cls(findings=findings, diseases=data.get("diseases") or {}, estimates=data.get("estimates") or {},
                    thresholds={k: float(v) for k, v in thresholds.items()}, threshold_rule=rule,
-                   name=data.get("name", "custom"), description=data.get("description", ""))
+                   calibration=check_calibration(data.get("calibration"), findings, origin), name=data.get("name", "custom"), description=data.get("description", ""))
 
     def to_dict(self) -> dict:
         thresholds = dict(self.thresholds)
         if self.threshold_rule:
             thresholds["rule"] = self.threshold_rule
-        return {"name": self.name, "description": self.description, "findings": self.findings,
+        data = {"name": self.name, "description": self.description, "findings": self.findings,
                 "diseases": self.diseases, "estimates": self.estimates, "thresholds": thresholds}
+        if self.calibration:
+            data["calibration"] = self.calibration
+        return data
 
     def save(self, model_dir: str | Path) -> Path:
         """Write the set (with its thresholds) next to a model as `zero_shot_prompts.json`."""
         path = Path(model_dir) / MODEL_PROMPTS_FILE
         write_json(path, self.to_dict())
         return path
+
+    def required_views(self, finding: str) -> list[str]:
+        """The "sequence/view" keys of which a study needs one for `finding` to be assessed (none: always)."""
+        return list(self.findings[finding].get("requires_views", []))
+
+    def calibration_of(self, finding: str) -> tuple[str, dict] | None:
+        """(method, parameters) of the finding's calibration, or None when it has none."""
+        if not self.calibration or finding not in self.calibration.get("findings", {}):
+            return None
+        return self.calibration["method"], self.calibration["findings"][finding]
 
     def finding_names(self, names: list[str] | None = None) -> list[str]:
         return self._select(names, self.findings, "finding")
@@ -112,6 +133,43 @@ def estimate_prompts(spec: dict) -> list[list[str]]:
     if spec.get("prompts"):
         return [list(group) for group in spec["prompts"]]
     return [[t.format(value=v) for t in spec["templates"]] for v in spec["values"]]
+
+
+def check_calibration(block: dict | None, findings: dict, origin: str) -> dict | None:
+    """The `calibration` block of a prompt set, checked: a known version and method, and parameters of the right
+    shape for findings the set has."""
+    if not block:
+        return None
+    fix = "Refit it with `cmr-clip evaluate --save-thresholds` or remove the 'calibration' block."
+    if block.get("version") != CALIBRATION_VERSION:
+        raise PromptSetError(f"{origin}: calibration version {block.get('version')!r} is not supported (this "
+                               f"package reads version {CALIBRATION_VERSION}). {fix}")
+    method = block.get("method")
+    if method not in METHODS:
+        raise PromptSetError(f"{origin}: calibration method {method!r} is not one of {METHODS}. {fix}")
+    needed = PARAMETERS[method]
+    for name, parameters in (block.get("findings") or {}).items():
+        if name not in findings:
+            raise PromptSetError(f"{origin}: calibration for {name!r}, a finding the set does not have. {fix}")
+        if not isinstance(parameters, dict) or any(key not in parameters for key in needed):
+            raise PromptSetError(f"{origin}: calibration of {name!r} needs {list(needed)} for {method}. {fix}")
+        if method == "isotonic" and (len(parameters["x"]) != len(parameters["y"]) or not parameters["x"]):
+            raise PromptSetError(f"{origin}: isotonic calibration of {name!r} needs x and y of one length. {fix}")
+        if method == "platt" and parameters["slope"] < 0:
+            raise PromptSetError(f"{origin}: Platt calibration of {name!r} has a negative slope (it would reverse "
+                                   f"the ranking). {fix}")
+    return block
+
+
+def check_requirements(name: str, views, origin: str) -> list[str]:
+    """A finding's `requires_views`, checked: "sequence/view" keys of the vocabulary."""
+    keys = [views] if isinstance(views, str) else list(views or [])
+    known = [f"{s}/{v}" for s in MODEL_SEQUENCES for v in CARDIAC_VIEWS]
+    unknown = [key for key in keys if key not in known]
+    if unknown:
+        raise PromptSetError(f"{origin}: finding {name!r} requires views {unknown}, which are not sequence/view "
+                               f"keys; use any of {known}.")
+    return keys
 
 
 def resolve_prompt_file(source: str | Path | None) -> Path:

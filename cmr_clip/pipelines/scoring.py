@@ -4,7 +4,8 @@ All functions take L2-normalised study embeddings (N, D) and prompt embeddings, 
 scale (1/temperature):
 - candidate labels: softmax over labels of scale * cosine (each label an ensemble of prompts);
 - findings: each finding on its own, softmax over its positive and negative ensembles, i.e.
-  sigmoid(scale * (cos(study, positive) - cos(study, negative))), a probability per finding (multi-label);
+  sigmoid(scale * (cos(study, positive) - cos(study, negative))), a probability per finding (multi-label),
+  then mapped through the prompt set's calibration for that finding where it has one (`calibration.py`);
 - estimates: the expected value over a grid of stated values ("LVEF 20%" ... "LVEF 70%"), each value
   weighted by the softmax of scale * cosine to its prompts.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..embeddings import encode_texts
+from .calibration import apply as apply_calibration
 from .prompts import PromptSet, PromptSetError, estimate_prompts
 
 
@@ -105,15 +107,18 @@ class PromptBank:
         return grid, torch.tensor(spec["values"], dtype=torch.float32)
 
     def score(self, videos: torch.Tensor, query: ZeroShotQuery, prompt_set: PromptSet, scale: float) -> dict[str, torch.Tensor]:
-        """`label_scores` (N, L), `finding_scores` (N, F), `estimates` (N, E) for normalised study embeddings."""
+        """`label_scores` (N, L), `finding_scores` (N, F, calibrated where the prompt set has a calibration),
+        `raw_finding_scores` (N, F, before calibration) and `estimates` (N, E) for normalised study embeddings."""
         n, device = videos.shape[0], videos.device
-        out = {"label_scores": torch.zeros(n, 0), "finding_scores": torch.zeros(n, 0), "estimates": torch.zeros(n, 0)}
+        out = {"label_scores": torch.zeros(n, 0), "finding_scores": torch.zeros(n, 0), "raw_finding_scores": torch.zeros(n, 0),
+               "estimates": torch.zeros(n, 0)}
         if query.labels:
             out["label_scores"] = label_probabilities(videos, self.ensembles(list(query.label_prompts)).to(device), scale)
         if query.findings:
             positive = self.ensembles([prompt_set.findings[f]["positive"] for f in query.findings]).to(device)
             negative = self.ensembles([prompt_set.findings[f]["negative"] for f in query.findings]).to(device)
-            out["finding_scores"] = finding_probabilities(videos, positive, negative, scale)
+            out["raw_finding_scores"] = finding_probabilities(videos, positive, negative, scale)
+            out["finding_scores"] = calibrated(out["raw_finding_scores"], query.findings, prompt_set)
         if query.estimates:
             columns = []
             for name in query.estimates:
@@ -122,3 +127,12 @@ class PromptBank:
                 columns.append(calibrated_estimate(estimate, prompt_set.estimates[name].get("calibration")))
             out["estimates"] = torch.stack(columns, dim=1)
         return {k: v.cpu() for k, v in out.items()}
+
+
+def calibrated(raw: torch.Tensor, findings: tuple[str, ...], prompt_set: PromptSet) -> torch.Tensor:
+    """(N, F) raw finding probabilities through each finding's calibration (unchanged where it has none)."""
+    columns = []
+    for i, name in enumerate(findings):
+        fitted = prompt_set.calibration_of(name)
+        columns.append(raw[:, i] if fitted is None else apply_calibration(*fitted, raw[:, i]))
+    return torch.stack(columns, dim=1) if columns else raw

@@ -14,11 +14,15 @@ A study is a path (folder or zip), a `Study` from `read_study`, `{"pixel_values_
 batch of studies. A path holding several studies is answered with a `MultipleStudiesError` entry: pass
 `read_study(path, study=...)` for the one you mean. The
 answer per study is a dict: `labels` (sorted, scores sum to 1), `findings` (sorted by probability, with
-`present` when the prompt set has a threshold for the finding), `estimates` (name -> value), and the
-processor's `warnings` for the study; a study that cannot be read gets `{"error": "<type>: <why>"}`
+`present` when the prompt set has a threshold for the finding), `estimates` (name -> value), the study's view
+`coverage` and the processor's `warnings` for the study; a study that cannot be read gets `{"error": "<type>: <why>"}`
 instead, and the other studies of the call are answered as usual. No paths or identifiers are echoed
 back.
 
+Probabilities are calibrated where the prompt set carries a calibration for the finding (`raw_score` then keeps
+the uncalibrated one). A finding that needs views the study lacks (the prompt set's `requires_views`: LGE
+findings need an LGE view, RV findings a cine SAX or 4CH) is `assessable: False` with the `reason`, and gets no
+score unless the call passes `score_unassessable=True`.
 `dtype` ("auto" by default: bfloat16 where the device has native bfloat16, else float32; or "float32",
 "bfloat16", "float16" on a GPU) and `quantize` (None or "int8", torchao) set the model's inference
 precision (`cmr_clip.precision`); the pipeline converts the model it is given, and `classify.precision`
@@ -37,7 +41,8 @@ from ..precision import set_precision
 from ..processing import CMRCLIPProcessor
 from .prompts import PromptSet, model_prompt_set
 from .scoring import PromptBank, ZeroShotQuery
-from .studies import is_read_study, study_inputs
+from .calibration import missing_requirement
+from .studies import is_read_study, study_context, study_inputs
 
 
 class ZeroShotCMRPipeline(Pipeline):
@@ -101,6 +106,8 @@ class ZeroShotCMRPipeline(Pipeline):
             prompt_set (`str`, `Path` or `PromptSet`, *optional*):
                 The prompt set for this call (a JSON file, a model folder or a built-in name); by default the
                 one given at construction, else the model's `zero_shot_prompts.json`, else the built-in set.
+            score_unassessable (`bool`, *optional*, defaults to `False`):
+                Score findings the study lacks the views for too (they stay `assessable: False`).
             batch_size (`int`, *optional*, defaults to 1):
                 Studies run through the model at once.
 
@@ -109,11 +116,16 @@ class ZeroShotCMRPipeline(Pipeline):
 
             - **labels** (`list[dict]`) -- `{"label", "score"}` per candidate label, best first; the scores
               sum to 1.
-            - **findings** (`list[dict]`) -- `{"finding", "score"}` per finding, most probable first, the score
-              the probability that the finding is present; with `threshold` and `present` (`bool`) where the
-              prompt set has a threshold for it.
+            - **findings** (`list[dict]`) -- `{"finding", "score", "assessable"}` per finding, most probable
+              first, the score the (calibrated) probability that the finding is present; with `threshold` and
+              `present` (`bool`) where the prompt set has a threshold for it, `raw_score` where it has a
+              calibration. A finding the study lacks the views for comes last as `{"finding", "assessable":
+              False, "reason"}` (with its scores under `score_unassessable=True`).
             - **estimates** (`dict[str, float]`) -- quantity -> estimated value.
-            - **warnings** (`list[str]`) -- what the processor noticed about the study (e.g. a missing view).
+            - **coverage** (`dict`) -- views found, the layout's views missing, the share found and whether it
+              is `low` (absent when the views are not known: processed frames or embeddings without metadata).
+            - **warnings** (`list[str]`) -- what the processor noticed about the study (e.g. a missing view, low
+              view coverage).
 
             A study that cannot be read gets `{"error": "<type>: <why>"}` instead; the others are answered.
 
@@ -132,18 +144,19 @@ class ZeroShotCMRPipeline(Pipeline):
         return super().__call__(studies, **kwargs)
 
     def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, findings=None, estimate=None,
-                             prompt_set=None, **kwargs):
+                             prompt_set=None, score_unassessable=False, **kwargs):
         if kwargs:
             raise TypeError(f"zero-shot-cmr got unknown arguments {sorted(kwargs)}; it takes candidate_labels, "
-                            "hypothesis_template, findings, estimate, prompt_set, batch_size.")
+                            "hypothesis_template, findings, estimate, prompt_set, score_unassessable, batch_size.")
         prompts = self._resolve_prompt_set(prompt_set) if prompt_set is not None else self.prompt_set
         query = ZeroShotQuery.build(prompts, candidate_labels, hypothesis_template, findings, estimate)
-        return {}, {"query": query, "prompt_set": prompts}, {"query": query, "prompt_set": prompts}
+        return {}, {"query": query, "prompt_set": prompts}, {"query": query, "prompt_set": prompts,
+                                                            "score_unassessable": bool(score_unassessable)}
 
     def preprocess(self, study) -> dict:
         if isinstance(study, dict) and "video_embeds" in study:
             embeds = torch.as_tensor(study["video_embeds"]).float().reshape(1, -1)
-            return {"video_embeds": embeds, "warnings": [[]], "error": [None]}
+            return {"video_embeds": embeds, **study_context(study.get("study_metadata"), self.feature_extractor)}
         if (isinstance(study, dict) and "pixel_values_videos" in study) or isinstance(study, (str, Path)) or is_read_study(study):
             return study_inputs(study, self.feature_extractor, "zero-shot-cmr")
         raise TypeError(f"zero-shot-cmr takes a study path, a Study, a dict with 'pixel_values_videos' or 'video_embeds', "
@@ -156,9 +169,10 @@ class ZeroShotCMRPipeline(Pipeline):
             videos = encode_videos(self.model, model_inputs["pixel_values_videos"])
         scale = float(self.model.logit_scale_value().detach())
         scores = self.prompt_bank.score(videos, query, prompt_set, scale)
-        return {**scores, "warnings": model_inputs["warnings"], "error": model_inputs["error"]}
+        return {**scores, **{key: model_inputs[key] for key in ("warnings", "coverage", "error")}}
 
-    def postprocess(self, model_outputs: dict, query: ZeroShotQuery, prompt_set: PromptSet) -> dict:
+    def postprocess(self, model_outputs: dict, query: ZeroShotQuery, prompt_set: PromptSet,
+                    score_unassessable: bool = False) -> dict:
         if model_outputs["error"][0] is not None:
             return {"error": model_outputs["error"][0]}
         result = {}
@@ -166,19 +180,35 @@ class ZeroShotCMRPipeline(Pipeline):
             scores = model_outputs["label_scores"].reshape(-1).tolist()
             result["labels"] = sorted(({"label": l, "score": s} for l, s in zip(query.labels, scores)),
                                       key=lambda item: -item["score"])
+        coverage = model_outputs["coverage"][0]
         if query.findings:
             scores = model_outputs["finding_scores"].reshape(-1).tolist()
-            result["findings"] = sorted((_finding(name, score, prompt_set) for name, score in zip(query.findings, scores)),
-                                        key=lambda item: -item["score"])
+            raw = model_outputs["raw_finding_scores"].reshape(-1).tolist()
+            views = None if coverage is None else set(coverage["views_found"])
+            items = [_finding(name, score, raw_score, prompt_set, views, score_unassessable)
+                     for name, score, raw_score in zip(query.findings, scores, raw)]
+            result["findings"] = sorted(items, key=lambda item: (not item["assessable"], -item.get("score", 0.0)))
         if query.estimates:
             values = model_outputs["estimates"].reshape(-1).tolist()
             result["estimates"] = dict(zip(query.estimates, values))
+        if coverage is not None:
+            result["coverage"] = coverage
         result["warnings"] = model_outputs["warnings"][0]
         return result
 
 
-def _finding(name: str, score: float, prompt_set: PromptSet) -> dict:
-    item = {"finding": name, "score": score}
+def _finding(name: str, score: float, raw_score: float, prompt_set: PromptSet, views: set[str] | None,
+             score_unassessable: bool) -> dict:
+    """One finding's answer: its probability and call, or why the study cannot be judged on it."""
+    reason = missing_requirement(prompt_set.required_views(name), views)
+    item = {"finding": name, "assessable": reason is None}
+    if reason is not None:
+        item["reason"] = reason
+        if not score_unassessable:
+            return item
+    item["score"] = score
+    if prompt_set.calibration_of(name) is not None:
+        item["raw_score"] = raw_score
     if name in prompt_set.thresholds:
         item["threshold"] = prompt_set.thresholds[name]
         item["present"] = score >= prompt_set.thresholds[name]
