@@ -87,7 +87,7 @@ def test_pipeline_equals_direct_computation(classify, model_dir, studies):
     labels = torch.stack([mean_direction(prompts.diseases["hcm"]), mean_direction(["dilated lv."])])
     expected_labels = (scale * videos @ labels.T).softmax(-1)
     spec = prompts.estimates["lvef"]
-    grid = torch.stack([mean_direction([t.format(value=v) for t in spec["templates"]]) for v in spec["values"]])
+    grid = torch.stack([mean_direction(group) for group in spec["prompts"]])  # the built-in set grades in words
     expected_lvef = (scale * videos @ grid.T).softmax(-1) @ torch.tensor(spec["values"], dtype=torch.float32)
     for i, answer in enumerate(answers):
         got_labels = {item["label"]: item["score"] for item in answer["labels"]}
