@@ -60,7 +60,7 @@ class DemoSettings(TrainingSchedule):
     40-epoch schedule, and a 12-epoch schedule reaches it."""
 
     # The demo's own defaults for `TrainingSchedule` fields.
-    epochs: int = 30
+    epochs: int = 24
     """Epochs of the CMR-CLIP step."""
     batch_size: int = 8
     """Studies per batch of the CMR-CLIP step."""
