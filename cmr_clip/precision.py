@@ -84,6 +84,21 @@ def native_bf16(device: str | torch.device = "cpu") -> tuple[bool, str]:
     return False, "this CPU has no native bfloat16 (no AVX512-BF16 or AMX)"
 
 
+MIXED_PRECISION_CHOICES = ("auto", "no", "bf16", "fp16")
+
+
+def training_mixed_precision(setting: str, device: str | torch.device) -> tuple[str, str]:
+    """Accelerate's `mixed_precision` for a training run on `device`, and why: `auto` trains in bf16 autocast
+    where the device computes bfloat16 natively and in float32 elsewhere (emulated bf16 is several times
+    slower than float32); `no`, `bf16` and `fp16` are taken as given."""
+    if setting not in MIXED_PRECISION_CHOICES:
+        raise PrecisionError(f"mixed_precision must be one of {MIXED_PRECISION_CHOICES}, got {setting!r}.")
+    if setting != "auto":
+        return setting, f"mixed_precision={setting} as set"
+    native, evidence = native_bf16(device)
+    return ("bf16" if native else "no"), f"auto: {evidence}"
+
+
 def native_int8(device: str | torch.device = "cpu", flags: set[str] | None = None) -> bool:
     """Whether int8 matrix products are fast on `device`: any GPU, or a CPU with AVX512-VNNI. torch's CPU
     `_int_mm`, which torchao's int8 layers call, runs at 0.02x a float32 product of the same shape on an

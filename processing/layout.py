@@ -110,9 +110,11 @@ class StudyLayout:
             (LayoutEntry("cine", "sax", slices="middle", phases="all"), 4),
             (LayoutEntry("cine", "2ch", slices="middle", phases="all"), 2),
             (LayoutEntry("cine", "3ch", slices="middle", phases="all"), 2),
-            (LayoutEntry("lge", "sax", slices="all", phases="first"), 2),
-            (LayoutEntry("lge", "4ch", slices="middle", phases="first"), 1),
-            (LayoutEntry("lge", "2ch", slices="middle", phases="first"), 1),
+            (LayoutEntry("lge", "sax", slices="all", phases="first"), 5),
+            # One image each: a second frame would repeat it, so the share goes to the LGE short-axis stack,
+            # whose slices are where a scar is found or missed.
+            (LayoutEntry("lge", "4ch", slices="middle", phases="first"), 0),
+            (LayoutEntry("lge", "2ch", slices="middle", phases="first"), 0),
         ]
         if num_frames < len(plan):
             raise LayoutError(f"the default layout needs at least {len(plan)} frames, got {num_frames}")

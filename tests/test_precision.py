@@ -21,9 +21,10 @@ from cmr_clip.data.collate import StudyCollator
 from cmr_clip.data.dataset import StudyTextDataset
 from cmr_clip.embeddings import encode_videos
 from cmr_clip.index import CMRStudyIndex
-from cmr_clip.precision import PrecisionError, QuantizationBackendError, native_bf16, resolve_precision, set_precision
+from cmr_clip.precision import (PrecisionError, QuantizationBackendError, native_bf16, resolve_precision, set_precision,
+                                training_mixed_precision)
 from cmr_clip.processing import CMRStudyProcessor
-from cmr_clip.training import train
+from cmr_clip.training import TrainConfig, train
 
 # Closeness to float32 asked of each precision (issue 16's targets, on trained weights).
 MIN_COSINE = {("bfloat16", None): 0.999, ("float32", "int8"): 0.99, ("bfloat16", "int8"): 0.99}
@@ -66,6 +67,23 @@ def test_auto_on_this_cpu_agrees_with_its_cpu_flags():
     native = bool(flags & {"avx512_bf16", "amx_bf16"})
     assert native_bf16("cpu")[0] == native
     assert resolve_precision("auto", device="cpu").dtype == (torch.bfloat16 if native else torch.float32)
+
+
+def test_training_precision_auto_follows_the_cpu_flags_and_trains(corpus, tmp_path):
+    """`mixed_precision="auto"` (the default) trains in bf16 autocast exactly where /proc/cpuinfo lists native
+    bfloat16, says so, and a run with it trains; explicit settings pass through; others are typed errors."""
+    flags_file = Path("/proc/cpuinfo")
+    if not flags_file.is_file():
+        pytest.skip("no /proc/cpuinfo here")
+    flags = set(next(l for l in flags_file.read_text().splitlines() if l.startswith("flags")).split(":")[1].split())
+    chosen, why = training_mixed_precision("auto", "cpu")
+    assert chosen == ("bf16" if flags & {"avx512_bf16", "amx_bf16"} else "no") and why.startswith("auto: ")
+    assert training_mixed_precision("bf16", "cpu")[0] == "bf16" and training_mixed_precision("no", "cpu")[0] == "no"
+    with pytest.raises(PrecisionError, match="mixed_precision must be one of"):
+        training_mixed_precision("int8", "cpu")
+    assert TrainConfig().mixed_precision == "auto"
+    history = train(tiny_train_config(corpus, tmp_path, epochs=1, mixed_precision="auto"))["history"]
+    assert np.isfinite(history[-1]["train_loss"])
 
 
 @pytest.mark.parametrize("given,expected", [("float32", torch.float32), ("bfloat16", torch.bfloat16),

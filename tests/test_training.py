@@ -188,6 +188,42 @@ def test_augmentation_is_one_crop_and_flip_per_study():
     assert not out.equal(frames)
 
 
+IMPRESSION = "1. Dilated LV, LVEF 31%.\n2. Subendocardial LGE of the inferior wall. Normal RV size and function. No effusion."
+SENTENCES = ["Dilated LV, LVEF 31%.", "Subendocardial LGE of the inferior wall.", "Normal RV size and function.",
+             "No effusion."]
+
+
+def test_sentence_sampling_keeps_whole_sentences_in_order():
+    """With `sentence_keep` < 1 a training impression is a non-empty, ordered subset of its sentences, each kept
+    about that often; list numbers go, decimals and commas inside a sentence stay; 1 keeps the text as it is."""
+    sampler = Augmentation(sentence_keep=0.5)
+    draws = [sampler.impression(IMPRESSION, np.random.default_rng(i)) for i in range(400)]
+    kept = []
+    for text in draws:
+        chosen = [s for s in SENTENCES if s in text]
+        assert chosen and " ".join(chosen) == text
+        kept.append(len(chosen))
+    assert 0.4 < np.mean(kept) / len(SENTENCES) < 0.65  # 0.5, plus the draws that kept none and got one back
+    assert Augmentation().impression(IMPRESSION, np.random.default_rng(0)) == IMPRESSION
+    assert sampler.impression("No LGE.", np.random.default_rng(0)) == "No LGE."
+    with pytest.raises(ValueError, match="sentence_keep"):
+        Augmentation(sentence_keep=0.0)
+
+
+def test_sentence_sampling_reaches_training_examples_and_repeats_on_resume(corpus, tmp_path):
+    from datasets import load_from_disk
+
+    split = load_from_disk(str(corpus))["train"].map(lambda row: {"impression": IMPRESSION})
+    sampled = StudyTextDataset(split, train=True, seed=1, augmentation=Augmentation(sentence_keep=0.3))
+    texts = [sampled[i]["impression"] for i in range(len(split))]
+    assert len(set(texts)) > 1 and all(t != IMPRESSION and t.split(". ")[0].rstrip(".") + "." in SENTENCES for t in texts)
+    assert StudyTextDataset(split, train=False, augmentation=Augmentation(sentence_keep=0.3))[0]["impression"] == IMPRESSION
+    again = StudyTextDataset(split, train=True, seed=1, augmentation=Augmentation(sentence_keep=0.3))
+    assert [again[i]["impression"] for i in range(len(split))] == texts
+    with pytest.raises(ValueError, match="--task report"):
+        train(tiny_train_config(corpus, tmp_path, task="report", sentence_keep=0.5))
+
+
 def test_study_processor_normalise_keeps_padding_frames_zero():
     from cmr_clip.processing import CMRStudyProcessor
 

@@ -87,7 +87,7 @@ def test_pipeline_equals_direct_computation(classify, model_dir, studies):
     labels = torch.stack([mean_direction(prompts.diseases["hcm"]), mean_direction(["dilated lv."])])
     expected_labels = (scale * videos @ labels.T).softmax(-1)
     spec = prompts.estimates["lvef"]
-    grid = torch.stack([mean_direction([t.format(value=v) for t in spec["templates"]]) for v in spec["values"]])
+    grid = torch.stack([mean_direction(group) for group in spec["prompts"]])  # the built-in set grades in words
     expected_lvef = (scale * videos @ grid.T).softmax(-1) @ torch.tensor(spec["values"], dtype=torch.float32)
     for i, answer in enumerate(answers):
         got_labels = {item["label"]: item["score"] for item in answer["labels"]}
@@ -249,3 +249,43 @@ def test_a_bad_study_is_reported_and_the_others_answered(classify, studies, tmp_
     assert answers[0]["error"].startswith("NotAStudyError:") and "findings" not in answers[0]
     assert answers[1]["findings"][0]["score"] == pytest.approx(alone["findings"][0]["score"], abs=1e-5)
     assert str(tmp_path) not in json.dumps(answers)
+
+
+def test_estimates_stated_in_words_and_calibrated(model_dir):
+    """An estimate may state its values through graded phrases, one prompt list per value; its validation-fitted
+    linear calibration maps the similarity-weighted value; a prompt list per value is checked against the values."""
+    words = {"values": [25, 60], "unit": "%", "prompts": [["Severely impaired LV function."], ["Normal LV function."]]}
+    prompts = PromptSet.from_dict({"findings": {}, "estimates": {"lvef": words}})
+    calibrated = PromptSet.from_dict({"findings": {}, "estimates": {
+        "lvef": {**words, "calibration": {"slope": 2.0, "intercept": -10.0}}}})
+    classify = pipeline("zero-shot-cmr", model=str(model_dir), prompt_set=prompts)
+    recalibrated = pipeline("zero-shot-cmr", model=str(model_dir), prompt_set=calibrated)
+    study = {"video_embeds": torch.randn(16, generator=torch.Generator().manual_seed(3))}
+    raw = classify(study, estimate="lvef")["estimates"]["lvef"]
+    assert 25 <= raw <= 60
+    assert recalibrated(study, estimate="lvef")["estimates"]["lvef"] == pytest.approx(2 * raw - 10, abs=1e-4)
+    with pytest.raises(PromptSetError, match="one non-empty prompt list per value"):
+        PromptSet.from_dict({"findings": {}, "estimates": {"lvef": {**words, "values": [25, 45, 60]}}})
+    with pytest.raises(PromptSetError, match="slope"):
+        PromptSet.from_dict({"findings": {}, "estimates": {"lvef": {**words, "calibration": {"slope": "x"}}}})
+
+
+def test_estimate_calibration_is_fitted_on_measured_values(model_dir):
+    """The fitted line maps the raw estimate onto the measured values it was fitted to; values that fall as the
+    raw estimate rises leave the estimate uncalibrated; unmeasured studies (NaN) are ignored."""
+    from cmr_clip.evaluation.zero_shot import calibrate_estimate, estimates
+
+    model, processor = CMRCLIPModel.from_pretrained(model_dir), CMRCLIPProcessor.from_pretrained(model_dir)
+    spec = {"values": [20, 40, 60], "unit": "%", "prompts": [["Severely impaired."], ["Mildly impaired."], ["Normal."]]}
+    prompts = PromptSet.from_dict({"findings": {}, "estimates": {"lvef": spec}})
+    videos = torch.nn.functional.normalize(torch.randn(12, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    raw = estimates(model, processor.tokenizer, videos, prompts, "lvef")
+    measured = 3 * raw + 5
+    measured[0] = np.nan
+    fitted = calibrate_estimate(model, processor.tokenizer, videos, measured, prompts, "lvef")
+    line = fitted.estimates["lvef"]["calibration"]
+    assert line["slope"] == pytest.approx(3, rel=1e-3) and line["intercept"] == pytest.approx(5, abs=0.05)
+    assert line["n"] == 11
+    np.testing.assert_allclose(estimates(model, processor.tokenizer, videos, fitted, "lvef"), 3 * raw + 5, rtol=1e-3)
+    falling = calibrate_estimate(model, processor.tokenizer, videos, -raw, fitted, "lvef")
+    assert "calibration" not in falling.estimates["lvef"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..precision import MIXED_PRECISION_CHOICES
 from ..training.tasks.classification import TOWERS, FinetuneConfig, FinetuneError, finetune
 from ..training.tasks.prompt_tuning import PromptAdaptationError
 from .base import DONE, add_dataclass_arguments, given_fields, log_to_console
@@ -28,7 +29,7 @@ ERRORS = (FinetuneError, PromptAdaptationError)
 
 # Values the library checks late (after loading the model); argparse can refuse them at once.
 CHOICES = {"tower": TOWERS, "head_init": ("fresh", "probe"), "balance": ("weights", "sampler", "none"),
-           "mixed_precision": ("no", "bf16", "fp16")}
+           "mixed_precision": MIXED_PRECISION_CHOICES}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

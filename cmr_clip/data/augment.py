@@ -1,5 +1,6 @@
-"""Training-time choices on a prepared study: which frame fills each slot, and the release's augmentation
-(random resized crop, random horizontal flip), the same for every frame of a study.
+"""Training-time choices on a prepared study: which frame fills each slot, the release's augmentation
+(random resized crop, random horizontal flip), the same for every frame of a study, and which sentences of
+its impression the text tower reads.
 
 Randomness comes from a generator seeded by (seed, epoch, example index), so a resumed run draws exactly
 what an uninterrupted run would, whatever the data loader prefetched before the interruption.
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..processing.layout import pick_slots
+from ..processing.processing_cmr_target import split_sentences
 
 
 def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -38,11 +40,18 @@ def choose_frames(frames: torch.Tensor, slots: torch.Tensor, rng: np.random.Gene
 @dataclass
 class Augmentation:
     """The release's training augmentation: random resized crop (area `scale`, aspect `ratio`) back to the
-    frame size, and a horizontal flip with probability `flip`."""
+    frame size, and a horizontal flip with probability `flip`; and, with `sentence_keep` < 1, a random subset
+    of the impression's sentences (see `impression`)."""
 
     scale: tuple[float, float] = (0.5, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: float = 0.5
+    sentence_keep: float = 1.0
+
+    def __post_init__(self):
+        if not 0 < self.sentence_keep <= 1:
+            raise ValueError(f"sentence_keep must be in (0, 1], got {self.sentence_keep}: the probability of keeping "
+                             "each sentence of a training impression (1 keeps them all).")
 
     def crop_box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         area = height * width
@@ -68,3 +77,19 @@ class Augmentation:
         if rng.uniform() < self.flip:
             out = out.flip(-1)
         return out
+
+    def impression(self, text: str, rng: np.random.Generator) -> str:
+        """Each sentence of `text` kept with probability `sentence_keep`, in their order, at least one (a
+        random one when the draw keeps none); the whole text when `sentence_keep` is 1.
+
+        Reading a few sentences at a time ties each finding's sentence to the study on its own, as a
+        zero-shot prompt is read, instead of only as one voice among the impression's others."""
+        if self.sentence_keep >= 1:
+            return text
+        sentences = split_sentences(text)
+        if len(sentences) < 2:
+            return text
+        keep = rng.uniform(size=len(sentences)) < self.sentence_keep
+        if not keep.any():
+            keep[rng.integers(len(sentences))] = True
+        return " ".join(s for s, k in zip(sentences, keep) if k)

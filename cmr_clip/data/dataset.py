@@ -43,9 +43,11 @@ class StudyTextDataset(torch.utils.data.Dataset):
         rng = example_rng(self.seed, self.epoch, index) if self.train else None
         # Arrays with a variable first dimension come back from `datasets` as int64: back to uint8.
         frames = choose_frames(row["frames"], row["slots"], rng).to(torch.uint8)
+        impression = row["impression"]
         if self.train and self.augmentation is not None:
             frames = self.augmentation(frames, rng)
-        return {"frames": frames, "impression": row["impression"], "index": index}
+            impression = self.augmentation.impression(impression, rng)
+        return {"frames": frames, "impression": impression, "index": index}
 
 
 class LabelledStudies(torch.utils.data.Dataset):

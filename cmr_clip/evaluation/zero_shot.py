@@ -28,7 +28,7 @@ from ..pipelines.prompts import PromptSet
 from ..pipelines.scoring import PromptBank, ZeroShotQuery
 from ..pipelines.calibration import CALIBRATION_VERSION, EPSILON, METHODS, logit
 from .classification import auc, expected_calibration_error, has_both_classes, labelled, youden_threshold
-from .regression import regression_metrics
+from .regression import known, regression_metrics
 
 THRESHOLD_RULE = "youden_j on the validation split, on calibrated probabilities"
 CALIBRATION_METHOD = "platt"
@@ -152,12 +152,35 @@ def read_measurements(reports: str | Path, study_ids: list[str], name: str) -> n
     return np.array([np.nan if by_id.get(i) is None else float(by_id[i]) for i in study_ids])
 
 
+def calibrate_estimate(model, tokenizer, video_embeds: torch.Tensor, measured: np.ndarray, prompt_set: PromptSet,
+                       name: str) -> PromptSet:
+    """A copy of the prompt set whose estimate `name` carries a linear calibration fitted by least squares on
+    this (validation) split's measured values, when at least `MIN_MEASURED` studies have one and the fit
+    rises with the similarity-weighted value; otherwise the estimate is left as it was (a falling fit would
+    only say that the prompts order studies the wrong way: fix the prompts, not the sign)."""
+    data = prompt_set.to_dict()
+    spec = {k: v for k, v in data["estimates"][name].items() if k != "calibration"}
+    data["estimates"][name] = spec
+    raw, truth = known(estimates(model, tokenizer, video_embeds, PromptSet.from_dict(data), name), measured)
+    if len(truth) >= MIN_MEASURED and raw.std() > 0:
+        slope, intercept = np.polyfit(raw, truth, 1)
+        if slope > 0:
+            spec["calibration"] = {"slope": float(slope), "intercept": float(intercept),
+                                   "fitted_on": "validation", "n": int(len(truth))}
+    return PromptSet.from_dict(data)
+
+
 def run_zero_shot(model, tokenizer, embedded: dict[str, dict[str, torch.Tensor]], corpus, prompt_set: PromptSet,
                   reports: str | Path | None = None, calibration: str = CALIBRATION_METHOD) -> ZeroShotOutcome:
-    """Calibration (`calibration`: platt or isotonic) and thresholds fitted on the `validation` split, then finding scores, labels and (with `reports`, when
+    """Calibration (`calibration`: platt or isotonic), thresholds and (with `reports`) the `lvef` estimate's
+    linear calibration fitted on the `validation` split, then finding scores, labels and (with `reports`, when
     the prompt set has an `lvef` estimate) the LVEF estimate on the `test` split. `embedded`: split name ->
     `embed_split`'s output, for both splits."""
-    prompts = calibrate(model, tokenizer, embedded["validation"]["video"], corpus["validation"], prompt_set, calibration)
+    validation = embedded["validation"]["video"]
+    prompts = calibrate(model, tokenizer, validation, corpus["validation"], prompt_set, calibration)
+    if reports is not None and ESTIMATE in prompts.estimates:
+        measured = read_measurements(reports, list(corpus["validation"]["study_id"]), ESTIMATE)
+        prompts = calibrate_estimate(model, tokenizer, validation, measured, prompts, ESTIMATE)
     test, videos = corpus["test"], embedded["test"]["video"]
     scores = finding_scores(model, tokenizer, videos, prompts)
     raw_scores = finding_scores(model, tokenizer, videos, prompts, raw=True)

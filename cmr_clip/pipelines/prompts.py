@@ -2,7 +2,8 @@
 
 A prompt set is a JSON file (the package's `prompts/default.json` is the built-in one) with
 `findings` (name -> `positive` and `negative` prompt lists), `diseases` (name -> prompt list),
-`estimates` (name -> `templates` with a `{value}` slot, `values`, `unit`) and `thresholds`
+`estimates` (name -> `values`, `unit`, and `templates` with a `{value}` slot or one `prompts` list per
+value, and optionally a `calibration` fitted on a validation split) and `thresholds`
 (finding -> probability at or above which the finding is called present, with the rule and split they
 were chosen on). A finding may add `requires_views`, "sequence/view" keys of which a study needs one for the
 finding to be assessed (LGE findings need an LGE view). A set may carry `calibration`, per-finding maps from raw
@@ -62,8 +63,7 @@ class PromptSet:
                 raise PromptSetError(f"{origin}: finding {name!r} needs non-empty 'positive' and 'negative' prompt lists.")
             check_requirements(name, ensembles.get("requires_views"), origin)
         for name, spec in (data.get("estimates") or {}).items():
-            if not spec.get("values") or not all("{value}" in t for t in spec.get("templates", [])) or not spec.get("templates"):
-                raise PromptSetError(f"{origin}: estimate {name!r} needs 'values' and 'templates' that contain '{{value}}'.")
+            check_estimate(name, spec, origin)
         thresholds = dict(data.get("thresholds") or {})
         rule = thresholds.pop("rule", None)
         thresholds.pop("split", None)
@@ -111,6 +111,28 @@ class PromptSet:
             raise PromptSetError(f"unknown {kind}(s) {unknown}; this prompt set ({self.name}) has {sorted(table)}. "
                                  f"Add them to the prompt set file or pick from these.")
         return list(names)
+
+
+def check_estimate(name: str, spec: dict, origin: str) -> None:
+    """An estimate states its `values` either through `templates` with a `{value}` slot or through `prompts`,
+    one non-empty list of prompts per value (words for grades, e.g. "severely impaired" for 25); its optional
+    `calibration` is a linear map (`slope`, `intercept`) applied to the similarity-weighted value."""
+    values, templates, prompts = spec.get("values"), spec.get("templates"), spec.get("prompts")
+    by_template = bool(templates) and all("{value}" in t for t in templates)
+    by_prompts = isinstance(prompts, list) and values is not None and len(prompts) == len(values) and all(prompts)
+    if not values or by_template == by_prompts:
+        raise PromptSetError(f"{origin}: estimate {name!r} needs 'values' and either 'templates' that contain '{{value}}' "
+                             "or 'prompts': one non-empty prompt list per value.")
+    calibration = spec.get("calibration")
+    if calibration is not None and not all(isinstance(calibration.get(k), (int, float)) for k in ("slope", "intercept")):
+        raise PromptSetError(f"{origin}: estimate {name!r} has a 'calibration' without numeric 'slope' and 'intercept'.")
+
+
+def estimate_prompts(spec: dict) -> list[list[str]]:
+    """One prompt list per value of an estimate (see `check_estimate`)."""
+    if spec.get("prompts"):
+        return [list(group) for group in spec["prompts"]]
+    return [[t.format(value=v) for t in spec["templates"]] for v in spec["values"]]
 
 
 def check_calibration(block: dict | None, findings: dict, origin: str) -> dict | None:

@@ -18,7 +18,7 @@ import torch
 
 from ..embeddings import encode_texts
 from .calibration import apply as apply_calibration
-from .prompts import PromptSet, PromptSetError
+from .prompts import PromptSet, PromptSetError, estimate_prompts
 
 
 def ensemble(embeds: torch.Tensor) -> torch.Tensor:
@@ -40,6 +40,13 @@ def value_estimate(videos: torch.Tensor, grid: torch.Tensor, values: torch.Tenso
     """(N,) similarity-weighted estimate over a value grid: sum_k softmax_k(scale * cos(study, grid_k)) * value_k."""
     weights = (scale * videos @ grid.T).softmax(dim=-1)
     return weights @ values.to(weights.dtype)
+
+
+def calibrated_estimate(estimate: torch.Tensor, calibration: dict | None) -> torch.Tensor:
+    """The similarity-weighted value through the estimate's linear calibration, when it has one."""
+    if calibration is None:
+        return estimate
+    return calibration["slope"] * estimate + calibration["intercept"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ class PromptBank:
 
     def estimate_grid(self, prompt_set: PromptSet, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         spec = prompt_set.estimates[name]
-        grid = self.ensembles([[t.format(value=v) for t in spec["templates"]] for v in spec["values"]])
+        grid = self.ensembles(estimate_prompts(spec))
         return grid, torch.tensor(spec["values"], dtype=torch.float32)
 
     def score(self, videos: torch.Tensor, query: ZeroShotQuery, prompt_set: PromptSet, scale: float) -> dict[str, torch.Tensor]:
@@ -116,7 +123,8 @@ class PromptBank:
             columns = []
             for name in query.estimates:
                 grid, values = self.estimate_grid(prompt_set, name)
-                columns.append(value_estimate(videos, grid.to(device), values.to(device), scale))
+                estimate = value_estimate(videos, grid.to(device), values.to(device), scale)
+                columns.append(calibrated_estimate(estimate, prompt_set.estimates[name].get("calibration")))
             out["estimates"] = torch.stack(columns, dim=1)
         return {k: v.cpu() for k, v in out.items()}
 

@@ -55,8 +55,9 @@ class RunConfig(TrainingSchedule):
     """Fraction of the steps with a linear learning-rate warmup."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0: no clipping)."""
-    mixed_precision: str = "no"
-    """`no`, `bf16` or `fp16` (Accelerate)."""
+    mixed_precision: str = "auto"
+    """`auto` (bf16 autocast where the CPU or GPU computes bfloat16 natively, float32 elsewhere; the log says
+    which), `no`, `bf16` or `fp16` (Accelerate)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, more time)."""
     augment: bool = True
@@ -66,6 +67,10 @@ class RunConfig(TrainingSchedule):
     """Area range of the random resized crop (the release's 0.5-1); narrower keeps sizes comparable."""
     flip_probability: float = 0.5
     """Probability of a horizontal flip per study."""
+    sentence_keep: float = 1.0
+    """CMR-CLIP training: each sentence of a training impression is kept with this probability (at least one
+    is), so that the text tower learns each finding's sentence on its own, as zero-shot prompts are read;
+    1 reads whole impressions (the release). Part of `augment`."""
     checkpoint_every: int = 0
     """Save `accelerator.save_state` every N optimizer steps (0: only at the end of each epoch)."""
     save_total_limit: int = 2

@@ -18,6 +18,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from ..data.collate import StudyCollator
 from ..data.streaming import batches_on_every_process
+from ..precision import training_mixed_precision
 from ..privacy import check_json
 from .checkpointing import (
     checkpoint_to_resume,
@@ -94,10 +95,14 @@ def run(task: Task) -> dict:
     # The configuration goes into metrics.json, which the privacy guard checks when the run ends: check it
     # now, so that a path naming someone stops the run before it trains rather than after.
     check_json(config.to_dict(), "metrics.json", "config", local=True)
+    on_cpu = not torch.accelerator.is_available()
+    mixed_precision, why = training_mixed_precision(config.mixed_precision, "cpu" if on_cpu else "cuda")
+    if config.progress:
+        tqdm.write(f"training precision: {'float32' if mixed_precision == 'no' else mixed_precision} ({why})")
     accelerator = Accelerator(
         # Without a GPU, Accelerate only joins the processes a launcher started (torchrun) when told to use the CPU.
-        cpu=not torch.accelerator.is_available(),
-        mixed_precision=config.mixed_precision,
+        cpu=on_cpu,
+        mixed_precision=mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=config.log_with,
         project_dir=config.output_dir,

@@ -28,6 +28,9 @@ class ReportTask:
     name = "report"
 
     def __init__(self, config: TrainConfig):
+        if config.sentence_keep < 1:
+            raise ValueError("sentence_keep < 1 shows CMR-CLIP parts of impressions; CMR-TARGET learns to write whole "
+                             "impressions: leave --sentence-keep at 1 for --task report.")
         self.config = config
 
     def open_corpus(self):

@@ -26,7 +26,10 @@ def check_video_shape(vision, num_frames: int, image_size: int, source: str) -> 
 
 
 def augmentation(config: TrainConfig) -> Augmentation | None:
-    return Augmentation(scale=tuple(config.crop_scale), flip=config.flip_probability) if config.augment else None
+    if not config.augment:
+        return None
+    return Augmentation(scale=tuple(config.crop_scale), flip=config.flip_probability,
+                        sentence_keep=config.sentence_keep)
 
 
 def check_train_studies(studies: int) -> None:
