@@ -423,12 +423,12 @@ class RefusingStores(CountingSession):
         return super().request(method, url + "-refused" if method == "POST" else url, *args, **kwargs)
 
 
-def test_predict_stores_an_sr_per_study_that_reads_back_as_its_row(tmp_path, cohort, model_dir, monkeypatch):
+def test_predict_stores_an_sr_and_montage_per_study_the_sr_reading_back_as_its_row(tmp_path, cohort, model_dir, monkeypatch):
     orthanc = OrthancServer(tmp_path / "orthanc").start()  # its own server: the SR joins the study
     try:
         store_folder(orthanc, cohort["philips"])
         uid = study_uid(cohort["philips"])
-        flags = [*pacs_flags(orthanc, monkeypatch), "--study", uid, "--store-results"]
+        flags = [*pacs_flags(orthanc, monkeypatch), "--study", uid, "--store-results", "--store-montage"]
         assert main(["predict", *flags, *predict_args(tmp_path / "out", model_dir)]) == 0
         row = pd.read_parquet(tmp_path / "out" / "predictions.parquet").iloc[0]
         assert (row.study, row.status, row.sr_status) == (study_key(uid), "ok", "stored")
@@ -439,6 +439,7 @@ def test_predict_stores_an_sr_per_study_that_reads_back_as_its_row(tmp_path, coh
         back = server.client.retrieve_instance(uid, found[0]["0020000E"]["Value"][0], found[0]["00080018"]["Value"][0])
         back = pydicom.dcmread(io.BytesIO(_saved(back)))
         assert back.StudyInstanceUID == uid and back.VerificationFlag == "UNVERIFIED"
+        assert len(server.client.search_for_series(uid, search_filters={"Modality": "OT"})) == 1  # the montage
         report = read_report_sr(back)
         assert report["estimates"] == {"lvef": pytest.approx(row.lvef_estimate, rel=1e-6)}
         assert {f["finding"]: f["score"] for f in report["findings"]} == pytest.approx(

@@ -3,14 +3,15 @@ table (Parquet and CSV, one row per study), resumable, with DICOM read in worker
 
     cmr-clip predict exports/ --model cmr-clip-demo --output-dir predictions --num-workers 2
     cmr-clip predict studies.csv --model cmr-clip-demo --output-dir predictions --estimate lvef --save-embeddings
-    cmr-clip predict --dicomweb https://pacs/dicom-web --qido StudyDate=20240101-20240331 --model cmr-clip-demo \
-        --output-dir predictions --store-results
+    cmr-clip predict --dicomweb https://pacs/dicom-web --qido StudyDate=20240101-20240331 --model cmr-clip-demo
+        --output-dir predictions --store-results --store-montage        # (one line)
     accelerate launch -m cmr_clip predict exports/ --model cmr-clip-demo --output-dir predictions   # one shard per GPU
 
 SOURCE is a folder of study folders or zips, a .csv (a `path` column) or .txt list of study paths, or a prepared
 corpus; or, with `--dicomweb URL`, the MR studies on a PACS (`--study UID ...`, or those a QIDO-RS query finds:
-`--qido KEYWORD=VALUE`, repeatable; none: every MR study). Run it again into the same --output-dir to resume:
-studies already answered are skipped. A study that cannot be read gets a row with its reason (exit code 1). Rows
+`--qido KEYWORD=VALUE`, repeatable; none: every MR study); `--store-results` files each answer with its study
+as a DICOM SR (`--store-montage`: and a montage of the frames used), its row's `sr_status` saying how it went.
+Run it again into the same --output-dir to resume: studies already answered are skipped. A study that cannot be read gets a row with its reason (exit code 1). Rows
 name studies by folder name (or `study N` when the name could name the patient), PACS studies by their study key
 (a hash of the UID), never by anything read from the files. `--dtype`/`--quantize` set the precision the model
 runs in (one line on stderr says which was picked and why).
@@ -69,6 +70,8 @@ def pacs_source(args: argparse.Namespace):
     server = dicomweb_server(args)
     if (server is None) == (args.source is None):
         raise UsageError("give a SOURCE or --dicomweb URL (with --study UID ... or --qido filters), not both")
+    if args.store_montage and not args.store_results:
+        raise UsageError("--store-montage goes with --store-results")
     if server is None:
         if args.study or args.qido or args.store_results:
             raise UsageError("--study, --qido and --store-results go with --dicomweb URL")

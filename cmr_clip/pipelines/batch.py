@@ -26,8 +26,9 @@ Output: `predictions.parquet` and `predictions.csv`, one row per study (see `tab
 `privacy.check_json`; with `save_embeddings`, `embeddings.safetensors` (row key -> study embedding); with a
 CMR-TARGET `report_model`, each row's draft impression (`draft_impression`, a draft for a reader to edit).
 With `store_results` (PACS sources only), each answered study's findings, estimates and draft go back to its
-server as a DICOM SR (`processing/dicom_results.store_results`); the row's `sr_status` says `stored` or
-`failed: <reason>` (a failed store is recorded and the run goes on).
+server as a DICOM SR (`processing/dicom_results.store_results`), with `store_montage` a Secondary Capture of
+the frames used too (the study is read again in the main process for it); the row's `sr_status` says
+`stored` or `failed: <reason>` (a failed store is recorded and the run goes on).
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ from ..privacy import (
 from ..processing.dicom_results import load_highdicom, store_results
 from ..processing.dicomweb import DICOMwebSource, as_dicomweb_source
 from ..processing.errors import CMRStudyError
+from ..processing.layout import StudyLayout
 from ..processing.identity import read_identity
+from ..processing.reader import read_study
 
 TABLE = "predictions"
 JOURNAL_DIR = "journal"
@@ -112,6 +115,8 @@ class PredictSettings:
     """None or int8: dynamic int8 quantisation of the model's Linear layers (torchao)."""
     store_results: bool = False
     """PACS sources only: store each study's answer back on its server as a DICOM SR (research output)."""
+    store_montage: bool = False
+    """With store_results: also store a Secondary Capture montage of the frames used (fetched again for it)."""
     save_embeddings: bool = False
     """Also write embeddings.safetensors (row key -> study embedding)."""
     report_model: str | None = None
@@ -254,6 +259,10 @@ class Predictor:
                                  "than the CMR-CLIP; predict reads each study once, so use a CMR-TARGET trained on "
                                  "this CMR-CLIP's processor.")
 
+    def store(self, source: StudySource, answered: dict) -> str:
+        """`store_answer` with the montage of the processor's layout when `store_montage` asks for it."""
+        return store_answer(source, answered, self.processor.study_layout if self.settings.store_montage else None)
+
     def answer(self, studies: list[dict]) -> list[dict]:
         """Per study (as `SourceReader` gives it): the pipeline's answer, its embedding and its draft."""
         settings, model = self.settings, self.classify.model
@@ -364,7 +373,7 @@ def run_settings(model: str | Path, settings: PredictSettings, precision: Precis
     return {"model": str(model), "findings": settings.findings, "estimates": settings.estimates,
             "prompt_set": settings.prompt_set, "score_unassessable": settings.score_unassessable,
             "expand_studies": settings.expand_studies, "dtype": precision.name, "report_model": settings.report_model,
-            "split": settings.split, "store_results": settings.store_results}
+            "split": settings.split, "store_results": settings.store_results}  # the montage adds no column
 
 
 def start_journal(journal: Path, run: dict) -> None:
@@ -388,19 +397,21 @@ def _flush(buffer: list, predictor: Predictor, journal: Path, progress) -> None:
     answered = iter(predictor.answer(studies) if studies else [])
     for fingerprint, source, item in buffer:
         answers = [next(answered) for _ in item["studies"]]
-        stored = [store_answer(source, a) for a in answers] if predictor.settings.store_results else None
+        stored = [predictor.store(source, a) for a in answers] if predictor.settings.store_results else None
         rows = source_rows(item, answers, stored)
         append_jsonl(journal, {"source": fingerprint, "rows": rows}, where="the predict journal")
         progress.update(1)
     buffer.clear()
 
 
-def store_answer(source: StudySource, answered: dict) -> str:
-    """File one answered study's SR with its study on the PACS it was read from: `stored`, or `failed: <reason>`
-    (the reason names no UID)."""
+def store_answer(source: StudySource, answered: dict, montage_layout: StudyLayout | None = None) -> str:
+    """File one answered study's SR (and, given the layout of the frames used, their montage) with its study on
+    the PACS it was read from: `stored`, or `failed: <reason>` (the reason names no UID)."""
     draft = answered["draft"]
     try:
-        store_results(answered["answer"], source.location, draft["generated_impression"] if draft else None)
+        montage = read_study(source.location) if montage_layout else None
+        store_results(answered["answer"], source.location, draft["generated_impression"] if draft else None,
+                      montage=montage, layout=montage_layout)
     except (CMRStudyError, ValueError) as error:
         return f"failed: {_reason(error, source)}"
     return "stored"
