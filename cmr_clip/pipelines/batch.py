@@ -7,10 +7,10 @@ Sources (`list_sources`, the one place they are enumerated): a folder of study f
 holding no folder or zip is one study), a CSV (a `path` column, else the first) or text list of study paths,
 a prepared corpus (its `study_id` is the key), or a PACS: a `DICOMwebSource` (a QIDO-RS query or one study),
 a `DICOMwebServer` (every MR study) or a list of them, one source per study, keyed in the table by
-`privacy.study_key` (a hash of the StudyInstanceUID, as `inspect` and `prepare` name studies; never the UID).
-The same studies exported to disk have the same rows under their folder names. DICOM is read in `torch.utils.data.DataLoader` workers (each
-runs the model's study processor on one source) while the main process embeds and scores the studies already
-read. A source holding several studies gives one row per study when `expand_studies` (the processor's
+`privacy.study_key` (a hash of the StudyInstanceUID, as `inspect` and `prepare` name studies; never the UID),
+read in workers over connections of their own (`own_connections`). The same studies exported to disk have the
+same rows under their folder names. DICOM is read in `torch.utils.data.DataLoader` workers (each runs the
+model's study processor on one source) while the main process embeds and scores the studies already read. A source holding several studies gives one row per study when `expand_studies` (the processor's
 `expand_studies`), else one error row (`MultipleStudiesError`). A source that cannot be read gives an error row
 with the reason; the others go on.
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,6 +236,15 @@ def _reason(error: Exception, source: StudySource) -> str:
     return f"{type(error).__name__}: {_scrub(str(error), source)}"
 
 
+def own_connections(worker_id: int) -> None:
+    """A DataLoader worker's start: its PACS sources get connections of their own, as a forked worker would
+    otherwise share the main process's open sockets. A pickle round trip rebuilds them (`DICOMwebServer` drops
+    its client, a `requests.Session` its connection pools)."""
+    reader = torch.utils.data.get_worker_info().dataset
+    if any(isinstance(source.location, DICOMwebSource) for source in reader.sources):
+        reader.sources = pickle.loads(pickle.dumps(reader.sources))
+
+
 def _as_is(item):
     """The DataLoader's collate: a source's studies stay as the reader gave them (the default would stack them)."""
     return item
@@ -341,7 +351,8 @@ def predict(source: str | Path, output_dir: str | Path, model: str | Path,
     unfinished = [s for s in sources if hash_token(s.name, salt) not in finished]
     pending = unfinished[state.process_index::state.num_processes]
     reader = SourceReader(pending, predictor.processor, settings.expand_studies, corpus_dir)
-    loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=settings.num_workers, collate_fn=_as_is)
+    loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=settings.num_workers, collate_fn=_as_is,
+                                         worker_init_fn=own_connections)
     progress = tqdm(total=len(pending), desc="predict", unit="source",
                     disable=not (settings.progress and state.is_main_process))
     buffer = []
