@@ -42,7 +42,8 @@ UNITS = {"lvef": ("%", "percent")}
 MONTAGE_COLUMNS = 8
 
 
-def _highdicom():
+def load_highdicom():
+    """highdicom, or an ImportError naming the extra."""
     try:
         import highdicom
     except ImportError as error:
@@ -83,12 +84,13 @@ def evidence(headers: Iterable[Dataset]) -> list[Dataset]:
 
 def build_report_sr(answer: dict, headers: list[Dataset], impression: str | None = None) -> Dataset:
     """A Comprehensive SR of `answer` (a `zero-shot-cmr` pipeline result: `findings` with `score` and, where a
-    threshold exists, `present`; `estimates`) and the draft `impression`, referencing the study of `headers`."""
-    hd = _highdicom()
+    threshold exists, `present`; findings without a score are left out; `estimates`) and the draft `impression`, referencing the study of `headers`."""
+    hd = load_highdicom()
     title = hd.sr.CodedConcept("18748-4", "LN", "Diagnostic imaging report")
     root = hd.sr.ContainerContentItem(name=title, template_id=None)
     items = [_text(hd, "121106", "DCM", "Comment", RESEARCH_NOTICE)]
-    items += [_finding(hd, finding) for finding in answer.get("findings", [])]
+    # A finding the study lacks the views for has no score (see the pipeline's `score_unassessable`).
+    items += [_finding(hd, finding) for finding in answer.get("findings", []) if "score" in finding]
     items += [_estimate(hd, name, value) for name, value in (answer.get("estimates") or {}).items()]
     if impression:
         items.append(_text(hd, "121073", "DCM", "Impression", impression))

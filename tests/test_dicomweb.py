@@ -3,6 +3,8 @@ the same files from disk gives, fetching only the frames the processor decodes; 
 
 Three synthetic studies (Siemens, GE, Philips enhanced multi-frame) are written to disk and stored in Orthanc
 through STOW-RS. Requests are counted by a `requests.Session` that logs what it sends to the real server.
+`cmr-clip predict` over a QIDO-RS query writes the table it writes over the exported folders, and stores its
+answers back as SRs that read back as the table's rows.
 """
 
 from __future__ import annotations
@@ -10,18 +12,23 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import pickle
 import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 import requests
 import torch
 from datasets import load_from_disk
 from orthanc_server import OrthancServer, store_folder
+from test_zero_shot_support import save_random_model
 
 from cmr_clip.cli import main
+from cmr_clip.pipelines.batch import PredictSettings, list_sources, predict
+from cmr_clip.privacy import study_key
 from cmr_clip.processing import CMRStudyProcessor, StudyLayout, read_studies, read_study, select_frames
 from cmr_clip.processing.decoding import decode_selected, frame_key
 from cmr_clip.processing.dicom_results import read_report_sr, store_results
@@ -359,3 +366,100 @@ def test_the_dicomweb_benchmark_runs_and_prints_its_ratio(capsys):
     assert benchmark.main(["--size", "small", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^speed-up \(baseline / ours\): \d+\.\d\dx; data received: \d+\.\dx less$", out, re.M), out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_random_model(tmp_path_factory.mktemp("model"))
+
+
+def predict_args(out: Path, model_dir: Path, *extra: str) -> list[str]:
+    return ["--model", str(model_dir), "--output-dir", str(out), "--num-workers", "1", "--estimate", "lvef",
+            "--no-progress", "--dtype", "float32", *extra]
+
+
+def pacs_flags(orthanc, monkeypatch) -> list[str]:
+    monkeypatch.setenv("CMR_CLIP_DICOMWEB_PASSWORD", orthanc.auth[1])
+    return ["--dicomweb", orthanc.url, "--dicomweb-user", orthanc.auth[0]]
+
+
+def test_predict_over_a_qido_query_writes_the_table_of_the_exported_folders(orthanc, cohort, model_dir, tmp_path,
+                                                                           monkeypatch):
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    for vendor, folder in cohort.items():
+        (exports / vendor).symlink_to(folder)
+    assert main(["predict", str(exports), *predict_args(tmp_path / "disk", model_dir)]) == 0
+    dates = sorted(str(pydicom.dcmread(next(p for p in sorted(f.rglob("*")) if p.is_file()),
+                                       stop_before_pixels=True).StudyDate) for f in cohort.values())
+    query = ["--qido", f"StudyDate={dates[0]}-{dates[-1]}"]
+    assert main(["predict", *pacs_flags(orthanc, monkeypatch), *query, *predict_args(tmp_path / "pacs", model_dir)]) == 0
+
+    # Documented difference: a PACS study's row is keyed by its study key, a folder's by the folder's name.
+    keys = {study_key(study_uid(folder)): vendor for vendor, folder in cohort.items()}
+    disk = pd.read_parquet(tmp_path / "disk" / "predictions.parquet").set_index("study").sort_index()
+    pacs = pd.read_parquet(tmp_path / "pacs" / "predictions.parquet")
+    assert sorted(pacs.study) == sorted(keys)
+    pacs = pacs.assign(study=pacs.study.map(keys)).set_index("study").sort_index()
+    assert (disk.status == "ok").all() and disk.columns.str.endswith("_probability").sum() == 8
+    pd.testing.assert_frame_equal(pacs, disk, check_exact=False, rtol=1e-6)
+    written = b"".join(path.read_bytes() for path in (tmp_path / "pacs").rglob("*") if path.is_file())
+    assert not any(study_uid(folder).encode() in written for folder in cohort.values())
+
+
+def test_pacs_sources_pickle_for_dataloader_workers(orthanc, cohort):
+    session = requests.Session()  # its credentials pickle with it (a subclass's own attributes would not)
+    session.auth = orthanc.auth
+    sources, _ = list_sources(DICOMwebServer(orthanc.url, session=session).query())
+    assert sorted(s.name for s in sources) == sorted(study_uid(f) for f in cohort.values())
+    copy = pickle.loads(pickle.dumps(sources[0]))
+    assert read_study(copy.location).study_instance_uid == sources[0].name
+
+
+class RefusingStores(CountingSession):
+    """A transport in front of the real server that sends STOW-RS to a path the server does not have (404)."""
+
+    def request(self, method, url, *args, **kwargs):
+        return super().request(method, url + "-refused" if method == "POST" else url, *args, **kwargs)
+
+
+def test_predict_stores_an_sr_and_montage_per_study_the_sr_reading_back_as_its_row(tmp_path, cohort, model_dir, monkeypatch):
+    orthanc = OrthancServer(tmp_path / "orthanc").start()  # its own server: the SR joins the study
+    try:
+        store_folder(orthanc, cohort["philips"])
+        uid = study_uid(cohort["philips"])
+        flags = [*pacs_flags(orthanc, monkeypatch), "--study", uid, "--store-results", "--store-montage"]
+        assert main(["predict", *flags, *predict_args(tmp_path / "out", model_dir)]) == 0
+        row = pd.read_parquet(tmp_path / "out" / "predictions.parquet").iloc[0]
+        assert (row.study, row.status, row.sr_status) == (study_key(uid), "ok", "stored")
+
+        server, _ = connect(orthanc)
+        found = server.client.search_for_instances(uid, search_filters={"Modality": "SR"})
+        assert len(found) == 1
+        back = server.client.retrieve_instance(uid, found[0]["0020000E"]["Value"][0], found[0]["00080018"]["Value"][0])
+        back = pydicom.dcmread(io.BytesIO(_saved(back)))
+        assert back.StudyInstanceUID == uid and back.VerificationFlag == "UNVERIFIED"
+        assert len(server.client.search_for_series(uid, search_filters={"Modality": "OT"})) == 1  # the montage
+        report = read_report_sr(back)
+        assert report["estimates"] == {"lvef": pytest.approx(row.lvef_estimate, rel=1e-6)}
+        assert {f["finding"]: f["score"] for f in report["findings"]} == pytest.approx(
+            {name[: -len("_probability")]: row[name] for name in row.index if name.endswith("_probability")}, rel=1e-6)
+        decisions = {f["finding"]: "present" if f["present"] else "absent" for f in report["findings"] if "present" in f}
+        assert decisions == {name[: -len("_decision")]: row[name] for name in row.index
+                             if name.endswith("_decision") and row[name]}
+
+        # A store the server refuses is recorded in the row; the study's answer is kept.
+        session = RefusingStores()
+        session.auth = orthanc.auth
+        source = DICOMwebServer(orthanc.url, session=session, timeout=10).study(uid)
+        settings = PredictSettings(num_workers=0, progress=False, store_results=True, dtype="float32")
+        assert predict(source, tmp_path / "refused", model_dir, settings)["done"] == 1
+        row = pd.read_parquet(tmp_path / "refused" / "predictions.parquet").iloc[0]
+        assert row.status == "ok" and row.sr_status.startswith("failed: StudyNotOnServerError") and uid not in row.sr_status
+    finally:
+        orthanc.stop()
+
+
+def test_store_results_without_a_pacs_is_a_usage_error(cohort, model_dir, tmp_path, capsys):
+    assert main(["predict", str(cohort["ge"].parent), "--store-results", *predict_args(tmp_path / "o", model_dir)]) == 2
+    assert "--store-results go with --dicomweb" in capsys.readouterr().err

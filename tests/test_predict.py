@@ -1,7 +1,8 @@
 """`cmr-clip predict`: an archive of synthetic studies with a truncated zip, a folder without any image and a
 folder holding two studies gives one row per good study and a row with the reason per broken one; a run killed
 with SIGKILL and restarted writes the same table as an uninterrupted run; a CSV list and a prepared corpus are
-sources too, with CMR-TARGET drafts. The default archive has 8 sources; the `slow` one has the 40 the issue asks for."""
+sources too, with CMR-TARGET drafts; `--dtype` reaches the model. The default archive has 8 sources; the `slow`
+one has the 40 the issue asks for."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ from transformers import pipeline
 
 from cmr_clip import CMRStudyProcessor
 from cmr_clip.cli import main
+from cmr_clip.commands import predict as predict_command
+from cmr_clip.commands.base import build_parser, given_fields, precision_kwargs
+from cmr_clip.pipelines.batch import PredictSettings, Predictor
+from cmr_clip.precision import resolve_precision
 from cmr_clip.privacy import study_key
 from cmr_clip.synthetic import make_cohort
 
@@ -166,6 +171,24 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path, archive, uninterrupted
     out = shutil.copytree(uninterrupted, tmp_path / "again")
     assert run_predict(archive[0], out, model_dir, "--findings", "lge") == 2
     assert "holds a predict run with other settings (findings)" in capsys.readouterr().err
+
+
+def test_the_dtype_flag_reaches_the_model_and_resuming_compares_the_resolved_precision(tmp_path, archive, uninterrupted,
+                                                                                        model_dir, capsys):
+    args = build_parser("predict", predict_command).parse_args(
+        ["x", "--model", str(model_dir), "--output-dir", "o", "--dtype", "bfloat16"])
+    settings = PredictSettings(**{**given_fields(PredictSettings, args), **precision_kwargs(args)})
+    assert Predictor(model_dir, settings, "cpu").classify.model.dtype == torch.bfloat16
+    # The uninterrupted run used the default, auto: naming the dtype auto picked here resumes it, another is refused.
+    picked = str(resolve_precision("auto", device="cpu").dtype).removeprefix("torch.")
+    out = shutil.copytree(uninterrupted, tmp_path / "again")
+    assert run_predict(archive[0], out, model_dir, "--dtype", picked) == 1
+    captured = capsys.readouterr()
+    assert "8 sources taken from an earlier run" in captured.out
+    assert f"cmr-clip predict: precision {picked} ({picked} asked for)" in captured.err
+    other = "float32" if picked == "bfloat16" else "bfloat16"
+    assert run_predict(archive[0], out, model_dir, "--dtype", other) == 2
+    assert "holds a predict run with other settings (dtype)" in capsys.readouterr().err
 
 
 def test_a_csv_list_with_drafts_and_a_prepared_corpus_are_sources(tmp_path, archive, model_dir):

@@ -231,14 +231,16 @@ def _value_type(hint, default) -> tuple[type, bool]:
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, flags: dict[str, str] | None = None,
-                            required: tuple[str, ...] = (), choices: dict[str, tuple] | None = None) -> None:
-    """One flag per field of the dataclass `cls`, its help the field's docstring and its default.
+                            required: tuple[str, ...] = (), choices: dict[str, tuple] | None = None,
+                            skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of the dataclass `cls` (but the `skip`ped ones, whose flags the command adds itself),
+    its help the field's docstring and its default.
 
     A field `a_b` becomes `--a-b` unless `flags` names another spelling; booleans take `--x/--no-x`, lists
     one or more values, dicts a JSON object. Flags not given stay unset (see `given_fields`), so that a
     config file's values are overridden only by flags actually given."""
     hints, docs = get_type_hints(cls), field_docs(cls)
-    for item in dataclasses.fields(cls):
+    for item in (f for f in dataclasses.fields(cls) if f.name not in skip):
         default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
         kind, many = _value_type(hints[item.name], default)
         help_text = docs.get(item.name, "").replace("%", "%%")

@@ -5,9 +5,12 @@
 
 Sources (`list_sources`, the one place they are enumerated): a folder of study folders or zips (a folder
 holding no folder or zip is one study), a CSV (a `path` column, else the first) or text list of study paths,
-or a prepared corpus (its `study_id` is the key). DICOM is read in `torch.utils.data.DataLoader` workers (each
-runs the model's study processor on one source) while the main process embeds and scores the studies already
-read. A source holding several studies gives one row per study when `expand_studies` (the processor's
+a prepared corpus (its `study_id` is the key), or a PACS: a `DICOMwebSource` (a QIDO-RS query or one study),
+a `DICOMwebServer` (every MR study) or a list of them, one source per study, keyed in the table by
+`privacy.study_key` (a hash of the StudyInstanceUID, as `inspect` and `prepare` name studies; never the UID),
+read in workers over connections of their own (`own_connections`). The same studies exported to disk have the
+same rows under their folder names. DICOM is read in `torch.utils.data.DataLoader` workers (each runs the
+model's study processor on one source) while the main process embeds and scores the studies already read. A source holding several studies gives one row per study when `expand_studies` (the processor's
 `expand_studies`), else one error row (`MultipleStudiesError`). A source that cannot be read gives an error row
 with the reason; the others go on.
 
@@ -15,18 +18,24 @@ Resumable: each source's rows are appended, through the privacy guard, as one li
 (`journal/rank-N.jsonl`) as soon as they are scored; a rerun into the same output folder skips the sources
 the journal holds (known by a salted hash of their name, never the name itself) and the table is rebuilt from
 the journal in source order, so an interrupted and resumed run writes the table an uninterrupted run writes.
-A rerun with another model or other settings (findings, estimates, prompts, dtype, ...) is refused.
+A rerun with another model or other settings (findings, estimates, prompts, the precision the model runs in
+as resolved, so `auto` and the dtype it picked agree, ...) is refused.
 Under `accelerate launch` each process takes every N-th pending source and process 0 writes the table.
 
 Output: `predictions.parquet` and `predictions.csv`, one row per study (see `table_row`), each row passed by
 `privacy.check_json`; with `save_embeddings`, `embeddings.safetensors` (row key -> study embedding); with a
 CMR-TARGET `report_model`, each row's draft impression (`draft_impression`, a draft for a reader to edit).
+With `store_results` (PACS sources only), each answered study's findings, estimates and draft go back to its
+server as a DICOM SR (`processing/dicom_results.store_results`), with `store_montage` a Secondary Capture of
+the frames used too (the study is read again in the main process for it); the row's `sr_status` says
+`stored` or `failed: <reason>` (a failed store is recorded and the run goes on).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +50,7 @@ from ..data.collate import StudyCollator
 from ..data.corpus import load_prepared
 from ..data.dataset import StudyTextDataset
 from ..embeddings import encode_videos
+from ..precision import Precision
 from ..privacy import (
     append_jsonl,
     check_json,
@@ -48,29 +58,34 @@ from ..privacy import (
     hash_token,
     new_salt,
     safe_study_name,
+    study_key,
     without_path,
     write_json,
 )
+from ..processing.dicom_results import load_highdicom, store_results
+from ..processing.dicomweb import DICOMwebSource, as_dicomweb_source
 from ..processing.errors import CMRStudyError
+from ..processing.layout import StudyLayout
 from ..processing.identity import read_identity
+from ..processing.reader import read_study
 
 TABLE = "predictions"
 JOURNAL_DIR = "journal"
 SALT_FILE = "salt"  # the salt of the journal's source hashes, kept with the journal
 RUN_FILE = "run.json"  # what the journal's rows were answered with: a resumed run must ask the same
 EMBEDDINGS_FILE = "embeddings.safetensors"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
 class StudySource:
     """One source of a batch: `name` (the user's name for it: a folder or zip name, a corpus study id; hashed for
     the journal, shown only through `safe_study_name`), `position` in the listing, and where it is read from:
-    `location` (anything `read_study` accepts) or `row` of a prepared corpus's `split`."""
+    `location` (anything `read_study` accepts: a path, or a `DICOMwebSource` of one study, whose name is its
+    StudyInstanceUID) or `row` of a prepared corpus's `split`."""
 
     name: str
     position: int
-    location: str | None = None
+    location: str | DICOMwebSource | None = None
     split: str | None = None
     row: int | None = None
 
@@ -95,8 +110,14 @@ class PredictSettings:
     """DataLoader worker processes reading DICOM while the model runs (0: read in the main process)."""
     device: str | None = None
     """Where the model runs, e.g. cpu, cuda, cuda:1 (default: Accelerate's device for this process)."""
-    dtype: str = "float32"
-    """The model's dtype: float32, bfloat16 or float16."""
+    dtype: str = "auto"
+    """The model's dtype: auto, float32, bfloat16 or float16 (see `cmr_clip.precision`)."""
+    quantize: str | None = None
+    """None or int8: dynamic int8 quantisation of the model's Linear layers (torchao)."""
+    store_results: bool = False
+    """PACS sources only: store each study's answer back on its server as a DICOM SR (research output)."""
+    store_montage: bool = False
+    """With store_results: also store a Secondary Capture montage of the frames used (fetched again for it)."""
     save_embeddings: bool = False
     """Also write embeddings.safetensors (row key -> study embedding)."""
     report_model: str | None = None
@@ -107,9 +128,13 @@ class PredictSettings:
     """Show a progress bar with the ETA."""
 
 
-def list_sources(source: str | Path, split: str | None = None) -> tuple[list[StudySource], str | None]:
+def list_sources(source, split: str | None = None) -> tuple[list[StudySource], str | None]:
     """The studies to predict and, for a prepared corpus, its folder: a corpus folder (`dataset_dict.json`;
-    `split`: one split, default all), a CSV or text list of paths, or a folder of study folders and zips."""
+    `split`: one split, default all), a CSV or text list of paths, a folder of study folders and zips, or PACS
+    sources (a `DICOMwebSource`, a `DICOMwebServer` or a list of them: one source per study they name)."""
+    remote = [as_dicomweb_source(item) for item in (source if isinstance(source, (list, tuple)) else [source])]
+    if all(remote):
+        return _pacs_sources(remote), None
     path = Path(source)
     if (path / "dataset_dict.json").is_file():
         return _corpus_sources(path, split), str(path)
@@ -133,6 +158,12 @@ def _listed_sources(path: Path) -> list[StudySource]:
         entries = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     located = [Path(e) if Path(e).is_absolute() else path.parent / e for e in entries]
     return [StudySource(p.name, i, location=str(p)) for i, p in enumerate(located)]
+
+
+def _pacs_sources(remote: list[DICOMwebSource]) -> list[StudySource]:
+    """One source per study the PACS sources name (a query's studies in the server's QIDO-RS order)."""
+    servers = {uid: item.server for item in remote for uid in item.study_uids()}
+    return [StudySource(uid, i, location=server.study(uid)) for i, (uid, server) in enumerate(servers.items())]
 
 
 def _corpus_sources(path: Path, split: str | None) -> list[StudySource]:
@@ -163,10 +194,10 @@ class SourceReader(torch.utils.data.Dataset):
         if source.split is not None:
             return self._corpus_study(source)
         try:
-            key = safe_study_name(source.name, source.position, read_identity(source.location))
+            key = source_key(source)
             batch = self.processor(source.location, skip_errors=True, expand_studies=self.expand_studies)
         except CMRStudyError as error:  # a source that cannot even be listed: not there, not a study
-            key = safe_study_name(source.name, source.position)
+            key = source_key(source, identity=False)
             return {"key": key, "studies": [], "errors": [{"error": _reason(error, source)}]}
         several = len(batch["study_metadata"]) + len(batch["errors"]) > 1
         studies = [{"key": _row_key(key, meta.get("study"), several), "pixel_values_videos": pixels, "metadata": meta}
@@ -183,6 +214,14 @@ class SourceReader(torch.utils.data.Dataset):
                 "errors": []}
 
 
+def source_key(source: StudySource, identity: bool = True) -> str:
+    """How a source's rows name it: a PACS study by `study_key` (never its UID), a path by its name unless that
+    could name the patient (`safe_study_name`; checked against the study's `identity` when it can be read)."""
+    if isinstance(source.location, DICOMwebSource):
+        return study_key(source.name)
+    return safe_study_name(source.name, source.position, read_identity(source.location) if identity else None)
+
+
 def _row_key(key: str, study: str | None, several: bool) -> str:
     """A study's row key: the source's safe name, with the study's key when the source holds several."""
     return f"{key}/{study}" if several and study else key
@@ -197,6 +236,15 @@ def _reason(error: Exception, source: StudySource) -> str:
     return f"{type(error).__name__}: {_scrub(str(error), source)}"
 
 
+def own_connections(worker_id: int) -> None:
+    """A DataLoader worker's start: its PACS sources get connections of their own, as a forked worker would
+    otherwise share the main process's open sockets. A pickle round trip rebuilds them (`DICOMwebServer` drops
+    its client, a `requests.Session` its connection pools)."""
+    reader = torch.utils.data.get_worker_info().dataset
+    if any(isinstance(source.location, DICOMwebSource) for source in reader.sources):
+        reader.sources = pickle.loads(pickle.dumps(reader.sources))
+
+
 def _as_is(item):
     """The DataLoader's collate: a source's studies stay as the reader gave them (the default would stack them)."""
     return item
@@ -206,18 +254,24 @@ class Predictor:
     """The models of a batch run: the zero-shot pipeline (and a CMR-TARGET) scoring studies already read."""
 
     def __init__(self, model: str | Path, settings: PredictSettings, device):
-        dtype = DTYPES[settings.dtype]
+        precision = {"dtype": settings.dtype, "quantize": settings.quantize}
         self.settings = settings
         self.classify = pipeline("zero-shot-cmr", model=str(model), prompt_set=settings.prompt_set, device=device,
-                                 dtype=dtype)
+                                 **precision)
+        self.precision: Precision = self.classify.precision  # as resolved for the device
         self.processor = self.classify.feature_extractor
         self.draft = None
         if settings.report_model:
-            self.draft = pipeline("cmr-report-generation", model=str(settings.report_model), device=device, dtype=dtype)
+            self.draft = pipeline("cmr-report-generation", model=str(settings.report_model), device=device,
+                                  **precision)
             if self.draft.feature_extractor.to_dict() != self.processor.to_dict():
                 raise ValueError(f"--report-model {settings.report_model} reads studies with another study processor "
                                  "than the CMR-CLIP; predict reads each study once, so use a CMR-TARGET trained on "
                                  "this CMR-CLIP's processor.")
+
+    def store(self, source: StudySource, answered: dict) -> str:
+        """`store_answer` with the montage of the processor's layout when `store_montage` asks for it."""
+        return store_answer(source, answered, self.processor.study_layout if self.settings.store_montage else None)
 
     def answer(self, studies: list[dict]) -> list[dict]:
         """Per study (as `SourceReader` gives it): the pipeline's answer, its embedding and its draft."""
@@ -237,11 +291,13 @@ class Predictor:
         return [{"answer": a, "embedding": e, "draft": d} for a, e, d in zip(answers, embeds, drafts)]
 
 
-def table_row(key: str, answer: dict | None = None, draft: dict | None = None, error: str | None = None) -> dict:
+def table_row(key: str, answer: dict | None = None, draft: dict | None = None, error: str | None = None,
+              stored: str | None = None) -> dict:
     """One study's row: `study` (its safe key), `status` (ok or error) and `error`; views found and missing, the
     share of the model's layout covered and whether it is low, warnings; per finding `<name>_probability`,
     `<name>_decision` (present, absent, or empty without a threshold), `<name>_assessable` and `<name>_reason`;
-    per estimate `<name>_estimate`; `draft_impression` with a report model."""
+    per estimate `<name>_estimate`; `draft_impression` with a report model; `sr_status` (`stored` or
+    `failed: <reason>`) when the answer was stored back on the PACS."""
     row = {"study": key, "status": "error" if error else "ok", "error": error or ""}
     if answer is None:
         return row
@@ -260,13 +316,17 @@ def table_row(key: str, answer: dict | None = None, draft: dict | None = None, e
         row[f"{name}_estimate"] = value
     if draft is not None:
         row["draft_impression"] = draft["generated_impression"]
+    if stored is not None:
+        row["sr_status"] = stored
     return row
 
 
-def source_rows(item: dict, answered: list[dict]) -> list[dict]:
-    """The journal entries of one source, in the processor's order: studies answered, then its errors."""
-    rows = [{"row": table_row(s["key"], a["answer"], a["draft"]),
-             "embedding": a["embedding"].tolist()} for s, a in zip(item["studies"], answered)]
+def source_rows(item: dict, answered: list[dict], stored: list[str] | None = None) -> list[dict]:
+    """The journal entries of one source, in the processor's order: studies answered (with their SR's store
+    status, when stored), then its errors."""
+    stored = stored or [None] * len(answered)
+    rows = [{"row": table_row(s["key"], a["answer"], a["draft"], stored=t), "embedding": a["embedding"].tolist()}
+            for s, a, t in zip(item["studies"], answered, stored)]
     return rows + [{"row": table_row(e.get("key", item["key"]), error=e["error"])} for e in item["errors"]]
 
 
@@ -279,23 +339,26 @@ def predict(source: str | Path, output_dir: str | Path, model: str | Path,
     state = PartialState(cpu=not torch.accelerator.is_available())
     out = Path(output_dir)
     journal = out / JOURNAL_DIR
+    sources, corpus_dir = list_sources(source, settings.split)
+    if settings.store_results:
+        check_storable(sources)
+    predictor = Predictor(model, settings, settings.device or state.device)
     if state.is_main_process:
-        start_journal(journal, run_settings(model, settings))
+        start_journal(journal, run_settings(model, settings, predictor.precision))
     state.wait_for_everyone()
     salt = (journal / SALT_FILE).read_text().strip()
-    sources, corpus_dir = list_sources(source, settings.split)
     finished = read_journal(journal)
     unfinished = [s for s in sources if hash_token(s.name, salt) not in finished]
     pending = unfinished[state.process_index::state.num_processes]
-    predictor = Predictor(model, settings, settings.device or state.device)
     reader = SourceReader(pending, predictor.processor, settings.expand_studies, corpus_dir)
-    loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=settings.num_workers, collate_fn=_as_is)
+    loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=settings.num_workers, collate_fn=_as_is,
+                                         worker_init_fn=own_connections)
     progress = tqdm(total=len(pending), desc="predict", unit="source",
                     disable=not (settings.progress and state.is_main_process))
     buffer = []
     for item, position in zip(loader, pending):
-        buffer.append((hash_token(position.name, salt), item))
-        if sum(len(i["studies"]) for _, i in buffer) >= settings.batch_size:
+        buffer.append((hash_token(position.name, salt), position, item))
+        if sum(len(i["studies"]) for *_, i in buffer) >= settings.batch_size:
             _flush(buffer, predictor, journal / f"rank-{state.process_index}.jsonl", progress)
     _flush(buffer, predictor, journal / f"rank-{state.process_index}.jsonl", progress)
     progress.close()
@@ -304,15 +367,24 @@ def predict(source: str | Path, output_dir: str | Path, model: str | Path,
         return {}
     finished = read_journal(journal)
     return {**write_table(sources, salt, finished, out, settings.save_embeddings),
-            "resumed": len(sources) - len(unfinished)}
+            "resumed": len(sources) - len(unfinished), "precision": predictor.precision}
 
 
-def run_settings(model: str | Path, settings: PredictSettings) -> dict:
-    """The settings a journal's rows depend on (not how fast they were computed)."""
+def check_storable(sources: list[StudySource]) -> None:
+    """`store_results` files each answer with its study on its PACS: every source must come from one."""
+    if not all(isinstance(s.location, DICOMwebSource) for s in sources):
+        raise ValueError("storing results (--store-results) needs studies read from a PACS (--dicomweb URL): "
+                         "studies read from disk have no server to file the SR with.")
+    load_highdicom()
+
+
+def run_settings(model: str | Path, settings: PredictSettings, precision: Precision) -> dict:
+    """The settings a journal's rows depend on (not how fast they were computed); the precision as resolved, so
+    that `auto` and the dtype it picked on this device are the same run."""
     return {"model": str(model), "findings": settings.findings, "estimates": settings.estimates,
             "prompt_set": settings.prompt_set, "score_unassessable": settings.score_unassessable,
-            "expand_studies": settings.expand_studies, "dtype": settings.dtype, "report_model": settings.report_model,
-            "split": settings.split}
+            "expand_studies": settings.expand_studies, "dtype": precision.name, "report_model": settings.report_model,
+            "split": settings.split, "store_results": settings.store_results}  # the montage adds no column
 
 
 def start_journal(journal: Path, run: dict) -> None:
@@ -332,13 +404,28 @@ def start_journal(journal: Path, run: dict) -> None:
 
 def _flush(buffer: list, predictor: Predictor, journal: Path, progress) -> None:
     """Score the buffered sources' studies together and append each source's rows to the journal."""
-    studies = [s for _, item in buffer for s in item["studies"]]
+    studies = [s for *_, item in buffer for s in item["studies"]]
     answered = iter(predictor.answer(studies) if studies else [])
-    for fingerprint, item in buffer:
-        rows = source_rows(item, [next(answered) for _ in item["studies"]])
+    for fingerprint, source, item in buffer:
+        answers = [next(answered) for _ in item["studies"]]
+        stored = [predictor.store(source, a) for a in answers] if predictor.settings.store_results else None
+        rows = source_rows(item, answers, stored)
         append_jsonl(journal, {"source": fingerprint, "rows": rows}, where="the predict journal")
         progress.update(1)
     buffer.clear()
+
+
+def store_answer(source: StudySource, answered: dict, montage_layout: StudyLayout | None = None) -> str:
+    """File one answered study's SR (and, given the layout of the frames used, their montage) with its study on
+    the PACS it was read from: `stored`, or `failed: <reason>` (the reason names no UID)."""
+    draft = answered["draft"]
+    try:
+        montage = read_study(source.location) if montage_layout else None
+        store_results(answered["answer"], source.location, draft["generated_impression"] if draft else None,
+                      montage=montage, layout=montage_layout)
+    except (CMRStudyError, ValueError) as error:
+        return f"failed: {_reason(error, source)}"
+    return "stored"
 
 
 def read_journal(journal: Path) -> dict[str, list[dict]]:
