@@ -4,7 +4,9 @@
 preparation were made faster (`python tests/test_output_digests.py --record` run against that code): a
 SHA-256 of every file the generator writes (DICOM headers and pixel data, truth files, reports.jsonl) and
 of every corpus row `prepare` writes (frames, slots, metadata, impression, labels). Any change of
-behaviour in either step, even one pixel or one header element, fails here. The identity `prepare` now
+behaviour in either step, even one pixel or one header element, fails here. The corpus rows were recorded
+again after one deliberate change, issue 16's default layout (the LGE short-axis stack takes 4 of 16
+frames): only their frames, slots and metadata changed; the cohort's digests are still 3a97b66's. The identity `prepare` now
 takes from its header pass is checked against the separate identity read it replaced.
 """
 
