@@ -36,7 +36,8 @@ def test_video_encoder_benchmark_runs(capsys, monkeypatch):
     for impl in ("release", "timesformer", "sdpa", "eager", "sdpa-bf16"):
         assert re.search(rf"^{impl}{figures}$", out, re.M), out
         assert re.search(rf"^{impl}{ratios}$", out, re.M), out
-    assert re.search(rf"^release(\s+1\.00x){{4}}$", out, re.M), out
+    # Times are ratios to themselves; at this tiny size a peak can round to 0.0 MiB, whose ratio is n/a.
+    assert re.search(r"^release\s+1\.00x\s+1\.00x(\s+(1\.00x|n/a)){2}$", out, re.M), out
     assert re.search(r"native bf16: (yes|no)", out), out
 
 

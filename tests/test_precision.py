@@ -129,8 +129,10 @@ def test_reduced_precision_pipeline_answers_close_to_float32(trained, pixels, dt
     expected = [{f["finding"]: f["score"] for f in a["findings"]} for a in reference(studies, findings=True)]
     answers = [{f["finding"]: f["score"] for f in a["findings"]} for a in reduced(studies, findings=True)]
     assert all(type(s) is float for a in answers for s in a.values())
+    # int8 rounds every Linear's input as well as its weights (text tower included): a few hundredths of
+    # probability, where bf16 stays within two (measured up to 0.021 for int8 on this tiny model).
     np.testing.assert_allclose([list(a.values()) for a in answers], [[e[k] for k in a] for a, e in zip(answers, expected)],
-                               atol=0.02)
+                               atol=0.05 if quantize else 0.02)
 
 
 def test_trained_weights_differ_from_their_initialisation(trained):
