@@ -59,11 +59,16 @@ def test_auto_picks_bfloat16_only_where_the_device_has_it_natively():
     assert "--dtype" in resolve_precision("auto", bf16_native=True).reason  # how to override
 
 
-def test_auto_on_this_cpu_agrees_with_its_cpu_flags():
+def kernel_cpu_flags() -> set[str]:
+    """The CPU flags the Linux kernel lists in /proc/cpuinfo (read here, not through the package)."""
     flags_file = Path("/proc/cpuinfo")
     if not flags_file.is_file():
         pytest.skip("no /proc/cpuinfo here")
-    flags = set(next(l for l in flags_file.read_text().splitlines() if l.startswith("flags")).split(":")[1].split())
+    return set(next(l for l in flags_file.read_text().splitlines() if l.startswith("flags")).split(":")[1].split())
+
+
+def test_auto_on_this_cpu_agrees_with_its_cpu_flags():
+    flags = kernel_cpu_flags()
     native = bool(flags & {"avx512_bf16", "amx_bf16"})
     assert native_bf16("cpu")[0] == native
     assert resolve_precision("auto", device="cpu").dtype == (torch.bfloat16 if native else torch.float32)
@@ -72,10 +77,7 @@ def test_auto_on_this_cpu_agrees_with_its_cpu_flags():
 def test_training_precision_auto_follows_the_cpu_flags_and_trains(corpus, tmp_path):
     """`mixed_precision="auto"` (the default) trains in bf16 autocast exactly where /proc/cpuinfo lists native
     bfloat16, says so, and a run with it trains; explicit settings pass through; others are typed errors."""
-    flags_file = Path("/proc/cpuinfo")
-    if not flags_file.is_file():
-        pytest.skip("no /proc/cpuinfo here")
-    flags = set(next(l for l in flags_file.read_text().splitlines() if l.startswith("flags")).split(":")[1].split())
+    flags = kernel_cpu_flags()
     chosen, why = training_mixed_precision("auto", "cpu")
     assert chosen == ("bf16" if flags & {"avx512_bf16", "amx_bf16"} else "no") and why.startswith("auto: ")
     assert training_mixed_precision("bf16", "cpu")[0] == "bf16" and training_mixed_precision("no", "cpu")[0] == "no"

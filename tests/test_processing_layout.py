@@ -107,6 +107,18 @@ def test_default_layout_adds_up_and_fills_missing_views():
     assert phases == sorted(phases) and len(set(phases)) == len(phases)  # spread over the cycle
 
 
+def test_default_layout_never_shows_one_image_twice_and_samples_the_lge_stack():
+    """With every view present, no two of the 16 frames are the same image (a single LGE long-axis image is
+    shown once), and the LGE short-axis frames are different slices spread from base to apex."""
+    shapes = {**SHAPES, "cine/3ch": (1, 30)}
+    selection = select_frames(study_from_arrays(make_arrays(shapes)), StudyLayout.default(16))
+    images = [(f.entry, f.slice_index, f.phase_index) for f in selection.frames]
+    assert len(images) == 16 and len(set(images)) == 16, images
+    lge_slices = [f.slice_index for f in selection.frames if f.entry == "lge/sax"]
+    assert len(lge_slices) >= 4 and lge_slices == sorted(set(lge_slices))
+    assert lge_slices[0] < shapes["lge/sax"][0] / 4 and lge_slices[-1] >= 3 * shapes["lge/sax"][0] / 4
+
+
 def test_zeros_policy_leaves_missing_slots_empty():
     layout = StudyLayout(
         name="custom", num_frames=6, sampling="fixed", missing="zeros",
