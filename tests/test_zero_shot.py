@@ -289,3 +289,11 @@ def test_estimate_calibration_is_fitted_on_measured_values(model_dir):
     np.testing.assert_allclose(estimates(model, processor.tokenizer, videos, fitted, "lvef"), 3 * raw + 5, rtol=1e-3)
     falling = calibrate_estimate(model, processor.tokenizer, videos, -raw, fitted, "lvef")
     assert "calibration" not in falling.estimates["lvef"]
+
+
+def test_lvef_is_estimated_only_when_asked(classify):
+    """The zero-shot LVEF estimate correlates too weakly on the demo (Pearson r 0.41 to 0.54) to be a default
+    output: a plain call answers findings only; `estimate="lvef"` adds it."""
+    study = {"video_embeds": torch.randn(16, generator=torch.Generator().manual_seed(4))}
+    assert not classify(study).get("estimates")
+    assert set(classify(study, estimate="lvef")["estimates"]) == {"lvef"}
