@@ -166,7 +166,7 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         decoded, images = select_and_decode(loaded, lambda s: Selection(layout=layout.name, frames=list(plan_frames(s, layout).timeline)))
         plan = plan_frames(loaded, layout)
         transform = self.transform
-        resized = {key: (transform.geometry(image) * 255).round().to(torch.uint8) for key, image in images.items()}
+        resized = transform.geometry_all(images)
         size = (self.image_size, self.image_size)
         frames = np.stack([resized[frame_key(item)].numpy() for item in plan.timeline]) if plan.timeline else np.zeros((0, *size), np.uint8)
         selection = plan.select()

@@ -159,15 +159,19 @@ class FrameTransform:
         zoom = self.crop / self.image_size
         return (float(spacing[0]) * height / resized[0] * zoom, float(spacing[1]) * width / resized[1] * zoom)
 
+    def geometry_all(self, images: dict) -> dict:
+        """{key: uint8 (H, W)} -> {key: uint8 (image_size, image_size)}: `geometry` rounded back to 8 bit, images of
+        one shape resized together."""
+        out = {}
+        for keys, stack in _stacks_by_shape(images):
+            out.update(zip(keys, (self.geometry_batch(stack) * 255).round().to(torch.uint8)))
+        return out
+
     def transform_all(self, images: dict) -> dict:
         """{key: uint8 (H, W)} -> {key: (3, image_size, image_size)}, images of one shape transformed together."""
-        by_shape: dict[tuple, list] = {}
-        for key, image in images.items():
-            by_shape.setdefault(image.shape, []).append(key)
         out = {}
-        for keys in by_shape.values():
-            batch = self.normalise(self.geometry_batch(np.stack([images[key] for key in keys])))
-            out.update(zip(keys, batch))
+        for keys, stack in _stacks_by_shape(images):
+            out.update(zip(keys, self.normalise(self.geometry_batch(stack))))
         return out
 
     def normalise(self, grey: torch.Tensor) -> torch.Tensor:
@@ -178,6 +182,15 @@ class FrameTransform:
 
     def zeros(self) -> torch.Tensor:
         return torch.zeros(3, self.image_size, self.image_size)
+
+
+def _stacks_by_shape(images: dict):
+    """(keys, stacked images) for each image shape among `images` ({key: (H, W)})."""
+    by_shape: dict[tuple, list] = {}
+    for key, image in images.items():
+        by_shape.setdefault(image.shape, []).append(key)
+    for keys in by_shape.values():
+        yield keys, np.stack([images[key] for key in keys])
 
 
 def _short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
