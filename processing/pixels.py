@@ -184,6 +184,16 @@ class FrameTransform:
         return torch.zeros(3, self.image_size, self.image_size)
 
 
+def zoom_sizes(image_size: int, zoom: float) -> dict:
+    """`CMRStudyProcessor` arguments that keep the middle 1/`zoom` of each image's short side at `image_size` px:
+    `resize_shortest_edge` = zoom x image_size, then a centre crop of `image_size` (nothing at zoom 1)."""
+    if not zoom >= 1:
+        raise ValueError(f"zoom must be at least 1 (1 keeps the whole field of view), got {zoom}")
+    if zoom == 1:
+        return {}
+    return {"resize_shortest_edge": round(image_size * zoom), "crop_size": image_size}
+
+
 def _stacks_by_shape(images: dict):
     """(keys, stacked images) for each image shape among `images` ({key: (H, W)})."""
     by_shape: dict[tuple, list] = {}

@@ -67,6 +67,33 @@ def test_an_anti_correlated_finding_gets_the_prevalence_not_a_reversed_ranking()
     assert apply("platt", fitted, np.array([0.01, 0.99])) == pytest.approx([truth.mean()] * 2, abs=1e-6)
 
 
+def test_figures_give_the_raw_auc_beside_the_calibrated_one_and_name_flat_calibrations():
+    """A finding fitted on a validation split where it ran the wrong way gets a flat map: the pipeline's answers
+    are then constant (AUC 0.5 on test), and the figures say so beside the ranking the raw scores give."""
+    from sklearn.metrics import roc_auc_score
+
+    from cmr_clip.evaluation.zero_shot import ZeroShotOutcome, fit_calibration, zero_shot_figures, zero_shot_table
+
+    prompts = PromptSet.load()
+    names = list(prompts.findings)[:2]  # the first runs the wrong way on validation, the second the right way
+    val_raw, val_truth = logistic_sample(400, slope=3.0, intercept=0.0, seed=5)
+    wrong = (1 - val_raw, val_truth)
+    data = prompts.to_dict()
+    data["calibration"] = fit_calibration({names[0]: wrong[0], names[1]: val_raw}, {names[0]: wrong[1], names[1]: val_truth})
+    calibrated = PromptSet.from_dict(data)
+    test_raw, test_truth = logistic_sample(300, slope=3.0, intercept=0.0, seed=6)
+    raw_scores = {name: test_raw for name in names}
+    scores = {name: apply("platt", calibrated.calibration["findings"][name], test_raw) for name in names}
+    outcome = ZeroShotOutcome(calibrated, scores, raw_scores, {name: test_truth.astype(float) for name in names}, None, 300)
+    figures = zero_shot_figures(outcome)
+    assert figures["flat_calibration"] == [names[0]]
+    assert figures["auc"][names[0]] == pytest.approx(0.5)
+    assert figures["raw_auc"][names[0]] == pytest.approx(roc_auc_score(test_truth, test_raw))
+    assert figures["auc"][names[1]] == pytest.approx(figures["raw_auc"][names[1]])  # a rising map keeps the ranking
+    table = zero_shot_table(figures)
+    assert f"| {names[0]:<20} | 0.50* |" in table and "calibration is flat" in table
+
+
 @pytest.fixture(scope="module")
 def calibrated_model(tmp_path_factory):
     """A random model whose prompt set carries a Platt calibration fitted on logistic data, saved next to it."""

@@ -160,6 +160,8 @@ BAD_INPUTS = {
     "search: a missing index": (["search", "lv dilation", "--index", "{missing}"], 2),
     "prepare: a missing studies folder": (["prepare", "--studies", "{missing}", "--reports", "{text}",
                                            "--output-dir", "{root}/corpus"], 2),
+    "prepare: a zoom below 1": (["prepare", "--studies", "{root}", "--reports", "{text}", "--zoom", "0.5",
+                                 "--output-dir", "{root}/corpus"], 2),
     "prepare-merge: no shards": (["prepare-merge", "--shards", "{missing}", "--output-dir", "{root}/merged"], 2),
     "train: no corpus given": (["train"], 2),
     "train: a missing corpus": (["train", "--data-dir", "{missing}"], 2),

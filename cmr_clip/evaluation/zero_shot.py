@@ -194,22 +194,41 @@ def run_zero_shot(model, tokenizer, embedded: dict[str, dict[str, torch.Tensor]]
 def zero_shot_figures(outcome: ZeroShotOutcome) -> dict:
     """The demo's zero-shot figures: AUC per finding on the test split, the thresholds, and the LVEF
     estimate's error where at least `MIN_MEASURED` test studies have a measured value."""
-    result = {"auc": finding_aucs(outcome.scores, outcome.labels), "thresholds": outcome.prompts.thresholds,
+    result = {"auc": finding_aucs(outcome.scores, outcome.labels),
+              "raw_auc": finding_aucs(outcome.raw_scores, outcome.labels),
+              "flat_calibration": flat_calibrations(outcome.prompts),
+              "thresholds": outcome.prompts.thresholds,
               "threshold_rule": THRESHOLD_RULE, "ece": calibration_errors(outcome), "n": outcome.n}
     if outcome.estimate is not None and np.sum(~np.isnan(outcome.estimate[1])) >= MIN_MEASURED:
         result["lvef_estimate"] = regression_metrics(*outcome.estimate, minimum=MIN_MEASURED)
     return result
 
 
+def flat_calibrations(prompts: PromptSet) -> list[str]:
+    """Findings whose Platt calibration is flat (slope 0): the validation split showed no increasing relation, so
+    the pipeline answers the validation prevalence for every study, and its AUC on any split is 0.5."""
+    if not prompts.calibration or prompts.calibration.get("method") != "platt":
+        return []
+    return [name for name, parameters in prompts.calibration["findings"].items() if parameters["slope"] == 0]
+
+
 def zero_shot_table(figures: dict) -> str:
-    """The figures of `zero_shot_figures` as a markdown table (AUC per finding, LVEF estimate)."""
-    lines = [f"| zero-shot finding    | AUC  | threshold ({figures['threshold_rule']}) |", "| --- | --- | --- |"]
+    """The figures of `zero_shot_figures` as a markdown table (AUC of the pipeline's calibrated answers and of
+    the raw scores per finding, thresholds, LVEF estimate)."""
+    raw = figures.get("raw_auc", {})
+    flat = set(figures.get("flat_calibration", ()))
+    lines = [f"| zero-shot finding    | AUC  | raw AUC | threshold ({figures['threshold_rule']}) |",
+             "| --- | --- | --- | --- |"]
     for name, value in figures["auc"].items():
         threshold = figures["thresholds"].get(name)
-        lines.append(f"| {name:<20} | {'n/a ' if value is None else f'{value:.2f}'} | "
+        lines.append(f"| {name:<20} | {_auc_cell(value)}{'*' if name in flat else ''} | {_auc_cell(raw.get(name))} | "
                      f"{'' if threshold is None else f'{threshold:.3f}'} |")
     if any(value is None for value in figures["auc"].values()):
         lines.append("n/a: the test split has no positives (or no negatives) of that finding.")
+    if flat:
+        lines.append("*: its calibration is flat (on the validation split the raw score did not rise with the finding), "
+                     "so the pipeline answers the validation prevalence for every study; the raw AUC is the "
+                     "ranking the prompts give.")
     if "ece" in figures:
         lines += ["", ece_table(figures["ece"])]
     if "lvef_estimate" in figures:
@@ -225,6 +244,10 @@ def ece_table(ece: dict[str, dict]) -> str:
              "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {_cell(e['raw'])} | {_cell(e['calibrated'])} | {e['n']} |" for name, e in ece.items()]
     return "\n".join(lines)
+
+
+def _auc_cell(value: float | None) -> str:
+    return "n/a " if value is None else f"{value:.2f}"
 
 
 def _cell(value: float | None) -> str:
