@@ -42,6 +42,28 @@ def test_quick_demo_writes_a_loadable_model_processor_and_metrics(tmp_path, caps
     assert not any(pid.encode() in written for pid in patients)
 
 
+def test_the_demo_zoom_keeps_the_middle_of_the_short_side_and_says_so_in_the_spacing():
+    """A frame whose outer tenth (of its short side) is bright: at the demo's zoom 1.25 the model sees none of
+    that border and each output pixel covers 1/1.25 of the field of view it covered before; at zoom 1 it sees
+    the border. Below 1 is refused."""
+    import numpy as np
+
+    from cmr_clip.processing import CMRStudyProcessor
+    from cmr_clip.processing.pixels import zoom_sizes
+
+    image = np.full((100, 80), 60, np.uint8)  # 100 rows, 80 columns: the short side is the width
+    image[:10], image[-10:], image[:, :8], image[:, -8:] = 250, 250, 250, 250
+    spacing = (1.5, 1.5)
+    zoomed = CMRStudyProcessor(num_frames=16, image_size=64, **zoom_sizes(64, DemoSettings.zoom)).transform
+    whole = CMRStudyProcessor(num_frames=16, image_size=64).transform
+    assert float(zoomed.geometry(image).max()) == pytest.approx(60 / 255, abs=1e-6)
+    assert float(whole.geometry(image).max()) > 0.9
+    assert zoomed.output_spacing(image.shape, spacing)[1] == pytest.approx(80 * 1.5 / 64 / 1.25)
+    assert whole.output_spacing(image.shape, spacing)[1] == pytest.approx(80 * 1.5 / 64)
+    with pytest.raises(ValueError, match="zoom must be at least 1"):
+        zoom_sizes(64, 0.8)
+
+
 @pytest.mark.slow
 def test_full_demo_learns(tmp_path):
     """The demo's model on its held-out test split: text-to-study Recall@5 at least 4 times chance, zero-shot
@@ -80,7 +102,7 @@ def assert_close(recorded, produced, path="metrics"):
 @pytest.mark.slow
 def test_quick_demo_writes_the_recorded_metrics(tmp_path):
     """A refactoring check: the fixed-seed quick demo (the default test's settings) writes the metrics.json recorded
-    in tests/data (last recorded with issue 16's demo settings and layout), to 1e-6 (timings and the output folder
+    in tests/data (last recorded with issue 16's zoom, report schedule and raw-AUC figures), to 1e-6 (timings and the output folder
     aside). Recorded on
     CI's kind of machine (2 cores of an AMD EPYC, torch 2.13.0 CPU); another CPU may differ in the last digits."""
     settings = DemoSettings(out=str(tmp_path / "demo"), studies=10, epochs=1, batch_size=4, num_proc=2, progress=False,
