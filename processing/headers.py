@@ -17,8 +17,8 @@ import io
 import math
 import os
 import re
-import warnings
 import struct
+import warnings
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -374,7 +374,7 @@ def element_values(ds, keyword: str) -> list | None:
     where the character set matters): the caller then asks pydicom.
 
     The header pass reads some 80 attributes from each of thousands of files; pydicom's conversion (value
-    objects, validation, character sets) was two thirds of its time. Values are stripped of the padding DICOM
+    objects, validation, character sets) was about half of its time. Values are stripped of the padding DICOM
     allows (trailing spaces and NULs); the readers below parse numbers from the strings as pydicom would.
     """
     tag = _tag(keyword)
