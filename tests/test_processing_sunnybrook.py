@@ -169,3 +169,33 @@ def test_metadata_carries_the_spacing_and_shape_the_header_states(study):
     assert cine["pixel_spacing"] == pytest.approx([row_mm, col_mm])
     assert cine["spatial_shape"] == [int(header.Rows), int(header.Columns)]
     assert cine["output_pixel_spacing"] == pytest.approx([header.Rows * row_mm / 32, header.Columns * col_mm / 32])
+
+
+def test_the_demo_zoom_keeps_the_expert_outlined_heart_of_a_real_scan_with_room_to_spare():
+    """The demo's centre crop (`zoom_sizes(64, 1.25)`) assumes the heart sits near the image centre, as a
+    technologist plans it; our phantom is planned that way too, so the check is on a real scanner's images: every
+    expert-outlined LV epicardium of this study, filled as a mask and put through the processor's own resize and
+    crop, keeps all of its area, and lies at least 25 mm inside the kept square on every side (room for the RV)."""
+    from matplotlib.path import Path as Polygon
+
+    from cmr_clip.demo import DemoSettings
+    from cmr_clip.processing.pixels import zoom_sizes
+
+    transform = CMRStudyProcessor(num_frames=16, image_size=64, **zoom_sizes(64, DemoSettings.zoom)).transform
+    whole = CMRStudyProcessor(num_frames=16, image_size=64).transform
+    contours = sorted((STUDY / "contours" / "o-contours").glob("*.txt"))
+    assert len(contours) >= 10
+    for path in contours:
+        instance = int(re.search(r"IM-\d+-(\d+)-", path.name).group(1))
+        header = pydicom.dcmread(STUDY / "cine" / f"{instance}.dcm", stop_before_pixels=True)
+        rows, columns, spacing = int(header.Rows), int(header.Columns), float(header.PixelSpacing[0])
+        outline = np.loadtxt(path)  # "x y" pixel coordinates
+        ys, xs = np.mgrid[:rows, :columns]
+        inside = Polygon(outline).contains_points(np.stack([xs.ravel(), ys.ravel()], 1)).reshape(rows, columns)
+        mask = (inside * 255).astype(np.uint8)
+        kept, full = transform.geometry(mask).sum().item(), whole.geometry(mask).sum().item()
+        assert kept == pytest.approx(full * DemoSettings.zoom**2, rel=0.02), path.name  # nothing of it cut away
+        half = min(rows, columns) / DemoSettings.zoom / 2
+        low, high = np.array([columns, rows]) / 2 - half, np.array([columns, rows]) / 2 + half
+        margin_mm = min((outline.min(0) - low).min(), (high - outline.max(0)).min()) * spacing
+        assert margin_mm >= 25, (path.name, margin_mm)
