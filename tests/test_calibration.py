@@ -94,6 +94,46 @@ def test_figures_give_the_raw_auc_beside_the_calibrated_one_and_name_flat_calibr
     assert f"| {names[0]:<20} | 0.50* |" in table and "calibration is flat" in table
 
 
+def test_figures_give_each_auc_a_bootstrap_interval_as_wide_as_hanley_and_mcneil_predict():
+    """The demo's AUCs carry a bootstrap 95% interval and the split's positives. Its width is checked against
+    the standard error of Hanley and McNeil (Radiology 1982), an analytic formula the bootstrap does not use:
+    about 2 x 1.96 SE, so a handful of positives gives an interval a few tenths wide and many positives a
+    narrow one. A finding with one class in the split has no AUC and no interval."""
+    from sklearn.metrics import roc_auc_score
+
+    from cmr_clip.evaluation.zero_shot import ZeroShotOutcome, zero_shot_figures, zero_shot_table
+
+    prompts = PromptSet.load()
+    names = list(prompts.findings)[:3]
+    few, few_truth = logistic_sample(60, slope=2.0, intercept=-2.0, seed=11)  # about 10 positives
+    many, many_truth = logistic_sample(60 * 25, slope=2.0, intercept=-2.0, seed=12)
+    scores = {names[0]: few, names[1]: many[:60], names[2]: few}
+    labels = {names[0]: few_truth.astype(float), names[1]: many_truth[:60].astype(float), names[2]: np.zeros(60)}
+    figures = zero_shot_figures(ZeroShotOutcome(prompts, scores, scores, labels, None, 60))
+    widths = {}
+    for name, (values, truth) in {names[0]: (few, few_truth), names[1]: (many[:60], many_truth[:60])}.items():
+        interval = figures["auc_interval"][name]
+        assert interval["positives"] == int(truth.sum()) and interval["n"] == 60
+        value = roc_auc_score(truth, values)
+        assert figures["auc"][name] == pytest.approx(value)
+        assert interval["low"] < value < interval["high"]
+        n1, n2 = int(truth.sum()), int(len(truth) - truth.sum())
+        q1, q2 = value / (2 - value), 2 * value**2 / (1 + value)
+        se = np.sqrt((value * (1 - value) + (n1 - 1) * (q1 - value**2) + (n2 - 1) * (q2 - value**2)) / (n1 * n2))
+        widths[name] = interval["high"] - interval["low"]
+        assert widths[name] == pytest.approx(2 * 1.96 * se, rel=0.35), (name, widths[name], se)
+    assert figures["auc_interval"][names[2]] == {"low": None, "high": None, "positives": 0, "n": 60}
+    table = zero_shot_table(figures)
+    low, high = figures["auc_interval"][names[0]]["low"], figures["auc_interval"][names[0]]["high"]
+    assert f"| {low:.2f}-{high:.2f} | {int(few_truth.sum())}/60 |" in table
+    assert f"| {names[2]:<20} | n/a  | n/a | 0/60 |" in table
+
+    many_figures = zero_shot_figures(ZeroShotOutcome(prompts, {names[0]: many}, {names[0]: many},
+                                                     {names[0]: many_truth.astype(float)}, None, len(many)))
+    interval = many_figures["auc_interval"][names[0]]
+    assert interval["high"] - interval["low"] < widths[names[0]] / 3  # 25 times the studies: about 1/5 the width
+
+
 @pytest.fixture(scope="module")
 def calibrated_model(tmp_path_factory):
     """A random model whose prompt set carries a Platt calibration fitted on logistic data, saved next to it."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmr_clip.evaluation.classification import auc, classification_metrics, labelled, youden_threshold
+from cmr_clip.evaluation.classification import auc, classification_metrics, labelled, rank_auc, youden_threshold
 from cmr_clip.evaluation.errors import EvaluationError
 from cmr_clip.evaluation.intervals import with_interval
 from cmr_clip.evaluation.regression import mean_absolute_error, pearson_r, regression_metrics
@@ -19,6 +19,21 @@ def test_auc_counts_correctly_ordered_pairs_and_is_none_with_one_class():
     assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
     assert auc(np.array([0.1, 0.4, 0.35]), np.array([1, 1, 1])) is None
     assert auc(np.array([]), np.array([], dtype=int)) is None
+
+
+def test_rank_auc_is_scikit_learns_auc_with_ties_and_none_with_one_class():
+    """The bootstrap's fast AUC (Mann-Whitney U from ranks) gives scikit-learn's ROC AUC, ties included."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    for n, levels in ((7, 3), (63, 10), (500, 1000)):  # few distinct scores: many ties
+        scores = rng.integers(0, levels, n).astype(float)
+        truth = (rng.random(n) < 0.3).astype(int)
+        truth[:2] = [0, 1]
+        assert rank_auc(scores, truth) == pytest.approx(roc_auc_score(truth, scores), abs=1e-12)
+    assert rank_auc(np.array([0.2, 0.1, 0.9]), np.array([1, 0, 1])) == 1.0
+    assert rank_auc(np.array([0.5, 0.5]), np.array([0, 1])) == 0.5
+    assert rank_auc(np.array([0.2, 0.1]), np.array([1, 1])) is None
 
 
 def test_labelled_leaves_out_studies_without_a_label():

@@ -10,6 +10,7 @@ None rather than as a misleading number. A study without a label carries NaN as 
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from .regression import known, mean_absolute_error, pearson_r
@@ -28,6 +29,17 @@ def has_both_classes(truth: np.ndarray) -> bool:
 def auc(scores: np.ndarray, truth: np.ndarray) -> float | None:
     """ROC AUC of `scores` (higher: more likely present) against 0/1 `truth`; None unless both classes are present."""
     return float(roc_auc_score(truth, scores)) if has_both_classes(truth) else None
+
+
+def rank_auc(scores: np.ndarray, truth: np.ndarray) -> float | None:
+    """The ROC AUC `auc` gives, as the Mann-Whitney U statistic over n1 x n2 (tied scores share their mean
+    rank, so a tie counts half): ranks alone, fast enough for thousands of bootstrap resamples."""
+    truth = np.asarray(truth)
+    if not has_both_classes(truth):
+        return None
+    positive = truth == 1
+    n1, n2 = int(positive.sum()), int((~positive).sum())
+    return float((rankdata(scores)[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n2))
 
 
 def reliability_bins(probabilities: np.ndarray, truth: np.ndarray, bins: int = 10) -> list[dict]:

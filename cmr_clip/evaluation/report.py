@@ -31,7 +31,7 @@ from ..precision import set_precision
 from ..pipelines.prompts import model_prompt_set
 from ..privacy import write_json, write_text
 from ..processing import CMRCLIPProcessor
-from .classification import auc, has_both_classes, labelled
+from .classification import has_both_classes
 from .few_shot import DEFAULT_KS, few_shot_curve
 from .intervals import with_interval
 from .plots import write_plots
@@ -43,6 +43,7 @@ from .zero_shot import (
     CALIBRATION_METHOD,
     THRESHOLD_RULE,
     ZeroShotOutcome,
+    auc_with_interval,
     calibration_errors,
     ece_table,
     run_zero_shot,
@@ -76,11 +77,6 @@ def evaluate_held_out(model_dir: str | Path, corpus, reports: str | Path | None 
     outcome.prompts.save(model_dir)
     return {"test_retrieval": retrieval_metrics(embedded["test"]["text"], embedded["test"]["video"]),
             "test_zero_shot": zero_shot_figures(outcome)}
-
-
-def auc_with_interval(scores: np.ndarray, truth: np.ndarray, resamples: int) -> dict:
-    s, y = labelled(scores, truth)
-    return {**with_interval(auc, s, y, resamples=resamples), "positives": int(y.sum()), "n": int(len(y))}
 
 
 def retrieval_with_intervals(text: torch.Tensor, video: torch.Tensor, resamples: int) -> dict:

@@ -27,7 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from ..pipelines.prompts import PromptSet
 from ..pipelines.scoring import PromptBank, ZeroShotQuery
 from ..pipelines.calibration import CALIBRATION_VERSION, EPSILON, METHODS, logit
-from .classification import auc, expected_calibration_error, has_both_classes, labelled, youden_threshold
+from .classification import auc, expected_calibration_error, has_both_classes, labelled, rank_auc, youden_threshold
+from .intervals import with_interval
 from .regression import known, regression_metrics
 
 THRESHOLD_RULE = "youden_j on the validation split, on calibrated probabilities"
@@ -35,6 +36,7 @@ CALIBRATION_METHOD = "platt"
 CALIBRATION_SPLIT = "validation split"
 ESTIMATE = "lvef"  # the quantity the synthetic cohort's reports measure, and the prompt sets estimate
 MIN_MEASURED = 3  # studies with a measured value below which the demo reports no estimate error
+INTERVAL_RESAMPLES = 1000  # bootstrap resamples of the demo's AUC intervals (as `cmr-clip evaluate`'s default)
 
 
 @dataclass
@@ -192,9 +194,11 @@ def run_zero_shot(model, tokenizer, embedded: dict[str, dict[str, torch.Tensor]]
 
 
 def zero_shot_figures(outcome: ZeroShotOutcome) -> dict:
-    """The demo's zero-shot figures: AUC per finding on the test split, the thresholds, and the LVEF
-    estimate's error where at least `MIN_MEASURED` test studies have a measured value."""
+    """The demo's zero-shot figures: AUC per finding on the test split with its bootstrap 95% interval and the
+    split's positives (`finding_auc_intervals`), the raw scores' AUC, the thresholds, and the LVEF estimate's
+    error where at least `MIN_MEASURED` test studies have a measured value."""
     result = {"auc": finding_aucs(outcome.scores, outcome.labels),
+              "auc_interval": finding_auc_intervals(outcome.scores, outcome.labels),
               "raw_auc": finding_aucs(outcome.raw_scores, outcome.labels),
               "flat_calibration": flat_calibrations(outcome.prompts),
               "thresholds": outcome.prompts.thresholds,
@@ -202,6 +206,22 @@ def zero_shot_figures(outcome: ZeroShotOutcome) -> dict:
     if outcome.estimate is not None and np.sum(~np.isnan(outcome.estimate[1])) >= MIN_MEASURED:
         result["lvef_estimate"] = regression_metrics(*outcome.estimate, minimum=MIN_MEASURED)
     return result
+
+
+def auc_with_interval(scores: np.ndarray, truth: np.ndarray, resamples: int = INTERVAL_RESAMPLES) -> dict:
+    """A finding's AUC over the studies with a label, with its percentile-bootstrap 95% interval over studies
+    (`value`, `low`, `high`; None where undefined), their number `n` and how many are `positives`."""
+    values, truth = labelled(scores, truth)
+    return {**with_interval(rank_auc, values, truth, resamples=resamples), "positives": int(truth.sum()),
+            "n": int(len(truth))}
+
+
+def finding_auc_intervals(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                          resamples: int = INTERVAL_RESAMPLES) -> dict[str, dict]:
+    """`auc_with_interval` per finding, without the value (`finding_aucs` has it): how far each AUC can be
+    trusted. A split with a handful of positives gives an interval a few tenths wide."""
+    return {name: {k: v for k, v in auc_with_interval(values, labels[name], resamples).items() if k != "value"}
+            for name, values in scores.items()}
 
 
 def flat_calibrations(prompts: PromptSet) -> list[str]:
@@ -213,16 +233,23 @@ def flat_calibrations(prompts: PromptSet) -> list[str]:
 
 
 def zero_shot_table(figures: dict) -> str:
-    """The figures of `zero_shot_figures` as a markdown table (AUC of the pipeline's calibrated answers and of
-    the raw scores per finding, thresholds, LVEF estimate)."""
+    """The figures of `zero_shot_figures` as a markdown table (AUC of the pipeline's calibrated answers with its
+    bootstrap 95% interval and the test positives, AUC of the raw scores, per finding; thresholds; LVEF estimate)."""
     raw = figures.get("raw_auc", {})
+    intervals = figures.get("auc_interval", {})
     flat = set(figures.get("flat_calibration", ()))
-    lines = [f"| zero-shot finding    | AUC  | raw AUC | threshold ({figures['threshold_rule']}) |",
-             "| --- | --- | --- | --- |"]
+    lines = [f"| zero-shot finding    | AUC  | 95% interval | positives | raw AUC | threshold ({figures['threshold_rule']}) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name, value in figures["auc"].items():
         threshold = figures["thresholds"].get(name)
-        lines.append(f"| {name:<20} | {_auc_cell(value)}{'*' if name in flat else ''} | {_auc_cell(raw.get(name))} | "
-                     f"{'' if threshold is None else f'{threshold:.3f}'} |")
+        interval = intervals.get(name, {})
+        span = (f"{interval['low']:.2f}-{interval['high']:.2f}" if interval.get("low") is not None else "n/a")
+        count = f"{interval['positives']}/{interval['n']}" if interval else ""
+        lines.append(f"| {name:<20} | {_auc_cell(value)}{'*' if name in flat else ''} | {span} | {count} | "
+                     f"{_auc_cell(raw.get(name))} | {'' if threshold is None else f'{threshold:.3f}'} |")
+    if intervals:
+        lines.append(f"95% interval: percentile bootstrap over the test studies ({INTERVAL_RESAMPLES} resamples); with a "
+                     "handful of positives it understates the uncertainty too, so read it with the count.")
     if any(value is None for value in figures["auc"].values()):
         lines.append("n/a: the test split has no positives (or no negatives) of that finding.")
     if flat:
