@@ -96,6 +96,7 @@ def test_our_tower_trains_like_the_release_baseline(monkeypatch, attn_implementa
         assert (parameter.grad - expected_grad).abs().max() <= 1e-6 * scale + 1e-7, name
 
 
+@pytest.mark.slow  # about 25 s of fresh interpreters, each importing the package; `-m slow` runs it
 def test_training_benchmark_runs(capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its sibling's memory probe
     training = _load_script("training")
@@ -144,6 +145,7 @@ def test_predict_benchmark_runs(capsys, tmp_path):
     assert result["studies"] == 2 and result["largest_probability_difference"] < 1e-4
 
 
+@pytest.mark.slow  # about 25 s of fresh interpreters, each importing the package; `-m slow` runs it
 def test_prepare_benchmark_runs_old_and_new_code(capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its sibling old_code
     prepare = _load_script("prepare")

@@ -177,7 +177,8 @@ def test_wordpiece_tokenizer_learns_the_reports_vocabulary(tmp_path):
 def test_wordpiece_tokenizer_gives_the_same_ids_for_the_same_texts(tmp_path):
     """The tokenizers trainer numbers its alphabet in hash-map order, different in every process; the saved
     vocabulary must not depend on it (a fixed-seed demo is repeated to the same metrics). Each training runs
-    in its own interpreter, so each gets its own hash seed."""
+    in its own interpreter, so the trainer's (Rust) hash maps are seeded anew: the raw trainer's vocabulary
+    differed between every two of four fresh processes when this was checked, so two runs catch a regression."""
     import subprocess
     import sys
 
@@ -190,7 +191,7 @@ def test_wordpiece_tokenizer_gives_the_same_ids_for_the_same_texts(tmp_path):
         "train_wordpiece_tokenizer(texts, sys.argv[1], vocab_size=300)"
     )
     vocabularies = []
-    for run in range(3):
+    for run in range(2):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / str(run))], check=True)
         vocabularies.append(AutoTokenizer.from_pretrained(tmp_path / str(run)).get_vocab())
-    assert len(vocabularies[0]) > 30 and vocabularies[0] == vocabularies[1] == vocabularies[2]
+    assert len(vocabularies[0]) > 30 and vocabularies[0] == vocabularies[1]
