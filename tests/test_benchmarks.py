@@ -24,6 +24,7 @@ def _load_script(name: str):
     return module
 
 
+@pytest.mark.slow  # about 28 s: a fresh interpreter per implementation for its peak memory; `-m slow` runs it
 def test_video_encoder_benchmark_runs(capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports the release baseline beside it
     video_encoder = _load_script("video_encoder")
