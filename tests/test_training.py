@@ -341,3 +341,52 @@ def test_contrastive_training_in_bf16_on_cpu_learns_as_fp32_does(corpus, tmp_pat
         p = (fp32[-1][key] + bf16[-1][key]) / 2
         assert abs(fp32[-1][key] - bf16[-1][key]) <= 2 * math.sqrt(2 * p * (1 - p) / n) + 1e-9, key
     assert CMRCLIPModel.from_pretrained(tmp_path / "bf16").dtype == torch.float32  # the weights stay fp32
+
+
+def test_zero_copy_reads_give_the_rows_datasets_gives(tmp_path):
+    """Studies read straight from the Arrow buffers are the rows `datasets` gives: with candidate stacks of
+    different lengths, empty slots, a corpus of several Arrow chunks, a slice of one (its Arrow offsets do not
+    start at 0) and one re-indexed by shuffle/select."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    rng = np.random.default_rng(5)
+    features = Features({"frames": Array3D(shape=(None, 6, 5), dtype="uint8"),
+                         "slots": Array2D(shape=(3, 2), dtype="int32"), "impression": Value("string")})
+    parts = []
+    for part in range(2):
+        rows = {"frames": [], "slots": [], "impression": []}
+        for i in range(7):
+            length = int(rng.integers(1, 9))
+            rows["frames"].append(rng.integers(0, 256, (length, 6, 5)).astype(np.uint8))
+            cut = sorted(rng.integers(0, length + 1, 2))
+            rows["slots"].append(np.array([[0, cut[0]], [cut[0], cut[1]], [cut[1], length]], np.int32))
+            rows["impression"].append(f"Study {part}-{i}. Sentence two. Sentence three.")
+        Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / f"part{part}"))
+        parts.append(load_from_disk(str(tmp_path / f"part{part}")))
+    joined = concatenate_datasets(parts)
+    assert joined.data.table.column("frames").num_chunks == 2
+    sliced = joined.select(range(3, 11))
+    assert sliced.data.table.column("frames").chunk(0).storage.offsets[0].as_py() > 0
+    for split in (parts[0], joined, sliced, joined.shuffle(seed=2).select([9, 0, 13, 4])):
+        zero_copy = StudyTextDataset(split)
+        assert zero_copy.arrow is not None
+        for i in range(-1, len(split)):
+            row = split[i]
+            stack = np.asarray(row["frames"], np.uint8)
+            expected = [stack[(a + b - 1) // 2] if b > a else np.zeros((6, 5), np.uint8) for a, b in row["slots"]]
+            got = zero_copy[i]
+            assert got["frames"].dtype == torch.uint8 and np.array_equal(got["frames"].numpy(), np.stack(expected))
+            assert got["impression"] == row["impression"]
+        augmentation = Augmentation(scale=(0.5, 1.0), flip=0.5, sentence_keep=0.5)
+        fast = StudyTextDataset(split, train=True, seed=3, augmentation=augmentation)
+        slow = StudyTextDataset(split, train=True, seed=3, augmentation=augmentation, zero_copy=False)
+        assert slow.arrow is None
+        for epoch in (0, 1):
+            fast.set_epoch(epoch)
+            slow.set_epoch(epoch)
+            for i in range(len(split)):
+                assert fast[i]["frames"].equal(slow[i]["frames"]) and fast[i]["impression"] == slow[i]["impression"]
+    with pytest.raises(IndexError):
+        StudyTextDataset(parts[0])[len(parts[0])]
+    # A split laid out otherwise (here without impressions) is read through `datasets`, as before.
+    assert StudyTextDataset(parts[0].remove_columns("impression")).arrow is None

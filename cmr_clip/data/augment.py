@@ -23,13 +23,16 @@ def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
-def choose_frames(frames: torch.Tensor, slots: torch.Tensor, rng: np.random.Generator | None) -> torch.Tensor:
+def choose_frames(frames, slots, rng: np.random.Generator | None) -> torch.Tensor:
     """One frame per slot of a prepared study, chosen by the processor's slot rule (`pick_slots`: the middle
     of the slot's range, or a random member when `rng` is given); an empty range gives a zero frame.
-    (L, H, W) -> (T, H, W)."""
+    (L, H, W) -> (T, H, W), a tensor of `frames`' dtype; `frames` and `slots` are tensors or numpy arrays (only
+    the chosen frames are copied)."""
     picks = pick_slots(slots.tolist(), rng)
-    index = torch.tensor([0 if p is None else p for p in picks])
-    chosen = frames[index]
+    if len(frames) == 0:  # no candidate frame at all: every slot is empty
+        return torch.zeros((len(picks), *frames.shape[1:]), dtype=torch.as_tensor(frames[:0]).dtype)
+    index = [0 if p is None else p for p in picks]
+    chosen = torch.from_numpy(frames[index]) if isinstance(frames, np.ndarray) else frames[torch.tensor(index)]
     empty = torch.tensor([p is None for p in picks])
     if empty.any():
         chosen = chosen.clone()
