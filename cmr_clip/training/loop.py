@@ -124,11 +124,7 @@ def run(task: Task) -> dict:
     eval_loaders = task.eval_loaders(corpus)
 
     configure_fsdp_wrapping(accelerator, model)
-    # On the CPU, torch's default AdamW updates one tensor at a time (10 ms a step for the demo's 1.4M parameters
-    # in 120 tensors); the fused kernel takes 2.4 ms (benchmarks/training_overheads.py). On a GPU the default
-    # (foreach) is already batched and works with every sharding Accelerate may apply.
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate,
-                                  fused=True if on_cpu else None)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
     model, optimizer = accelerator.prepare(model, optimizer)
     if not streaming:  # a stream is split over the processes already
         train_loader = accelerator.prepare(train_loader)
