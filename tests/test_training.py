@@ -4,6 +4,7 @@ processes equals the single-process loss, and the pieces the loop relies on beha
 import json
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -388,5 +389,12 @@ def test_zero_copy_reads_give_the_rows_datasets_gives(tmp_path):
                 assert fast[i]["frames"].equal(slow[i]["frames"]) and fast[i]["impression"] == slow[i]["impression"]
     with pytest.raises(IndexError):
         StudyTextDataset(parts[0])[len(parts[0])]
+    # A spawned data loader worker gets the dataset pickled: the views are rebuilt there, not copied over.
+    dataset = StudyTextDataset(joined)
+    pickled = pickle.dumps(dataset)
+    by_reference = len(pickle.dumps(StudyTextDataset(joined, zero_copy=False)))
+    assert len(pickled) < by_reference + sum(chunk[0].nbytes for chunk in dataset.arrow.chunks) / 2
+    again = pickle.loads(pickled)
+    assert again.arrow is not None and all(again[i]["frames"].equal(dataset[i]["frames"]) for i in range(len(joined)))
     # A split laid out otherwise (here without impressions) is read through `datasets`, as before.
     assert StudyTextDataset(parts[0].remove_columns("impression")).arrow is None
