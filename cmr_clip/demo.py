@@ -103,7 +103,7 @@ def run_demo(settings: DemoSettings) -> dict:
     config = TrainConfig(
         **settings.schedule(), data_dir=str(out / "corpus"), output_dir=str(out), text_model=settings.text_model,
         vision=DEMO_VISION, text={} if settings.text_model else DEMO_TEXT, projection_dim=64, eval_batch_size=64,
-        warmup_ratio=0.1, max_text_length=128, learnable_logit_scale=True, crop_scale=[0.8, 1.0],
+        eval_every=4, warmup_ratio=0.1, max_text_length=128, learnable_logit_scale=True, crop_scale=[0.8, 1.0],
         # Half of each impression's sentences per step: findings are then learnt one sentence at a time, as
         # zero-shot prompts ask about them. No flips: a mirrored image swaps the sides the two ventricles lie on.
         sentence_keep=0.5, flip_probability=0.0,
@@ -144,6 +144,7 @@ def train_report_model(settings: DemoSettings, out: Path, test_split) -> dict:
     config = TrainConfig(
         task="report", data_dir=str(out / "corpus"), output_dir=str(out / "report"), cmr_clip_model=str(out),
         decoder_config=DEMO_DECODER, freeze_vision=False, epochs=settings.report_epochs, batch_size=16, eval_batch_size=64,
+        eval_every=3,
         learning_rate=2e-3, warmup_ratio=0.1, max_text_length=128, seed=settings.seed, crop_scale=[0.8, 1.0],
         progress=settings.progress,
     )

@@ -398,3 +398,19 @@ def test_zero_copy_reads_give_the_rows_datasets_gives(tmp_path):
     assert again.arrow is not None and all(again[i]["frames"].equal(dataset[i]["frames"]) for i in range(len(joined)))
     # A split laid out otherwise (here without impressions) is read through `datasets`, as before.
     assert StudyTextDataset(parts[0].remove_columns("impression")).arrow is None
+
+
+def test_evaluating_less_often_trains_the_same_weights(corpus, tmp_path):
+    """`eval_every` only skips validation passes: evaluation leaves the random state as it found it, so the
+    weights (dropout masks included) are those of a run that evaluates every epoch, and the last epoch is
+    always evaluated."""
+    every = train(tiny_train_config(corpus, tmp_path / "every", epochs=4))
+    sparse = train(tiny_train_config(corpus, tmp_path / "sparse", epochs=4, eval_every=3))
+    a, b = load_file(str(tmp_path / "every" / "model.safetensors")), load_file(str(tmp_path / "sparse" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    evaluated = [record["epoch"] for record in sparse["history"] if "text_to_study_R@5" in record]
+    assert evaluated == [3, 4]
+    assert all("text_to_study_R@5" in record for record in every["history"])
+    assert [r["train_loss"] for r in every["history"]] == [r["train_loss"] for r in sparse["history"]]
+    with pytest.raises(ValueError, match="eval_every"):
+        train(tiny_train_config(corpus, tmp_path / "bad", eval_every=0))

@@ -95,6 +95,8 @@ def run(task: Task) -> dict:
     # The configuration goes into metrics.json, which the privacy guard checks when the run ends: check it
     # now, so that a path naming someone stops the run before it trains rather than after.
     check_json(config.to_dict(), "metrics.json", "config", local=True)
+    if config.eval_every < 1:
+        raise ValueError(f"eval_every must be 1 or more (evaluate every N epochs), got {config.eval_every}")
     on_cpu = not torch.accelerator.is_available()
     mixed_precision, why = training_mixed_precision(config.mixed_precision, "cpu" if on_cpu else "cuda")
     if config.progress:
@@ -189,7 +191,12 @@ def run(task: Task) -> dict:
                 break
         record = {"epoch": epoch + 1, "step": state["global_step"],
                   "train_loss": float(np.mean(running)) if running else None}
-        record.update(task.evaluate(model, eval_loaders, accelerator))
+        if (epoch + 1) % config.eval_every == 0 or state["global_step"] >= total_steps:
+            # Evaluation leaves the random state as it found it (a data loader draws its base seed from the
+            # global generator on every pass), so the weights do not depend on how often a run evaluates.
+            with torch.random.fork_rng(devices=[] if accelerator.device.type == "cpu" else [accelerator.device],
+                                       device_type=accelerator.device.type):
+                record.update(task.evaluate(model, eval_loaders, accelerator))
         state["history"].append(record)
         accelerator.log({f"eval/{k}": v for k, v in record.items() if isinstance(v, float)}, step=state["global_step"])
         if accelerator.is_main_process:
