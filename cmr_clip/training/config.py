@@ -48,8 +48,8 @@ class RunConfig(TrainingSchedule):
     eval_batch_size: int = 32
     """Studies per evaluation batch."""
     eval_every: int = 1
-    """Evaluate on the validation split every N epochs and after the last (1: every epoch). Evaluation draws
-    nothing at random, so the trained weights do not depend on it."""
+    """Evaluate on the validation split every N epochs and after the last (1: every epoch). Evaluation leaves
+    the random state as it found it, so the trained weights do not depend on N."""
     gradient_accumulation_steps: int = 1
     """Batches per optimizer step."""
     weight_decay: float = 0.05
