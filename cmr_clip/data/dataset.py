@@ -24,8 +24,9 @@ class ArrowStudies:
 
     `datasets`' own row access formats each row's whole candidate stack into an int64 tensor (a variable first
     dimension defeats its fast path), about 2 ms a study for the demo's 68 candidate frames of 64 x 64; a study's
-    draw from the view takes about 0.2 ms. `ArrowStudies.of(split)` is None where a split is not laid out as `prepare` writes it (nulls,
-    ragged frames, no `impression` column): then read it through `datasets`.
+    draw from the view takes about 0.2 ms. `ArrowStudies.of(split)` is None where a split is not laid out as
+    `prepare` writes it (nulls, ragged frames, no `impression` column, columns chunked differently): then read
+    it through `datasets`.
     """
 
     def __init__(self, chunks: list[tuple], rows: np.ndarray | None, length: int):
@@ -43,8 +44,8 @@ class ArrowStudies:
             indices = getattr(split, "_indices", None)
             rows = None if indices is None else indices.column(0).to_numpy()
             frames, slots, texts = (table.column(name).chunks for name in ("frames", "slots", "impression"))
-            if not len(frames) == len(slots) == len(texts):
-                return None
+            if [len(c) for c in frames] != [len(c) for c in slots] or [len(c) for c in frames] != [len(c) for c in texts]:
+                return None  # a row is looked up by chunk: the columns must share their chunk boundaries
             chunks = [_arrow_chunk(f, s, t, height, width, time) for f, s, t in zip(frames, slots, texts)]
         except (AttributeError, KeyError, TypeError, ValueError, IndexError):
             return None

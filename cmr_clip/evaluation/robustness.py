@@ -14,7 +14,7 @@ import json
 import numpy as np
 import torch
 
-from ..data.augment import choose_frames
+from ..data.dataset import StudyTextDataset
 from ..embeddings import encode_frames
 
 
@@ -47,12 +47,12 @@ def embedding_stability(model, processor, split, drop_fraction: float = 0.25, se
                         batch_size: int = 16) -> dict[str, np.ndarray]:
     """Per study, the cosine between the original embedding and the embedding after each perturbation."""
     rng = np.random.default_rng(seed)
-    rows = split.with_format("torch", columns=["frames", "slots"], output_all_columns=True)
+    studies = StudyTextDataset(split)  # the evaluation frames: the middle of each slot
+    metadata = split["metadata"] if "metadata" in split.column_names else [""] * len(split)
     original, shuffled, dropped = [], [], []
-    for i in range(len(rows)):
-        row = rows[i]
-        frames = choose_frames(row["frames"], row["slots"], None).to(torch.uint8)
-        groups = view_groups(row.get("metadata", ""), frames.shape[0])
+    for i in range(len(studies)):
+        frames = studies[i]["frames"]
+        groups = view_groups(metadata[i], frames.shape[0])
         original.append(frames)
         shuffled.append(shuffle_within_views(frames, groups, rng))
         dropped.append(drop_frames(frames, drop_fraction, rng))
