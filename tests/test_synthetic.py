@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from cmr_clip.synthetic import FINDINGS, VENDORS, make_cohort, plan_cohort
+from cmr_clip.synthetic import DIAGNOSES, FINDINGS, VENDORS, draw_subject, make_cohort, plan_cohort
 
 SEED = 10  # six studies: all three vendors, a Philips multi-frame study, PSIR, a patient seen twice
 N = 6
@@ -311,6 +311,53 @@ def test_some_patients_have_two_studies():
     assert all(len(v) <= 2 and v[0].vendor == v[-1].vendor for v in visits.values())
 
 
+def test_enrichment_draws_a_share_of_patients_as_cases_of_each_finding():
+    n_plans = 3000
+    for enrich in (0.5, 1.0):
+        plans = plan_cohort(n_plans, 0, VENDORS, enrich)
+        first = {plan.patient_index: plan for plan in plans if plan.visit == 0}
+        # A follow-up visit is the same patient: drawn for the same finding.
+        assert all(plan.enriched_for == first[plan.patient_index].enriched_for for plan in plans)
+        drawn = [plan.enriched_for for plan in first.values()]
+        n = len(drawn)
+        share = sum(d is not None for d in drawn) / n
+        assert abs(share - enrich) <= 4 * np.sqrt(enrich * (1 - enrich) / n) + 1e-9
+        # Each finding as often: a share enrich / 8 of patients each (binomial, 4 standard errors).
+        p = enrich / len(FINDINGS)
+        for finding in FINDINGS:
+            assert abs(drawn.count(finding) / n - p) <= 4 * np.sqrt(p * (1 - p) / n), finding
+        # The first studies of a larger cohort are those of a smaller one, enriched alike.
+        assert plan_cohort(100, 0, VENDORS, enrich) == plans[:100]
+    assert {plan.enriched_for for plan in plan_cohort(300, 0, VENDORS)} == {None}
+
+
+def test_enrichment_keeps_the_cohort_mix_given_the_finding():
+    """A subject drawn to have a finding is a natural subject that has it: the diagnoses and the other
+    findings among conditioned draws match those among natural subjects with the finding."""
+    rng = np.random.default_rng(0)
+    natural = [draw_subject(rng) for _ in range(12000)]
+    for finding in ("pericardial_effusion", "rv_dysfunction"):
+        cases = [s for s in natural if s.findings[finding]]
+        drawn = [draw_subject(rng, require=finding) for _ in range(len(cases))]
+        assert all(s.findings[finding] for s in drawn)
+        for name, value in [*(("diagnosis", d) for d in DIAGNOSES), *(("finding", f) for f in FINDINGS)]:
+            def share(group):
+                return np.mean([(s.diagnosis == value) if name == "diagnosis" else s.findings[value] for s in group])
+            p = share(cases)
+            # Two samples of the same size from one distribution: difference within 4 standard errors.
+            assert abs(share(drawn) - p) <= 4 * np.sqrt(2 * p * (1 - p) / len(cases)) + 1e-9, (finding, value)
+
+
+def test_enrichment_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="enrich must be between 0 and 1"):
+        make_cohort(tmp_path, 1, enrich=1.5, progress=False)
+    assert not (tmp_path / "reports.jsonl").exists()
+    with pytest.raises(ValueError, match="unknown finding 'murmur'"):
+        draw_subject(np.random.default_rng(0), require="murmur")
+    with pytest.raises(ValueError, match="no subject with lge found in 10000 draws of diagnosis 'normal'"):
+        draw_subject(np.random.default_rng(0), diagnosis="normal", require="lge")
+
+
 def _pixel_bytes(out: Path, study_id: str) -> dict:
     study_dir = out / "studies" / study_id
     return {str(p.relative_to(study_dir)): pydicom.dcmread(p).PixelData
@@ -384,6 +431,17 @@ def test_cli_synth_writes_a_cohort(tmp_path, capsys):
     assert record["study_id"] == "SYN00000" and (tmp_path / "truth" / "SYN00000.json").exists()
     assert main(["synth", "--out", str(tmp_path / "bad"), "--n", "0"]) == 2
     assert "n must be a positive integer" in capsys.readouterr().err
+    # --enrich 1: every patient is drawn as a case of one finding, which its report's labels carry.
+    assert main(["synth", "--out", str(tmp_path / "enriched"), "--n", "2", "--workers", "1", "--quiet",
+                 "--enrich", "1"]) == 0
+    for line in (tmp_path / "enriched" / "reports.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        assert record["enriched_for"] in FINDINGS and record["labels"][record["enriched_for"]] is True
+    assert "enriched_for" not in record_keys(tmp_path / "reports.jsonl")
+
+
+def record_keys(reports: Path) -> set:
+    return {key for line in reports.read_text().splitlines() for key in json.loads(line)}
 
 
 def test_preview_montage(tmp_path):

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extra-series", nargs="+", choices=(*EXTRA_SERIES, "all"), default=(),
                         help="also write series a processor must set aside (T2 black-blood, T2*, tagging, "
                              "phase-contrast flow, perfusion)")
+    parser.add_argument("--enrich", type=float, default=0.0,
+                        help="share of patients (0-1) drawn as cases of one finding, each finding as often, so rare "
+                             "findings get enough studies to learn and measure (default: 0, the natural mix)")
     parser.add_argument("--no-contrast", action="store_true", help="studies without contrast: no TI scout, no LGE")
     parser.add_argument("--preview", action="store_true",
                         help="also write preview.png, a montage of the first study (needs cmr-clip[plot])")
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                           num_workers=args.workers, progress=not args.quiet, preview=args.preview,
                           blank_descriptions=args.blank_descriptions,
                           extra_series="all" if "all" in args.extra_series else tuple(args.extra_series),
-                          contrast=not args.no_contrast)
+                          contrast=not args.no_contrast, enrich=args.enrich)
     counts = {d: sum(r["labels"]["diagnosis"] == d for r in records) for d in DIAGNOSES}
     print(f"wrote {len(records)} studies to {args.output_dir} in {time.perf_counter() - start:.1f} s "
           f"({', '.join(f'{d}: {c}' for d, c in counts.items())})")

@@ -48,14 +48,16 @@ class StudyPlan:
     patient_index: int
     visit: int  # 0 = first study of this patient
     vendor: str
+    enriched_for: str | None = None  # a finding this patient was drawn to have (make_cohort's `enrich`)
 
 
 def study_id(index: int) -> str:
     return f"SYN{index:05d}"
 
 
-def plan_cohort(n: int, seed: int, vendors) -> list[StudyPlan]:
-    """Which patient each study belongs to (some patients get a second study) and its vendor."""
+def plan_cohort(n: int, seed: int, vendors, enrich: float = 0.0) -> list[StudyPlan]:
+    """Which patient each study belongs to (some patients get a second study), its vendor, and the finding
+    a patient is drawn to have, for a share `enrich` of patients (see `make_cohort`)."""
     rng = np.random.default_rng([seed, 0])
     plans: list[StudyPlan] = []
     single_visit: list[StudyPlan] = []
@@ -63,13 +65,22 @@ def plan_cohort(n: int, seed: int, vendors) -> list[StudyPlan]:
     for i in range(n):
         if single_visit and rng.random() < _FOLLOW_UP_RATE:
             first = single_visit.pop(int(rng.integers(len(single_visit))))
-            plans.append(StudyPlan(i, study_id(i), first.patient_index, 1, first.vendor))
+            plans.append(StudyPlan(i, study_id(i), first.patient_index, 1, first.vendor, first.enriched_for))
             continue
-        plan = StudyPlan(i, study_id(i), n_patients, 0, str(rng.choice(vendors)))
+        plan = StudyPlan(i, study_id(i), n_patients, 0, str(rng.choice(vendors)), _enriched_for(seed, n_patients, enrich))
         n_patients += 1
         plans.append(plan)
         single_visit.append(plan)
     return plans
+
+
+def _enriched_for(seed: int, patient_index: int, enrich: float) -> str | None:
+    """With probability `enrich`, one of the findings, each as likely, from the patient's own stream (the
+    cohort's other draws do not move, and without enrichment nothing is drawn)."""
+    if not enrich:
+        return None
+    rng = np.random.default_rng([seed, 5, patient_index])
+    return str(FINDINGS[int(rng.integers(len(FINDINGS)))]) if rng.random() < enrich else None
 
 
 def patient_id(seed: int, patient_index: int) -> str:
@@ -80,7 +91,7 @@ def patient_id(seed: int, patient_index: int) -> str:
 
 def _subject_and_identity(plan: StudyPlan, seed: int):
     rng = np.random.default_rng([seed, 1, plan.patient_index])
-    subject = draw_subject(rng)
+    subject = draw_subject(rng, require=plan.enriched_for)
     first_date = draw_visit_date(rng)
     identity = draw_identity(rng, subject.sex, subject.age_years, first_date)
     if plan.visit == 0:
@@ -139,6 +150,8 @@ def make_study(plan: StudyPlan, seed: int, size: str, out_dir: Path, blank_descr
         "lge_pattern": subject.lge_pattern,
         "heart_rate_bpm": round(subject.heart_rate_bpm, 1),
         "size": size,
+        # Only in an enriched cohort (make_cohort's `enrich`): the finding this patient was drawn to have.
+        **({"enriched_for": plan.enriched_for} if plan.enriched_for else {}),
     }
 
 
@@ -185,7 +198,7 @@ def _pool_context():
 
 def make_cohort(out_dir, n: int, seed: int = 0, vendors=None, size: str = "small", num_workers: int | None = None,
                 progress: bool = True, preview: bool = False, blank_descriptions: bool = False,
-                extra_series=(), contrast: bool = True) -> list[dict]:
+                extra_series=(), contrast: bool = True, enrich: float = 0.0) -> list[dict]:
     """Write `n` synthetic studies under `out_dir` and return their report records (see module doc).
 
     Studies and truth files of an earlier run into the same folder that are not part of this cohort
@@ -200,14 +213,22 @@ def make_cohort(out_dir, n: int, seed: int = 0, vendors=None, size: str = "small
     phase, "perfusion": first pass; "all": every one the study can have); they come from their own random stream, so the other series
     of a study are the same with or without them. `contrast=False` writes studies without contrast: no
     TI scout, no LGE (nor perfusion).
+
+    `enrich` (0 to 1) is the share of patients drawn as cases of one finding, each finding as often: the
+    patient comes from the cohort's distribution conditioned on having that finding (its diagnosis and
+    co-occurring findings follow), as a case-control sample is enriched. The natural mix gives the rarest
+    findings (RV and aortic dilation) a few percent of studies, too few for a small cohort to learn them or for
+    its test split to measure them; the other patients and every study's rendering are drawn as without it.
     """
     _check_args(n, seed, size, num_workers)
+    if not 0.0 <= enrich <= 1.0:
+        raise ValueError(f"enrich must be between 0 and 1 (a share of patients), got {enrich!r}")
     if extra_series == "all":  # every extra the study can have: perfusion only with contrast
         extra_series = tuple(name for name in EXTRA_SERIES if contrast or name != "perfusion")
     extra_series = check_extras((extra_series,) if isinstance(extra_series, str) else extra_series, contrast)
     vendors = check_vendors(vendors)
     out_dir = Path(out_dir)
-    plans = plan_cohort(int(n), int(seed), vendors)
+    plans = plan_cohort(int(n), int(seed), vendors, float(enrich))
     _remove_other_studies(out_dir, {plan.study_id for plan in plans})
     jobs = [(plan, int(seed), size, out_dir, blank_descriptions, extra_series, contrast) for plan in plans]
     workers = min(num_workers or os.cpu_count() or 1, len(jobs))

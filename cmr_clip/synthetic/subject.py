@@ -25,6 +25,8 @@ THRESHOLDS = {
 }
 
 _DIAGNOSIS_WEIGHTS = (0.34, 0.2, 0.2, 0.13, 0.13)
+# Draws allowed to find a subject with a required finding (the rarest, RV dilation, takes about 25 on average).
+_MAX_CONDITIONED_DRAWS = 10_000
 
 # Probability of each finding given the diagnosis (findings the diagnosis forces are handled in code).
 _FINDING_RATES = {
@@ -126,11 +128,24 @@ def _long_axis(rng: np.random.Generator) -> tuple:
     return tuple(float(v) for v in axis)
 
 
-def draw_subject(rng: np.random.Generator, diagnosis: str | None = None) -> Subject:
-    """Draw a subject; `diagnosis` fixes the diagnosis, otherwise it is drawn from the cohort mix."""
-    if diagnosis is None:
-        diagnosis = str(rng.choice(DIAGNOSES, p=_DIAGNOSIS_WEIGHTS))
-    f = draw_findings(rng, diagnosis)
+def draw_subject(rng: np.random.Generator, diagnosis: str | None = None, require: str | None = None) -> Subject:
+    """Draw a subject; `diagnosis` fixes the diagnosis, otherwise it is drawn from the cohort mix.
+
+    `require` names a finding the subject must have: diagnosis (unless fixed) and findings are drawn again
+    until it is present, so the subject comes from the cohort's own distribution conditioned on that finding,
+    with the diagnoses and co-occurring findings it brings (a case drawn for a case-control sample).
+    """
+    if require is not None and require not in FINDINGS:
+        raise ValueError(f"unknown finding {require!r}; expected one of {tuple(FINDINGS)}")
+    for _ in range(_MAX_CONDITIONED_DRAWS):
+        drawn = diagnosis if diagnosis is not None else str(rng.choice(DIAGNOSES, p=_DIAGNOSIS_WEIGHTS))
+        f = draw_findings(rng, drawn)
+        if require is None or f[require]:
+            break
+    else:
+        raise ValueError(f"no subject with {require} found in {_MAX_CONDITIONED_DRAWS} draws"
+                         + (f" of diagnosis {diagnosis!r}" if diagnosis else ""))
+    diagnosis = drawn
     lv_normal_ef = (62.0, 76.0) if diagnosis == "hcm" else (55.0, 70.0)
     lvef = _ejection_fraction(rng, f["lv_dysfunction"], THRESHOLDS["lvef"], lv_normal_ef)
     rvef = _ejection_fraction(rng, f["rv_dysfunction"], THRESHOLDS["rvef"], (52.0, 66.0))
