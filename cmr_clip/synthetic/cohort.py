@@ -218,7 +218,8 @@ def make_cohort(out_dir, n: int, seed: int = 0, vendors=None, size: str = "small
     patient comes from the cohort's distribution conditioned on having that finding (its diagnosis and
     co-occurring findings follow), as a case-control sample is enriched. The natural mix gives the rarest
     findings (RV and aortic dilation) a few percent of studies, too few for a small cohort to learn them or for
-    its test split to measure them; the other patients and every study's rendering are drawn as without it.
+    its test split to measure them. The other patients are drawn as without it, and `enrich=0` draws nothing
+    more (the same bytes as before); an enriched study's record names its finding (`enriched_for`).
     """
     _check_args(n, seed, size, num_workers)
     if not 0.0 <= enrich <= 1.0:
