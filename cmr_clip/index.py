@@ -17,8 +17,9 @@ or an approximate one such as "HNSW32,Flat" or "IVF1024,PQ64" with `faiss_params
 or "nprobe=32"; `recall_against_exact` measures how many of the exact top-k an approximate index finds.
 The model embeds in the precision `model_dtype` and `quantize` set (`cmr_clip.precision`; "auto" by default,
 `index.precision` says what was picked); the stored embeddings are float32 or float16 (`dtype`) whatever it
-is, and the model's fingerprint is taken before any conversion, so an index built in bfloat16 loads with
-the float32 model and the other way round.
+is, and the model's fingerprint is that of its weights before any conversion (`precision.model_fingerprint`),
+so an index built in bfloat16 loads with the float32 model, with one a pipeline already runs in bfloat16 or int8,
+and the other way round.
 
 A saved index is a folder (format 2):
   embeddings.safetensors  the (n, dim) matrix, memory-mapped on load (nothing is read until searched)
@@ -32,7 +33,6 @@ anything is written. Results carry study ids only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from .embeddings import embed_split, encode_texts, encode_videos
 from .modeling import CMRCLIPModel
-from .precision import set_precision
+from .precision import SOURCE_FINGERPRINTS, model_fingerprint, set_precision
 from .privacy import check_json, safe_study_name, write_json
 from .processing import CMRCLIPProcessor
 from .processing.identity import read_identity
@@ -71,22 +71,6 @@ class IndexModelMismatchError(StudyIndexError):
 
 class IndexBackendError(StudyIndexError):
     """The requested search backend is unknown or not installed."""
-
-
-def model_fingerprint(model, with_folder: bool = False) -> str:
-    """sha256 over the model's config and every weight, in name order: equal only for the same weights. The folder
-    the model was loaded from (`_name_or_path`) is left out, so a copied model (a Space's `model/`) still matches;
-    `with_folder=True` gives the fingerprint indexes saved before recorded (it included the folder)."""
-    if with_folder:
-        config = model.config.to_json_string(use_diff=False)
-    else:
-        config = json.dumps({k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}, sort_keys=True,
-                            default=str)
-    digest = hashlib.sha256(config.encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim too
-    return digest.hexdigest()
 
 
 def save_matrix(path: Path, matrix: np.ndarray) -> None:
@@ -340,9 +324,14 @@ class CMRStudyIndex:
         index = cls.from_model(source, *settings) if isinstance(source, (str, Path)) else cls(source, processor, *settings)
         saved = manifest["model_fingerprint"]
         if index.fingerprint != saved and model_fingerprint(index.model, with_folder=True) != saved:
+            loaded_in = next(index.model.parameters()).dtype
+            hint = ("" if loaded_in == torch.float32 or hasattr(index.model, SOURCE_FINGERPRINTS) else
+                    f" The model given was loaded in {str(loaded_in).removeprefix('torch.')}, so its weights are not "
+                    "the float32 ones the index knows: pass its folder instead, or load it in float32 and let "
+                    "`model_dtype=` (a pipeline's `dtype=\"auto\"`) convert it.")
             raise IndexModelMismatchError(
                 f"the index in {directory} was built with another model (built with {manifest['model_name_or_path']}; "
-                f"the weights given differ). Load it with that model, or rebuild it with `cmr-clip index build`.")
+                f"the weights given differ). Load it with that model, or rebuild it with `cmr-clip index build`.{hint}")
         index.study_ids, index.impressions = _read_rows(directory, manifest)
         index._matrix = open_matrix(directory / EMBEDDINGS)
         if len(index._matrix) != len(index.study_ids):

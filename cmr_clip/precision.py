@@ -15,6 +15,8 @@ AVX512-VNNI (`native_int8`); elsewhere the reason warns that it will be slower t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ DTYPE_CHOICES = ("auto", *DTYPES)
 QUANTIZE_CHOICES = ("int8",)
 INT8_INSTALL = 'pip install "cmr-clip[int8]"'
 CPU_FLAGS_FILE = Path("/proc/cpuinfo")
+SOURCE_FINGERPRINTS = "_cmr_clip_source_fingerprints"
+"""Attribute under which `apply_precision` keeps a model's fingerprints from before it converted it."""
 
 
 class PrecisionError(ValueError):
@@ -157,12 +161,38 @@ def set_precision(model: torch.nn.Module, dtype: str | torch.dtype | None = "aut
 
 def apply_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Module:
     """`model` (changed in place) cast to `precision.dtype` and, for int8, with its Linear layers quantised;
-    logs one line saying which precision runs and why."""
+    logs one line saying which precision runs and why. A model it converts keeps the fingerprint of the
+    weights it had (`model_fingerprint`), so that an index still knows it for the model it was built with."""
+    converts = precision.quantize is not None or any(p.dtype != precision.dtype for p in model.parameters())
+    if converts and not hasattr(model, SOURCE_FINGERPRINTS) and hasattr(model, "config"):
+        setattr(model, SOURCE_FINGERPRINTS, (model_fingerprint(model), model_fingerprint(model, with_folder=True)))
     model = model.to(precision.dtype)
     if precision.quantize == "int8":
         quantize_int8(model)
     logger.info("%s", precision)
     return model
+
+
+def model_fingerprint(model, with_folder: bool = False) -> str:
+    """sha256 over the model's config and every weight, in name order: equal only for the same weights. The folder
+    the model was loaded from (`_name_or_path`) is left out, so a copied model (a Space's `model/`) still matches;
+    `with_folder=True` gives the fingerprint indexes saved before recorded (it included the folder). For a model
+    `apply_precision` cast or quantised, the fingerprint of its weights before that (a float32 model and its
+    bfloat16 or int8 copy are the same model to an index); change the weights after a conversion and the
+    fingerprint no longer follows them."""
+    saved = getattr(model, SOURCE_FINGERPRINTS, None)
+    if saved is not None:
+        return saved[1] if with_folder else saved[0]
+    if with_folder:
+        config = model.config.to_json_string(use_diff=False)
+    else:
+        config = json.dumps({k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}, sort_keys=True,
+                            default=str)
+    digest = hashlib.sha256(config.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim too
+    return digest.hexdigest()
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

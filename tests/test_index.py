@@ -340,3 +340,40 @@ def test_an_index_saved_with_the_older_fingerprint_still_loads(model_dir, tmp_pa
     manifest["model_fingerprint"] = model_fingerprint(index.model, with_folder=True)
     (tmp_path / "idx" / "manifest.json").write_text(json.dumps(manifest))
     assert CMRStudyIndex.load(tmp_path / "idx").study_ids == index.study_ids
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_an_index_loads_with_the_model_a_pipeline_already_converted(model_dir, tmp_path, monkeypatch, quantize):
+    """The app hands the index the zero-shot pipeline's model, which "auto" casts to bfloat16 on a CPU with native
+    bf16 (simulated here) and `quantize` quantises: still the model the index was built with, in float32.
+    Another model, converted the same way, is still refused."""
+    from transformers import pipeline
+
+    import cmr_clip.precision
+
+    if quantize:
+        pytest.importorskip("torchao")
+    index = random_index(model_dir, 12, model_dtype="float32")
+    index.save(tmp_path / "idx")
+    monkeypatch.setattr(cmr_clip.precision, "native_bf16", lambda device="cpu": (True, "simulated native bf16"))
+    classify = pipeline("zero-shot-cmr", model=str(model_dir), quantize=quantize)
+    assert classify.precision.name == "bfloat16" + (f"+{quantize}" if quantize else "")
+    assert next(classify.model.parameters()).dtype == torch.bfloat16
+    loaded = CMRStudyIndex.load(tmp_path / "idx", model=classify.model, processor=classify.processor)
+    assert loaded.study_ids == index.study_ids and loaded.fingerprint == index.fingerprint
+    other = pipeline("zero-shot-cmr", model=str(save_random_model(tmp_path / "other", seed=3)), quantize=quantize)
+    with pytest.raises(IndexModelMismatchError, match="built with another model"):
+        CMRStudyIndex.load(tmp_path / "idx", model=other.model, processor=other.processor)
+
+
+def test_a_model_loaded_in_bfloat16_is_refused_with_the_way_out(model_dir, tmp_path):
+    """A model loaded directly in bfloat16 (`pipeline(..., dtype="bfloat16")` passes it to `from_pretrained`) no
+    longer holds the float32 weights: refused, with an error that says how to load the index instead."""
+    from transformers import pipeline
+
+    index = random_index(model_dir, 5, model_dtype="float32")
+    index.save(tmp_path / "idx")
+    classify = pipeline("zero-shot-cmr", model=str(model_dir), dtype="bfloat16")
+    with pytest.raises(IndexModelMismatchError, match="loaded in bfloat16.*pass its folder instead"):
+        CMRStudyIndex.load(tmp_path / "idx", model=classify.model, processor=classify.processor)
+    assert CMRStudyIndex.load(tmp_path / "idx", model=model_dir, model_dtype="bfloat16").study_ids == index.study_ids
