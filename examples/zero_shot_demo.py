@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     prompts = PromptSet.load()  # the built-in set, so the figures do not depend on saved thresholds
 
     pixels = test_pixels(model, processor, test)
-    classify = pipeline("zero-shot-cmr", model=str(demo), prompt_set=prompts)
+    # float32 as the direct computation below ("auto" would run bfloat16 on a CPU or GPU with native bf16).
+    classify = pipeline("zero-shot-cmr", model=str(demo), prompt_set=prompts, dtype="float32")
     answers = classify([{"pixel_values_videos": p} for p in pixels], findings=True, estimate="lvef", batch_size=8)
     from_pipeline = {name: np.array([next(f["score"] for f in a["findings"] if f["finding"] == name) for a in answers])
                      for name in prompts.findings}

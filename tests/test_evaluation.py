@@ -125,7 +125,7 @@ def evaluated(tmp_path_factory):
                                for i, sid in enumerate(corpus["test"]["study_id"])))
     assert main(["evaluate", "--model", str(model_dir), "--data", str(root / "corpus"), "--out", str(root / "out"),
                  "--reports", str(reports), "--episodes", "3", "--shots", "1", "2", "--bootstrap", "50",
-                 "--save-thresholds"]) == 0
+                 "--save-thresholds", "--dtype", "float32"]) == 0  # as evaluate_held_out's default
     return root
 
 

@@ -206,14 +206,7 @@ def test_draft_reports_example(target_dir, studies, capsys):
 
 
 def test_report_training_in_bf16_mixed_precision(corpus, clip_dir, tmp_path):
-    from accelerate.state import AcceleratorState
-
-    # Accelerate keeps one mixed-precision setting per process; earlier tests in this process trained in fp32.
-    AcceleratorState._reset_state()
-    try:
-        metrics = train(report_config(corpus, clip_dir, tmp_path, epochs=1, mixed_precision="bf16"))
-    finally:
-        AcceleratorState._reset_state()
+    metrics = train(report_config(corpus, clip_dir, tmp_path, epochs=1, mixed_precision="bf16"))
     assert math.isfinite(metrics["history"][0]["val_loss"])
     assert CMRTargetForConditionalGeneration.from_pretrained(tmp_path).dtype == torch.float32
 

@@ -37,7 +37,9 @@ def studies(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classify(model_dir):
-    return pipeline("zero-shot-cmr", model=str(model_dir))
+    """In float32, as the direct computations the tests compare it with ("auto" is bfloat16 on a CPU with native
+    bf16)."""
+    return pipeline("zero-shot-cmr", model=str(model_dir), dtype="float32")
 
 
 def direct_embeddings(model_dir, studies):

@@ -89,6 +89,18 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _forget_earlier_precision(mixed_precision: str) -> None:
+    """Accelerate keeps one mixed-precision setting per process and refuses another ("AcceleratorState has
+    already been initialized"). A run after another in one single process (a notebook that trains in float32,
+    then fine-tunes in bf16) starts from a fresh state; under a launcher each process runs one setting, and
+    Accelerate's check stands."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    earlier = AcceleratorState._shared_state.get("_mixed_precision")
+    if earlier is not None and earlier != mixed_precision and PartialState._shared_state.get("num_processes", 1) == 1:
+        AcceleratorState._reset_state()
+
+
 def run(task: Task) -> dict:
     """Train `task.config`'s run; returns the task's metrics (also in `output_dir/metrics.json`)."""
     config = task.config
@@ -101,6 +113,7 @@ def run(task: Task) -> dict:
     mixed_precision, why = training_mixed_precision(config.mixed_precision, "cpu" if on_cpu else "cuda")
     if config.progress:
         tqdm.write(f"training precision: {'float32' if mixed_precision == 'no' else mixed_precision} ({why})")
+    _forget_earlier_precision(mixed_precision)
     accelerator = Accelerator(
         # Without a GPU, Accelerate only joins the processes a launcher started (torchrun) when told to use the CPU.
         cpu=on_cpu,
