@@ -322,8 +322,11 @@ def test_contrastive_training_in_bf16_on_cpu_learns_as_fp32_does(corpus, tmp_pat
     the binomial noise of 6 validation studies; the losses differ slightly, so bf16 really ran. The two runs
     share one process, as in a notebook: Accelerate's one setting per process does not stop the second."""
     common = dict(epochs=3, augment=False)
-    fp32 = train(tiny_train_config(corpus, tmp_path / "fp32", mixed_precision="no", **common))["history"]
-    bf16 = train(tiny_train_config(corpus, tmp_path / "bf16", mixed_precision="bf16", **common))["history"]
+    fp32_run = train(tiny_train_config(corpus, tmp_path / "fp32", mixed_precision="no", **common))
+    bf16_run = train(tiny_train_config(corpus, tmp_path / "bf16", mixed_precision="bf16", **common))
+    assert (fp32_run["mixed_precision"], bf16_run["mixed_precision"]) == ("no", "bf16")  # metrics.json says which ran
+    assert json.loads((tmp_path / "bf16" / "metrics.json").read_text())["mixed_precision"] == "bf16"
+    fp32, bf16 = fp32_run["history"], bf16_run["history"]
     assert bf16[-1]["train_loss"] < bf16[0]["train_loss"]
     assert bf16[0]["train_loss"] != fp32[0]["train_loss"]
     assert bf16[0]["train_loss"] == pytest.approx(fp32[0]["train_loss"], rel=0.05)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 
 from ..demo import DemoSettings, run_demo, summary_table
+from ..precision import MIXED_PRECISION_CHOICES
 from .base import DONE, add_dataclass_arguments, given_fields
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(parser, DemoSettings, flags={"out": "--output-dir"})
+    add_dataclass_arguments(parser, DemoSettings, flags={"out": "--output-dir"},
+                            choices={"mixed_precision": MIXED_PRECISION_CHOICES})
 
 
 def run(args: argparse.Namespace) -> int:

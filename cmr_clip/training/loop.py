@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -94,8 +95,6 @@ def _forget_earlier_precision(mixed_precision: str) -> None:
     already been initialized"). A run after another in one single process (a notebook that trains in float32,
     then fine-tunes in bf16) starts from a fresh state; under a launcher each process runs one setting, and
     Accelerate's check stands."""
-    from accelerate.state import AcceleratorState, PartialState
-
     earlier = AcceleratorState._shared_state.get("_mixed_precision")
     if earlier is not None and earlier != mixed_precision and PartialState._shared_state.get("num_processes", 1) == 1:
         AcceleratorState._reset_state()
@@ -221,7 +220,8 @@ def run(task: Task) -> dict:
     progress.close()
     accelerator.wait_for_everyone()
     summary = {"history": state["history"], "final": state["history"][-1] if state["history"] else {},
-               "train_studies": data.studies, "config": config.to_dict()}
+               "train_studies": data.studies, "mixed_precision": mixed_precision, "mixed_precision_reason": why,
+               "config": config.to_dict()}
     metrics = task.results(model, eval_loaders, accelerator, summary)
     state_dict = accelerator.get_state_dict(model)  # gathered from the shards under FSDP: every process takes part
     if accelerator.is_main_process:

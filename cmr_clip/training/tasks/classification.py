@@ -335,7 +335,7 @@ class ClassificationTask:
         return {"problem_type": self.problem_type, "labels": self.label_names, "tower": self.config.tower,
                 "trainable_parameters": self.trainable, "total_parameters": self.total,
                 "head_probe_loss": self.head_probe_loss, "history": summary["history"],
-                "evaluation": evaluation, "config": summary["config"]}
+                "evaluation": evaluation, "mixed_precision": summary["mixed_precision"], "config": summary["config"]}
 
     def save(self, model, study_processor, metrics: dict, state_dict: dict | None = None) -> None:
         save_finetuned(model, self.config, metrics, self.prompts)
