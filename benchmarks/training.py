@@ -3,11 +3,14 @@ loss, backward, AdamW) on random studies and token ids.
 
 Compared in the same run, each configuration in a fresh process of its own (so that none reuses memory
 another freed), and printed as ratios against the first one, the baseline:
-  - on the CPU: without and with gradient checkpointing (the demo's model size by default);
+  - on the CPU: float32 without and with gradient checkpointing, and bf16 autocast (what `mixed_precision="bf16"`
+    runs; fast only where the CPU has AVX512-BF16 or AMX), at the demo's model size by default or at ViT-B width
+    (`--size vitb-2`);
   - on a GPU (`--device cuda --size full`): the release's size (ViT-B/16 over 64 frames of 224 px,
     BERT-base, batch 16) in fp32 with eager attention against bf16 autocast with sdpa.
 
     python benchmarks/training.py                       # CPU, demo size
+    python benchmarks/training.py --size vitb-2 --batch 2  # CPU, ViT-B/BERT-base width, 2 layers each
     python benchmarks/training.py --size full --device cuda --batch 16
 """
 
@@ -24,6 +27,7 @@ from transformers import BertConfig
 
 from cmr_clip import CMRCLIPConfig, CMRCLIPModel
 from cmr_clip.demo import DEMO_TEXT, DEMO_VISION
+from cmr_clip.precision import native_bf16
 from video_encoder import MIB, PeakMemory  # same folder: the benchmarks share one memory probe
 
 SIZES = {
@@ -34,11 +38,16 @@ SIZES = {
     "demo": dict(vision=dict(image_size=64, num_frames=16, **DEMO_VISION), text=dict(DEMO_TEXT, vocab_size=1000),
                  projection_dim=64, text_length=128),
     "full": dict(vision=dict(), text=dict(vocab_size=28996), projection_dim=512, text_length=128),
+    # ViT-B/16 and BERT-base width at 2 layers each, 16 frames of 112 px: the width where bf16 pays, at a depth
+    # two CPU cores step through in seconds (a layer costs the same at every depth).
+    "vitb-2": dict(vision=dict(image_size=112, num_frames=16, num_hidden_layers=2),
+                   text=dict(vocab_size=28996, num_hidden_layers=2), projection_dim=512, text_length=128),
 }
 CONFIGURATIONS = {
     "cpu": [
         {"name": "no checkpointing", "checkpointing": False, "attn": "sdpa", "bf16": False},
         {"name": "checkpointing", "checkpointing": True, "attn": "sdpa", "bf16": False},
+        {"name": "bf16 autocast", "checkpointing": False, "attn": "sdpa", "bf16": True},
     ],
     "cuda": [
         {"name": "fp32 eager", "checkpointing": False, "attn": "eager", "bf16": False},
@@ -124,7 +133,8 @@ def main(argv=None) -> int:
 
 def format_report(results: list[dict], args: argparse.Namespace) -> str:
     base = results[0]
-    lines = [f"CMR-CLIP training step, size {args.size}, batch {args.batch}, {args.device}, median of {args.steps}",
+    lines = [f"CMR-CLIP training step, size {args.size}, batch {args.batch}, {args.device}, median of {args.steps}; "
+             f"native bf16: {'yes' if native_bf16(args.device)[0] else 'no'}",
              f"{'configuration':<28}{'samples/s':>12}{'peak MiB':>12}{'speed vs base':>16}{'memory vs base':>16}"]
     for r in results:
         memory = f"{r['peak MiB']:>12.1f}" if r["peak MiB"] is not None else f"{'n/a':>12}"

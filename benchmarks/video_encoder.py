@@ -49,6 +49,7 @@ import torch
 from transformers import TimesformerConfig, TimesformerModel
 
 from cmr_clip import CMRCLIPVisionConfig, CMRCLIPVisionModel
+from cmr_clip.precision import native_bf16
 from release_video_tower import ReleaseVideoTower  # same folder
 
 SIZES = {
@@ -94,12 +95,6 @@ def timesformer_config(config: CMRCLIPVisionConfig) -> TimesformerConfig:
         num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
         layer_norm_eps=config.layer_norm_eps, qkv_bias=config.qkv_bias, attention_type="divided_space_time",
     )
-
-
-def native_bf16(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 class PeakMemory:
@@ -244,7 +239,7 @@ def format_report(results: dict[str, dict], config: CMRCLIPVisionConfig, args: a
         f"Video tower, size {args.size}: batch {args.batch} x {config.num_frames} frames x {config.image_size}px, "
         f"width {config.hidden_size}, {config.num_hidden_layers} layers, {config.num_attention_heads} heads, "
         f"patch {config.patch_size}, {tokens} tokens; {args.device}, {torch.get_num_threads()} threads, "
-        f"native bf16: {'yes' if native_bf16(device) else 'no'}; median of {args.repeats}",
+        f"native bf16: {'yes' if native_bf16(device)[0] else 'no'}; median of {args.repeats}",
         f"{'impl':<12}" + "".join(f"{c:>18}" for c in columns),
     ]
     lines += [f"{impl:<12}" + "".join(_cell(results[impl][c]) for c in columns) for impl in args.impls]
