@@ -65,10 +65,12 @@ class DemoSettings(TrainingSchedule):
     from scratch."""
     num_proc: int = max(1, min(4, os.cpu_count() or 1))
     """Processes for writing and reading DICOM."""
-    mixed_precision: str = "auto"
-    """Training precision of both steps (`TrainConfig.mixed_precision`): "auto" trains in bf16 autocast where the
-    CPU or GPU computes bfloat16 natively (AVX512-BF16 or AMX), in float32 elsewhere; "no" forces float32, e.g.
-    to compare with figures from a machine without native bf16. `metrics.json` says which ran."""
+    mixed_precision: str = "no"
+    """Training precision of both steps (`TrainConfig.mixed_precision`). float32 ("no") by default: at the demo's
+    width (128) bf16 autocast costs more in casts than it saves, even on a CPU with native bf16 (an AMD EPYC with
+    AVX512-BF16: 0.87x float32's training steps in `benchmarks/training.py`, and 157 s against 87 s for the
+    CMR-CLIP step), while at ViT-B width it is 1.65x. "auto" (bf16 where the CPU or GPU computes it natively)
+    or "bf16" train in bf16. `metrics.json` says which ran."""
     report_epochs: int = 9
     """Epochs of the CMR-TARGET report step (0 skips it). A 40-epoch schedule overfitted after about epoch 19
     and ended at a validation loss of 0.42; 12 epochs at a learning rate of 1e-3 ended at 0.42 too, and so do
