@@ -11,10 +11,14 @@
 
 Embeddings are L2-normalised and scored by cosine, stored as float32 or float16 (`dtype`; float16 halves
 the memory and the time of exact search). Adding grows the matrix geometrically, so building is amortised
-linear. Search is exact (one matrix product) by default; the `faiss` backend (`pip install cmr-clip[faiss]`)
+linear; `index.reserve(n)` first allocates room for n at once, so that a large build holds the embeddings
+once rather than old and new storage side by side. A FAISS index trains on at most `FAISS_TRAIN_ROWS`
+stored embeddings and takes them in chunks, never as one float32 copy. Search is exact (one matrix product) by default; the `faiss` backend (`pip install cmr-clip[faiss]`)
 uses a FAISS inner-product index built from the `faiss_index` factory string: "Flat" (exact, the default),
 or an approximate one such as "HNSW32,Flat" or "IVF1024,PQ64" with `faiss_params` such as "efSearch=128"
-or "nprobe=32"; `recall_against_exact` measures how many of the exact top-k an approximate index finds.
+or "nprobe=32", and "rerank=N" to re-rank N x k FAISS candidates by exact cosine against the stored
+embeddings (what makes IVF-PQ usable: see `split_faiss_params`); `recall_against_exact` measures how many of
+the exact top-k an approximate index finds.
 The model embeds in the precision `model_dtype` and `quantize` set (`cmr_clip.precision`; "auto" by default,
 `index.precision` says what was picked); the stored embeddings are float32 or float16 (`dtype`) whatever it
 is, and the model's fingerprint is that of its weights before any conversion (`precision.model_fingerprint`),
@@ -59,6 +63,11 @@ FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 DTYPES = {"float32": (np.float32, "F32"), "float16": (np.float16, "F16")}
 MIN_CAPACITY = 1024
+FAISS_TRAIN_ROWS = 1 << 20
+"""At most this many stored embeddings, drawn at random, train a FAISS index (k-means and PQ use a sample
+anyway: FAISS itself keeps 256 points per centroid). With the rows added in chunks, building never holds a
+float32 copy of the whole matrix."""
+FAISS_ADD_CHUNK = 65536
 
 
 class StudyIndexError(ValueError):
@@ -71,6 +80,38 @@ class IndexModelMismatchError(StudyIndexError):
 
 class IndexBackendError(StudyIndexError):
     """The requested search backend is unknown or not installed."""
+
+
+def split_faiss_params(params: str | None) -> tuple[str | None, int]:
+    """(FAISS's own parameters, our `rerank=N`) from a `faiss_params` string such as "nprobe=32,rerank=16":
+    with rerank=N, FAISS proposes N x k candidates and the exact cosine against the stored embeddings (already
+    held for exact search and `recall_against_exact`) picks the k, as FAISS's `RFlat` refinement does without
+    a second copy of the vectors. 1 (the default) keeps FAISS's own ranking."""
+    if not params:
+        return params, 1
+    kept, rerank = [], 1
+    for item in (part.strip() for part in params.split(",")):
+        name, _, value = item.partition("=")
+        if name.strip() != "rerank":
+            kept.append(item)
+            continue
+        try:
+            rerank = int(value)
+        except ValueError:
+            rerank = 0
+        if rerank < 1:
+            raise IndexBackendError(f"faiss_params {params!r}: rerank must be a whole number of candidates per result "
+                                    f"(1 or more), got {value!r}.")
+    return ",".join(kept) or None, rerank
+
+
+def training_sample(matrix: np.ndarray, rows: int, seed: int = 0) -> np.ndarray:
+    """`matrix` as float32 if it has at most `rows` rows, else `rows` of its rows drawn at random (seeded, in
+    storage order, so that a memory-mapped matrix is read front to back)."""
+    if len(matrix) <= rows:
+        return np.ascontiguousarray(matrix, dtype=np.float32)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(matrix), rows, replace=False))
+    return np.ascontiguousarray(matrix[chosen], dtype=np.float32)
 
 
 def save_matrix(path: Path, matrix: np.ndarray) -> None:
@@ -160,17 +201,27 @@ class CMRStudyIndex:
         if self._faiss is not None:
             self._faiss.add(np.ascontiguousarray(self._matrix[count:len(self)], dtype=np.float32))
 
-    def _reserve(self, rows: int) -> None:
+    def reserve(self, total: int) -> None:
+        """Room for `total` embeddings in all, allocated now: adding up to that many copies nothing more. Adding
+        grows the storage geometrically (amortised linear), which at the moment it grows holds the old and the
+        new storage, up to three times the embeddings; reserving first keeps the peak at the embeddings (10M x
+        512 in float16: 10 GiB, not up to 26 GiB)."""
+        if total > len(self._matrix) or isinstance(self._matrix, np.memmap):
+            self._reserve(total, exact=True)
+
+    def _reserve(self, rows: int, exact: bool = False) -> None:
         """Room for `rows` embeddings in writable memory: a loaded (memory-mapped) matrix is copied on first add."""
         if rows <= len(self._matrix) and not isinstance(self._matrix, np.memmap):
             return
-        grown = np.empty((max(rows, 2 * len(self._matrix), MIN_CAPACITY), self._matrix.shape[1]), self._matrix.dtype)
+        capacity = max(rows, len(self)) if exact else max(rows, 2 * len(self._matrix), MIN_CAPACITY)
+        grown = np.empty((capacity, self._matrix.shape[1]), self._matrix.dtype)
         grown[:len(self)] = self._matrix[:len(self)]
         self._matrix = grown
 
     def add_dataset(self, split, batch_size: int = 32, progress: bool = True) -> None:
         """Add every study of a prepared corpus split (ids and impressions from its columns)."""
         videos = embed_split(self.model, self.processor, split, batch_size=batch_size, progress=progress)["video"]
+        self.reserve(len(self) + len(videos))
         self.add_embeddings(videos, list(split["study_id"]), list(split["impression"]))
 
     def add_studies(self, paths: list[str | Path], study_ids: list[str] | None = None, batch_size: int = 8,
@@ -240,9 +291,21 @@ class CMRStudyIndex:
         k = min(k, len(self))
         queries = torch.nn.functional.normalize(queries.float(), dim=-1)
         if self.backend == "faiss":
-            scores, positions = self._faiss_index().search(np.ascontiguousarray(queries.numpy()), k)
+            rerank = split_faiss_params(self.faiss_params)[1]
+            candidates = min(k * rerank, len(self))
+            scores, positions = self._faiss_index().search(np.ascontiguousarray(queries.numpy()), candidates)
+            if rerank > 1:
+                return self._rerank(queries, torch.from_numpy(positions), k)
             return torch.from_numpy(scores), torch.from_numpy(positions)
         return self.exact_top_k(queries, k)
+
+    def _rerank(self, queries: torch.Tensor, positions: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The best k of each query's candidate `positions` by exact cosine against the stored embeddings (the
+        rows are read from the matrix, memory-mapped or not); -1 (no candidate) ranks last."""
+        rows = torch.from_numpy(np.ascontiguousarray(self._matrix[positions.clamp(min=0).numpy()], dtype=np.float32))
+        exact = torch.einsum("qcd,qd->qc", rows, queries).masked_fill(positions < 0, float("-inf"))
+        scores, order = exact.topk(k, dim=1)
+        return scores, positions.gather(1, order)
 
     def exact_top_k(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact search over the stored embeddings for normalised `queries`, whatever the backend."""
@@ -263,17 +326,18 @@ class CMRStudyIndex:
         if self._faiss is None:
             faiss = _import_faiss()
             index = faiss.index_factory(self._matrix.shape[1], self.faiss_index, faiss.METRIC_INNER_PRODUCT)
-            vectors = np.ascontiguousarray(self._matrix[:len(self)], dtype=np.float32)
             if not index.is_trained:
-                index.train(vectors)
-            index.add(vectors)
+                index.train(training_sample(self._matrix[:len(self)], FAISS_TRAIN_ROWS))
+            for start in range(0, len(self), FAISS_ADD_CHUNK):
+                index.add(np.ascontiguousarray(self._matrix[start:min(start + FAISS_ADD_CHUNK, len(self))], dtype=np.float32))
             self._faiss = self._with_params(index)
         return self._faiss
 
     def _with_params(self, index):
-        if self.faiss_params:
+        params = split_faiss_params(self.faiss_params)[0]
+        if params:
             try:
-                _import_faiss().ParameterSpace().set_index_parameters(index, self.faiss_params)
+                _import_faiss().ParameterSpace().set_index_parameters(index, params)
             except RuntimeError as error:
                 raise IndexBackendError(f"faiss_params {self.faiss_params!r} do not apply to a {self.faiss_index!r} index "
                                         "(efSearch=N for HNSW, nprobe=N for IVF); change or drop them.") from error

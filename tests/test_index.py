@@ -291,13 +291,17 @@ def test_benchmark_script_runs_and_reports_recall(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, str(script), "--n", "3000", "--baseline-n", "1000", "--projection-dim", "32",
                              "--clusters", "64", "--queries", "20", "--repeats", "2", "--threads", "1",
-                             "--approximate", "IVF16,Flat:nprobe=16", "IVF16,Flat:nprobe=1", "--json", str(out)],
+                             "--approximate", "IVF16,Flat:nprobe=16", "IVF16,Flat:nprobe=1", "--json", str(out),
+                             "--large-n", "5000", "--large-index", "IVF16,PQ4x4:nprobe=16,rerank=500"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(out.read_text())
     assert figures["n"] == 3000 and figures["exact_float32"]["query_ms"] > 0 and figures["add_old_over_new"] > 0
     assert figures["IVF16,Flat:nprobe=16"]["recall@10"] == 1.0  # every list probed
     assert figures["IVF16,Flat:nprobe=1"]["recall@10"] < 1.0
+    # The large run: storage reserved, every row a candidate for the exact re-ranking, so exact search's results.
+    assert figures["large"]["large_n"] == 5000 and figures["large"]["large_recall@10"] == 1.0
+    assert result.stdout.index("recall@10") < result.stdout.index("large:")  # the figures before it printed first
     assert "recall@10" in result.stdout
 
 
@@ -377,3 +381,65 @@ def test_a_model_loaded_in_bfloat16_is_refused_with_the_way_out(model_dir, tmp_p
     with pytest.raises(IndexModelMismatchError, match="loaded in bfloat16.*pass its folder instead"):
         CMRStudyIndex.load(tmp_path / "idx", model=classify.model, processor=classify.processor)
     assert CMRStudyIndex.load(tmp_path / "idx", model=model_dir, model_dtype="bfloat16").study_ids == index.study_ids
+
+
+def test_reserve_allocates_once_and_adding_up_to_it_copies_nothing(model_dir):
+    """After `reserve(n)`, adding n embeddings in batches keeps one buffer (no growth copies: the peak memory of
+    a 10M-study build is the embeddings, not three times them); the rows are those added."""
+    index = CMRStudyIndex.from_model(model_dir, dtype="float16")
+    index.reserve(1000)
+    address = index._matrix.__array_interface__["data"][0]
+    vectors = torch.randn(1000, DIM, generator=torch.Generator().manual_seed(4))
+    for start in range(0, 1000, 64):
+        index.add_embeddings(vectors[start:start + 64], [f"S{i}" for i in range(start, min(start + 64, 1000))])
+    assert index._matrix.__array_interface__["data"][0] == address and index._matrix.shape == (1000, DIM)
+    expected = torch.nn.functional.normalize(vectors, dim=-1).half().float()
+    assert torch.allclose(index.embeddings.float(), expected, atol=1e-3)
+    index.reserve(10)  # less than it holds: nothing changes
+    assert index._matrix.__array_interface__["data"][0] == address
+    index.add_embeddings(vectors[:1], ["S1000"])  # past the reservation: grows as before
+    assert len(index) == 1001 and index._matrix.shape[0] >= 2000
+
+
+def test_training_sample_is_every_row_or_a_seeded_random_subset():
+    from cmr_clip.index import training_sample
+
+    matrix = np.arange(40, dtype=np.float16).reshape(20, 2)
+    whole = training_sample(matrix, 20)
+    assert whole.dtype == np.float32 and np.array_equal(whole, matrix.astype(np.float32))
+    sample = training_sample(matrix, 5)
+    rows = sample[:, 0].astype(int) // 2
+    assert sample.shape == (5, 2) and len(set(rows)) == 5 and list(rows) == sorted(rows)
+    assert np.array_equal(sample, matrix[rows].astype(np.float32)) and np.array_equal(sample, training_sample(matrix, 5))
+
+
+def test_a_faiss_index_trained_on_a_sample_and_filled_in_chunks_holds_every_row(model_dir, monkeypatch):
+    """Past `FAISS_TRAIN_ROWS` the FAISS index trains on a sample and takes the rows in chunks; searching every
+    IVF list still finds exactly what exact search finds."""
+    pytest.importorskip("faiss")
+    import cmr_clip.index
+
+    monkeypatch.setattr(cmr_clip.index, "FAISS_TRAIN_ROWS", 400)
+    monkeypatch.setattr(cmr_clip.index, "FAISS_ADD_CHUNK", 300)
+    index = random_index(model_dir, 1000, backend="faiss", faiss_index="IVF8,Flat", faiss_params="nprobe=8")
+    assert index._faiss_index().ntotal == 1000
+    assert index.recall_against_exact(torch.randn(20, DIM, generator=torch.Generator().manual_seed(2)), 10) == 1.0
+
+
+def test_rerank_turns_a_coarse_ivf_pq_index_into_exact_scores(model_dir):
+    """IVF-PQ with 4-bit codes over 16 dimensions ranks poorly on its own; with rerank the candidates are scored
+    by exact cosine against the stored embeddings, so with every list probed and every row a candidate the
+    results are exact search's, scores included."""
+    pytest.importorskip("faiss")
+    coarse = random_index(model_dir, 600, backend="faiss", faiss_index="IVF4,PQ4x4", faiss_params="nprobe=4")
+    queries = torch.randn(20, DIM, generator=torch.Generator().manual_seed(3))
+    assert coarse.recall_against_exact(queries, 10) < 0.9
+    reranked = random_index(model_dir, 600, backend="faiss", faiss_index="IVF4,PQ4x4", faiss_params="nprobe=4, rerank=60")
+    assert reranked.recall_against_exact(queries, 10) == 1.0
+    scores, positions = reranked.top_k(queries, 10)
+    exact_scores, exact_positions = reranked.exact_top_k(torch.nn.functional.normalize(queries, dim=-1), 10)
+    assert torch.equal(positions, exact_positions) and torch.allclose(scores, exact_scores, atol=1e-6)
+    partly = random_index(model_dir, 600, backend="faiss", faiss_index="IVF4,PQ4x4", faiss_params="nprobe=4,rerank=4")
+    assert coarse.recall_against_exact(queries, 10) < partly.recall_against_exact(queries, 10)
+    with pytest.raises(IndexBackendError, match="rerank must be a whole number"):
+        random_index(model_dir, 300, backend="faiss", faiss_index="IVF4,PQ4x4", faiss_params="rerank=some").top_k(queries, 3)
