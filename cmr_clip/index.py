@@ -162,6 +162,16 @@ class CMRStudyIndex:
         self.impressions: list[str | None] = []
         self._faiss = None
 
+    @property
+    def faiss_params(self) -> str | None:
+        return self._faiss_params
+
+    @faiss_params.setter
+    def faiss_params(self, value: str | None) -> None:
+        # Parsed (and checked) when set, not at every search: FAISS's own part and our rerank factor.
+        self._faiss_own_params, self._rerank_factor = split_faiss_params(value)
+        self._faiss_params = value
+
     @classmethod
     def from_model(cls, model_dir: str | Path, backend: str = "exact", faiss_index: str = "Flat",
                    faiss_params: str | None = None, dtype: str = "float32", model_dtype: str | torch.dtype = "auto",
@@ -206,8 +216,7 @@ class CMRStudyIndex:
         grows the storage geometrically (amortised linear), which at the moment it grows holds the old and the
         new storage, up to three times the embeddings; reserving first keeps the peak at the embeddings (10M x
         512 in float16: 10 GiB, not up to 26 GiB)."""
-        if total > len(self._matrix) or isinstance(self._matrix, np.memmap):
-            self._reserve(total, exact=True)
+        self._reserve(total, exact=True)
 
     def _reserve(self, rows: int, exact: bool = False) -> None:
         """Room for `rows` embeddings in writable memory: a loaded (memory-mapped) matrix is copied on first add."""
@@ -291,10 +300,9 @@ class CMRStudyIndex:
         k = min(k, len(self))
         queries = torch.nn.functional.normalize(queries.float(), dim=-1)
         if self.backend == "faiss":
-            rerank = split_faiss_params(self.faiss_params)[1]
-            candidates = min(k * rerank, len(self))
+            candidates = min(k * self._rerank_factor, len(self))
             scores, positions = self._faiss_index().search(np.ascontiguousarray(queries.numpy()), candidates)
-            if rerank > 1:
+            if self._rerank_factor > 1:
                 return self._rerank(queries, torch.from_numpy(positions), k)
             return torch.from_numpy(scores), torch.from_numpy(positions)
         return self.exact_top_k(queries, k)
@@ -334,10 +342,9 @@ class CMRStudyIndex:
         return self._faiss
 
     def _with_params(self, index):
-        params = split_faiss_params(self.faiss_params)[0]
-        if params:
+        if self._faiss_own_params:
             try:
-                _import_faiss().ParameterSpace().set_index_parameters(index, params)
+                _import_faiss().ParameterSpace().set_index_parameters(index, self._faiss_own_params)
             except RuntimeError as error:
                 raise IndexBackendError(f"faiss_params {self.faiss_params!r} do not apply to a {self.faiss_index!r} index "
                                         "(efSearch=N for HNSW, nprobe=N for IVF); change or drop them.") from error

@@ -165,7 +165,7 @@ def apply_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Mo
     weights it had (`model_fingerprint`), so that an index still knows it for the model it was built with."""
     converts = precision.quantize is not None or any(p.dtype != precision.dtype for p in model.parameters())
     if converts and not hasattr(model, SOURCE_FINGERPRINTS) and hasattr(model, "config"):
-        setattr(model, SOURCE_FINGERPRINTS, (model_fingerprint(model), model_fingerprint(model, with_folder=True)))
+        setattr(model, SOURCE_FINGERPRINTS, _fingerprints(model))
     model = model.to(precision.dtype)
     if precision.quantize == "int8":
         quantize_int8(model)
@@ -180,19 +180,21 @@ def model_fingerprint(model, with_folder: bool = False) -> str:
     `apply_precision` cast or quantised, the fingerprint of its weights before that (a float32 model and its
     bfloat16 or int8 copy are the same model to an index); change the weights after a conversion and the
     fingerprint no longer follows them."""
-    saved = getattr(model, SOURCE_FINGERPRINTS, None)
-    if saved is not None:
-        return saved[1] if with_folder else saved[0]
-    if with_folder:
-        config = model.config.to_json_string(use_diff=False)
-    else:
-        config = json.dumps({k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}, sort_keys=True,
-                            default=str)
-    digest = hashlib.sha256(config.encode())
+    fingerprints = getattr(model, SOURCE_FINGERPRINTS, None) or _fingerprints(model)
+    return fingerprints[1] if with_folder else fingerprints[0]
+
+
+def _fingerprints(model) -> tuple[str, str]:
+    """(without the folder, with it): the config differs, the weights are read and hashed in one pass for both."""
+    config = json.dumps({k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}, sort_keys=True,
+                        default=str)
+    digests = hashlib.sha256(config.encode()), hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
     for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim too
-    return digest.hexdigest()
+        data = name.encode(), tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()  # 0-dim too
+        for digest in digests:
+            digest.update(data[0])
+            digest.update(data[1])
+    return digests[0].hexdigest(), digests[1].hexdigest()
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
