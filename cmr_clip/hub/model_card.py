@@ -163,7 +163,8 @@ def _how_to_load(name: str, spec: Publication) -> str:
         f"model = AutoModel.from_pretrained(\"{name}\", trust_remote_code=True)\n"
         f"classify = pipeline(\"{task}\", model=\"{name}\", trust_remote_code=True)\n"
         "classify({\"pixel_values_videos\": frames})   # (T, 3, H, W), already processed\n```\n\n"
-        "Reading DICOM studies (a folder or zip path as input) also needs `pip install pydicom`.")
+        "Reading DICOM studies (a folder or zip path as input) also needs `pip install pydicom scipy` (scipy finds "
+        "the long-axis views from the study's anatomy).")
 
 
 def _training_data(summary: dict | None, description: str | None, metrics: dict) -> str:

@@ -5,9 +5,9 @@
 package's relative imports rewritten to the flat form transformers' dynamic modules follow
 (`from ..processing import X` -> `from .module_defining_x import X`), and writes `auto_map` (config.json,
 processor_config.json) and `custom_pipelines` (config.json). The package's modules stay the only source of that
-code: it is copied at publish time, never kept twice in the repository. pydicom is not a transformers
-dependency, so in the copies its imports are guarded: without it, already-processed inputs work and a DICOM path
-raises an ImportError that says to install pydicom. `custom_pipelines` is written only here, at publish time: it
+code: it is copied at publish time, never kept twice in the repository. pydicom and scipy are not transformers
+dependencies, so in the copies their imports are guarded: without them, already-processed inputs work and a DICOM path
+raises an ImportError that says what to install. `custom_pipelines` is written only here, at publish time: it
 takes precedence over the package's own registration, so a folder that has it needs `trust_remote_code=True`
 even where cmr_clip is installed.
 """
@@ -28,7 +28,7 @@ from ..privacy import write_json
 from .publication import HubPublishError, publication, read_json
 
 # Imports a remote machine may lack (not transformers dependencies): guarded in the copies.
-OPTIONAL_IMPORTS = {"pydicom": "reading DICOM studies"}
+OPTIONAL_IMPORTS = {"pydicom": "reading DICOM studies", "scipy": "finding long-axis views from a study's anatomy"}
 MISSING_DEPENDENCY_MODULE = "missing_dependency"
 MISSING_DEPENDENCY_SOURCE = '''"""Written by cmr_clip.hub into remote-code folders: stands in for an optional package that is not installed.
 
