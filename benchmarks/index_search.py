@@ -43,6 +43,8 @@ QUERY = "severe lv dilation with transmural late gadolinium enhancement"
 BATCH = 64
 APPROXIMATE = ["IVF1024,Flat:nprobe=16", "IVF1024,PQ64,RFlat:nprobe=16,k_factor_rf=16", "IVF1024,PQ64:nprobe=16,rerank=16"]
 LARGE = "IVF4096,PQ64:nprobe=32,rerank=16"
+# Search parameters tried on the one large build (nprobe and rerank are search-time settings: no rebuild).
+LARGE_SWEEP = ["nprobe=32,rerank=64", "nprobe=64,rerank=128", "nprobe=128,rerank=256"]
 
 
 def random_model_dir(path: str, projection_dim: int) -> str:
@@ -221,6 +223,10 @@ def measure_large(model_dir: str, data: Embeddings, queries: torch.Tensor, args)
     figures.update({"large_add_s": add_s, "large_add_peak_gib": add_gib, "large_faiss_build_s": faiss_s,
                     "large_faiss_peak_gib": memory.gib, **{f"large_{k}": v for k, v in measure_queries(index, queries, args).items()},
                     f"large_recall@{args.k}": index.recall_against_exact(queries[:50], args.k)})
+    for params in args.large_sweep:
+        index.faiss_params = params
+        figures[f"large {params}"] = {**measure_queries(index, queries, args),
+                                      f"recall@{args.k}": index.recall_against_exact(queries[:50], args.k)}
     return figures
 
 
@@ -230,6 +236,8 @@ def main() -> None:
     parser.add_argument("--baseline-n", type=int, default=50_000, help="embeddings added the old way too")
     parser.add_argument("--large-n", type=int, default=0, help="also build IVF-PQ over this many (e.g. 10000000)")
     parser.add_argument("--large-index", default=LARGE, help="FAISS factory[:params] for --large-n")
+    parser.add_argument("--large-sweep", nargs="*", default=LARGE_SWEEP,
+                        help="further FAISS search parameters measured on the --large-n build")
     parser.add_argument("--model", help="a CMR-CLIP directory (default: a random-weight model)")
     parser.add_argument("--projection-dim", type=int, default=512)
     parser.add_argument("--data", choices=["clustered", "gaussian"], default="clustered")

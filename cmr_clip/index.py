@@ -168,9 +168,17 @@ class CMRStudyIndex:
 
     @faiss_params.setter
     def faiss_params(self, value: str | None) -> None:
-        # Parsed (and checked) when set, not at every search: FAISS's own part and our rerank factor.
+        # Parsed (and checked) when set, not at every search: FAISS's own part and our rerank factor. A FAISS index
+        # already built takes the new search parameters at once (no rebuild: nprobe and efSearch are search-time).
+        previous = getattr(self, "_faiss_params", None)
         self._faiss_own_params, self._rerank_factor = split_faiss_params(value)
         self._faiss_params = value
+        if getattr(self, "_faiss", None) is not None:
+            try:
+                self._with_params(self._faiss)
+            except IndexBackendError:  # parameters that do not apply leave the index as it was
+                self.faiss_params = previous
+                raise
 
     @classmethod
     def from_model(cls, model_dir: str | Path, backend: str = "exact", faiss_index: str = "Flat",

@@ -191,13 +191,13 @@ def test_recall_against_exact_search(model_dir):
     coarse = random_index(model_dir, 3000, backend="faiss", faiss_index="IVF64,Flat", faiss_params="nprobe=1")
     recall = coarse.recall_against_exact(queries, k=10)
     assert 0.0 < recall < 0.9
-    coarse.faiss_params = "nprobe=64"  # every list probed: exact again
-    coarse._faiss = None
+    built = coarse._faiss
+    coarse.faiss_params = "nprobe=64"  # every list probed: exact again, on the FAISS index already built
     assert coarse.recall_against_exact(queries, k=10) == 1.0
-    coarse.faiss_params = "efSearch=64"
-    coarse._faiss = None
+    assert coarse._faiss is built
     with pytest.raises(IndexBackendError, match="efSearch=64.*'IVF64,Flat'"):
-        coarse.search(queries[0])
+        coarse.faiss_params = "efSearch=64"
+    assert coarse.faiss_params == "nprobe=64" and coarse.recall_against_exact(queries, k=10) == 1.0
 
 
 def test_text_query_over_100k_embeddings_is_fast(model_dir):
@@ -292,7 +292,8 @@ def test_benchmark_script_runs_and_reports_recall(tmp_path):
     result = subprocess.run([sys.executable, str(script), "--n", "3000", "--baseline-n", "1000", "--projection-dim", "32",
                              "--clusters", "64", "--queries", "20", "--repeats", "2", "--threads", "1",
                              "--approximate", "IVF16,Flat:nprobe=16", "IVF16,Flat:nprobe=1", "--json", str(out),
-                             "--large-n", "5000", "--large-index", "IVF16,PQ4x4:nprobe=16,rerank=500"],
+                             "--large-n", "5000", "--large-index", "IVF16,PQ4x4:nprobe=16,rerank=500",
+                             "--large-sweep", "nprobe=1", "nprobe=16,rerank=500"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(out.read_text())
@@ -301,6 +302,9 @@ def test_benchmark_script_runs_and_reports_recall(tmp_path):
     assert figures["IVF16,Flat:nprobe=1"]["recall@10"] < 1.0
     # The large run: storage reserved, every row a candidate for the exact re-ranking, so exact search's results.
     assert figures["large"]["large_n"] == 5000 and figures["large"]["large_recall@10"] == 1.0
+    # The sweep re-sets the search parameters on that one build: one list of 4-bit codes loses neighbours.
+    assert figures["large"]["large nprobe=1"]["recall@10"] < 0.9
+    assert figures["large"]["large nprobe=16,rerank=500"]["recall@10"] == 1.0
     assert result.stdout.index("recall@10") < result.stdout.index("large:")  # the figures before it printed first
     assert "recall@10" in result.stdout
 
