@@ -1,6 +1,7 @@
 """Run by tests/test_training.py under `torch.distributed.run --nproc_per_node 2` (CPU, gloo): each
 process embeds its half of a fixed global batch through Accelerate's prepared (DDP) model; the gathered
-loss and the synchronised gradients must equal the single-process loss and gradients on the whole batch."""
+loss and the synchronised gradients must equal the single-process loss and gradients on the whole batch; so
+must the sentence-level loss, whose positives cross processes and whose key tables differ in width."""
 
 import json
 import sys
@@ -14,12 +15,27 @@ from test_modeling_cmr_clip import tiny_config  # noqa: E402
 
 from cmr_clip import CMRCLIPModel  # noqa: E402
 from cmr_clip.modeling.modeling_cmr_clip import contrastive_loss  # noqa: E402
-from cmr_clip.training.losses import gathered_contrastive_loss  # noqa: E402
+from cmr_clip.training.losses import gathered_contrastive_loss, sentence_contrastive_loss  # noqa: E402
 
 
 def global_batch():
     generator = torch.Generator().manual_seed(0)
     return (torch.randn(8, 3, 3, 16, 16, generator=generator), torch.randint(1, 60, (8, 7), generator=generator))
+
+
+# Study i drew sentence 100 + i; its impression also says the sentence study (i + 4) % 8 drew, which lies in the
+# other process's half. Studies 0-3 list two sentences, studies 4-7 a third (7 + i): tables of width 2 and 3.
+SENTENCE_KEYS = torch.arange(100, 108)
+STUDY_KEYS = torch.tensor([[100 + i, 100 + (i + 4) % 8] + ([7 + i] if i >= 4 else [-1]) for i in range(8)])
+
+
+def both_losses(text, video, scale, local=slice(None), gathered=False):
+    keys, study_keys = SENTENCE_KEYS[local], STUDY_KEYS[local]
+    if gathered and local.start == 0:
+        study_keys = study_keys[:, :2]  # this process's table is narrower
+    contrastive = (gathered_contrastive_loss(text, video, scale) if gathered
+                   else contrastive_loss(text @ video.T * scale))
+    return contrastive + 0.5 * sentence_contrastive_loss(text, video, keys, study_keys, scale)
 
 
 def fresh_model():
@@ -35,14 +51,15 @@ def main(out_dir: str) -> None:
 
     reference = fresh_model()
     out = reference(pixel_values_videos=videos, input_ids=ids)
-    single_loss = contrastive_loss(out.text_embeds @ out.video_embeds.T * reference.logit_scale_value())
+    single_loss = both_losses(out.text_embeds, out.video_embeds, reference.logit_scale_value())
     single_loss.backward()
 
     model = accelerator.prepare(fresh_model())
     rank, world = accelerator.process_index, accelerator.num_processes
     local = slice(rank * len(videos) // world, (rank + 1) * len(videos) // world)
     out = model(pixel_values_videos=videos[local], input_ids=ids[local])
-    loss = gathered_contrastive_loss(out.text_embeds, out.video_embeds, accelerator.unwrap_model(model).logit_scale_value())
+    loss = both_losses(out.text_embeds, out.video_embeds, accelerator.unwrap_model(model).logit_scale_value(), local,
+                       gathered=True)
     accelerator.backward(loss)
 
     grad_difference = max(
@@ -56,6 +73,7 @@ def main(out_dir: str) -> None:
             "gathered_loss": loss.item(),
             "single_process_loss": single_loss.item(),
             "max_grad_difference": grad_difference,
+            "max_grad": max(p.grad.abs().max().item() for p in reference.parameters()),
         }
         Path(out_dir, "report.json").write_text(json.dumps(report))
     accelerator.wait_for_everyone()

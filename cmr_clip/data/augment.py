@@ -50,6 +50,9 @@ class Augmentation:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: float = 0.5
     sentence_keep: float = 1.0
+    sentence_pairs: bool = False
+    """Also pair each study with one random sentence of its whole impression (see `texts`), for the
+    sentence-level contrastive loss (`TrainConfig.sentence_loss`)."""
 
     def __post_init__(self):
         if not 0 < self.sentence_keep <= 1:
@@ -96,3 +99,13 @@ class Augmentation:
         if not keep.any():
             keep[rng.integers(len(sentences))] = True
         return " ".join(s for s, k in zip(sentences, keep) if k)
+
+    def texts(self, text: str, rng: np.random.Generator) -> dict:
+        """A training study's texts: `impression` (see `impression`) and, with `sentence_pairs`, `sentence`, one
+        sentence of the whole impression drawn at random, and `sentences`, all of them (what the study is known
+        to say: the positives of the sentence-level loss)."""
+        texts = {"impression": self.impression(text, rng)}
+        if self.sentence_pairs:
+            sentences = split_sentences(text) or [text]
+            texts.update(sentence=sentences[int(rng.integers(len(sentences)))], sentences=sentences)
+        return texts

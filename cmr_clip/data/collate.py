@@ -8,6 +8,7 @@ zero), impressions become token ids through a text encoder, and `labels` and `in
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -28,6 +29,22 @@ class ImpressionTokenizer:
         return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
 
+def sentence_key(sentence: str) -> int:
+    """A sentence's identity for the sentence-level loss: a 63-bit hash of its words, case and white space
+    ignored (stable across processes, unlike `hash`)."""
+    words = " ".join(sentence.lower().split()).rstrip(" .")
+    return int.from_bytes(hashlib.blake2b(words.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def sentence_keys(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """`sentence_keys` (B,): the key of each study's drawn sentence; `study_sentence_keys` (B, S): the keys of
+    every sentence of each study's impression, padded with -1 (no key is negative)."""
+    studies = [[sentence_key(s) for s in example["sentences"]] for example in examples]
+    width = max(len(keys) for keys in studies)
+    return {"sentence_keys": torch.tensor([sentence_key(example["sentence"]) for example in examples]),
+            "study_sentence_keys": torch.tensor([keys + [-1] * (width - len(keys)) for keys in studies])}
+
+
 @dataclass
 class StudyCollator:
     """Examples with `frames` (uint8 (T, H, W)) and optionally `impression`, `labels` and `index` -> a batch.
@@ -39,7 +56,9 @@ class StudyCollator:
             CMR-CLIP, `CMRTargetProcessor.encode_text` for CMR-TARGET. None: the batch has no text.
 
     Returns (from a call): `pixel_values_videos` (B, T, 3, H, W), the text encoder's tensors, and `labels`
-    and `index` stacked when the examples carry them.
+    and `index` stacked when the examples carry them. Examples with a drawn `sentence` (and their `sentences`)
+    add its encoding as `sentence_input_ids` and `sentence_attention_mask`, and `sentence_keys` and
+    `study_sentence_keys` (see `sentence_keys`).
     """
 
     study_processor: object
@@ -50,6 +69,10 @@ class StudyCollator:
         batch = {"pixel_values_videos": self.study_processor.normalise(frames)}
         if self.encode_text is not None:
             batch.update(self.encode_text([example["impression"] for example in examples]))
+            if "sentence" in examples[0]:  # sentence pairs (`Augmentation.sentence_pairs`)
+                encoded = self.encode_text([example["sentence"] for example in examples])
+                batch.update({f"sentence_{name}": value for name, value in encoded.items()})
+                batch.update(sentence_keys(examples))
         for key in ("labels", "index"):
             if key in examples[0]:
                 batch[key] = torch.stack([torch.as_tensor(example[key]) for example in examples])

@@ -133,10 +133,11 @@ class StudyTextDataset(torch.utils.data.Dataset):
             # Arrays with a variable first dimension come back from `datasets` as int64: back to uint8.
             frames = choose_frames(row["frames"], row["slots"], rng).to(torch.uint8)
             impression = row["impression"]
+        texts = {"impression": impression}
         if self.train and self.augmentation is not None:
             frames = self.augmentation(frames, rng)
-            impression = self.augmentation.impression(impression, rng)
-        return {"frames": frames, "impression": impression, "index": index}
+            texts = self.augmentation.texts(impression, rng)
+        return {"frames": frames, **texts, "index": index}
 
 
 class LabelledStudies(torch.utils.data.Dataset):

@@ -50,11 +50,11 @@ class StreamingStudyTexts(torch.utils.data.IterableDataset):
             key = study_key(row["study_id"])
             rng = example_rng(self.seed, self.epoch, key)
             frames = choose_frames(torch.as_tensor(row["frames"]), torch.as_tensor(row["slots"]), rng).to(torch.uint8)
-            impression = row["impression"]
+            texts = {"impression": row["impression"]}
             if self.augmentation is not None:
                 frames = self.augmentation(frames, rng)
-                impression = self.augmentation.impression(impression, rng)
-            yield {"frames": frames, "impression": impression, "index": key}
+                texts = self.augmentation.texts(row["impression"], rng)
+            yield {"frames": frames, **texts, "index": key}
 
 
 def open_streams(config) -> tuple[dict, CMRStudyProcessor]:

@@ -74,6 +74,12 @@ class RunConfig(TrainingSchedule):
     """CMR-CLIP training: each sentence of a training impression is kept with this probability (at least one
     is), so that the text tower learns each finding's sentence on its own, as zero-shot prompts are read;
     1 reads whole impressions (the release). Part of `augment`."""
+    sentence_loss: float = 0.0
+    """CMR-CLIP training: weight of a second contrastive loss between studies and single sentences, one drawn
+    at random from each training impression, where every study in the batch whose impression holds that
+    sentence counts as its match (`training.losses.sentence_contrastive_loss`). A sentence read on its own
+    has to carry its meaning itself, negation included ("No pericardial effusion."), as zero-shot prompts
+    do. 0: off (the release). Part of `augment`."""
     checkpoint_every: int = 0
     """Save `accelerator.save_state` every N optimizer steps (0: only at the end of each epoch)."""
     save_total_limit: int = 2

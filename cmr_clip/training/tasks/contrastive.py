@@ -19,7 +19,7 @@ from ...modeling import CMRCLIPConfig, CMRCLIPModel, CMRCLIPVisionConfig
 from ...modeling.modeling_cmr_clip import load_vit_weights
 from ...processing import CMRCLIPProcessor
 from ..config import TrainConfig
-from ..losses import gathered_contrastive_loss
+from ..losses import gathered_contrastive_loss, sentence_contrastive_loss
 from ..loop import TrainData
 from .study_text import (
     augmentation,
@@ -74,6 +74,13 @@ def save_final(model: CMRCLIPModel, tokenizer, study_processor, config: TrainCon
                  state_dict)
 
 
+
+def stack_padded(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Two (n, length) token tensors as one, the shorter padded on the right with 0 (masked out)."""
+    length = max(first.shape[1], second.shape[1])
+    pad = lambda t: torch.nn.functional.pad(t, (0, length - t.shape[1]))  # noqa: E731
+    return torch.cat([pad(first), pad(second)])
+
 class ContrastiveTask:
     """CMR-CLIP's contrastive training: study-impression pairs, negatives gathered across processes,
     retrieval recall on the validation split."""
@@ -107,10 +114,19 @@ class ContrastiveTask:
         return validation_loaders(corpus, self.config, self.collator)
 
     def loss(self, model, unwrapped, batch) -> torch.Tensor:
-        out = model(pixel_values_videos=batch["pixel_values_videos"], input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"])
-        return gathered_contrastive_loss(out.text_embeds.float(), out.video_embeds.float(),
-                                         unwrapped.logit_scale_value().to(out.text_embeds.device))
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        studies = len(input_ids)
+        if "sentence_input_ids" in batch:  # the drawn sentences ride along in the same text batch
+            input_ids, attention_mask = stack_padded(input_ids, batch["sentence_input_ids"]), stack_padded(
+                attention_mask, batch["sentence_attention_mask"])
+        out = model(pixel_values_videos=batch["pixel_values_videos"], input_ids=input_ids, attention_mask=attention_mask)
+        text, video = out.text_embeds.float(), out.video_embeds.float()
+        scale = unwrapped.logit_scale_value().to(text.device)
+        loss = gathered_contrastive_loss(text[:studies], video, scale)
+        if "sentence_input_ids" in batch:
+            loss = loss + self.config.sentence_loss * sentence_contrastive_loss(
+                text[studies:], video, batch["sentence_keys"], batch["study_sentence_keys"], scale)
+        return loss
 
     def evaluate(self, model, loaders: dict, accelerator: Accelerator) -> dict[str, float]:
         if "validation" not in loaders:
