@@ -117,6 +117,9 @@ def run_demo(settings: DemoSettings) -> dict:
         # Half of each impression's sentences per step: findings are then learnt one sentence at a time, as
         # zero-shot prompts ask about them. No flips: a mirrored image swaps the sides the two ventricles lie on.
         sentence_keep=0.5, flip_probability=0.0, mixed_precision=settings.mixed_precision,
+        # Each study also paired with one sentence of its impression, every study that says it a match: read on
+        # its own, a sentence must carry its meaning, negation included ("No left ventricular hypertrophy.").
+        sentence_loss=0.5,
     )
     training = train(config)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)

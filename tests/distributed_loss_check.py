@@ -1,7 +1,8 @@
 """Run by tests/test_training.py under `torch.distributed.run --nproc_per_node 2` (CPU, gloo): each
 process embeds its half of a fixed global batch through Accelerate's prepared (DDP) model; the gathered
 loss and the synchronised gradients must equal the single-process loss and gradients on the whole batch; so
-must the sentence-level loss, whose positives cross processes and whose key tables differ in width."""
+must the sentence-level loss, whose positives cross processes and whose processes hold different numbers of
+sentences and key tables of different widths."""
 
 import json
 import sys
@@ -23,19 +24,25 @@ def global_batch():
     return (torch.randn(8, 3, 3, 16, 16, generator=generator), torch.randint(1, 60, (8, 7), generator=generator))
 
 
-# Study i drew sentence 100 + i; its impression also says the sentence study (i + 4) % 8 drew, which lies in the
-# other process's half. Studies 0-3 list two sentences, studies 4-7 a third (7 + i): tables of width 2 and 3.
-SENTENCE_KEYS = torch.arange(100, 108)
-STUDY_KEYS = torch.tensor([[100 + i, 100 + (i + 4) % 8] + ([7 + i] if i >= 4 else [-1]) for i in range(8)])
+# Study i drew sentence 100 + i, and studies 0-3 (process 0's) also 200 + i: 8 sentences there, 4 in process 1.
+# Each impression also says the sentence 100 + (i + 4) % 8, which lies in the other process's half. Studies 0-3
+# list three sentences, studies 4-7 two: key tables of width 3 and 2.
+DRAWN_FROM = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 7])
+SENTENCE_KEYS = torch.tensor([100, 200, 101, 201, 102, 202, 103, 203, 104, 105, 106, 107])
+STUDY_KEYS = torch.tensor([[100 + i, 100 + (i + 4) % 8] + ([200 + i] if i < 4 else [-1]) for i in range(8)])
 
 
 def both_losses(text, video, scale, local=slice(None), gathered=False):
-    keys, study_keys = SENTENCE_KEYS[local], STUDY_KEYS[local]
-    if gathered and local.start == 0:
+    """The contrastive loss plus half the sentence loss, the sentences made from the local studies' texts."""
+    studies = torch.arange(8)[local]
+    rows = torch.isin(DRAWN_FROM, studies)
+    sentences = torch.nn.functional.normalize(text[DRAWN_FROM[rows] - studies[0]] + 0.1 * SENTENCE_KEYS[rows, None] % 7, dim=-1)
+    study_keys = STUDY_KEYS[local]
+    if gathered and studies[0] == 4:
         study_keys = study_keys[:, :2]  # this process's table is narrower
     contrastive = (gathered_contrastive_loss(text, video, scale) if gathered
                    else contrastive_loss(text @ video.T * scale))
-    return contrastive + 0.5 * sentence_contrastive_loss(text, video, keys, study_keys, scale)
+    return contrastive + 0.5 * sentence_contrastive_loss(sentences, video, SENTENCE_KEYS[rows], study_keys, scale)
 
 
 def fresh_model():

@@ -225,18 +225,25 @@ def test_sentence_sampling_reaches_training_examples_and_repeats_on_resume(corpu
         train(tiny_train_config(corpus, tmp_path, task="report", sentence_keep=0.5))
 
 
-def test_sentence_pairs_draw_one_whole_sentence_and_keep_the_impression_draw():
-    """With `sentence_pairs` a training study also carries one sentence of its whole impression and the list of
-    them; the impression itself is drawn exactly as without (the sentence is drawn after it)."""
-    paired, plain = Augmentation(sentence_keep=0.5, sentence_pairs=True), Augmentation(sentence_keep=0.5)
+def test_sentence_pairs_draw_whole_sentences_and_keep_the_impression_draw():
+    """With `sentence_pairs` a training study also carries that many sentences of its whole impression, in their
+    order and without repeats, and the list of them; the impression itself is drawn exactly as without (the
+    sentences are drawn after it)."""
+    one, two, every = (Augmentation(sentence_keep=0.5, sentence_pairs=n) for n in (1, 2, 99))
+    plain = Augmentation(sentence_keep=0.5)
     drawn = []
     for i in range(200):
-        texts = paired.texts(IMPRESSION, np.random.default_rng(i))
+        texts = one.texts(IMPRESSION, np.random.default_rng(i))
         assert texts["impression"] == plain.impression(IMPRESSION, np.random.default_rng(i))
-        assert texts["sentences"] == SENTENCES and texts["sentence"] in SENTENCES
-        drawn.append(texts["sentence"])
+        assert texts["sentences"] == SENTENCES and len(texts["drawn"]) == 1 and texts["drawn"][0] in SENTENCES
+        drawn.append(texts["drawn"][0])
+        pair = two.texts(IMPRESSION, np.random.default_rng(i))["drawn"]
+        assert len(set(pair)) == 2 and sorted(pair, key=SENTENCES.index) == pair
     assert set(drawn) == set(SENTENCES)
+    assert every.texts(IMPRESSION, np.random.default_rng(0))["drawn"] == SENTENCES
     assert plain.texts(IMPRESSION, np.random.default_rng(0)).keys() == {"impression"}
+    with pytest.raises(ValueError, match="sentence_pairs"):
+        Augmentation(sentence_pairs=-1)
 
 
 def test_sentence_keys_ignore_case_and_spacing_and_pad_with_minus_one():
@@ -244,9 +251,10 @@ def test_sentence_keys_ignore_case_and_spacing_and_pad_with_minus_one():
 
     assert sentence_key("No pericardial effusion.") == sentence_key("no  pericardial effusion") >= 0
     assert sentence_key("No pericardial effusion.") != sentence_key("Small pericardial effusion.")
-    keys = sentence_keys([{"sentence": "No effusion.", "sentences": ["Dilated LV.", "No effusion."]},
-                          {"sentence": "Normal RV.", "sentences": ["Normal RV."]}])
-    assert keys["sentence_keys"].tolist() == [sentence_key("No effusion."), sentence_key("Normal RV.")]
+    keys = sentence_keys([{"drawn": ["Dilated LV.", "No effusion."], "sentences": ["Dilated LV.", "No effusion."]},
+                          {"drawn": ["Normal RV."], "sentences": ["Normal RV."]}])
+    assert keys["sentence_keys"].tolist() == [sentence_key("Dilated LV."), sentence_key("No effusion."),
+                                              sentence_key("Normal RV.")]
     assert keys["study_sentence_keys"].tolist() == [[sentence_key("Dilated LV."), sentence_key("No effusion.")],
                                                     [sentence_key("Normal RV."), -1]]
 
@@ -278,6 +286,13 @@ def test_sentence_loss_counts_every_study_that_says_the_sentence_as_a_match():
     plain = (torch.nn.functional.cross_entropy(torch.from_numpy(logits), targets)
              + torch.nn.functional.cross_entropy(torch.from_numpy(logits.T), targets))
     assert alone.item() == pytest.approx(plain.item(), rel=1e-5)
+    # Two sentences drawn from study 0 (the second also said by study 1): four rows against three studies.
+    four = torch.cat([sentences, sentences[:1].flip(-1)])
+    positive = np.array([[True, False, True], [False, True, False], [False, False, True], [True, True, False]])
+    logits = (four @ videos.T * 5.0).numpy()
+    got = sentence_contrastive_loss(four, videos, torch.tensor([10, 20, 30, 12]),
+                                    torch.tensor([[10, 11, 12], [20, 21, 12], [30, 10, -1]]), torch.tensor(5.0))
+    assert got.item() == pytest.approx(_nce_by_hand(logits, positive) + _nce_by_hand(logits.T, positive.T), rel=1e-5)
 
 
 def test_sentence_loss_trains_and_is_checked(corpus, tmp_path):
@@ -286,17 +301,19 @@ def test_sentence_loss_trains_and_is_checked(corpus, tmp_path):
     from cmr_clip.data.collate import StudyCollator
 
     split = load_from_disk(str(corpus))["train"].map(lambda row: {"impression": IMPRESSION})
-    dataset = StudyTextDataset(split, train=True, augmentation=Augmentation(sentence_pairs=True))
+    dataset = StudyTextDataset(split, train=True, augmentation=Augmentation(sentence_pairs=2))
     from types import SimpleNamespace
     frames_only = SimpleNamespace(normalise=lambda frames: frames.float())
     batch = StudyCollator(frames_only, lambda texts: {"input_ids": torch.zeros(len(texts), 2)})([dataset[0], dataset[1]])
-    assert batch["sentence_input_ids"].shape == (2, 2) and batch["study_sentence_keys"].shape == (2, len(SENTENCES))
+    assert batch["sentence_input_ids"].shape == (4, 2) and batch["study_sentence_keys"].shape == (2, len(SENTENCES))
     result = train(tiny_train_config(corpus, tmp_path / "a", max_steps=2, sentence_loss=1.0, sentence_keep=0.5))
     assert math.isfinite(result["history"][-1]["train_loss"])
     with pytest.raises(ValueError, match="augment"):
         train(tiny_train_config(corpus, tmp_path / "b", max_steps=1, sentence_loss=1.0, augment=False))
     with pytest.raises(ValueError, match="sentence_loss"):
         train(tiny_train_config(corpus, tmp_path / "c", max_steps=1, sentence_loss=-1.0))
+    with pytest.raises(ValueError, match="sentence_pairs"):
+        train(tiny_train_config(corpus, tmp_path / "c", max_steps=1, sentence_loss=1.0, sentence_pairs=0))
     with pytest.raises(ValueError, match="--task report"):
         train(tiny_train_config(corpus, tmp_path / "d", task="report", sentence_loss=1.0))
 

@@ -50,11 +50,14 @@ class Augmentation:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: float = 0.5
     sentence_keep: float = 1.0
-    sentence_pairs: bool = False
-    """Also pair each study with one random sentence of its whole impression (see `texts`), for the
-    sentence-level contrastive loss (`TrainConfig.sentence_loss`)."""
+    sentence_pairs: int = 0
+    """Also pair each study with this many sentences of its whole impression, drawn at random without
+    replacement (all of them where it has fewer; see `texts`), for the sentence-level contrastive loss
+    (`TrainConfig.sentence_loss`); 0: none."""
 
     def __post_init__(self):
+        if self.sentence_pairs < 0:
+            raise ValueError(f"sentence_pairs must be 0 (none) or a number of sentences, got {self.sentence_pairs}.")
         if not 0 < self.sentence_keep <= 1:
             raise ValueError(f"sentence_keep must be in (0, 1], got {self.sentence_keep}: the probability of keeping "
                              "each sentence of a training impression (1 keeps them all).")
@@ -101,11 +104,12 @@ class Augmentation:
         return " ".join(s for s, k in zip(sentences, keep) if k)
 
     def texts(self, text: str, rng: np.random.Generator) -> dict:
-        """A training study's texts: `impression` (see `impression`) and, with `sentence_pairs`, `sentence`, one
-        sentence of the whole impression drawn at random, and `sentences`, all of them (what the study is known
-        to say: the positives of the sentence-level loss)."""
+        """A training study's texts: `impression` (see `impression`) and, with `sentence_pairs`, `drawn`, that
+        many sentences of the whole impression in their order, and `sentences`, all of them (what the study is
+        known to say: the matches of the sentence-level loss)."""
         texts = {"impression": self.impression(text, rng)}
         if self.sentence_pairs:
             sentences = split_sentences(text) or [text]
-            texts.update(sentence=sentences[int(rng.integers(len(sentences)))], sentences=sentences)
+            chosen = sorted(rng.choice(len(sentences), size=min(self.sentence_pairs, len(sentences)), replace=False))
+            texts.update(drawn=[sentences[i] for i in chosen], sentences=sentences)
         return texts

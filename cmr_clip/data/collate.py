@@ -37,11 +37,11 @@ def sentence_key(sentence: str) -> int:
 
 
 def sentence_keys(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """`sentence_keys` (B,): the key of each study's drawn sentence; `study_sentence_keys` (B, S): the keys of
-    every sentence of each study's impression, padded with -1 (no key is negative)."""
+    """`sentence_keys` (M,): the keys of the studies' drawn sentences, study by study; `study_sentence_keys`
+    (B, S): the keys of every sentence of each study's impression, padded with -1 (no key is negative)."""
     studies = [[sentence_key(s) for s in example["sentences"]] for example in examples]
     width = max(len(keys) for keys in studies)
-    return {"sentence_keys": torch.tensor([sentence_key(example["sentence"]) for example in examples]),
+    return {"sentence_keys": torch.tensor([sentence_key(s) for example in examples for s in example["drawn"]]),
             "study_sentence_keys": torch.tensor([keys + [-1] * (width - len(keys)) for keys in studies])}
 
 
@@ -56,9 +56,9 @@ class StudyCollator:
             CMR-CLIP, `CMRTargetProcessor.encode_text` for CMR-TARGET. None: the batch has no text.
 
     Returns (from a call): `pixel_values_videos` (B, T, 3, H, W), the text encoder's tensors, and `labels`
-    and `index` stacked when the examples carry them. Examples with a drawn `sentence` (and their `sentences`)
-    add its encoding as `sentence_input_ids` and `sentence_attention_mask`, and `sentence_keys` and
-    `study_sentence_keys` (see `sentence_keys`).
+    and `index` stacked when the examples carry them. Examples with `drawn` sentences (and their `sentences`)
+    add their encoding as `sentence_input_ids` and `sentence_attention_mask` (M rows, study by study), and
+    `sentence_keys` and `study_sentence_keys` (see `sentence_keys`).
     """
 
     study_processor: object
@@ -69,8 +69,8 @@ class StudyCollator:
         batch = {"pixel_values_videos": self.study_processor.normalise(frames)}
         if self.encode_text is not None:
             batch.update(self.encode_text([example["impression"] for example in examples]))
-            if "sentence" in examples[0]:  # sentence pairs (`Augmentation.sentence_pairs`)
-                encoded = self.encode_text([example["sentence"] for example in examples])
+            if "drawn" in examples[0]:  # sentence pairs (`Augmentation.sentence_pairs`)
+                encoded = self.encode_text([s for example in examples for s in example["drawn"]])
                 batch.update({f"sentence_{name}": value for name, value in encoded.items()})
                 batch.update(sentence_keys(examples))
         for key in ("labels", "index"):

@@ -80,6 +80,9 @@ class RunConfig(TrainingSchedule):
     sentence counts as its match (`training.losses.sentence_contrastive_loss`). A sentence read on its own
     has to carry its meaning itself, negation included ("No pericardial effusion."), as zero-shot prompts
     do. 0: off (the release). Part of `augment`."""
+    sentence_pairs: int = 1
+    """With `sentence_loss`: sentences drawn from each training impression per step (all of them where it has
+    fewer)."""
     checkpoint_every: int = 0
     """Save `accelerator.save_state` every N optimizer steps (0: only at the end of each epoch)."""
     save_total_limit: int = 2

@@ -55,19 +55,38 @@ def multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Te
 
 def sentence_contrastive_loss(sentence_embeds: torch.Tensor, video_embeds: torch.Tensor, sentence_keys: torch.Tensor,
                               study_sentence_keys: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric contrastive loss between single sentences and studies over all processes, with every study
-    whose impression holds sentence i a positive of it (not only the study it was drawn from).
+    """Symmetric contrastive loss between single sentences and studies over all processes, in which every study
+    whose impression holds a sentence is a match of it (not only the study it was drawn from).
 
     Reports repeat sentences ("No pericardial effusion."): plain InfoNCE would push a sentence away from the
     other studies in the batch that say it too. Scored on its own, a sentence has to carry its meaning
-    itself, negation included, as a zero-shot prompt does. Row i of `sentence_embeds` was drawn from study i;
-    `sentence_keys` (n,) and `study_sentence_keys` (n, S, -1 padding) are `data.collate.sentence_keys`."""
-    sentences, videos = gather_with_grad(sentence_embeds), gather_with_grad(video_embeds)
-    keys, study_keys = gather_keys(sentence_keys), gather_keys(study_sentence_keys)
-    positive = (study_keys[None, :, :] == keys[:, None, None]).any(dim=-1)  # (sentences, studies)
-    positive |= torch.eye(len(keys), dtype=torch.bool, device=positive.device)
+    itself, negation included, as a zero-shot prompt does. `sentence_embeds` (M, D) are sentences drawn from
+    the studies of `video_embeds` (B, D); `sentence_keys` (M,) and `study_sentence_keys` (B, S, -1 padding)
+    are `data.collate.sentence_keys`. Processes may hold different numbers of sentences."""
+    sentences, keys = gather_rows(sentence_embeds, sentence_keys)
+    videos, study_keys = gather_with_grad(video_embeds), gather_keys(study_sentence_keys)
+    real = keys != PADDING_KEY
+    positive = (study_keys[None, :, :] == keys[:, None, None]).any(dim=-1) & real[:, None]  # (sentences, studies)
     logits = sentences @ videos.T * logit_scale
-    return multi_positive_nce(logits, positive) + multi_positive_nce(logits.T, positive.T)
+    to_studies = multi_positive_nce(logits[real], positive[real])
+    to_sentences = multi_positive_nce(logits.T.masked_fill(~real[None, :], float("-inf")), positive.T)
+    return to_studies + to_sentences
+
+
+PADDING_KEY = -2  # a row that `gather_rows` added to even out the processes' counts (keys are >= 0)
+
+
+def gather_rows(embeds: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every process's (n_p, D) rows with gradients and their (n_p,) keys, concatenated in rank order, each
+    process's part padded to the largest n_p with zero rows whose key is PADDING_KEY."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return embeds, keys
+    count = torch.tensor([len(keys)], device=keys.device)
+    dist.all_reduce(count, op=dist.ReduceOp.MAX)
+    extra = int(count) - len(keys)
+    embeds = nn.functional.pad(embeds, (0, 0, 0, extra))
+    keys = nn.functional.pad(keys, (0, extra), value=PADDING_KEY)
+    return gather_with_grad(embeds), gather_keys(keys)
 
 
 def tokens_per_process(labels: torch.Tensor) -> torch.Tensor:

@@ -115,7 +115,7 @@ class ContrastiveTask:
 
     def loss(self, model, unwrapped, batch) -> torch.Tensor:
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        studies = len(input_ids)
+        studies = len(input_ids)  # the rows after them are the drawn sentences
         if "sentence_input_ids" in batch:  # the drawn sentences ride along in the same text batch
             input_ids, attention_mask = stack_padded(input_ids, batch["sentence_input_ids"]), stack_padded(
                 attention_mask, batch["sentence_attention_mask"])
