@@ -15,7 +15,8 @@ Measured, each next to the old behaviour in the same run (ratio = old / new):
   - save and memory-mapped load of the 1M index (old: the whole file read);
   - `--large-n` (10M) with IVF-PQ, its storage reserved up front, when its peak (estimated from the float16
     matrix, FAISS's codes, the training sample and the chunks) fits in 3/4 of the memory available; otherwise
-    the memory it needs against the memory available. The figures before it are printed first.
+    the memory it needs against the memory available. The figures before it are printed first. On that one
+    build, each `--large-sweep` search setting (nprobe, rerank) is timed and its recall measured too.
 `--json` writes the figures too.
 
     python benchmarks/index_search.py                                  # 100,000 embeddings

@@ -182,6 +182,34 @@ def test_the_demo_and_evaluate_model_take_their_figures_from_one_zero_shot_pass(
         assert held_out["test_retrieval"][key] == pytest.approx(metrics["retrieval"][key]["value"])
 
 
+def test_evaluate_and_the_demo_can_mine_their_prompts_from_the_training_impressions(evaluated, tmp_path):
+    from cmr_clip.cli import main
+    from cmr_clip.pipelines.prompts import model_prompt_set
+
+    model_dir = shutil.copytree(evaluated / "model", tmp_path / "model")
+    # The tiny corpus's impressions as two sentences each: "Dilated lv." or "Normal lv size.", and
+    # "Late gadolinium enhancement." or "No lge.", each said by 4 of the 8 training studies.
+    corpus = load_from_disk(str(evaluated / "corpus")).map(
+        lambda row: {"impression": ". ".join(part.strip().capitalize() for part in row["impression"].split(" .") if part.strip()) + "."})
+    corpus.save_to_disk(str(tmp_path / "corpus"))
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(tmp_path / "corpus"), "--out", str(tmp_path / "out"),
+                 "--episodes", "2", "--shots", "1", "--bootstrap", "20", "--no-plots", "--save-thresholds",
+                 "--mine-prompts", "--dtype", "float32"]) == 0
+    saved = json.loads((model_dir / "zero_shot_prompts.json").read_text())
+    assert saved["name"] == "cmr-clip-default, mined" and "8 training impressions" in saved["description"]
+    default = model_prompt_set(None).findings
+    assert saved["findings"]["lv_dilation"] == {"positive": ["Dilated lv."], "negative": ["Normal lv size."]}
+    assert saved["findings"]["lge"] == {**default["lge"], "positive": ["Late gadolinium enhancement."],
+                                        "negative": ["No lge."]}  # its required views kept
+    assert saved["findings"]["lv_hypertrophy"] == default["lv_hypertrophy"]  # never mentioned
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    again = shutil.copytree(evaluated / "model", tmp_path / "again")
+    held_out = evaluate_held_out(again, load_from_disk(str(tmp_path / "corpus")), mine_prompts=True)
+    for name, figure in metrics["zero_shot"]["auc"].items():
+        assert held_out["test_zero_shot"]["auc"][name] == pytest.approx(figure["value"], abs=1e-6)
+    assert json.loads((again / "zero_shot_prompts.json").read_text())["findings"] == saved["findings"]
+
+
 def test_evaluate_model_names_the_fix_for_a_folder_that_is_not_a_corpus(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a prepared corpus .*cmr-clip prepare"):
         evaluate_model(tmp_path, tmp_path, tmp_path / "out", plots=False, progress=False)

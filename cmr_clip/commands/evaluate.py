@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", choices=["platt", "isotonic"], default="platt",
                         help="how each finding's probabilities are calibrated on the validation split (saved with "
                              "--save-thresholds; the summary shows the test split's ECE before and after)")
+    parser.add_argument("--mine-prompts", action="store_true",
+                        help="zero-shot with finding prompts mined from the corpus's training impressions (the most "
+                             "frequent one-finding sentences, numbers removed) instead of the built-in ones")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots (they need matplotlib)")
     parser.add_argument("--seed", type=int, default=0)
     add_precision_flags(parser)
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate_model(args.model, args.data_dir, output_dir, reports=args.reports, ks=tuple(args.shots),
                              episodes=args.episodes, resamples=args.bootstrap, plots=not args.no_plots, seed=args.seed,
                              save_thresholds=args.save_thresholds, calibration=args.calibration,
-                             **precision_kwargs(args))
+                             mine_prompts=args.mine_prompts, **precision_kwargs(args))
     print((output_dir / "summary.md").read_text())
     print(f"metrics.json, summary.md{'' if args.no_plots else ' and plots'} in {output_dir}/")
     return DONE if metrics else NOTHING_DONE

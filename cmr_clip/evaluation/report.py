@@ -28,13 +28,14 @@ from ..data.corpus import load_corpus
 from ..embeddings import embed_split
 from ..modeling import CMRCLIPModel
 from ..precision import set_precision
-from ..pipelines.prompts import model_prompt_set
+from ..pipelines.prompts import PromptSet, model_prompt_set
 from ..privacy import write_json, write_text
 from ..processing import CMRCLIPProcessor
 from .classification import has_both_classes
 from .few_shot import DEFAULT_KS, few_shot_curve
 from .intervals import with_interval
 from .plots import write_plots
+from .prompt_mining import mine_prompt_set
 from .regression import known, mean_absolute_error, pearson_r
 from .retrieval import DEFAULT_KS as RECALL_KS
 from .retrieval import chance_recall, match_ranks, median_rank, recall_at_k, retrieval_metrics
@@ -67,13 +68,22 @@ def embed_splits(model, processor, corpus, names: tuple[str, ...], batch_size: i
     return {name: embed_split(model, processor, corpus[name], batch_size=batch_size, progress=progress) for name in names}
 
 
-def evaluate_held_out(model_dir: str | Path, corpus, reports: str | Path | None = None, batch_size: int = 64) -> dict:
+def evaluation_prompts(corpus, mine_prompts: bool = False) -> PromptSet:
+    """The built-in prompt set, or (`mine_prompts`) that set with its finding prompts mined from the corpus's
+    training impressions (`prompt_mining.mine_prompt_set`)."""
+    base = model_prompt_set(None)
+    return mine_prompt_set(corpus["train"]["impression"], base) if mine_prompts else base
+
+
+def evaluate_held_out(model_dir: str | Path, corpus, reports: str | Path | None = None, batch_size: int = 64,
+                      mine_prompts: bool = False) -> dict:
     """The demo's evaluation of the CMR-CLIP saved in `model_dir`: `test_retrieval` (`retrieval_metrics` on the
-    test split) and `test_zero_shot` (`zero_shot_figures`); the calibration and thresholds fitted on the validation
-    split are saved with the model, so the demo model answers calibrated probabilities."""
+    test split) and `test_zero_shot` (`zero_shot_figures`, with the prompts of `evaluation_prompts`); the prompts
+    with the calibration and thresholds fitted on the validation split are saved with the model, so the demo
+    model answers calibrated probabilities."""
     model, processor = load_clip(model_dir)
     embedded = embed_splits(model, processor, corpus, ("validation", "test"), batch_size)
-    outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, model_prompt_set(None), reports)
+    outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, evaluation_prompts(corpus, mine_prompts), reports)
     outcome.prompts.save(model_dir)
     return {"test_retrieval": retrieval_metrics(embedded["test"]["text"], embedded["test"]["video"]),
             "test_zero_shot": zero_shot_figures(outcome)}
@@ -131,16 +141,17 @@ def few_shot_results(train_x, train_labels, test_x, test_labels, ks, episodes: i
 def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, reports: str | Path | None = None,
                    ks=DEFAULT_KS, episodes: int = 20, resamples: int = 1000, plots: bool = True, seed: int = 0,
                    progress: bool = True, save_thresholds: bool = False, calibration: str = CALIBRATION_METHOD,
-                   dtype: str | torch.dtype = "float32", quantize: str | None = None) -> dict:
+                   dtype: str | torch.dtype = "float32", quantize: str | None = None, mine_prompts: bool = False) -> dict:
     """Evaluate, write `metrics.json`, `summary.md` and (with `plots`) PNGs into `out_dir`; return the metrics.
     The model runs in the precision `dtype` and `quantize` set (float32 by default, so that figures are
-    comparable across machines; `cmr-clip evaluate` defaults to "auto")."""
+    comparable across machines; `cmr-clip evaluate` defaults to "auto"); zero-shot uses `evaluation_prompts`."""
     corpus = load_corpus(str(data_dir))
     model, processor = load_clip(model_dir, dtype, quantize)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     embedded = embed_splits(model, processor, corpus, ("train", "validation", "test"), progress=progress)
-    outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, model_prompt_set(None), reports, calibration)
+    outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, evaluation_prompts(corpus, mine_prompts),
+                            reports, calibration)
     if save_thresholds:
         outcome.prompts.save(model_dir)
     test = corpus["test"]
