@@ -15,6 +15,10 @@ tower has read:
    present or ruled out, are candidates, the most frequent first.
 3. Each finding's side takes its `per_side` most frequent candidates; a side the corpus never states keeps the
    base set's prompts. Everything else (diseases, estimates, required views) is the base set's.
+
+The prompts are saved with the model and may be published with it. A prepared corpus's impressions are
+de-identified already (`data.prepare`), a mined sentence is one that at least `min_count` reports say word
+for word (a sentence about one patient is not), and the file goes through the privacy guard when written.
 """
 
 from __future__ import annotations
