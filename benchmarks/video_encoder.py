@@ -6,6 +6,8 @@ frame count and image size:
     softmax per group after einops-style rearranges), holding the SAME weights as ours;
   - timesformer: transformers' `TimesformerModel`, "divided_space_time" attention, float32, random weights;
   - sdpa, eager: our `CMRCLIPVisionModel` in float32 with each attention implementation (same weights);
+  - sdpa-onednn: ours in float32 with its Linear layers through oneDNN's kernel (`cmr_clip.precision.
+    use_onednn_linear`; torch's CPU build computes float32 products with MKL, which takes its AVX2 path on AMD);
   - sdpa-bf16: ours with bfloat16 weights and input (`from_pretrained(..., dtype=torch.bfloat16)`'s path).
 Each step is measured after `--warmup` untimed runs:
   - fwd: inference (`eval()`, `torch.no_grad()`);
@@ -49,7 +51,7 @@ import torch
 from transformers import TimesformerConfig, TimesformerModel
 
 from cmr_clip import CMRCLIPVisionConfig, CMRCLIPVisionModel
-from cmr_clip.precision import native_bf16
+from cmr_clip.precision import native_bf16, onednn_linear_pays, use_onednn_linear
 from release_video_tower import ReleaseVideoTower  # same folder
 
 SIZES = {
@@ -59,7 +61,7 @@ SIZES = {
     "full": dict(num_frames=64, image_size=224),
 }
 DEFAULT_STEPS = {"tiny": ("fwd", "fwd+bwd"), "cpu": ("fwd", "fwd+bwd"), "full": ("fwd",)}
-IMPLEMENTATIONS = ("release", "timesformer", "sdpa", "eager", "sdpa-bf16")
+IMPLEMENTATIONS = ("release", "timesformer", "sdpa", "eager", "sdpa-onednn", "sdpa-bf16")
 BASELINE = "release"
 STEPS = ("fwd", "fwd+bwd")
 MIB = 2**20
@@ -149,6 +151,8 @@ def build_models(args: argparse.Namespace, impls) -> tuple[dict[str, Callable], 
         else:
             models[impl] = CMRCLIPVisionModel._from_config(config, attn_implementation=impl.split("-")[0])
             models[impl].load_state_dict(weights)
+            if impl.endswith("onednn"):
+                use_onednn_linear(models[impl], True)
             forwards[impl] = lambda x, model=models[impl]: model(pixel_values_videos=x).pooler_output
         models[impl].to(device, torch.bfloat16 if impl.endswith("bf16") else torch.float32)
     inputs = {impl: videos.to(torch.bfloat16 if impl.endswith("bf16") else torch.float32) for impl in impls}
@@ -239,15 +243,16 @@ def format_report(results: dict[str, dict], config: CMRCLIPVisionConfig, args: a
         f"Video tower, size {args.size}: batch {args.batch} x {config.num_frames} frames x {config.image_size}px, "
         f"width {config.hidden_size}, {config.num_hidden_layers} layers, {config.num_attention_heads} heads, "
         f"patch {config.patch_size}, {tokens} tokens; {args.device}, {torch.get_num_threads()} threads, "
-        f"native bf16: {'yes' if native_bf16(device)[0] else 'no'}; median of {args.repeats}",
-        f"{'impl':<12}" + "".join(f"{c:>18}" for c in columns),
+        f"native bf16: {'yes' if native_bf16(device)[0] else 'no'}; oneDNN float32 linear pays: "
+        f"{'yes' if onednn_linear_pays()[0] else 'no'}; median of {args.repeats}",
+        f"{'impl':<13}" + "".join(f"{c:>18}" for c in columns),
     ]
-    lines += [f"{impl:<12}" + "".join(_cell(results[impl][c]) for c in columns) for impl in args.impls]
+    lines += [f"{impl:<13}" + "".join(_cell(results[impl][c]) for c in columns) for impl in args.impls]
     if BASELINE in results:
         base = results[BASELINE]
         lines.append(f"ratios to {BASELINE} (time: {BASELINE}/impl, above 1 is faster; memory: impl/{BASELINE}, "
                      "below 1 is less)")
-        lines += [f"{impl:<12}" + "".join(f"{_ratio(results[impl][c], base[c], c.endswith('ms')):>18}"
+        lines += [f"{impl:<13}" + "".join(f"{_ratio(results[impl][c], base[c], c.endswith('ms')):>18}"
                                           for c in columns) for impl in args.impls]
     return "\n".join(lines)
 

@@ -10,7 +10,9 @@ and float32 elsewhere; `Precision.reason` says which rule decided. float16 runs 
 for it are slow or missing). `quantize="int8"` applies torchao's dynamic int8 quantisation (int8 weights,
 activations quantised per token at run time) to every `nn.Linear` (`pip install "cmr-clip[int8]"`); the
 `torch.ao.quantization` API it replaces is deprecated. Its int8 matrix product is fast only where the CPU has
-AVX512-VNNI (`native_int8`); elsewhere the reason warns that it will be slower than float32.
+AVX512-VNNI (`native_int8`); elsewhere the reason warns that it will be slower than float32. In float32 on
+an AMD CPU with AVX-512, `apply_precision` routes the Linear layers through oneDNN (`use_onednn_linear`):
+torch's MKL takes its AVX2 path there, at about half the speed.
 """
 
 from __future__ import annotations
@@ -169,8 +171,16 @@ def apply_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Mo
     model = model.to(precision.dtype)
     if precision.quantize == "int8":
         quantize_int8(model)
-    logger.info("%s", precision)
+    # float32 on a CPU where MKL's products are slow (AMD with AVX-512): Linear layers through oneDNN instead.
+    routed = 0
+    if precision.dtype == torch.float32 and precision.quantize is None and _on_cpu(model):
+        routed, why = use_onednn_linear(model, "auto")
+    logger.info("%s%s", precision, f"; float32 linear layers through oneDNN ({why})" if routed else "")
     return model
+
+
+def _on_cpu(model: torch.nn.Module) -> bool:
+    return all(p.device.type == "cpu" for p in model.parameters())
 
 
 def model_fingerprint(model, with_folder: bool = False) -> str:
@@ -218,3 +228,95 @@ def _import_torchao():
     finally:
         torchao_logger.setLevel(level)
     return torchao
+
+
+# --- float32 matrix products through oneDNN on AMD CPUs -------------------------------------------------------
+# torch's CPU build computes a float32 `nn.Linear` with MKL, which on AMD processors takes its AVX2 path: on 2 cores
+# of an AMD EPYC with AVX-512, 180-220 GFLOPS against oneDNN's 330-480 for the same products (`python
+# benchmarks/video_encoder.py` shows what that gives a video tower). oneDNN, which torch ships, runs AVX-512 there.
+# torch's own name for the kernel, used by its compiler (inductor) for CPU linear layers.
+_ONEDNN_LINEAR = "_linear_pointwise"
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id from /proc/cpuinfo ("AuthenticAMD", "GenuineIntel"); "" where unknown."""
+    try:
+        text = CPU_FLAGS_FILE.read_text()
+    except OSError:
+        return ""
+    line = next((line for line in text.splitlines() if line.startswith("vendor_id")), "")
+    return line.partition(":")[2].strip()
+
+
+def onednn_linear_available() -> bool:
+    return hasattr(torch.ops.mkldnn, _ONEDNN_LINEAR) and torch.backends.mkldnn.is_available()
+
+
+def onednn_linear_pays(vendor: str | None = None, flags: set[str] | None = None) -> tuple[bool, str]:
+    """(whether float32 linear layers run faster through oneDNN than through MKL on this CPU, the evidence):
+    an AMD CPU with AVX-512, where MKL does not use AVX-512."""
+    vendor = cpu_vendor() if vendor is None else vendor
+    flags = cpu_flags() if flags is None else flags
+    if not onednn_linear_available():
+        return False, "this torch build has no oneDNN linear kernel"
+    if vendor == "AuthenticAMD" and "avx512f" in flags:
+        return True, "an AMD CPU with AVX-512, on which MKL's float32 products take their AVX2 path"
+    return False, f"MKL's float32 products suit this CPU ({vendor or 'vendor unknown'})"
+
+
+class _OneDNNLinearFunction(torch.autograd.Function):
+    """y = x W^T + b with oneDNN's kernel; the input's gradient through oneDNN too, the weight's through torch."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return getattr(torch.ops.mkldnn, _ONEDNN_LINEAR)(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = getattr(torch.ops.mkldnn, _ONEDNN_LINEAR)(grad, weight.t().contiguous(), None, "none", [], "")
+        rows = grad.reshape(-1, grad.shape[-1])
+        if ctx.needs_input_grad[1]:
+            grad_weight = rows.t() @ x.reshape(-1, x.shape[-1])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = rows.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def _onednn_linear_forward(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    # Only what the kernel computes as torch would: float32 on the CPU, outside autocast (which casts to bf16).
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or module.weight.dtype != torch.float32
+            or torch.is_autocast_enabled("cpu")):
+        return torch.nn.functional.linear(x, module.weight, module.bias)
+    return _OneDNNLinearFunction.apply(x.contiguous(), module.weight, module.bias)
+
+
+def use_onednn_linear(model: torch.nn.Module, enable: bool | str = "auto") -> tuple[int, str]:
+    """Route `model`'s `nn.Linear` layers (exactly that class: quantised or adapted layers keep their own forward,
+    a LoRA layer's base layer is routed) through oneDNN's kernel when they run in float32 on the CPU; other
+    dtypes, devices and autocast fall back to `nn.functional.linear`. "auto" does it where it pays
+    (`onednn_linear_pays`), True wherever the kernel exists, False undoes it. The weights and the state dict are
+    untouched; results agree with MKL's to float32 rounding (another summation order). Returns (the number of
+    layers routed, why)."""
+    pays, reason = onednn_linear_pays()
+    if enable == "auto":
+        enable = pays
+    elif enable is True and not onednn_linear_available():
+        raise PrecisionError("this torch build has no oneDNN linear kernel (torch.ops.mkldnn._linear_pointwise); "
+                             "use enable='auto' or False.")
+    elif enable not in (True, False):
+        raise PrecisionError(f"enable must be 'auto', True or False, got {enable!r}.")
+    count = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Linear:
+            if enable:
+                module.forward = _onednn_linear_forward.__get__(module)
+            else:
+                module.__dict__.pop("forward", None)
+            count += 1
+    return (count if enable else 0), reason

@@ -11,7 +11,7 @@ from test_zero_shot_support import save_random_model, tiny_corpus
 
 from cmr_clip import CMRCLIPVisionConfig, CMRCLIPVisionModel
 from cmr_clip.modeling.convert_original_checkpoint import convert, original_key
-from cmr_clip.precision import native_bf16
+from cmr_clip.precision import native_bf16, onednn_linear_pays
 from cmr_clip.synthetic import make_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,13 +35,14 @@ def test_video_encoder_benchmark_runs(capsys, monkeypatch):
     out = capsys.readouterr().out
     figures = r"(\s+\d+\.\d){4}"
     ratios = r"(\s+(\d+\.\d\dx|n/a)){4}"
-    for impl in ("release", "timesformer", "sdpa", "eager", "sdpa-bf16"):
+    for impl in ("release", "timesformer", "sdpa", "eager", "sdpa-onednn", "sdpa-bf16"):
         assert re.search(rf"^{impl}{figures}$", out, re.M), out
         assert re.search(rf"^{impl}{ratios}$", out, re.M), out
     # Times are ratios to themselves; at this tiny size a peak can round to 0.0 MiB, whose ratio is n/a.
     assert re.search(r"^release\s+1\.00x\s+1\.00x(\s+(1\.00x|n/a)){2}$", out, re.M), out
     # The header follows the package's rule ("auto"'s), not a probe of its own.
     assert f"native bf16: {'yes' if native_bf16('cpu')[0] else 'no'};" in out, out
+    assert f"oneDNN float32 linear pays: {'yes' if onednn_linear_pays()[0] else 'no'};" in out, out
 
 
 def test_release_baseline_computes_the_release_features_with_our_weights(monkeypatch):

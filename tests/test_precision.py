@@ -189,3 +189,72 @@ def test_index_built_in_bfloat16_stores_float32_embeddings_close_to_float32s(tra
     hits = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("fp32", "bf16")}
     assert hits["bf16"][0]["study_id"] == hits["fp32"][0]["study_id"]
     np.testing.assert_allclose([h["score"] for h in hits["bf16"]], [h["score"] for h in hits["fp32"]], atol=0.01)
+
+
+# --- float32 Linear layers through oneDNN --------------------------------------------------------------------
+def test_onednn_linear_pays_on_amd_with_avx512_only():
+    from cmr_clip.precision import onednn_linear_available, onednn_linear_pays
+
+    if not onednn_linear_available():
+        pytest.skip("this torch build has no oneDNN linear kernel")
+    assert onednn_linear_pays("AuthenticAMD", {"avx2", "avx512f"})[0]
+    assert not onednn_linear_pays("AuthenticAMD", {"avx2", "fma"})[0]
+    assert not onednn_linear_pays("GenuineIntel", {"avx2", "avx512f"})[0]
+    assert not onednn_linear_pays("", set())[0]
+
+
+def test_onednn_linear_layers_compute_what_torch_computes_forward_and_backward(monkeypatch):
+    import copy
+
+    from cmr_clip import precision
+    from cmr_clip.precision import PrecisionError, onednn_linear_available, use_onednn_linear
+
+    if not onednn_linear_available():
+        pytest.skip("this torch build has no oneDNN linear kernel")
+    calls = []
+    original = precision._OneDNNLinearFunction.apply
+    monkeypatch.setattr(precision._OneDNNLinearFunction, "apply", lambda *a: calls.append(1) or original(*a))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(96, 192), torch.nn.GELU(), torch.nn.Linear(192, 40, bias=False))
+    reference = copy.deepcopy(model)
+    assert use_onednn_linear(model, True)[0] == 2
+    x = torch.randn(3, 17, 96, requires_grad=True)
+    x_reference = x.detach().clone().requires_grad_()
+    out, expected = model(x), reference(x_reference)
+    assert len(calls) == 2
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(out)
+    out.backward(upstream)
+    expected.backward(upstream)
+    torch.testing.assert_close(x.grad, x_reference.grad, rtol=1e-5, atol=1e-5)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-5, msg=name)
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    torch.testing.assert_close(copy.deepcopy(model)(x), out)  # a copy is routed too
+    assert len(calls) == 4
+    # What the kernel does not compute as torch would falls back to torch: autocast, and bf16 weights.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(x).dtype == torch.bfloat16
+    assert model.to(torch.bfloat16)(x.detach().bfloat16()).dtype == torch.bfloat16
+    assert len(calls) == 4
+    assert use_onednn_linear(model.float(), False)[0] == 0 and "forward" not in model[0].__dict__
+    model(x)
+    assert len(calls) == 4
+    with pytest.raises(PrecisionError, match="enable"):
+        use_onednn_linear(model, "yes")
+
+
+def test_float32_precision_routes_linear_layers_through_onednn_where_it_pays(monkeypatch):
+    from cmr_clip import precision
+    from cmr_clip.precision import Precision, apply_precision, onednn_linear_available
+
+    if not onednn_linear_available():
+        pytest.skip("this torch build has no oneDNN linear kernel")
+    monkeypatch.setattr(precision, "onednn_linear_pays", lambda: (True, "test"))
+    routed = apply_precision(torch.nn.Sequential(torch.nn.Linear(8, 8)), Precision(torch.float32, None, "test"))
+    assert "forward" in routed[0].__dict__
+    as_bf16 = apply_precision(torch.nn.Sequential(torch.nn.Linear(8, 8)), Precision(torch.bfloat16, None, "test"))
+    assert "forward" not in as_bf16[0].__dict__
+    monkeypatch.setattr(precision, "onednn_linear_pays", lambda: (False, "test"))
+    plain = apply_precision(torch.nn.Sequential(torch.nn.Linear(8, 8)), Precision(torch.float32, None, "test"))
+    assert "forward" not in plain[0].__dict__
