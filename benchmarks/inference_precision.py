@@ -39,7 +39,8 @@ from cmr_clip.embeddings import encode_videos, embed_split
 from cmr_clip.evaluation.zero_shot import finding_aucs, finding_scores, split_labels
 from cmr_clip.modeling import CMRCLIPConfig
 from cmr_clip.pipelines.prompts import model_prompt_set
-from cmr_clip.precision import apply_precision, native_bf16, native_int8, resolve_precision
+from cmr_clip.precision import (apply_precision, native_bf16, native_int8, onednn_linear_pays, resolve_precision,
+                                 use_onednn_linear)
 
 PRECISIONS = {"float32": ("float32", None), "bfloat16": ("bfloat16", None), "int8": ("float32", "int8"),
               "bfloat16+int8": ("bfloat16", "int8")}
@@ -65,11 +66,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def variants(model, names: list[str]) -> dict[str, torch.nn.Module]:
-    """name -> a copy of `model` in that precision (float32 first: the reference)."""
+    """name -> a copy of `model` in that precision (float32 first: the reference, with its Linear layers through
+    oneDNN where that pays, as the package runs it; then, on such a CPU, "float32-mkl", torch's own float32)."""
     out = {}
     for name in ["float32", *[n for n in names if n != "float32"]]:
         dtype, quantize = PRECISIONS[name]
         out[name] = apply_precision(copy.deepcopy(model), resolve_precision(dtype, quantize))
+        if name == "float32" and onednn_linear_pays()[0]:
+            out["float32-mkl"] = copy.deepcopy(out[name])
+            use_onednn_linear(out["float32-mkl"], False)
     return out
 
 
