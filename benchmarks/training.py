@@ -3,8 +3,9 @@ loss, backward, AdamW) on random studies and token ids.
 
 Compared in the same run, each configuration in a fresh process of its own (so that none reuses memory
 another freed), and printed as ratios against the first one, the baseline:
-  - on the CPU: float32 without and with gradient checkpointing, and bf16 autocast (what `mixed_precision="bf16"`
-    runs; fast only where the CPU has AVX512-BF16 or AMX), at the demo's model size by default or at ViT-B width
+  - on the CPU: float32 without and with gradient checkpointing, bf16 autocast (what `mixed_precision="bf16"`
+    runs; fast only where the CPU has AVX512-BF16 or AMX), and float32 with the Linear layers through oneDNN
+    (what `onednn_linear=True` runs where it pays), at the demo's model size by default or at ViT-B width
     (`--size vitb-2`);
   - on a GPU (`--device cuda --size full`): the release's size (ViT-B/16 over 64 frames of 224 px,
     BERT-base, batch 16) in fp32 with eager attention against bf16 autocast with sdpa.
@@ -27,7 +28,7 @@ from transformers import BertConfig
 
 from cmr_clip import CMRCLIPConfig, CMRCLIPModel
 from cmr_clip.demo import DEMO_TEXT, DEMO_VISION
-from cmr_clip.precision import native_bf16
+from cmr_clip.precision import native_bf16, use_onednn_linear
 from video_encoder import MIB, PeakMemory  # same folder: the benchmarks share one memory probe
 
 SIZES = {
@@ -48,6 +49,7 @@ CONFIGURATIONS = {
         {"name": "no checkpointing", "checkpointing": False, "attn": "sdpa", "bf16": False},
         {"name": "checkpointing", "checkpointing": True, "attn": "sdpa", "bf16": False},
         {"name": "bf16 autocast", "checkpointing": False, "attn": "sdpa", "bf16": True},
+        {"name": "fp32 oneDNN linear", "checkpointing": False, "attn": "sdpa", "bf16": False, "onednn": True},
     ],
     "cuda": [
         {"name": "fp32 eager", "checkpointing": False, "attn": "eager", "bf16": False},
@@ -75,6 +77,8 @@ def build(size: str, configuration: dict, device: torch.device) -> tuple[CMRCLIP
     model = CMRCLIPModel._from_config(config, attn_implementation=configuration["attn"]).to(device).train()
     if configuration["checkpointing"]:
         model.activation_checkpointing_enable()
+    if configuration.get("onednn"):
+        use_onednn_linear(model, True)
     return model, spec
 
 

@@ -111,6 +111,7 @@ def test_training_benchmark_runs(capsys, monkeypatch):
     assert re.search(r"^no checkpointing\s+\d+\.\d\d\s+(\d+\.\d|n/a)\s+1\.00x", out, re.M), out
     assert re.search(r"^checkpointing\s+\d+\.\d\d\s+(\d+\.\d|n/a)\s+\d+\.\d\dx", out, re.M), out
     assert re.search(r"^bf16 autocast\s+\d+\.\d\d\s+(\d+\.\d|n/a)\s+\d+\.\d\dx", out, re.M), out
+    assert re.search(r"^fp32 oneDNN linear\s+\d+\.\d\d\s+(\d+\.\d|n/a)\s+\d+\.\d\dx", out, re.M), out
     assert f"native bf16: {'yes' if native_bf16('cpu')[0] else 'no'}" in out, out
 
 

@@ -145,6 +145,21 @@ def test_gradient_checkpointing_run_matches(corpus, tmp_path):
     assert plain["history"][-1]["train_loss"] == pytest.approx(checkpointed["history"][-1]["train_loss"], rel=1e-4)
 
 
+def test_onednn_linear_training_matches_torch_and_says_how_many_layers(corpus, tmp_path):
+    from cmr_clip.precision import onednn_linear_pays
+
+    plain = train(tiny_train_config(corpus, tmp_path / "a", max_steps=3, augment=False, mixed_precision="no"))
+    routed = train(tiny_train_config(corpus, tmp_path / "b", max_steps=3, augment=False, mixed_precision="no",
+                                     onednn_linear=True))
+    assert routed["history"][-1]["train_loss"] == pytest.approx(plain["history"][-1]["train_loss"], rel=1e-4)
+    model = CMRCLIPModel.from_pretrained(tmp_path / "b")
+    linear_layers = sum(type(m) is torch.nn.Linear for m in model.modules())
+    assert routed["onednn_linear_layers"] == (linear_layers if onednn_linear_pays()[0] else 0) and plain["onednn_linear_layers"] == 0
+    weights, reference = load_file(tmp_path / "b" / "model.safetensors"), load_file(tmp_path / "a" / "model.safetensors")
+    assert weights.keys() == reference.keys()
+    assert max((weights[k] - reference[k]).abs().max().item() for k in weights) < 1e-3
+
+
 def test_two_process_gathered_loss_equals_single_process_loss(tmp_path):
     script = ROOT / "tests" / "distributed_loss_check.py"
     result = subprocess.run(

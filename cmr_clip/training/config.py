@@ -61,6 +61,10 @@ class RunConfig(TrainingSchedule):
     mixed_precision: str = "auto"
     """`auto` (bf16 autocast where the CPU or GPU computes bfloat16 natively, float32 elsewhere; the log says
     which), `no`, `bf16` or `fp16` (Accelerate)."""
+    onednn_linear: bool = False
+    """Float32 training on the CPU: route the Linear layers through oneDNN where that pays (an AMD CPU with
+    AVX-512, on which torch's MKL products take their AVX2 path; `precision.use_onednn_linear`); results agree
+    with torch's to float32 rounding. Not with FSDP. `metrics.json` says how many layers it routed."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, more time)."""
     augment: bool = True

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from ..data.collate import StudyCollator
 from ..data.streaming import batches_on_every_process
-from ..precision import training_mixed_precision
+from ..precision import training_mixed_precision, use_onednn_linear
 from ..privacy import check_json
 from .checkpointing import (
     checkpoint_to_resume,
@@ -124,6 +124,13 @@ def run(task: Task) -> dict:
     set_seed(config.seed)
     corpus, study_processor = task.open_corpus()
     model = task.build(corpus, study_processor)
+    onednn_layers = 0
+    if config.onednn_linear and on_cpu:
+        if accelerator.distributed_type == DistributedType.FSDP:
+            raise ValueError("onednn_linear routes plain Linear layers; FSDP shards them: train without one of the two.")
+        onednn_layers, onednn_why = use_onednn_linear(model, "auto")
+        if config.progress:
+            tqdm.write(f"float32 linear layers through oneDNN: {onednn_layers} ({onednn_why})")
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable()
 
@@ -221,6 +228,7 @@ def run(task: Task) -> dict:
     accelerator.wait_for_everyone()
     summary = {"history": state["history"], "final": state["history"][-1] if state["history"] else {},
                "train_studies": data.studies, "mixed_precision": mixed_precision, "mixed_precision_reason": why,
+               "onednn_linear_layers": onednn_layers,
                "config": config.to_dict()}
     metrics = task.results(model, eval_loaders, accelerator, summary)
     state_dict = accelerator.get_state_dict(model)  # gathered from the shards under FSDP: every process takes part
