@@ -74,12 +74,12 @@ def save_final(model: CMRCLIPModel, tokenizer, study_processor, config: TrainCon
                  state_dict)
 
 
-
 def stack_padded(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Two (n, length) token tensors as one, the shorter padded on the right with 0 (masked out)."""
     length = max(first.shape[1], second.shape[1])
     pad = lambda t: torch.nn.functional.pad(t, (0, length - t.shape[1]))  # noqa: E731
     return torch.cat([pad(first), pad(second)])
+
 
 class ContrastiveTask:
     """CMR-CLIP's contrastive training: study-impression pairs, negatives gathered across processes,
