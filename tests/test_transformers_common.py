@@ -111,11 +111,21 @@ def _common_tests_root(version: str) -> Path:
 sys.path.insert(0, str(_common_tests_root(transformers.__version__)))
 
 from hf_common_tests.test_configuration_common import ConfigTester  # noqa: E402
+from hf_common_tests import test_modeling_common  # noqa: E402
 from hf_common_tests.test_modeling_common import (  # noqa: E402
     ModelTesterMixin,
     floats_tensor,
     ids_tensor,
 )
+
+
+def seed_inputs() -> None:
+    """The mixin draws its inputs from an unseeded `random.Random()` (and models from torch's global generator),
+    so every run compared other inputs: the float32 eager-sdpa check, whose relative tolerance near-zero logits
+    can exceed by float32 rounding alone, failed about once in many runs. Seeded, each test sees the same inputs
+    in every run and in any order."""
+    test_modeling_common.global_rng.seed(0)
+    torch.manual_seed(0)
 
 
 class CMRCLIPVisionModelTester:
@@ -312,6 +322,7 @@ class CMRCLIPVisionModelTest(ModelTesterMixin, unittest.TestCase):
     test_can_init_all_missing_weights_before_2023 = True
 
     def setUp(self):
+        seed_inputs()
         self.model_tester = CMRCLIPVisionModelTester(self)
         self.config_tester = ConfigTester(
             self, config_class=CMRCLIPVisionConfig, has_text_modality=False, hidden_size=37, num_attention_heads=1
@@ -411,6 +422,7 @@ class CMRCLIPModelTest(ModelTesterMixin, unittest.TestCase):
     _is_composite = True
 
     def setUp(self):
+        seed_inputs()
         self.model_tester = CMRCLIPModelTester(self)
         self.config_tester = ConfigTester(
             self,
