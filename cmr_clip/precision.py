@@ -64,14 +64,19 @@ class Precision:
 FLOAT32 = Precision(torch.float32, None, "float32 asked for")
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (Linux); empty where that file cannot be read."""
+def _cpuinfo_field(name: str) -> str:
+    """The value of the first `name` line of /proc/cpuinfo (Linux); "" where the file cannot be read."""
     try:
         text = CPU_FLAGS_FILE.read_text()
     except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
+        return ""
+    line = next((line for line in text.splitlines() if line.startswith(name)), "")
+    return line.partition(":")[2].strip()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux); empty where that file cannot be read."""
+    return set(_cpuinfo_field("flags").split())
 
 
 def native_bf16(device: str | torch.device = "cpu") -> tuple[bool, str]:
@@ -240,12 +245,7 @@ _ONEDNN_LINEAR = "_linear_pointwise"
 
 def cpu_vendor() -> str:
     """The CPU's vendor id from /proc/cpuinfo ("AuthenticAMD", "GenuineIntel"); "" where unknown."""
-    try:
-        text = CPU_FLAGS_FILE.read_text()
-    except OSError:
-        return ""
-    line = next((line for line in text.splitlines() if line.startswith("vendor_id")), "")
-    return line.partition(":")[2].strip()
+    return _cpuinfo_field("vendor_id")
 
 
 def onednn_linear_available() -> bool:
