@@ -33,6 +33,7 @@ from .training import TrainConfig, TrainingSchedule, train
 DEMO_VISION = dict(patch_size=16, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
                    time_init="normal")
 DEMO_TEXT = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
+DEMO_PROJECTION_DIM = 64
 # The demo's CMR-TARGET decoder: a 3-layer GPT-2, 192 wide, with a byte-level BPE vocabulary from the cohort.
 DEMO_DECODER = dict(n_embd=192, n_layer=3, n_head=4)
 
@@ -121,7 +122,7 @@ def run_demo(settings: DemoSettings) -> dict:
     _step(f"3/{steps} training a small CMR-CLIP from scratch for {settings.epochs} epochs")
     config = TrainConfig(
         **settings.schedule(), data_dir=str(out / "corpus"), output_dir=str(out), text_model=settings.text_model,
-        vision=DEMO_VISION, text={} if settings.text_model else DEMO_TEXT, projection_dim=64, eval_batch_size=64,
+        vision=DEMO_VISION, text={} if settings.text_model else DEMO_TEXT, projection_dim=DEMO_PROJECTION_DIM, eval_batch_size=64,
         eval_every=4, warmup_ratio=0.1, max_text_length=128, learnable_logit_scale=True, crop_scale=[0.8, 1.0],
         # Half of each impression's sentences per step: findings are then learnt one sentence at a time, as
         # zero-shot prompts ask about them. No flips: a mirrored image swaps the sides the two ventricles lie on.
@@ -146,7 +147,7 @@ def run_demo(settings: DemoSettings) -> dict:
         timings["report_s"] = time.perf_counter() - start
 
     metrics = {
-        **held_out,  # test_retrieval, test_zero_shot
+        **held_out,  # test_retrieval, test_zero_shot, test_effective_rank
         "validation_history": training["history"],
         "training_precision": {"mixed_precision": training["mixed_precision"], "reason": training["mixed_precision_reason"]},
         **({"report": report} if report else {}),
@@ -191,6 +192,10 @@ def summary_table(metrics: dict, settings: DemoSettings) -> str:
             f"| {label:<15} | {test[f'{direction}_R@1']:.2f} | {test[f'{direction}_R@5']:.2f} | "
             f"{test[f'{direction}_R@10']:.2f} | {test[f'{direction}_median_rank']:>11.1f} | {test['chance_R@5']:>10.2f} |"
         )
+    rank = metrics.get("test_effective_rank")
+    if rank:
+        lines += ["", f"Effective rank of the test embeddings (directions they spread over, of {DEMO_PROJECTION_DIM}): "
+                      f"studies {rank['video']:.1f}, impressions {rank['text']:.1f}"]
     total = sum(metrics["timings_s"].values())
     lines += ["", zero_shot_table(metrics["test_zero_shot"])]
     if "report" in metrics:

@@ -28,6 +28,8 @@ def test_quick_demo_writes_a_loadable_model_processor_and_metrics(tmp_path, caps
     assert not (out / "checkpoints").exists()
     table = summary_table(metrics, settings)
     assert "text -> study" in table and "cmr-clip inspect" in table
+    rank = saved["test_effective_rank"]  # one test study: no spread, rank 0
+    assert f"studies {rank['video']:.1f}, impressions {rank['text']:.1f}" in table
     # The report step: a loadable CMR-TARGET and a draft for a held-out study next to its impression.
     from cmr_clip import CMRTargetForConditionalGeneration
 

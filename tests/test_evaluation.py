@@ -180,6 +180,9 @@ def test_the_demo_and_evaluate_model_take_their_figures_from_one_zero_shot_pass(
     assert zero_shot["lvef_estimate"]["n"] == lvef["n"] == 8
     for key in ("text_to_study_R@1", "text_to_study_R@5", "study_to_text_median_rank"):
         assert held_out["test_retrieval"][key] == pytest.approx(metrics["retrieval"][key]["value"])
+    # 8 test studies in a projection wider than 8: at most 7 directions once centred
+    assert set(held_out["test_effective_rank"]) == {"video", "text"}
+    assert all(1.0 <= rank <= 7.0 for rank in held_out["test_effective_rank"].values()), held_out["test_effective_rank"]
 
 
 def test_evaluate_and_the_demo_can_mine_their_prompts_from_the_training_impressions(evaluated, tmp_path):

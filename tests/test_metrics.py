@@ -11,7 +11,7 @@ from cmr_clip.evaluation.classification import auc, classification_metrics, labe
 from cmr_clip.evaluation.errors import EvaluationError
 from cmr_clip.evaluation.intervals import with_interval
 from cmr_clip.evaluation.regression import mean_absolute_error, pearson_r, regression_metrics
-from cmr_clip.evaluation.retrieval import match_ranks, median_rank, recall_at_k, retrieval_metrics
+from cmr_clip.evaluation.retrieval import effective_rank, match_ranks, median_rank, recall_at_k, retrieval_metrics
 
 
 def test_auc_counts_correctly_ordered_pairs_and_is_none_with_one_class():
@@ -99,3 +99,25 @@ def test_with_interval_wraps_any_metric_and_is_reproducible():
 
 def test_with_interval_gives_none_where_the_metric_is_undefined():
     assert with_interval(auc, np.arange(5.0), np.ones(5, dtype=int), resamples=20) == {"value": None, "low": None, "high": None}
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_effective_rank_counts_the_directions_embeddings_spread_over(k):
+    """Points on +-e_1 .. +-e_k of a 16-dimensional space, each repeated, span k equal directions: rank k, whatever
+    their lengths (embeddings are normalised first) and wherever the set is centred."""
+    axes = np.eye(16)[:k]
+    points = np.concatenate([axes, -axes] * 5) * np.random.default_rng(k).uniform(0.5, 3.0, (10 * k, 1))
+    assert effective_rank(torch.tensor(points)) == pytest.approx(k, abs=1e-6)
+
+
+def test_effective_rank_of_isotropic_embeddings_is_near_their_dimension_and_collapse_lowers_it():
+    rng = np.random.default_rng(0)
+    isotropic = torch.tensor(rng.normal(size=(4000, 8)))
+    assert 7.6 < effective_rank(isotropic) <= 8.0
+    # The same points squeezed towards one direction (a collapsed embedding): most of their spread in 1 of 8 axes.
+    squeezed = isotropic * torch.tensor([1.0] + [0.01] * 7) + torch.tensor([0.0, 3.0] + [0.0] * 6)
+    assert effective_rank(squeezed) < 2.5
+    assert effective_rank(torch.ones(5, 8)) == 0.0  # one point, repeated: no spread at all
+    assert effective_rank(torch.ones(1, 8)) == 0.0  # a one-study test split
+    with pytest.raises(ValueError, match=r"embeddings \(n, d\)"):
+        effective_rank(torch.ones(8))

@@ -38,7 +38,7 @@ from .plots import write_plots
 from .prompt_mining import mine_prompt_set
 from .regression import known, mean_absolute_error, pearson_r
 from .retrieval import DEFAULT_KS as RECALL_KS
-from .retrieval import chance_recall, match_ranks, median_rank, recall_at_k, retrieval_metrics
+from .retrieval import chance_recall, effective_rank, match_ranks, median_rank, recall_at_k, retrieval_metrics
 from .robustness import embedding_stability
 from .zero_shot import (
     CALIBRATION_METHOD,
@@ -78,15 +78,18 @@ def evaluation_prompts(corpus, mine_prompts: bool = False) -> PromptSet:
 def evaluate_held_out(model_dir: str | Path, corpus, reports: str | Path | None = None, batch_size: int = 64,
                       mine_prompts: bool = False) -> dict:
     """The demo's evaluation of the CMR-CLIP saved in `model_dir`: `test_retrieval` (`retrieval_metrics` on the
-    test split) and `test_zero_shot` (`zero_shot_figures`, with the prompts of `evaluation_prompts`); the prompts
+    test split), `test_zero_shot` (`zero_shot_figures`, with the prompts of `evaluation_prompts`) and
+    `test_effective_rank` (`effective_rank` of the test studies' and impressions' embeddings); the prompts
     with the calibration and thresholds fitted on the validation split are saved with the model, so the demo
     model answers calibrated probabilities."""
     model, processor = load_clip(model_dir)
     embedded = embed_splits(model, processor, corpus, ("validation", "test"), batch_size)
     outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, evaluation_prompts(corpus, mine_prompts), reports)
     outcome.prompts.save(model_dir)
-    return {"test_retrieval": retrieval_metrics(embedded["test"]["text"], embedded["test"]["video"]),
-            "test_zero_shot": zero_shot_figures(outcome)}
+    test = embedded["test"]
+    return {"test_retrieval": retrieval_metrics(test["text"], test["video"]),
+            "test_zero_shot": zero_shot_figures(outcome),
+            "test_effective_rank": {"video": effective_rank(test["video"]), "text": effective_rank(test["text"])}}
 
 
 def retrieval_with_intervals(text: torch.Tensor, video: torch.Tensor, resamples: int) -> dict:

@@ -4,7 +4,9 @@ Row i of the text embeddings belongs to row i of the study embeddings. Ranks are
 the matching item scored highest. Ties are broken pessimistically (an equal score ranks ahead of the
 match), so a constant model cannot look good. `match_ranks` gives the rank of every query in both
 directions; `recall_at_k` and `median_rank` are metric functions over those ranks (so `with_interval`
-can resample the queries).
+can resample the queries). `effective_rank` says how many directions of the embedding space a set of
+embeddings spreads over: a contrastive model that has collapsed onto a few (dimensional collapse) ranks its
+studies along the same few axes for every question it is asked.
 """
 
 from __future__ import annotations
@@ -63,3 +65,24 @@ def retrieval_metrics(
             metrics[f"{direction}_R@{k}"] = recall_at_k(ranks, k)
         metrics[f"{direction}_median_rank"] = median_rank(ranks)
     return {**metrics, **chance_recall(len(text), ks)}
+
+
+def effective_rank(embeds: torch.Tensor) -> float:
+    """The effective rank (Roy and Vetterli, 2007; RankMe, Garrido et al., 2023, for collapse in self-supervised
+    learning) of a set of embeddings (n, d): exp of the entropy of their normalised singular values, after L2
+    normalisation and centring. n points spread evenly over k orthogonal
+    directions give about k; points on one line give 1; one point, or one point repeated, 0. A small value
+    against the projection size is dimensional collapse: every zero-shot question is then answered along the
+    same few axes."""
+    x = torch.as_tensor(embeds).double()
+    if x.dim() != 2:
+        raise ValueError(f"effective_rank takes embeddings (n, d), got shape {tuple(x.shape)}")
+    if len(x) < 2:
+        return 0.0
+    x = torch.nn.functional.normalize(x, dim=-1)
+    singular = torch.linalg.svdvals(x - x.mean(dim=0))
+    if float(singular.sum()) == 0.0:
+        return 0.0
+    p = singular / singular.sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
