@@ -8,6 +8,7 @@ transformers' Auto* classes and pipeline registry, so that `AutoModel.from_pretr
 docs/architecture.md.
 """
 
+from . import _quiet_imports  # noqa: F401, I001  (first: transformers' import chain without optional backends' noise)
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,

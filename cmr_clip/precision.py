@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,18 +221,33 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
+"""Loggers that speak when torchao is imported on a machine without CUDA: a warning for each CUDA kernel library
+torchao cannot load, and torch's deprecation warning for each Enum torchao registers with it."""
+
+
+@contextmanager
+def quiet_loggers(names: tuple[str, ...] = NOISY_LOGGERS, level: int = logging.ERROR):
+    """Only messages at `level` or above from the loggers `names` inside the block; their own levels after it."""
+    loggers = [logging.getLogger(name) for name in names]
+    before = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, before):
+            logger.setLevel(old)
+
+
 def _import_torchao():
     # torchao logs a line for each optional CUDA kernel library it cannot load: noise on a CPU machine.
-    torchao_logger = logging.getLogger("torchao")
-    level = torchao_logger.level
-    torchao_logger.setLevel(logging.ERROR)
     try:
-        import torchao.quantization
+        with quiet_loggers():
+            import torchao.quantization
     except ImportError as error:
         raise QuantizationBackendError(f'quantize="int8" needs torchao: {INT8_INSTALL}; or run without '
                                        "quantize (--quantize none).") from error
-    finally:
-        torchao_logger.setLevel(level)
     return torchao
 
 
