@@ -37,6 +37,7 @@ bf16 matrix products, and the bf16 row is then far slower than float32.
 """
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -149,7 +150,9 @@ def build_models(args: argparse.Namespace, impls) -> tuple[dict[str, Callable], 
             models[impl] = TimesformerModel(timesformer_config(config))
             forwards[impl] = lambda x, model=models[impl]: model(pixel_values=x).last_hidden_state[:, 0]
         else:
-            models[impl] = CMRCLIPVisionModel._from_config(config, attn_implementation=impl.split("-")[0])
+            # A copy of the config each: `_from_config` sets the implementation on the config it is given, and
+            # a model reads it from there at run time (with one shared config every row ran the last one).
+            models[impl] = CMRCLIPVisionModel._from_config(copy.deepcopy(config), attn_implementation=impl.split("-")[0])
             models[impl].load_state_dict(weights)
             if impl.endswith("onednn"):
                 use_onednn_linear(models[impl], True)

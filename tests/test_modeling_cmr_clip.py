@@ -1,6 +1,7 @@
 """CMR-CLIP model: equivalence to the published model's golden vectors, the converter, save/load, and the
 behaviours a video-text model must have (batch independence, fewer frames, gradient checkpointing)."""
 
+import copy
 import json
 import pickle
 import subprocess
@@ -253,8 +254,10 @@ def test_sdpa_and_eager_agree_and_eager_returns_attention_maps():
     torch.manual_seed(0)
     config = tiny_config().vision_config
     sdpa = CMRCLIPVisionModel(config).eval()
-    eager = CMRCLIPVisionModel._from_config(config, attn_implementation="eager").eval()
+    # A copy: `_from_config` sets the implementation on the config it is given, which `sdpa` reads at run time.
+    eager = CMRCLIPVisionModel._from_config(copy.deepcopy(config), attn_implementation="eager").eval()
     eager.load_state_dict(sdpa.state_dict())
+    assert (sdpa.config._attn_implementation, eager.config._attn_implementation) == ("sdpa", "eager")
     video = torch.randn(2, 5, 3, 16, 16)
     with torch.no_grad():
         out_sdpa = sdpa(pixel_values_videos=video)
@@ -265,6 +268,44 @@ def test_sdpa_and_eager_agree_and_eager_returns_attention_maps():
     assert out_eager.time_attentions[0].shape == (2, 4, 2, 5, 6)
     torch.testing.assert_close(out_eager.attentions[0].sum(-1), torch.ones(2, 5, 2, 4))
     assert len(out_eager.hidden_states) == 3
+
+
+@pytest.mark.parametrize("max_keys, routed_per_layer", [(0, 0), (5, 1), (32, 2)])
+def test_sdpa_on_a_cpu_routes_short_groups_to_eager_with_the_same_outputs_and_gradients(monkeypatch, max_keys,
+                                                                                       routed_per_layer):
+    """Frames of 2 x 2 patches (space groups: 5 keys with CLS) and 5 frames (time groups: 6 keys): a group of at
+    most CPU_EAGER_MAX_KEYS keys attends by matrix products, a longer one through SDPA; both give the eager
+    model's outputs and gradients."""
+    from cmr_clip.modeling import modeling_cmr_clip
+
+    calls = []
+    eager_forward = modeling_cmr_clip.eager_attention_forward
+
+    def counted(*args, **kwargs):
+        calls.append(args[1].shape)
+        return eager_forward(*args, **kwargs)
+
+    monkeypatch.setattr(modeling_cmr_clip, "CPU_EAGER_MAX_KEYS", max_keys)
+    monkeypatch.setattr(modeling_cmr_clip, "eager_attention_forward", counted)
+    torch.manual_seed(0)
+    config = tiny_config().vision_config
+    config.hidden_dropout_prob = config.attention_dropout = 0.0
+    sdpa = CMRCLIPVisionModel(config).train()
+    eager = CMRCLIPVisionModel._from_config(copy.deepcopy(config), attn_implementation="eager").train()
+    eager.load_state_dict(sdpa.state_dict())
+    assert (sdpa.config._attn_implementation, eager.config._attn_implementation) == ("sdpa", "eager")
+    video = torch.randn(2, 5, 3, 16, 16)
+    outputs = []
+    for model in (sdpa, eager):
+        calls.clear()
+        out = model(pixel_values_videos=video).last_hidden_state
+        out.square().mean().backward()
+        outputs.append(out.detach())
+        if model is sdpa:
+            assert len(calls) == routed_per_layer * config.num_hidden_layers, calls
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=1e-5)
+    for (name, p), q in zip(sdpa.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_gradient_checkpointing_gives_same_loss_and_gradients():
