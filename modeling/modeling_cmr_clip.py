@@ -120,12 +120,12 @@ def eager_attention_forward(
 
 
 CPU_EAGER_MAX_KEYS = 32
-"""With `attn_implementation="sdpa"` on a CPU, patch groups of at most this many keys (CLS + group length: the
-time attention of 16 frames, the space attention of frames cut into at most 5 x 5 patches) attend by plain matrix
-products (`eager_attention_forward`) instead of torch's SDPA kernel. On 2 cores of an AMD EPYC the demo's video
-tower (17 keys per group) then embeds a batch of studies 1.38x faster in float32 and 1.29x in bfloat16
-(`benchmarks/video_encoder.py` and `inference_precision.py` measure it); at 50 keys and more SDPA is as fast or
-faster (0.85x for eager at 197 keys)."""
+"""With `attn_implementation="sdpa"` on a CPU and without gradients, patch groups of at most this many keys (CLS +
+group length: the time attention of 16 frames, the space attention of frames cut into at most 5 x 5 patches)
+attend by plain matrix products (`eager_attention_forward`) instead of torch's SDPA kernel. On 2 cores of an AMD
+EPYC the demo's video tower (17 keys per group) then embeds a batch of 64 studies 1.38x faster in float32 and
+1.29x in bfloat16, measured in one process; at 50 keys and more SDPA is as fast or faster (0.85x for eager at 197
+keys)."""
 
 
 def _eager_without_weights(*args, **kwargs) -> tuple[torch.Tensor, None]:
@@ -169,11 +169,12 @@ def divided_attention(
         return tokens.unflatten(0, (batch, groups)).transpose(1, 2).flatten(2, 3)
 
     # The patch queries' attention is many tiny problems (one per group, 1 + group_length keys each). On a CPU
-    # torch's SDPA kernel pays a fixed cost per problem that plain matrix products do not, so short groups
-    # take the eager path there (the same softmax attention; see CPU_EAGER_MAX_KEYS).
+    # torch's SDPA kernel pays a fixed cost per problem that plain matrix products do not, so at inference short
+    # groups take the eager path there (the same softmax attention; see CPU_EAGER_MAX_KEYS). Not in training:
+    # backward would keep the attention weights, more memory than SDPA's recomputation.
     patch_attention = attention_interface
     if (module.config._attn_implementation == "sdpa" and hidden_states.device.type == "cpu"
-            and 1 + group_length <= CPU_EAGER_MAX_KEYS):
+            and not torch.is_grad_enabled() and 1 + group_length <= CPU_EAGER_MAX_KEYS):
         patch_attention = _eager_without_weights
     duplicates = torch.zeros(groups, 1 + group_length, dtype=grouped.dtype, device=grouped.device)
     duplicates[1:, 0] = float("-inf")

@@ -273,8 +273,9 @@ def test_sdpa_and_eager_agree_and_eager_returns_attention_maps():
 @pytest.mark.parametrize("max_keys, routed_per_layer", [(0, 0), (5, 1), (32, 2)])
 def test_sdpa_on_a_cpu_routes_short_groups_to_eager_with_the_same_outputs_and_gradients(monkeypatch, max_keys,
                                                                                        routed_per_layer):
-    """Frames of 2 x 2 patches (space groups: 5 keys with CLS) and 5 frames (time groups: 6 keys): a group of at
-    most CPU_EAGER_MAX_KEYS keys attends by matrix products, a longer one through SDPA; both give the eager
+    """Frames of 2 x 2 patches (space groups: 5 keys with CLS) and 5 frames (time groups: 6 keys): without
+    gradients, a group of at most CPU_EAGER_MAX_KEYS keys attends by matrix products, a longer one through SDPA;
+    with gradients every group goes through SDPA (eager's backward would keep the weights). Both give the eager
     model's outputs and gradients."""
     from cmr_clip.modeling import modeling_cmr_clip
 
@@ -298,11 +299,17 @@ def test_sdpa_on_a_cpu_routes_short_groups_to_eager_with_the_same_outputs_and_gr
     outputs = []
     for model in (sdpa, eager):
         calls.clear()
-        out = model(pixel_values_videos=video).last_hidden_state
-        out.square().mean().backward()
-        outputs.append(out.detach())
+        with torch.no_grad():
+            inference = model(pixel_values_videos=video).last_hidden_state
         if model is sdpa:
             assert len(calls) == routed_per_layer * config.num_hidden_layers, calls
+        calls.clear()
+        out = model(pixel_values_videos=video).last_hidden_state
+        out.square().mean().backward()
+        if model is sdpa:
+            assert calls == [], calls
+        torch.testing.assert_close(inference, out.detach(), atol=1e-5, rtol=1e-5)
+        outputs.append(out.detach())
     torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=1e-5)
     for (name, p), q in zip(sdpa.named_parameters(), eager.parameters()):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
