@@ -118,6 +118,9 @@ def test_effective_rank_of_isotropic_embeddings_is_near_their_dimension_and_coll
     squeezed = isotropic * torch.tensor([1.0] + [0.01] * 7) + torch.tensor([0.0, 3.0] + [0.0] * 6)
     assert effective_rank(squeezed) < 2.5
     assert effective_rank(torch.ones(5, 8)) == 0.0  # one point, repeated: no spread at all
+    nearly_one = torch.full((7, 3), 0.1)
+    nearly_one[::2, 2] += 1e-13  # rows apart by rounding only
+    assert effective_rank(nearly_one) == 0.0
     assert effective_rank(torch.ones(1, 8)) == 0.0  # a one-study test split
     with pytest.raises(ValueError, match=r"embeddings \(n, d\)"):
         effective_rank(torch.ones(8))

@@ -70,10 +70,9 @@ def retrieval_metrics(
 def effective_rank(embeds: torch.Tensor) -> float:
     """The effective rank (Roy and Vetterli, 2007; RankMe, Garrido et al., 2023, for collapse in self-supervised
     learning) of a set of embeddings (n, d): exp of the entropy of their normalised singular values, after L2
-    normalisation and centring. n points spread evenly over k orthogonal
-    directions give about k; points on one line give 1; one point, or one point repeated, 0. A small value
-    against the projection size is dimensional collapse: every zero-shot question is then answered along the
-    same few axes."""
+    normalisation and centring. n points spread evenly over k orthogonal directions give about k; points on one
+    line give 1; one point, or one point repeated, 0. A small value against the projection size is dimensional
+    collapse: every zero-shot question is then answered along the same few axes."""
     x = torch.as_tensor(embeds).double()
     if x.dim() != 2:
         raise ValueError(f"effective_rank takes embeddings (n, d), got shape {tuple(x.shape)}")
@@ -81,8 +80,8 @@ def effective_rank(embeds: torch.Tensor) -> float:
         return 0.0
     x = torch.nn.functional.normalize(x, dim=-1)
     singular = torch.linalg.svdvals(x - x.mean(dim=0))
-    if float(singular.sum()) == 0.0:
+    singular = singular[singular > 1e-9 * len(x) ** 0.5]  # the rows have unit length: below this is rounding
+    if len(singular) == 0:
         return 0.0
     p = singular / singular.sum()
-    p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))
