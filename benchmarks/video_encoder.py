@@ -152,7 +152,8 @@ def build_models(args: argparse.Namespace, impls) -> tuple[dict[str, Callable], 
         else:
             # A copy of the config each: `_from_config` sets the implementation on the config it is given, and
             # a model reads it from there at run time (with one shared config every row ran the last one).
-            models[impl] = CMRCLIPVisionModel._from_config(copy.deepcopy(config), attn_implementation=impl.split("-")[0])
+            implementation = impl.split("-")[0]
+            models[impl] = CMRCLIPVisionModel._from_config(copy.deepcopy(config), attn_implementation=implementation)
             models[impl].load_state_dict(weights)
             if impl.endswith("onednn"):
                 use_onednn_linear(models[impl], True)

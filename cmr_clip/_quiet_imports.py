@@ -12,4 +12,5 @@ from __future__ import annotations
 from .precision import quiet_loggers
 
 with quiet_loggers():
-    import transformers.modeling_utils  # noqa: F401  (imports torchao, where installed, through transformers' quantizers)
+    # transformers' quantizers import torchao, where it is installed
+    import transformers.modeling_utils  # noqa: F401

@@ -152,7 +152,8 @@ _SCOPE_END = _rx(rf";|\b(?:but|however|although|though|whereas|while|except|with
 _CHUNK_END = _rx(r"[;:,]|\b(?:with|but|however|whereas|while|although|though)\b"
                  r"|\band\b(?!\s+(?:(?:systolic|global|cavity|wall)\s+)?"
                  r"(?:size|function|volumes?|thickness|dimensions?))")
-_NUMERIC_PARENTHESIS = _rx(r"\([^()]*\d[^()]*\)")
+# A parenthesis holding a digit ("(LVEF 45%)"): a measurement, not a statement (prompt mining drops it too).
+NUMERIC_PARENTHESIS = _rx(r"\([^()]*\d[^()]*\)")
 _LGE_SEQUENCE = _rx(r"\b(?:LGE|late gadolinium enhancement) (?:imaging|images|sequences?)\b")
 
 
@@ -204,7 +205,7 @@ class _Sentence:
     """One prepared sentence: its structures, chunks and negation scopes, and what it states."""
 
     def __init__(self, sentence: str):
-        self.plain = _NUMERIC_PARENTHESIS.sub(lambda m: " " * len(m.group(0)), sentence)
+        self.plain = NUMERIC_PARENTHESIS.sub(lambda m: " " * len(m.group(0)), sentence)
         self.diagnoses = [(name, m) for name, rx in _DIAGNOSIS_PATTERNS.items() for m in rx.finditer(self.plain)]
         masked = _blank(self.plain, [m.span() for _, m in self.diagnoses])
         self.s = _blank(masked, [m.span() for m in _LGE_SEQUENCE.finditer(masked)])

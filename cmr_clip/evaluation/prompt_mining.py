@@ -29,7 +29,7 @@ from collections.abc import Iterable
 
 from ..pipelines.prompts import PromptSet
 from ..processing.processing_cmr_target import split_sentences
-from .findings import _NUMERIC_PARENTHESIS, extract_findings  # the reader's own rule for a numeric parenthesis
+from .findings import NUMERIC_PARENTHESIS, extract_findings  # the reader's own numeric-parenthesis rule
 
 _DIGIT = re.compile(r"\d")
 
@@ -37,7 +37,7 @@ _DIGIT = re.compile(r"\d")
 def without_numbers(sentence: str) -> str | None:
     """`sentence` without its numeric parentheses and numeric comma-separated parts, ending in one full stop;
     None where a number is left (or nothing is)."""
-    text = _NUMERIC_PARENTHESIS.sub(" ", sentence)
+    text = NUMERIC_PARENTHESIS.sub(" ", sentence)
     text = ",".join(part for part in text.split(",") if not _DIGIT.search(part))
     text = " ".join(text.split()).rstrip(" .,;:")
     if not text or _DIGIT.search(text):

@@ -84,7 +84,8 @@ def evaluate_held_out(model_dir: str | Path, corpus, reports: str | Path | None 
     model answers calibrated probabilities."""
     model, processor = load_clip(model_dir)
     embedded = embed_splits(model, processor, corpus, ("validation", "test"), batch_size)
-    outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, evaluation_prompts(corpus, mine_prompts), reports)
+    prompts = evaluation_prompts(corpus, mine_prompts)
+    outcome = run_zero_shot(model, processor.tokenizer, embedded, corpus, prompts, reports)
     outcome.prompts.save(model_dir)
     test = embedded["test"]
     return {"test_retrieval": retrieval_metrics(test["text"], test["video"]),

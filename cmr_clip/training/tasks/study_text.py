@@ -36,7 +36,8 @@ def augmentation(config: TrainConfig) -> Augmentation | None:
                              "augmentation: train with augment on, or set sentence_loss to 0.")
         return None
     return Augmentation(scale=tuple(config.crop_scale), flip=config.flip_probability,
-                        sentence_keep=config.sentence_keep, sentence_pairs=config.sentence_pairs if config.sentence_loss else 0)
+                        sentence_keep=config.sentence_keep,
+                        sentence_pairs=config.sentence_pairs if config.sentence_loss else 0)
 
 
 def check_train_studies(studies: int) -> None:
