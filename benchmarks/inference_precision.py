@@ -10,10 +10,13 @@ same trained weights:
   - zero-shot: how many yes/no decisions (finding x study, for the findings with a threshold in the model's
     `zero_shot_prompts.json`) differ from float32's, and the ROC AUC per finding on the test split.
 `--size vitb` instead times a randomly initialised ViT-B/16 video tower at 16 x 112 x 112 (speed and cosine
-only: random weights have no findings), the size where reduced precision pays most.
+only: random weights have no findings), the size where reduced precision pays most. `--compile` adds each
+precision again with its video tower through torch.compile (`compile=True`), timed after its first call
+(which compiles: that call's seconds are reported apart).
 
     python benchmarks/inference_precision.py --model cmr-clip-demo              # corpus: cmr-clip-demo/corpus
     python benchmarks/inference_precision.py --model cmr-clip-demo --size vitb --batch 2
+    python benchmarks/inference_precision.py --size vitb --batch 2 --compile --precisions float32 bfloat16 int8
 
 Targets (issue 16): bfloat16 at least 1.8x with cosine at least 0.999, int8 at least 2x with cosine at least
 0.99. int8 and bfloat16 are fast only where the CPU has AVX512-VNNI and AVX512-BF16 or AMX: the header line
@@ -58,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8, help="studies per timed batch (default: 8)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per precision (default: 5)")
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--compile", action="store_true",
+                        help="also run every precision with its video tower compiled (torch.compile)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.size == "trained" and not args.model:
@@ -65,23 +70,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def variants(model, names: list[str]) -> dict[str, torch.nn.Module]:
+def variants(model, names: list[str], compile: bool = False) -> dict[str, torch.nn.Module]:
     """name -> a copy of `model` in that precision (float32 first: the reference, with its Linear layers through
-    oneDNN where that pays, as the package runs it; then, on such a CPU, "float32-mkl", torch's own float32)."""
+    oneDNN where that pays, as the package runs it; then, on such a CPU, "float32-mkl", torch's own float32);
+    with `compile`, each precision again as "<name> compiled"."""
     out = {}
-    for name in ["float32", *[n for n in names if n != "float32"]]:
+    names = ["float32", *[n for n in names if n != "float32"]]
+    for name in names:
         dtype, quantize = PRECISIONS[name]
         out[name] = apply_precision(copy.deepcopy(model), resolve_precision(dtype, quantize))
         if name == "float32" and onednn_linear_pays()[0]:
             out["float32-mkl"] = copy.deepcopy(out[name])
             use_onednn_linear(out["float32-mkl"], False)
+    for name in names if compile else ():
+        dtype, quantize = PRECISIONS[name]
+        out[f"{name} compiled"] = apply_precision(copy.deepcopy(model), resolve_precision(dtype, quantize, compile=True))
     return out
 
 
-def median_times(models: dict[str, torch.nn.Module], pixels: torch.Tensor, repeats: int) -> dict[str, float]:
-    """name -> median seconds of `encode_videos` over `pixels`, the models alternating within each repeat."""
-    for model in models.values():
-        encode_videos(model, pixels)  # untimed: first-call allocations and kernel selection
+def median_times(models: dict[str, torch.nn.Module], pixels: torch.Tensor, repeats: int,
+                 first_calls: dict[str, float] | None = None) -> dict[str, float]:
+    """name -> median seconds of `encode_videos` over `pixels`, the models alternating within each repeat;
+    `first_calls` receives each model's untimed first call (a compiled model compiles in it)."""
+    for name, model in models.items():
+        start = time.perf_counter()
+        encode_videos(model, pixels)  # untimed: first-call allocations and kernel selection (and compilation)
+        if first_calls is not None:
+            first_calls[name] = time.perf_counter() - start
     times = {name: [] for name in models}
     for _ in range(repeats):
         for name, model in models.items():
@@ -162,8 +177,9 @@ def main(argv=None) -> dict:
         model, processor, test, pixels = trained_inputs(args)
     else:
         model, pixels = vitb_inputs(args)
-    models = variants(model, args.precisions)
-    times = median_times(models, pixels, args.repeats)
+    models = variants(model, args.precisions, args.compile)
+    first_calls = {}
+    times = median_times(models, pixels, args.repeats, first_calls)
     if args.size == "trained":
         figures = zero_shot_figures(models, processor, test, args.model)
     else:
@@ -171,7 +187,8 @@ def main(argv=None) -> dict:
         figures = {name: {"cosine": cosines(reference, encode_videos(m, pixels))} for name, m in models.items()}
     result = {"size": args.size, "batch": tuple(pixels.shape), "native_bf16": bf16, "native_int8": native_int8("cpu"),
               "matrix_product_speedup": products,
-              "precisions": {name: {"median_s": times[name], "speedup": times["float32"] / times[name], **figures[name]}
+              "precisions": {name: {"median_s": times[name], "speedup": times["float32"] / times[name],
+                                    "first_call_s": first_calls[name], **figures[name]}
                              for name in models}}
     print_table(result)
     if args.json:
@@ -181,12 +198,12 @@ def main(argv=None) -> dict:
 
 def print_table(result: dict) -> None:
     print(f"video tower, batch {list(result['batch'])}, against float32 in the same run:")
-    print("| precision | median s | speed vs fp32 | cosine mean | cosine min | changed yes/no decisions |")
-    print("| --------- | -------- | ------------- | ----------- | ---------- | ------------------------ |")
+    print("| precision | median s | speed vs fp32 | first call s | cosine mean | cosine min | changed yes/no decisions |")
+    print("| --------- | -------- | ------------- | ------------ | ----------- | ---------- | ------------------------ |")
     for name, row in result["precisions"].items():
         changed = f"{row['changed_decisions']} of {row['decisions']}" if "decisions" in row else "n/a"
-        print(f"| {name} | {row['median_s']:.3f} | {row['speedup']:.2f}x | {row['cosine']['mean']:.5f} | "
-              f"{row['cosine']['min']:.5f} | {changed} |")
+        print(f"| {name} | {row['median_s']:.3f} | {row['speedup']:.2f}x | {row['first_call_s']:.1f} | "
+              f"{row['cosine']['mean']:.5f} | {row['cosine']['min']:.5f} | {changed} |")
     rows = {name: row["auc"] for name, row in result["precisions"].items() if "auc" in row}
     if rows:
         findings = list(next(iter(rows.values())))

@@ -8,6 +8,7 @@
     index.save("my-index"); CMRStudyIndex.load("my-index", model="cmr-clip-demo")
     CMRStudyIndex.from_model("cmr-clip-demo", backend="faiss", faiss_index="IVF1024,Flat", faiss_params="nprobe=16")
     CMRStudyIndex.from_model("cmr-clip-demo", model_dtype="bfloat16", quantize="int8")   # inference precision
+    CMRStudyIndex.from_model("cmr-clip-demo", quantize="int8", compile=True)              # for large builds
 
 Embeddings are L2-normalised and scored by cosine, stored as float32 or float16 (`dtype`; float16 halves
 the memory and the time of exact search). Adding grows the matrix geometrically, so building is amortised
@@ -19,7 +20,7 @@ or an approximate one such as "HNSW32,Flat" or "IVF1024,PQ64" with `faiss_params
 or "nprobe=32", and "rerank=N" to re-rank N x k FAISS candidates by exact cosine against the stored
 embeddings (what makes IVF-PQ usable: see `split_faiss_params`); `recall_against_exact` measures how many of
 the exact top-k an approximate index finds.
-The model embeds in the precision `model_dtype` and `quantize` set (`cmr_clip.precision`; "auto" by default,
+The model embeds in the precision `model_dtype`, `quantize` and `compile` set (`cmr_clip.precision`; "auto" by default,
 `index.precision` says what was picked); the stored embeddings are float32 or float16 (`dtype`) whatever it
 is, and the model's fingerprint is that of its weights before any conversion (`precision.model_fingerprint`),
 so an index built in bfloat16 loads with the float32 model, with one a pipeline already runs in bfloat16 or int8,
@@ -145,7 +146,7 @@ def open_matrix(path: Path) -> np.ndarray:
 class CMRStudyIndex:
     def __init__(self, model, processor, backend: str = "exact", faiss_index: str = "Flat",
                  faiss_params: str | None = None, dtype: str = "float32", model_dtype: str | torch.dtype = "auto",
-                 quantize: str | None = None):
+                 quantize: str | None = None, compile: bool = False):
         if backend not in ("exact", "faiss"):
             raise IndexBackendError(f"unknown backend {backend!r}; use 'exact' or 'faiss'.")
         if dtype not in DTYPES:
@@ -155,7 +156,7 @@ class CMRStudyIndex:
         self.model, self.processor = model.eval(), processor
         self.backend, self.faiss_index, self.faiss_params = backend, faiss_index, faiss_params
         self.fingerprint = model_fingerprint(model)
-        self.precision = set_precision(self.model, model_dtype, quantize)
+        self.precision = set_precision(self.model, model_dtype, quantize, compile)
         # Rows [0, len) hold the embeddings; the rest is spare capacity, grown geometrically (amortised linear adds).
         self._matrix = np.zeros((0, model.config.projection_dim), DTYPES[dtype][0])
         self.study_ids: list[str] = []
@@ -183,11 +184,11 @@ class CMRStudyIndex:
     @classmethod
     def from_model(cls, model_dir: str | Path, backend: str = "exact", faiss_index: str = "Flat",
                    faiss_params: str | None = None, dtype: str = "float32", model_dtype: str | torch.dtype = "auto",
-                   quantize: str | None = None) -> CMRStudyIndex:
+                   quantize: str | None = None, compile: bool = False) -> CMRStudyIndex:
         """An empty index bound to the CMR-CLIP model and processor saved in `model_dir`, the model run in the
-        precision `model_dtype` and `quantize` set."""
+        precision `model_dtype`, `quantize` and `compile` set."""
         return cls(CMRCLIPModel.from_pretrained(model_dir), CMRCLIPProcessor.from_pretrained(model_dir), backend,
-                   faiss_index, faiss_params, dtype, model_dtype, quantize)
+                   faiss_index, faiss_params, dtype, model_dtype, quantize, compile)
 
     def __len__(self) -> int:
         return len(self.study_ids)
@@ -383,9 +384,9 @@ class CMRStudyIndex:
     @classmethod
     def load(cls, directory: str | Path, model=None, processor=None, backend: str | None = None,
              faiss_index: str | None = None, faiss_params: str | None = None, model_dtype: str | torch.dtype = "auto",
-             quantize: str | None = None) -> CMRStudyIndex:
+             quantize: str | None = None, compile: bool = False) -> CMRStudyIndex:
         """Load a saved index with its model (a directory, or a loaded model plus processor; default: the
-        directory recorded in the manifest), run in the precision `model_dtype` and `quantize` set. The embeddings stay on disk, memory-mapped; a saved FAISS index is
+        directory recorded in the manifest), run in the precision `model_dtype`, `quantize` and `compile` set. The embeddings stay on disk, memory-mapped; a saved FAISS index is
         reused when it was built with the same factory string over the same rows. Raises
         `IndexModelMismatchError` for another model."""
         directory = Path(directory)
@@ -399,7 +400,7 @@ class CMRStudyIndex:
         factory = faiss_index or manifest["faiss_index"]
         saved_params = manifest.get("faiss_params") if factory == manifest["faiss_index"] else None  # they fit that factory
         settings = (backend or manifest["backend"], factory, faiss_params if faiss_params is not None else saved_params,
-                    manifest.get("dtype", "float32"), model_dtype, quantize)
+                    manifest.get("dtype", "float32"), model_dtype, quantize, compile)
         index = cls.from_model(source, *settings) if isinstance(source, (str, Path)) else cls(source, processor, *settings)
         saved = manifest["model_fingerprint"]
         if index.fingerprint != saved and model_fingerprint(index.model, with_folder=True) != saved:

@@ -13,6 +13,15 @@ activations quantised per token at run time) to every `nn.Linear` (`pip install 
 AVX512-VNNI (`native_int8`); elsewhere the reason warns that it will be slower than float32. In float32 on
 an AMD CPU with AVX-512, `apply_precision` routes the Linear layers through oneDNN (`use_onednn_linear`):
 torch's MKL takes its AVX2 path there, at about half the speed.
+
+`compile=True` also runs the video tower through `torch.compile` (inductor, with the weights frozen into the
+compiled graph: `compile_video_towers`). Compilation happens on the first batch and takes 15 to 60 s on a CPU
+(again for a new batch shape, once), so it pays for batch jobs (index building, `cmr-clip predict` over many
+studies), not for one study. Where it pays is int8: torchao's int8 layers are written for the compiler, which
+fuses the per-token quantisation of the activations into the products (a ViT-B tower on 2 AMD EPYC cores: int8
+2.6x float32 compiled, 1.3x eager; `benchmarks/inference_precision.py --compile`). Compiled float32 there was
+slower than eager (inductor's products go back to MKL, which the oneDNN routing avoids), bfloat16 the same. It
+needs a C++ compiler on a CPU (inductor writes and builds C++ kernels).
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +44,9 @@ DTYPE_CHOICES = ("auto", *DTYPES)
 QUANTIZE_CHOICES = ("int8",)
 INT8_INSTALL = 'pip install "cmr-clip[int8]"'
 CPU_FLAGS_FILE = Path("/proc/cpuinfo")
+COMPILE_OPTIONS = {"freezing": True}
+"""inductor options of `compile_video_towers`: freezing folds the weights into the graph as constants (prepacked
+for oneDNN, int8 dequantisation folded), which only an inference graph allows."""
 SOURCE_FINGERPRINTS = "_cmr_clip_source_fingerprints"
 """Attribute under which `apply_precision` keeps a model's fingerprints from before it converted it."""
 
@@ -47,19 +61,21 @@ class QuantizationBackendError(PrecisionError, ImportError):
 
 @dataclass(frozen=True)
 class Precision:
-    """What a model runs in: `dtype`, `quantize` (None or "int8") and `reason`, why this dtype was picked."""
+    """What a model runs in: `dtype`, `quantize` (None or "int8"), `reason`, why this dtype was picked, and
+    `compile`, whether its video tower runs through `torch.compile`."""
 
     dtype: torch.dtype
     quantize: str | None
     reason: str
+    compile: bool = False
 
     @property
     def name(self) -> str:
-        """e.g. "bfloat16+int8"."""
+        """e.g. "bfloat16+int8" (the numbers computed; compiled or not, they agree to rounding)."""
         return str(self.dtype).removeprefix("torch.") + (f"+{self.quantize}" if self.quantize else "")
 
     def __str__(self) -> str:
-        return f"precision {self.name} ({self.reason})"
+        return f"precision {self.name}{', compiled' if self.compile else ''} ({self.reason})"
 
 
 FLOAT32 = Precision(torch.float32, None, "float32 asked for")
@@ -123,11 +139,12 @@ def native_int8(device: str | torch.device = "cpu", flags: set[str] | None = Non
 
 
 def resolve_precision(dtype: str | torch.dtype | None = "auto", quantize: str | None = None,
-                      device: str | torch.device = "cpu", bf16_native: bool | None = None) -> Precision:
-    """The `Precision` a model on `device` runs in for the user's `dtype` and `quantize` settings.
+                      device: str | torch.device = "cpu", bf16_native: bool | None = None,
+                      compile: bool = False) -> Precision:
+    """The `Precision` a model on `device` runs in for the user's `dtype`, `quantize` and `compile` settings.
 
     `bf16_native` overrides the device probe (`native_bf16`) for "auto". Raises `PrecisionError` for an
-    unknown setting or float16 on a CPU."""
+    unknown setting, float16 on a CPU, or `compile` on a CPU machine without a C++ compiler."""
     if quantize not in (None, "none", *QUANTIZE_CHOICES):
         raise PrecisionError(f"quantize={quantize!r}: use None or one of {QUANTIZE_CHOICES}.")
     quantize = None if quantize == "none" else quantize
@@ -138,7 +155,20 @@ def resolve_precision(dtype: str | torch.dtype | None = "auto", quantize: str | 
                              "use dtype='bfloat16' (--dtype bfloat16) or 'float32', or 'auto' to pick.")
     if quantize == "int8" and not native_int8(device):
         reason += "; warning: this CPU has no AVX512-VNNI, so int8 runs slower than float32 here (drop quantize)"
-    return Precision(chosen, quantize, reason)
+    if compile not in (True, False):
+        raise PrecisionError(f"compile must be True or False, got {compile!r}.")
+    if compile and device.type == "cpu" and cpp_compiler() is None:
+        raise PrecisionError("compile=True (--compile) needs a C++ compiler on a CPU: torch.compile builds its CPU "
+                             "kernels with one. Install g++ (Debian/Ubuntu: apt install g++) or set CXX, or run "
+                             "without compile.")
+    return Precision(chosen, quantize, reason, bool(compile))
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler inductor would build CPU kernels with (`$CXX`, else g++, c++ or clang++ on the PATH), or
+    None."""
+    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return next((found for found in map(shutil.which, candidates) if found), None)
 
 
 def _resolve_dtype(dtype, device: torch.device, bf16_native: bool | None) -> tuple[torch.dtype, str]:
@@ -159,17 +189,19 @@ def _resolve_dtype(dtype, device: torch.device, bf16_native: bool | None) -> tup
     return torch.float32, f"auto: {evidence}; override with dtype= or --dtype"
 
 
-def set_precision(model: torch.nn.Module, dtype: str | torch.dtype | None = "auto", quantize: str | None = None) -> Precision:
-    """Resolve the user's `dtype` and `quantize` for the device `model` is on and apply them to `model` (in
-    place); the `Precision` it runs in."""
-    precision = resolve_precision(dtype, quantize, next(model.parameters()).device)
+def set_precision(model: torch.nn.Module, dtype: str | torch.dtype | None = "auto", quantize: str | None = None,
+                  compile: bool = False) -> Precision:
+    """Resolve the user's `dtype`, `quantize` and `compile` for the device `model` is on and apply them to
+    `model` (in place); the `Precision` it runs in."""
+    precision = resolve_precision(dtype, quantize, next(model.parameters()).device, compile=compile)
     apply_precision(model, precision)
     return precision
 
 
 def apply_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Module:
-    """`model` (changed in place) cast to `precision.dtype` and, for int8, with its Linear layers quantised;
-    logs one line saying which precision runs and why. A model it converts keeps the fingerprint of the
+    """`model` (changed in place) cast to `precision.dtype`, for int8 with its Linear layers quantised, and with
+    `precision.compile` its video towers compiled (`compile_video_towers`); logs one line saying which precision
+    runs and why. A model it converts keeps the fingerprint of the
     weights it had (`model_fingerprint`), so that an index still knows it for the model it was built with."""
     converts = precision.quantize is not None or any(p.dtype != precision.dtype for p in model.parameters())
     if converts and not hasattr(model, SOURCE_FINGERPRINTS) and hasattr(model, "config"):
@@ -178,11 +210,28 @@ def apply_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Mo
     if precision.quantize == "int8":
         quantize_int8(model)
     # float32 on a CPU where MKL's products are slow (AMD with AVX-512): Linear layers through oneDNN instead.
+    # Not when compiling: with frozen weights inductor picks oneDNN's kernel itself.
     routed = 0
-    if precision.dtype == torch.float32 and precision.quantize is None and _on_cpu(model):
+    if precision.dtype == torch.float32 and precision.quantize is None and _on_cpu(model) and not precision.compile:
         routed, why = use_onednn_linear(model, "auto")
-    logger.info("%s%s", precision, f"; float32 linear layers through oneDNN ({why})" if routed else "")
+    compiled = compile_video_towers(model) if precision.compile else 0
+    logger.info("%s%s%s", precision, f"; float32 linear layers through oneDNN ({why})" if routed else "",
+                f"; {compiled} video tower(s) compile on their first batch (15 to 60 s on a CPU)" if compiled else "")
     return model
+
+
+def compile_video_towers(model: torch.nn.Module) -> int:
+    """Run every video tower in `model` (the model itself, a CMR-CLIP's or a CMR-TARGET's: each module whose class
+    sets `compile_at_inference`, as `CMRCLIPVisionModel` does) through `torch.compile` with `COMPILE_OPTIONS`, in
+    place: `nn.Module.compile`, so the module tree, state dict and
+    fingerprint stay as they were. Compilation happens on the first call, and once more for the first call with
+    another batch shape (then for any shape). Only inference graphs freeze weights; a call with gradients compiles
+    without freezing. Change the weights after compiling (load others) and the frozen graph keeps the old ones:
+    compile last. Returns how many towers were compiled."""
+    towers = [module for module in model.modules() if getattr(type(module), "compile_at_inference", False)]
+    for tower in towers:
+        tower.compile(options=COMPILE_OPTIONS)
+    return len(towers)
 
 
 def _on_cpu(model: torch.nn.Module) -> bool:

@@ -370,6 +370,8 @@ class CMRCLIPVisionModel(CMRCLIPPreTrainedModel):
     config: CMRCLIPVisionConfig
     input_modalities = ("video",)
     _input_embed_layer = "patch_embedding"
+    # Where inference spends its time: `cmr_clip.precision`'s `compile=True` compiles the modules that say so.
+    compile_at_inference = True
 
     def __init__(self, config: CMRCLIPVisionConfig):
         super().__init__(config)

@@ -131,17 +131,21 @@ def test_inference_precision_benchmark_runs(capsys, tmp_path):
     inference_precision = _load_script("inference_precision")
 
     result = inference_precision.main(["--model", str(model), "--data-dir", str(tmp_path / "corpus"), "--batch", "2",
-                                       "--repeats", "1", "--precisions", "float32", "bfloat16"])
+                                       "--repeats", "1", "--precisions", "float32", "bfloat16", "--compile"])
 
     out = capsys.readouterr().out
-    assert re.search(r"^\| bfloat16 \| \d+\.\d{3} \| \d+\.\d\dx \| [01]\.\d{5} \| [01]\.\d{5} \| \d+ of \d+ \|$", out, re.M), out
+    for name in ("bfloat16", "bfloat16 compiled"):
+        assert re.search(rf"^\| {name} \| \d+\.\d{{3}} \| \d+\.\d\dx \| \d+\.\d \| [01]\.\d{{5}} \| [01]\.\d{{5}} \| "
+                         r"\d+ of \d+ \|$", out, re.M), out
     assert re.search(r"^one 256 x 768 x 3072 matrix product against float32: bfloat16 \d+\.\d\dx, int8 \(torch._int_mm\) "
                      r"\d+\.\d\dx$", out, re.M), out
     # On a CPU where float32 runs through oneDNN, torch's own float32 (MKL) is a row and a column too.
-    columns = 3 if onednn_linear_pays()[0] else 2
+    columns = 5 if onednn_linear_pays()[0] else 4  # and the two compiled precisions
     assert re.search(rf"^\| lge( \| \d\.\d{{3}}){{{columns}}} \|$", out, re.M), out
     assert result["precisions"]["float32"]["speedup"] == 1.0
     assert ("float32-mkl" in result["precisions"]) == onednn_linear_pays()[0]
+    compiled = result["precisions"]["float32 compiled"]
+    assert compiled["cosine"]["min"] >= 0.9999 and compiled["changed_decisions"] == 0
 
 
 @pytest.mark.slow

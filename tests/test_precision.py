@@ -1,6 +1,7 @@
 """Inference precision as a user setting: "auto" resolution, typed errors, and bfloat16 and int8 answers close to
 float32's on a CMR-CLIP trained for a few steps, through the pipelines, the index and the CLI flags."""
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -21,8 +22,8 @@ from cmr_clip.data.collate import StudyCollator
 from cmr_clip.data.dataset import StudyTextDataset
 from cmr_clip.embeddings import encode_videos
 from cmr_clip.index import CMRStudyIndex
-from cmr_clip.precision import (PrecisionError, QuantizationBackendError, native_bf16, resolve_precision, set_precision,
-                                training_mixed_precision)
+from cmr_clip.precision import (PrecisionError, QuantizationBackendError, apply_precision, model_fingerprint,
+                                native_bf16, resolve_precision, set_precision, training_mixed_precision)
 from cmr_clip.processing import CMRStudyProcessor
 from cmr_clip.training import TrainConfig, train
 
@@ -151,7 +152,9 @@ def test_cli_dtype_flag_reaches_the_pipelines_model(trained):
     classify = pipeline("zero-shot-cmr", model=args.model, **precision_kwargs(args))
     assert classify.model.dtype == torch.bfloat16
     default = build_parser("zero-shot", zero_shot).parse_args(["study", "--model", str(trained)])
-    assert precision_kwargs(default) == {"dtype": "auto", "quantize": None}
+    assert precision_kwargs(default) == {"dtype": "auto", "quantize": None, "compile": False}
+    compiled = build_parser("zero-shot", zero_shot).parse_args(["study", "--model", str(trained), "--compile"])
+    assert precision_kwargs(compiled)["compile"] is True
 
 
 def test_cli_float16_on_cpu_exits_2_with_the_fix(trained, capsys):
@@ -189,6 +192,101 @@ def test_index_built_in_bfloat16_stores_float32_embeddings_close_to_float32s(tra
     hits = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("fp32", "bf16")}
     assert hits["bf16"][0]["study_id"] == hits["fp32"][0]["study_id"]
     np.testing.assert_allclose([h["score"] for h in hits["bf16"]], [h["score"] for h in hits["fp32"]], atol=0.01)
+
+
+# --- torch.compile ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_compiled_video_tower_embeds_what_the_eager_one_does(trained, pixels, quantize):
+    if quantize:
+        pytest.importorskip("torchao")
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # towers of one shape share compiled code: trace afresh, so that the count below moves
+    reference = pipeline("zero-shot-cmr", model=str(trained), dtype="float32")
+    eager = pipeline("zero-shot-cmr", model=str(trained), dtype="float32", quantize=quantize)
+    compiled = pipeline("zero-shot-cmr", model=str(trained), dtype="float32", quantize=quantize, compile=True)
+    assert compiled.precision.compile and "compiled" in str(compiled.precision)
+    assert compiled.precision.name == eager.precision.name  # the same numbers, to rounding
+    # The module tree and weights are untouched (nn.Module.compile), so an index still knows the model.
+    assert compiled.model.state_dict().keys() == reference.model.state_dict().keys()
+    assert model_fingerprint(compiled.model) == model_fingerprint(reference.model)
+    captured = counters["stats"]["calls_captured"]
+    with torch.no_grad():
+        got = encode_videos(compiled.model, pixels)
+        one = encode_videos(compiled.model, pixels[:1])  # another batch shape: compiled again, still right
+    assert counters["stats"]["calls_captured"] > captured  # dynamo traced the tower: the compiled code ran
+    want = encode_videos(eager.model, pixels)
+    # Against the same precision run eagerly: rounding only (inductor fuses and reorders sums).
+    assert torch.nn.functional.cosine_similarity(got, want, dim=-1).min() >= 0.9999
+    assert torch.nn.functional.cosine_similarity(one, want[:1], dim=-1).min() >= 0.9999
+    # Against float32: the precision's own target.
+    floor = MIN_COSINE[("float32", quantize)] if quantize else 0.9999
+    assert torch.nn.functional.cosine_similarity(got, encode_videos(reference.model, pixels), dim=-1).min() >= floor
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_two_compiled_towers_of_one_shape_each_use_their_own_weights(quantize):
+    """Towers of one config share dynamo's compiled code, and freezing folds weights into it: each must still
+    compute with its own weights, not the first one's."""
+    if quantize:
+        pytest.importorskip("torchao")
+    config = cmr_clip.CMRCLIPVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=64, image_size=32, patch_size=16, num_frames=4)
+    pixels = torch.rand(2, 4, 3, 32, 32)
+    towers, eager = [], []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        tower = cmr_clip.CMRCLIPVisionModel(config).eval()
+        eager.append(apply_precision(copy.deepcopy(tower), resolve_precision("float32", quantize)))
+        towers.append(apply_precision(tower, resolve_precision("float32", quantize, compile=True)))
+    with torch.no_grad():
+        outputs = [tower(pixel_values_videos=pixels).pooler_output for tower in towers]
+        expected = [tower(pixel_values_videos=pixels).pooler_output for tower in eager]
+    assert (expected[0] - expected[1]).abs().max() > 0.1  # the two towers differ
+    for got, want in zip(outputs, expected):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_report_pipeline_compiles_its_video_tower(tmp_path):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    target = save_tiny_target(tmp_path / "target")
+    eager = pipeline("cmr-report-generation", model=str(target), dtype="float32")
+    compiled = pipeline("cmr-report-generation", model=str(target), dtype="float32", compile=True)
+    size = compiled.feature_extractor.image_size
+    pixels = torch.rand(1, compiled.feature_extractor.num_frames, 3, size, size)
+    captured = counters["stats"]["calls_captured"]
+    with torch.no_grad():
+        got = compiled.model.vision_model(pixel_values_videos=pixels).last_hidden_state
+        want = eager.model.vision_model(pixel_values_videos=pixels).last_hidden_state
+    assert counters["stats"]["calls_captured"] > captured
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert isinstance(compiled({"pixel_values_videos": pixels[0]}, max_new_tokens=4)["generated_impression"], str)
+
+
+def test_compile_without_a_cpp_compiler_is_a_typed_error_naming_the_fix(monkeypatch, tmp_path):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no g++, c++ or clang++
+    with pytest.raises(PrecisionError, match=r"C\+\+ compiler.*g\+\+"):
+        resolve_precision("float32", compile=True)
+    assert resolve_precision("float32").compile is False  # without compile nothing is asked of the machine
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(PrecisionError, match="compile"):
+        resolve_precision("float32", compile=True)
+
+
+def test_index_build_with_compile_stores_what_float32_stores(trained, corpus, tmp_path, capsys):
+    pytest.importorskip("torchao")
+    common = ["index", "build", "--model", str(trained), "--data-dir", str(corpus), "--split", "validation"]
+    assert cli.main([*common, "--output-dir", str(tmp_path / "fp32"), "--dtype", "float32"]) == 0
+    assert cli.main([*common, "--output-dir", str(tmp_path / "int8"), "--dtype", "float32", "--quantize", "int8",
+                     "--compile"]) == 0
+    assert "cmr-clip index: precision float32+int8, compiled" in capsys.readouterr().err
+    fp32 = CMRStudyIndex.load(tmp_path / "fp32", model_dtype="float32")
+    int8 = CMRStudyIndex.load(tmp_path / "int8", model_dtype="float32")
+    assert int8.study_ids == fp32.study_ids
+    assert torch.nn.functional.cosine_similarity(fp32.embeddings, int8.embeddings, dim=-1).min() >= 0.99
 
 
 # --- float32 Linear layers through oneDNN --------------------------------------------------------------------
@@ -246,7 +344,7 @@ def test_onednn_linear_layers_compute_what_torch_computes_forward_and_backward(m
 
 def test_float32_precision_routes_linear_layers_through_onednn_where_it_pays(monkeypatch):
     from cmr_clip import precision
-    from cmr_clip.precision import Precision, apply_precision, onednn_linear_available
+    from cmr_clip.precision import Precision, onednn_linear_available
 
     if not onednn_linear_available():
         pytest.skip("this torch build has no oneDNN linear kernel")

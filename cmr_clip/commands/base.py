@@ -156,7 +156,8 @@ def _missing_flags(args: argparse.Namespace) -> list[str]:
 
 
 def add_precision_flags(parser: argparse.ArgumentParser) -> None:
-    """`--dtype` and `--quantize`, the inference precision of the command's model (see `cmr_clip.precision`)."""
+    """`--dtype`, `--quantize` and `--compile`, the inference precision of the command's model (see
+    `cmr_clip.precision`)."""
     group = parser.add_argument_group("inference precision")
     group.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                        help="the dtype the model runs in (default: auto, bfloat16 where the CPU or GPU has native "
@@ -164,11 +165,14 @@ def add_precision_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quantize", choices=("none", *QUANTIZE_CHOICES), default="none",
                        help='int8: dynamic int8 quantisation of the Linear layers (torchao: pip install "cmr-clip[int8]"; '
                             "fast where the CPU has AVX512-VNNI)")
+    group.add_argument("--compile", action="store_true",
+                       help="run the video tower through torch.compile: 15 to 60 s on the first batch, then faster "
+                            "(most with --quantize int8); for many studies, not one. Needs a C++ compiler on a CPU")
 
 
 def precision_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """`dtype` and `quantize` from `add_precision_flags`' flags, as the pipelines take them."""
-    return {"dtype": args.dtype, "quantize": None if args.quantize == "none" else args.quantize}
+    """`dtype`, `quantize` and `compile` from `add_precision_flags`' flags, as the pipelines take them."""
+    return {"dtype": args.dtype, "quantize": None if args.quantize == "none" else args.quantize, "compile": args.compile}
 
 
 def print_precision(command: str, precision: Precision) -> None:

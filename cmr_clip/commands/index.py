@@ -46,11 +46,13 @@ def run(args: argparse.Namespace) -> int:
     if args.append and Path(args.output_dir, "manifest.json").is_file():
         index = CMRStudyIndex.load(args.output_dir, model=args.model, backend=args.backend,
                                    faiss_index=args.faiss_index, faiss_params=args.faiss_params,
-                                   model_dtype=precision["dtype"], quantize=precision["quantize"])
+                                   model_dtype=precision["dtype"], quantize=precision["quantize"],
+                                   compile=precision["compile"])
     else:
         index = CMRStudyIndex.from_model(args.model, backend=args.backend, faiss_index=args.faiss_index,
                                          faiss_params=args.faiss_params, dtype=args.storage_dtype,
-                                         model_dtype=precision["dtype"], quantize=precision["quantize"])
+                                         model_dtype=precision["dtype"], quantize=precision["quantize"],
+                                         compile=precision["compile"])
     print_precision("index", index.precision)
     before = len(index)
     if args.data_dir:

@@ -13,7 +13,7 @@ corpus; or, with `--dicomweb URL`, the MR studies on a PACS (`--study UID ...`, 
 as a DICOM SR (`--store-montage`: and a montage of the frames used), its row's `sr_status` saying how it went.
 Run it again into the same --output-dir to resume: studies already answered are skipped. A study that cannot be read gets a row with its reason (exit code 1). Rows
 name studies by folder name (or `study N` when the name could name the patient), PACS studies by their study key
-(a hash of the UID), never by anything read from the files. `--dtype`/`--quantize` set the precision the model
+(a hash of the UID), never by anything read from the files. `--dtype`/`--quantize`/`--compile` set the precision the model
 runs in (one line on stderr says which was picked and why).
 """
 
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a CMR-CLIP directory saved with its processor")
     add_flag(parser, "--output-dir", required=True, help="where the table and the journal go (rerun to resume)")
     add_dataclass_arguments(parser, PredictSettings, flags={"estimates": "--estimate", "prompt_set": "--prompts"},
-                            skip=("dtype", "quantize"))
+                            skip=("dtype", "quantize", "compile"))
     add_precision_flags(parser)
 
 

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     precision = precision_kwargs(args)
-    index = CMRStudyIndex.load(args.index, model=args.model, model_dtype=precision["dtype"], quantize=precision["quantize"])
+    index = CMRStudyIndex.load(args.index, model=args.model, model_dtype=precision["dtype"],
+                               quantize=precision["quantize"], compile=precision["compile"])
     print_precision("search", index.precision)
     if args.by_study:
         hits = index.draft_report(args.query, k=args.k) if args.impressions else index.search_by_study(args.query, k=args.k)

@@ -53,12 +53,12 @@ from .zero_shot import (
 )
 
 
-def load_clip(model_dir: str | Path, dtype: str | torch.dtype = "float32",
-              quantize: str | None = None) -> tuple[CMRCLIPModel, CMRCLIPProcessor]:
-    """The CMR-CLIP model (in eval mode, in the precision `dtype` and `quantize` set: `cmr_clip.precision`) and
+def load_clip(model_dir: str | Path, dtype: str | torch.dtype = "float32", quantize: str | None = None,
+              compile: bool = False) -> tuple[CMRCLIPModel, CMRCLIPProcessor]:
+    """The CMR-CLIP model (in eval mode, in the precision `dtype`, `quantize` and `compile` set: `cmr_clip.precision`) and
     processor saved in `model_dir`, as a user would load them."""
     model = CMRCLIPModel.from_pretrained(model_dir).eval()
-    set_precision(model, dtype, quantize)
+    set_precision(model, dtype, quantize, compile)
     return model, CMRCLIPProcessor.from_pretrained(model_dir)
 
 
@@ -145,12 +145,13 @@ def few_shot_results(train_x, train_labels, test_x, test_labels, ks, episodes: i
 def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, reports: str | Path | None = None,
                    ks=DEFAULT_KS, episodes: int = 20, resamples: int = 1000, plots: bool = True, seed: int = 0,
                    progress: bool = True, save_thresholds: bool = False, calibration: str = CALIBRATION_METHOD,
-                   dtype: str | torch.dtype = "float32", quantize: str | None = None, mine_prompts: bool = False) -> dict:
+                   dtype: str | torch.dtype = "float32", quantize: str | None = None, mine_prompts: bool = False,
+                   compile: bool = False) -> dict:
     """Evaluate, write `metrics.json`, `summary.md` and (with `plots`) PNGs into `out_dir`; return the metrics.
-    The model runs in the precision `dtype` and `quantize` set (float32 by default, so that figures are
+    The model runs in the precision `dtype`, `quantize` and `compile` set (float32 by default, so that figures are
     comparable across machines; `cmr-clip evaluate` defaults to "auto"); zero-shot uses `evaluation_prompts`."""
     corpus = load_corpus(str(data_dir))
-    model, processor = load_clip(model_dir, dtype, quantize)
+    model, processor = load_clip(model_dir, dtype, quantize, compile)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     embedded = embed_splits(model, processor, corpus, ("train", "validation", "test"), progress=progress)

@@ -61,10 +61,11 @@ def generate_impressions(model, processor, split, batch_size: int = 8, progress:
 
 
 def retrieval_impressions(clip_model: str | Path, train_split, split, batch_size: int = 32,
-                          progress: bool = True, dtype: str | torch.dtype = "float32", quantize: str | None = None) -> list[str]:
+                          progress: bool = True, dtype: str | torch.dtype = "float32", quantize: str | None = None,
+                          compile: bool = False) -> list[str]:
     """The retrieval baseline: for every study of `split`, the impression of its nearest training study, the
-    CMR-CLIP run in the precision `dtype` and `quantize` set (`cmr_clip.precision`)."""
-    index = CMRStudyIndex.from_model(clip_model, model_dtype=dtype, quantize=quantize)
+    CMR-CLIP run in the precision `dtype`, `quantize` and `compile` set (`cmr_clip.precision`)."""
+    index = CMRStudyIndex.from_model(clip_model, model_dtype=dtype, quantize=quantize, compile=compile)
     index.add_dataset(train_split, batch_size=batch_size, progress=progress)
     queries = embed_split(index.model, index.processor, split, batch_size=batch_size, progress=progress)["video"]
     _, positions = index.top_k(queries, 1)
@@ -121,18 +122,19 @@ def score_drafts(predictions: list[str], references: list[str]) -> dict:
 def evaluate_report_generation(target_dir: str | Path, data_dir: str | Path, out_dir: str | Path | None = None,
                                clip_model: str | Path | None = None, split: str = "test", batch_size: int = 8,
                                examples: int = 5, progress: bool = True, resamples: int = 1000,
-                               dtype: str | torch.dtype = "float32", quantize: str | None = None, **generate_kwargs) -> dict:
+                               dtype: str | torch.dtype = "float32", quantize: str | None = None, compile: bool = False,
+                               **generate_kwargs) -> dict:
     """Scores CMR-TARGET (`target_dir`) and, when `clip_model` is given (default: the CMR-CLIP that
     CMR-TARGET was trained from, as recorded in its `metrics.json`), the retrieval baseline on `split`.
     With the baseline, `difference` holds CMR-TARGET minus baseline on finding-level micro F1 and ROUGE-L with
     paired bootstrap 95% intervals (`resamples`). Writes `report_metrics.json` (figures and a few example
-    drafts, no identifiers) to `out_dir`. Both models run in the precision `dtype` and `quantize` set
+    drafts, no identifiers) to `out_dir`. Both models run in the precision `dtype`, `quantize` and `compile` set
     (`cmr_clip.precision`; float32 by default, so that figures are comparable across machines)."""
     corpus = load_split(data_dir, split)
     test = corpus[split]
     references = list(test["impression"])
     model = CMRTargetForConditionalGeneration.from_pretrained(target_dir)
-    set_precision(model, dtype, quantize)
+    set_precision(model, dtype, quantize, compile)
     processor = CMRTargetProcessor.from_pretrained(target_dir)
     generate_kwargs.setdefault("max_new_tokens", 160)
     drafts = [" ".join(s) for s in generate_impressions(model, processor, test, batch_size, progress, **generate_kwargs)]
@@ -142,7 +144,8 @@ def evaluate_report_generation(target_dir: str | Path, data_dir: str | Path, out
     clip_model = clip_model or _recorded_clip_model(target_dir)
     baseline = None
     if clip_model is not None:
-        baseline = retrieval_impressions(clip_model, corpus["train"], test, progress=progress, dtype=dtype, quantize=quantize)
+        baseline = retrieval_impressions(clip_model, corpus["train"], test, progress=progress, dtype=dtype, quantize=quantize,
+                                          compile=compile)
         results["retrieval_baseline"] = score_drafts(baseline, references)
         results["difference"] = paired_differences(drafts, baseline, references, resamples=resamples)
     results["examples"] = [

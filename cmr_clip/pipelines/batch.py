@@ -114,6 +114,8 @@ class PredictSettings:
     """The model's dtype: auto, float32, bfloat16 or float16 (see `cmr_clip.precision`)."""
     quantize: str | None = None
     """None or int8: dynamic int8 quantisation of the model's Linear layers (torchao)."""
+    compile: bool = False
+    """Run the video towers through torch.compile (`cmr_clip.precision`): a slow first batch, then faster."""
     store_results: bool = False
     """PACS sources only: store each study's answer back on its server as a DICOM SR (research output)."""
     store_montage: bool = False
@@ -254,7 +256,7 @@ class Predictor:
     """The models of a batch run: the zero-shot pipeline (and a CMR-TARGET) scoring studies already read."""
 
     def __init__(self, model: str | Path, settings: PredictSettings, device):
-        precision = {"dtype": settings.dtype, "quantize": settings.quantize}
+        precision = {"dtype": settings.dtype, "quantize": settings.quantize, "compile": settings.compile}
         self.settings = settings
         self.classify = pipeline("zero-shot-cmr", model=str(model), prompt_set=settings.prompt_set, device=device,
                                  **precision)

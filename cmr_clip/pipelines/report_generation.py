@@ -36,10 +36,11 @@ class CMRReportGenerationPipeline(Pipeline):
     _load_image_processor = False
     _load_video_processor = False
 
-    def __init__(self, *args, quantize: str | None = None, **kwargs):
+    def __init__(self, *args, quantize: str | None = None, compile: bool = False,
+                 **kwargs):
         dtype = kwargs.get("dtype", "auto")  # pipeline() loaded the model with it; Pipeline.__init__ drops it
         super().__init__(*args, **kwargs)
-        self.precision = set_precision(self.model, dtype, quantize)
+        self.precision = set_precision(self.model, dtype, quantize, compile)
         if self.processor is None:
             self.processor = CMRTargetProcessor.from_pretrained(self.model.name_or_path)
         self.tokenizer = self.processor.tokenizer
