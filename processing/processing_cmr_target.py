@@ -17,10 +17,14 @@ from transformers.processing_utils import ProcessorMixin
 VIDEO_TOKEN = "<|video|>"
 SENTENCE_TOKEN = "<|sep|>"
 
-# Within a line, a sentence ends at ". ", "! " or "? " followed by an upper-case letter, a digit or a
-# parenthesis; decimals ("1.5 T") and abbreviations followed by lower case ("e.g. the") are not split.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
+# Within a line, a sentence ends at ". ", "! " or "? " followed by a letter (either case: dictated reports are
+# often all lower case), a digit or a parenthesis, unless the word before the stop is a common abbreviation
+# ("e.g. LGE", "approx. 45 %", "max. wall thickness"). Decimals ("1.5 T") have no space and are never split.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Za-z0-9(])")
 _LIST_NUMBER = re.compile(r"^\d+[.)](\s+|$)")
+ABBREVIATIONS = frozenset({"e.g", "i.e", "eg", "ie", "approx", "vs", "cf", "incl", "resp", "ca", "fig", "max", "dr",
+                           "mr", "mrs", "ms", "prof", "st"})
+"""Words (lower case, without their stop) after which ". " does not end a sentence."""
 
 
 def split_sentences(text: str) -> list[str]:
@@ -28,9 +32,19 @@ def split_sentences(text: str) -> list[str]:
     ("1.", "2)") at the start of a line or of a sentence dropped."""
     sentences = []
     for line in text.splitlines():
-        pieces = _SENTENCE_END.split(" ".join(line.split()))
-        sentences += [s for s in (_LIST_NUMBER.sub("", p) for p in pieces) if s]
+        sentences += [s for s in (_LIST_NUMBER.sub("", p) for p in _split_line(" ".join(line.split()))) if s]
     return sentences
+
+
+def _split_line(line: str) -> list[str]:
+    pieces, start = [], 0
+    for boundary in _SENTENCE_END.finditer(line):
+        words = line[start:boundary.start()].rsplit(" ", 1)
+        if words[-1].rstrip(".!?").lower().lstrip("(") in ABBREVIATIONS:
+            continue
+        pieces.append(line[start:boundary.start()])
+        start = boundary.end()
+    return [*pieces, line[start:]]
 
 
 class CMRTargetProcessor(ProcessorMixin):

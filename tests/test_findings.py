@@ -126,6 +126,18 @@ def test_negation_scope(text, expected):
     assert not any(v for name, v in present.items() if name not in expected)
 
 
+@pytest.mark.parametrize("text,expected", [
+    # A negation's scope ends at its sentence's stop in dictated lower-case reports too.
+    ("no lge. dilated lv with severely reduced systolic function.",
+     {"lge": False, "lv_dilation": True, "lv_dysfunction": True}),
+    ("no pericardial effusion. moderate rv dilation.", {"pericardial_effusion": False, "rv_dilation": True}),
+    ("normal lv size. no lge. moderately dilated aortic root.",
+     {"lv_dilation": False, "lge": False, "aortic_dilation": True}),
+])
+def test_lower_case_reports_are_read_sentence_by_sentence(text, expected):
+    assert {name: mention.present for name, mention in extract_findings(text).items()} == expected
+
+
 def test_a_finding_stated_anywhere_is_present_and_keeps_its_grade():
     text = "No subendocardial LGE. Patchy mid-wall LGE at the RV insertion points. Moderately dilated LV. LV dilated."
     mentions = extract_findings(text)

@@ -122,6 +122,14 @@ def test_processor_round_trip_and_sentences(target, tmp_path):
     ("1. Normal LV. No LGE.\n2) Small effusion, e.g. trace.", ["Normal LV.", "No LGE.", "Small effusion, e.g. trace."]),
     ("1. Normal cardiac MRI. 2. No LGE. 3. Aortic root 30 mm.", ["Normal cardiac MRI.", "No LGE.", "Aortic root 30 mm."]),
     ("", []),
+    # Dictated reports in lower case: each sentence still its own.
+    ("normal lv size and function. no lge. small pericardial effusion.",
+     ["normal lv size and function.", "no lge.", "small pericardial effusion."]),
+    # Abbreviations do not end a sentence, whatever follows them.
+    ("consistent with amyloid, e.g. diffuse subendocardial lge. no effusion.",
+     ["consistent with amyloid, e.g. diffuse subendocardial lge.", "no effusion."]),
+    ("LVEF approx. 45 %. Patchy LGE, e.g. LGE in the septum. Max. wall thickness 16 mm (i.e. LVH). Done.",
+     ["LVEF approx. 45 %.", "Patchy LGE, e.g. LGE in the septum.", "Max. wall thickness 16 mm (i.e. LVH).", "Done."]),
 ])
 def test_split_sentences(text, sentences):
     assert split_sentences(text) == sentences
