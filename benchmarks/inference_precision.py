@@ -84,7 +84,8 @@ def variants(model, names: list[str], compile: bool = False) -> dict[str, torch.
             use_onednn_linear(out["float32-mkl"], False)
     for name in names if compile else ():
         dtype, quantize = PRECISIONS[name]
-        out[f"{name} compiled"] = apply_precision(copy.deepcopy(model), resolve_precision(dtype, quantize, compile=True))
+        compiled = resolve_precision(dtype, quantize, compile=True)
+        out[f"{name} compiled"] = apply_precision(copy.deepcopy(model), compiled)
     return out
 
 

@@ -386,9 +386,9 @@ class CMRStudyIndex:
              faiss_index: str | None = None, faiss_params: str | None = None, model_dtype: str | torch.dtype = "auto",
              quantize: str | None = None, compile: bool = False) -> CMRStudyIndex:
         """Load a saved index with its model (a directory, or a loaded model plus processor; default: the
-        directory recorded in the manifest), run in the precision `model_dtype`, `quantize` and `compile` set. The embeddings stay on disk, memory-mapped; a saved FAISS index is
-        reused when it was built with the same factory string over the same rows. Raises
-        `IndexModelMismatchError` for another model."""
+        directory recorded in the manifest), run in the precision `model_dtype`, `quantize` and `compile` set. The
+        embeddings stay on disk, memory-mapped; a saved FAISS index is reused when it was built with the same
+        factory string over the same rows. Raises `IndexModelMismatchError` for another model."""
         directory = Path(directory)
         if not (directory / MANIFEST).is_file():
             raise StudyIndexError(f"{directory} holds no {MANIFEST}; build an index with `cmr-clip index build` first.")

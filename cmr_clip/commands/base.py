@@ -172,7 +172,8 @@ def add_precision_flags(parser: argparse.ArgumentParser) -> None:
 
 def precision_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """`dtype`, `quantize` and `compile` from `add_precision_flags`' flags, as the pipelines take them."""
-    return {"dtype": args.dtype, "quantize": None if args.quantize == "none" else args.quantize, "compile": args.compile}
+    return {"dtype": args.dtype, "quantize": None if args.quantize == "none" else args.quantize,
+            "compile": args.compile}
 
 
 def print_precision(command: str, precision: Precision) -> None:

@@ -13,8 +13,8 @@ corpus; or, with `--dicomweb URL`, the MR studies on a PACS (`--study UID ...`, 
 as a DICOM SR (`--store-montage`: and a montage of the frames used), its row's `sr_status` saying how it went.
 Run it again into the same --output-dir to resume: studies already answered are skipped. A study that cannot be read gets a row with its reason (exit code 1). Rows
 name studies by folder name (or `study N` when the name could name the patient), PACS studies by their study key
-(a hash of the UID), never by anything read from the files. `--dtype`/`--quantize`/`--compile` set the precision the model
-runs in (one line on stderr says which was picked and why).
+(a hash of the UID), never by anything read from the files. `--dtype`/`--quantize`/`--compile` set the precision
+the model runs in (one line on stderr says which was picked and why).
 """
 
 from __future__ import annotations

@@ -55,8 +55,8 @@ from .zero_shot import (
 
 def load_clip(model_dir: str | Path, dtype: str | torch.dtype = "float32", quantize: str | None = None,
               compile: bool = False) -> tuple[CMRCLIPModel, CMRCLIPProcessor]:
-    """The CMR-CLIP model (in eval mode, in the precision `dtype`, `quantize` and `compile` set: `cmr_clip.precision`) and
-    processor saved in `model_dir`, as a user would load them."""
+    """The CMR-CLIP model (in eval mode, in the precision `dtype`, `quantize` and `compile` set:
+    `cmr_clip.precision`) and processor saved in `model_dir`, as a user would load them."""
     model = CMRCLIPModel.from_pretrained(model_dir).eval()
     set_precision(model, dtype, quantize, compile)
     return model, CMRCLIPProcessor.from_pretrained(model_dir)

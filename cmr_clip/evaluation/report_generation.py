@@ -144,8 +144,8 @@ def evaluate_report_generation(target_dir: str | Path, data_dir: str | Path, out
     clip_model = clip_model or _recorded_clip_model(target_dir)
     baseline = None
     if clip_model is not None:
-        baseline = retrieval_impressions(clip_model, corpus["train"], test, progress=progress, dtype=dtype, quantize=quantize,
-                                          compile=compile)
+        baseline = retrieval_impressions(clip_model, corpus["train"], test, progress=progress, dtype=dtype,
+                                         quantize=quantize, compile=compile)
         results["retrieval_baseline"] = score_drafts(baseline, references)
         results["difference"] = paired_differences(drafts, baseline, references, resamples=resamples)
     results["examples"] = [

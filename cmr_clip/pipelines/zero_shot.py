@@ -52,8 +52,8 @@ class ZeroShotCMRPipeline(Pipeline):
     _load_image_processor = False
     _load_video_processor = False
 
-    def __init__(self, *args, prompt_set: str | Path | PromptSet | None = None, quantize: str | None = None, compile: bool = False,
-                 **kwargs):
+    def __init__(self, *args, prompt_set: str | Path | PromptSet | None = None, quantize: str | None = None,
+                 compile: bool = False, **kwargs):
         self._prompt_source, self._prompt_set = prompt_set, None
         dtype = kwargs.get("dtype", "auto")  # pipeline() loaded the model with it; Pipeline.__init__ drops it
         super().__init__(*args, **kwargs)
