@@ -20,8 +20,8 @@ or an approximate one such as "HNSW32,Flat" or "IVF1024,PQ64" with `faiss_params
 or "nprobe=32", and "rerank=N" to re-rank N x k FAISS candidates by exact cosine against the stored
 embeddings (what makes IVF-PQ usable: see `split_faiss_params`); `recall_against_exact` measures how many of
 the exact top-k an approximate index finds.
-The model embeds in the precision `model_dtype`, `quantize` and `compile` set (`cmr_clip.precision`; "auto" by default,
-`index.precision` says what was picked); the stored embeddings are float32 or float16 (`dtype`) whatever it
+The model embeds in the precision `model_dtype`, `quantize` and `compile` set (`cmr_clip.precision`; "auto" by
+default, `index.precision` says what was picked); the stored embeddings are float32 or float16 (`dtype`) whatever it
 is, and the model's fingerprint is that of its weights before any conversion (`precision.model_fingerprint`),
 so an index built in bfloat16 loads with the float32 model, with one a pipeline already runs in bfloat16 or int8,
 and the other way round.

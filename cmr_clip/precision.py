@@ -45,8 +45,8 @@ QUANTIZE_CHOICES = ("int8",)
 INT8_INSTALL = 'pip install "cmr-clip[int8]"'
 CPU_FLAGS_FILE = Path("/proc/cpuinfo")
 COMPILE_OPTIONS = {"freezing": True}
-"""inductor options of `compile_video_towers`: freezing folds the weights into the graph as constants (prepacked
-for oneDNN, int8 dequantisation folded), which only an inference graph allows."""
+"""inductor options of `compile_video_towers`: freezing folds the weights into the graph as constants, so that
+inductor can lay them out for its kernels ahead of time; only an inference graph (no gradients) is frozen."""
 SOURCE_FINGERPRINTS = "_cmr_clip_source_fingerprints"
 """Attribute under which `apply_precision` keeps a model's fingerprints from before it converted it."""
 
@@ -201,8 +201,8 @@ def set_precision(model: torch.nn.Module, dtype: str | torch.dtype | None = "aut
 def apply_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Module:
     """`model` (changed in place) cast to `precision.dtype`, for int8 with its Linear layers quantised, and with
     `precision.compile` its video towers compiled (`compile_video_towers`); logs one line saying which precision
-    runs and why. A model it converts keeps the fingerprint of the
-    weights it had (`model_fingerprint`), so that an index still knows it for the model it was built with."""
+    runs and why. A model it converts keeps the fingerprint of the weights it had (`model_fingerprint`), so that
+    an index still knows it for the model it was built with."""
     converts = precision.quantize is not None or any(p.dtype != precision.dtype for p in model.parameters())
     if converts and not hasattr(model, SOURCE_FINGERPRINTS) and hasattr(model, "config"):
         setattr(model, SOURCE_FINGERPRINTS, _fingerprints(model))
@@ -210,7 +210,8 @@ def apply_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Mo
     if precision.quantize == "int8":
         quantize_int8(model)
     # float32 on a CPU where MKL's products are slow (AMD with AVX-512): Linear layers through oneDNN instead.
-    # Not when compiling: with frozen weights inductor picks oneDNN's kernel itself.
+    # Not when compiling: the routed layers do not trace, and inductor picks its own kernels (for float32 on such a
+    # CPU, MKL's: compiled float32 is slower there than this routing; see the module docstring).
     routed = 0
     if precision.dtype == torch.float32 and precision.quantize is None and _on_cpu(model) and not precision.compile:
         routed, why = use_onednn_linear(model, "auto")
@@ -223,11 +224,11 @@ def apply_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Mo
 def compile_video_towers(model: torch.nn.Module) -> int:
     """Run every video tower in `model` (the model itself, a CMR-CLIP's or a CMR-TARGET's: each module whose class
     sets `compile_at_inference`, as `CMRCLIPVisionModel` does) through `torch.compile` with `COMPILE_OPTIONS`, in
-    place: `nn.Module.compile`, so the module tree, state dict and
-    fingerprint stay as they were. Compilation happens on the first call, and once more for the first call with
-    another batch shape (then for any shape). Only inference graphs freeze weights; a call with gradients compiles
-    without freezing. Change the weights after compiling (load others) and the frozen graph keeps the old ones:
-    compile last. Returns how many towers were compiled."""
+    place: `nn.Module.compile`, so the module tree, state dict and fingerprint stay as they were. Compilation
+    happens on the first call, and once more for the first call with another batch shape (then for any shape).
+    Towers of one configuration share the compiled code, each with its own weights, and weights loaded into a
+    compiled tower are the ones its next call uses (`tests/test_precision.py` checks both). Returns how many towers
+    were compiled."""
     towers = [module for module in model.modules() if getattr(type(module), "compile_at_inference", False)]
     for tower in towers:
         tower.compile(options=COMPILE_OPTIONS)

@@ -226,8 +226,8 @@ def test_compiled_video_tower_embeds_what_the_eager_one_does(trained, pixels, qu
 
 @pytest.mark.parametrize("quantize", [None, "int8"])
 def test_two_compiled_towers_of_one_shape_each_use_their_own_weights(quantize):
-    """Towers of one config share dynamo's compiled code, and freezing folds weights into it: each must still
-    compute with its own weights, not the first one's."""
+    """Towers of one config share dynamo's compiled code, compiled with weight freezing: each must still compute
+    with its own weights, not the first one's, and with weights loaded after compiling."""
     if quantize:
         pytest.importorskip("torchao")
     config = cmr_clip.CMRCLIPVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -245,6 +245,10 @@ def test_two_compiled_towers_of_one_shape_each_use_their_own_weights(quantize):
     assert (expected[0] - expected[1]).abs().max() > 0.1  # the two towers differ
     for got, want in zip(outputs, expected):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    # Weights loaded into a compiled tower are the ones its next call computes with.
+    towers[0].load_state_dict(towers[1].state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(towers[0](pixel_values_videos=pixels).pooler_output, expected[1], atol=1e-4, rtol=1e-4)
 
 
 def test_report_pipeline_compiles_its_video_tower(tmp_path):

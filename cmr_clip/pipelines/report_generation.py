@@ -36,8 +36,7 @@ class CMRReportGenerationPipeline(Pipeline):
     _load_image_processor = False
     _load_video_processor = False
 
-    def __init__(self, *args, quantize: str | None = None, compile: bool = False,
-                 **kwargs):
+    def __init__(self, *args, quantize: str | None = None, compile: bool = False, **kwargs):
         dtype = kwargs.get("dtype", "auto")  # pipeline() loaded the model with it; Pipeline.__init__ drops it
         super().__init__(*args, **kwargs)
         self.precision = set_precision(self.model, dtype, quantize, compile)
