@@ -22,8 +22,9 @@ from cmr_clip.data.collate import StudyCollator
 from cmr_clip.data.dataset import StudyTextDataset
 from cmr_clip.embeddings import encode_videos
 from cmr_clip.index import CMRStudyIndex
-from cmr_clip.precision import (PrecisionError, QuantizationBackendError, apply_precision, model_fingerprint,
-                                native_bf16, resolve_precision, set_precision, training_mixed_precision)
+from cmr_clip.precision import (PrecisionError, QuantizationBackendError, apply_precision, cpp_compiler,
+                                model_fingerprint, native_bf16, resolve_precision, set_precision,
+                                training_mixed_precision)
 from cmr_clip.processing import CMRStudyProcessor
 from cmr_clip.training import TrainConfig, train
 
@@ -195,6 +196,10 @@ def test_index_built_in_bfloat16_stores_float32_embeddings_close_to_float32s(tra
 
 
 # --- torch.compile ----------------------------------------------------------------------------------------------
+needs_cxx = pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile builds CPU kernels with a C++ compiler")
+
+
+@needs_cxx
 @pytest.mark.parametrize("quantize", [None, "int8"])
 def test_compiled_video_tower_embeds_what_the_eager_one_does(trained, pixels, quantize):
     if quantize:
@@ -224,6 +229,7 @@ def test_compiled_video_tower_embeds_what_the_eager_one_does(trained, pixels, qu
     assert torch.nn.functional.cosine_similarity(got, encode_videos(reference.model, pixels), dim=-1).min() >= floor
 
 
+@needs_cxx
 @pytest.mark.parametrize("quantize", [None, "int8"])
 def test_two_compiled_towers_of_one_shape_each_use_their_own_weights(quantize):
     """Towers of one config share dynamo's compiled code, compiled with weight freezing: each must still compute
@@ -248,9 +254,11 @@ def test_two_compiled_towers_of_one_shape_each_use_their_own_weights(quantize):
     # Weights loaded into a compiled tower are the ones its next call computes with.
     towers[0].load_state_dict(towers[1].state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(towers[0](pixel_values_videos=pixels).pooler_output, expected[1], atol=1e-4, rtol=1e-4)
+        reloaded = towers[0](pixel_values_videos=pixels).pooler_output
+    torch.testing.assert_close(reloaded, expected[1], atol=1e-4, rtol=1e-4)
 
 
+@needs_cxx
 def test_report_pipeline_compiles_its_video_tower(tmp_path):
     from torch._dynamo.utils import counters
 
@@ -280,6 +288,7 @@ def test_compile_without_a_cpp_compiler_is_a_typed_error_naming_the_fix(monkeypa
         resolve_precision("float32", compile=True)
 
 
+@needs_cxx
 def test_index_build_with_compile_stores_what_float32_stores(trained, corpus, tmp_path, capsys):
     pytest.importorskip("torchao")
     common = ["index", "build", "--model", str(trained), "--data-dir", str(corpus), "--split", "validation"]
