@@ -123,7 +123,8 @@ def run_demo(settings: DemoSettings) -> dict:
     config = TrainConfig(
         **settings.schedule(), data_dir=str(out / "corpus"), output_dir=str(out), text_model=settings.text_model,
         vision=DEMO_VISION, text={} if settings.text_model else DEMO_TEXT, projection_dim=DEMO_PROJECTION_DIM,
-        eval_batch_size=64, eval_every=4, warmup_ratio=0.1, max_text_length=128, learnable_logit_scale=True, crop_scale=[0.8, 1.0],
+        eval_batch_size=64, eval_every=4, warmup_ratio=0.1, max_text_length=128, learnable_logit_scale=True,
+        crop_scale=[0.8, 1.0],
         # Half of each impression's sentences per step: findings are then learnt one sentence at a time, as
         # zero-shot prompts ask about them. No flips: a mirrored image swaps the sides the two ventricles lie on.
         sentence_keep=0.5, flip_probability=0.0, mixed_precision=settings.mixed_precision,
