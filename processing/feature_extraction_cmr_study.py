@@ -54,6 +54,13 @@ class CMRStudyProcessor(FeatureExtractionMixin):
             square of `crop_size` is cut and resized to `image_size` (both default to `image_size`; 256 and 256
             for the reference layout).
         image_mean, image_std: per-channel normalisation of the [0, 1] grey values replicated to 3 channels.
+        field_of_view_mm: crop by physical size instead: the centred square of this many millimetres of every
+            image with a PixelSpacing (zero beyond its edges) becomes the `image_size` frame, so that a heart is
+            drawn at one scale whatever each scanner's field of view and matrix (field_of_view_mm / image_size
+            mm per pixel). A number for every view, or a mapping by view ("sax", "2ch", "3ch", "4ch"): a
+            short-axis plane cuts the heart across (both ventricles within about 120 mm), a long-axis plane
+            along its length, atria and aortic root included (about 200 mm). Views the mapping leaves out, and
+            images without a spacing (arrays), use `resize_shortest_edge` and `crop_size`.
     """
 
     model_input_names = ["pixel_values_videos"]
@@ -67,6 +74,7 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         crop_size: int | None = None,
         image_mean: tuple[float, float, float] = IMAGENET_MEAN,
         image_std: tuple[float, float, float] = IMAGENET_STD,
+        field_of_view_mm: float | dict[str, float] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,6 +87,7 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         self.crop_size = crop_size
         self.image_mean = [float(v) for v in image_mean]
         self.image_std = [float(v) for v in image_std]
+        self.field_of_view_mm = _field_of_view(field_of_view_mm)
 
     @property
     def study_layout(self) -> StudyLayout:
@@ -90,7 +99,26 @@ class CMRStudyProcessor(FeatureExtractionMixin):
 
     @property
     def transform(self) -> FrameTransform:
-        return FrameTransform(self.image_size, self.resize_shortest_edge, self.crop_size, tuple(self.image_mean), tuple(self.image_std))
+        field = self.field_of_view_mm if not isinstance(self.field_of_view_mm, dict) else None
+        return FrameTransform(self.image_size, self.resize_shortest_edge, self.crop_size, tuple(self.image_mean),
+                              tuple(self.image_std), field)
+
+    def field_of_view_for(self, view: str) -> float | None:
+        """The field of view (mm) cropped from images of `view`; None: the pixel-based crop."""
+        if isinstance(self.field_of_view_mm, dict):
+            return self.field_of_view_mm.get(view)
+        return self.field_of_view_mm
+
+    def frame_geometry(self, selection: Selection) -> dict:
+        """`spacings` and `fields` of `FrameTransform.geometry_all` for the selected frames: each frame's
+        PixelSpacing (None when unknown) and its view's field of view."""
+        spacings, fields = {}, {}
+        for item in selection.frames:
+            if item is not None:
+                key = frame_key(item)
+                spacings[key] = getattr(item.series.frame_at(item.slice_index, item.phase_index), "pixel_spacing", None)
+                fields[key] = self.field_of_view_for(item.series.view)
+        return {"spacings": spacings, "fields": fields}
 
     def __call__(
         self,
@@ -153,7 +181,7 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         _require_cine(loaded)
         layout = self.study_layout
         selection, images = select_and_decode(loaded, lambda s: select_frames(s, layout, rng=rng))
-        return self.images_to_tensor(selection, images), study_metadata(loaded, selection, self.transform)
+        return self.images_to_tensor(selection, images), study_metadata(loaded, selection, self.transform, self.field_of_view_for)
 
     def compact(self, item, overrides: dict | None = None, study: int | str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
         """A study stored compactly for training: the layout's candidate frames as uint8 (L, H, W), after
@@ -166,12 +194,12 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         decoded, images = select_and_decode(loaded, lambda s: Selection(layout=layout.name, frames=list(plan_frames(s, layout).timeline)))
         plan = plan_frames(loaded, layout)
         transform = self.transform
-        resized = transform.geometry_all(images)
+        resized = transform.geometry_all(images, **self.frame_geometry(decoded))
         size = (self.image_size, self.image_size)
         frames = np.stack([resized[frame_key(item)].numpy() for item in plan.timeline]) if plan.timeline else np.zeros((0, *size), np.uint8)
         selection = plan.select()
         selection.warnings.extend(decoded.warnings)
-        return frames, np.asarray(plan.slots, dtype=np.int32).reshape(-1, 2), study_metadata(loaded, selection, self.transform)
+        return frames, np.asarray(plan.slots, dtype=np.int32).reshape(-1, 2), study_metadata(loaded, selection, self.transform, self.field_of_view_for)
 
     def normalise(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 frames (..., H, W) from `compact` -> normalised (..., 3, H, W); all-zero frames (the
@@ -195,9 +223,23 @@ class CMRStudyProcessor(FeatureExtractionMixin):
     def images_to_tensor(self, selection: Selection, images: dict) -> torch.Tensor:
         """The selection's decoded 8-bit `images` transformed, in order; zero frames where nothing was selected."""
         transform = self.transform
-        cache = transform.transform_all(images)
+        cache = transform.transform_all(images, **self.frame_geometry(selection))
         frames = [transform.zeros() if item is None else cache[frame_key(item)] for item in selection.frames]
         return torch.stack(frames)
+
+
+def _field_of_view(value) -> float | dict[str, float] | None:
+    """`field_of_view_mm` checked: None, a positive number, or {view: positive number} for known views."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(VIEWS))
+        if unknown:
+            raise ValueError(f"field_of_view_mm: unknown views {unknown}; views are {list(VIEWS)}")
+        return {view: _field_of_view(mm) for view, mm in value.items()}
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"field_of_view_mm must be a positive number of millimetres or a mapping by view, got {value!r}")
+    return float(value)
 
 
 def _raise(error: Exception):
@@ -240,7 +282,8 @@ def _require_cine(study: Study) -> None:
     )
 
 
-def study_metadata(study: Study, selection: Selection, transform: FrameTransform) -> dict:
+def study_metadata(study: Study, selection: Selection, transform: FrameTransform,
+                   field_of_view_for: Callable[[str], float | None] | None = None) -> dict:
     """What was found and used, without identifiers (no UIDs, no paths, no patient or date fields) and without
     free text (series descriptions stay out: sites type anything into them); `study` is the study's key, a
     short hash of its StudyInstanceUID.
@@ -268,7 +311,7 @@ def study_metadata(study: Study, selection: Selection, transform: FrameTransform
                 "n_phases": s.n_phases,
                 "confidence": s.confidence,
                 "used": s.used,
-                **_spatial_metadata(s, transform),
+                **_spatial_metadata(s, transform, field_of_view_for(s.view) if field_of_view_for else None),
             }
             for s in study.series
         ],
@@ -276,13 +319,13 @@ def study_metadata(study: Study, selection: Selection, transform: FrameTransform
     }
 
 
-def _spatial_metadata(series: Series, transform: FrameTransform) -> dict:
+def _spatial_metadata(series: Series, transform: FrameTransform, field_of_view_mm: float | None = None) -> dict:
     frame = series.first_frame
     if isinstance(frame, ArrayFrame):
         shape, spacing = tuple(frame.pixels.shape[:2]), None
     else:
         shape, spacing = (frame.rows, frame.columns), frame.pixel_spacing
-    output = transform.output_spacing(shape, spacing)
+    output = transform.output_spacing(shape, spacing, field_of_view_mm)
     return {
         "spatial_shape": [int(n) for n in shape],
         "pixel_spacing": None if spacing is None else [float(v) for v in spacing],

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # a layout reads a study; the study's display imports the lay
     from .study import Series, Study
 
 SLICE_POLICIES = ("middle", "all")
-PHASE_POLICIES = ("all", "first")
+PHASE_POLICIES = ("all", "first", "cycle")
 SAMPLINGS = ("fixed", "segments")
 MISSING_POLICIES = ("zeros", "fill")
 
@@ -40,6 +40,13 @@ class LayoutEntry:
 
     `repeat_as_slices_of` ("lge/sax") repeats the entry's single image as many times as that other entry's
     series has slices, as the release did for its LGE long-axis images.
+
+    Phases: `all` splits the slice's phases into equal segments, one frame from the middle of each; `first`
+    takes the first phase; `cycle` takes every phase too, but centres the segments on end-diastole and on
+    equal fractions of the cycle after it. A cine's first phase is end-diastole (it is triggered on the ECG's
+    R wave, DICOM TriggerTime 0), so with 3 frames `cycle` shows the heart at end-diastole, a third of the
+    cycle later (about end-systole) and two thirds later (diastole), where `all` shows 1/6, 1/2 and 5/6 of the
+    cycle, none of them the largest or the smallest ventricle that an ejection fraction compares.
     """
 
     sequence: str
@@ -74,6 +81,9 @@ class StudyLayout:
                 raise LayoutError(f"layout {self.name!r}: unknown pairing {entry.key}; sequences {MODEL_SEQUENCES}, views {CARDIAC_VIEWS}")
             if entry.slices not in SLICE_POLICIES or entry.phases not in PHASE_POLICIES:
                 raise LayoutError(f"layout {self.name!r}, {entry.key}: slices must be one of {SLICE_POLICIES}, phases one of {PHASE_POLICIES}")
+            if entry.phases == "cycle" and (entry.slices != "middle" or self.sampling != "fixed"):
+                raise LayoutError(f"layout {self.name!r}, {entry.key}: phases 'cycle' places one slice's frames on its "
+                                  "cardiac cycle; it needs slices 'middle' and fixed sampling")
         if self.sampling == "fixed":
             counts = [e.frames for e in self.entries]
             if any(c is None or c < 1 for c in counts) or sum(counts) != self.num_frames:
@@ -258,7 +268,7 @@ def natural_frames(entry: LayoutEntry, series: Series, series_for: dict) -> list
     slice_indices = [series.n_slices // 2] if entry.slices == "middle" else list(range(series.n_slices))
     frames = []
     for s in slice_indices:
-        phases = range(len(series.grid[s])) if entry.phases == "all" else [0]
+        phases = range(len(series.grid[s])) if entry.phases in ("all", "cycle") else [0]
         frames.extend(SelectedFrame(series, s, p, entry.key) for p in phases)
     if entry.repeat_as_slices_of is not None:
         other = series_for.get(entry.repeat_as_slices_of)
@@ -299,10 +309,23 @@ def _fixed_plan(layout, series_for, warnings) -> tuple[list[SelectedFrame], list
                 slots.extend([(len(timeline), len(timeline))] * budgets[entry.key])
             continue
         natural = natural_frames(entry, series, series_for)
+        if entry.phases == "cycle":
+            natural = _centre_on_first(natural, budgets[entry.key])
         slots.extend(segment_slots(len(natural), budgets[entry.key], offset=len(timeline)))
         timeline.extend(natural)
     slots.extend([(len(timeline), len(timeline))] * (layout.num_frames - len(slots)))
     return timeline, slots
+
+
+def _centre_on_first(phases: list, count: int) -> list:
+    """One slice's phases in cycle order, turned so that the first of `count` equal segments has the first
+    phase at its middle (the slot rule's test-time pick): the last phases of the cycle, late diastole, come
+    first. Each later segment's middle then lies the same share of the cycle further on."""
+    if count > len(phases):
+        return phases
+    first_segment = segment_slots(len(phases), count)[0]
+    turn = (first_segment[0] + first_segment[1] - 1) // 2
+    return phases[len(phases) - turn:] + phases[: len(phases) - turn]
 
 
 def spread_indices(length: int, count: int) -> list[int]:

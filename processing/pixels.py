@@ -116,27 +116,45 @@ def window_to_uint8(images: list[np.ndarray]) -> list[np.ndarray]:
 
 @dataclass
 class FrameTransform:
-    """Resize the short side, centre-crop a square, resize to the output size, 3 channels, normalise."""
+    """Resize the short side, centre-crop a square, resize to the output size, 3 channels, normalise.
+
+    With `field_of_view_mm`, an image whose pixel spacing is known is cropped by size in millimetres instead:
+    the centred `field_of_view_mm` square (zero beyond the image's edges) is resized to `image_size`, so every
+    output pixel covers field_of_view_mm / image_size mm whatever the scanner's field of view and matrix. An
+    image without a spacing (arrays given by the user) falls back to `resize_shortest_edge` and `crop_size`.
+    """
 
     image_size: int = 224
     resize_shortest_edge: int | None = None
     crop_size: int | None = None
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
+    field_of_view_mm: float | None = None
 
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
+    def __post_init__(self):
+        if self.field_of_view_mm is not None and not self.field_of_view_mm > 0:
+            raise ValueError(f"field_of_view_mm must be positive (or None), got {self.field_of_view_mm}")
+
+    def __call__(self, image: np.ndarray, spacing: tuple[float, float] | None = None) -> torch.Tensor:
         """uint8 (H, W) -> float32 (3, image_size, image_size)."""
-        return self.normalise(self.geometry(image))
+        return self.normalise(self.geometry(image, spacing))
 
-    def geometry(self, image: np.ndarray) -> torch.Tensor:
+    def geometry(self, image: np.ndarray, spacing: tuple[float, float] | None = None) -> torch.Tensor:
         """uint8 (H, W) -> float32 (image_size, image_size) in [0, 1]: resize, crop, resize."""
-        return self.geometry_batch(image[None])[0]
+        return self.geometry_batch(image[None], spacing)[0]
 
-    def geometry_batch(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 (N, H, W) -> float32 (N, image_size, image_size): one interpolation call for the whole stack."""
+    def geometry_batch(self, images: np.ndarray, spacing: tuple[float, float] | None = None,
+                       field_of_view_mm: float | None = None) -> torch.Tensor:
+        """uint8 (N, H, W) of one shape and `spacing` (mm, row and column; None: unknown) -> float32
+        (N, image_size, image_size): one interpolation call for the whole stack. `field_of_view_mm` overrides
+        the transform's own for these images."""
         x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
-        x = _resize_short_side(x, self.short_side)
-        x = _centre_crop(x, self.crop)
+        field = field_of_view_mm or self.field_of_view_mm
+        if field is not None and spacing is not None:
+            x = _centre_window(x, *(field / float(mm) for mm in spacing))
+        else:
+            x = _resize_short_side(x, self.short_side)
+            x = _centre_crop(x, self.crop)
         return _resize(x, (self.image_size, self.image_size))[:, 0]
 
     @property
@@ -147,11 +165,15 @@ class FrameTransform:
     def crop(self) -> int:
         return self.crop_size or self.resize_shortest_edge or self.image_size
 
-    def output_spacing(self, shape: tuple[int, int], spacing: tuple[float, float] | None) -> tuple[float, float] | None:
+    def output_spacing(self, shape: tuple[int, int], spacing: tuple[float, float] | None,
+                       field_of_view_mm: float | None = None) -> tuple[float, float] | None:
         """mm per output pixel (row, column) for an image of `shape` read with `spacing` (mm, row and column;
         None: unknown). Each resize scales a pixel by input size / output size, the crop keeps it."""
         if spacing is None:
             return None
+        field = field_of_view_mm or self.field_of_view_mm
+        if field is not None:
+            return (field / self.image_size,) * 2
         height, width = shape
         resized = _short_side_size(height, width, self.short_side)
         if min(resized) < self.crop:  # `_centre_crop` resizes again before cutting
@@ -159,19 +181,20 @@ class FrameTransform:
         zoom = self.crop / self.image_size
         return (float(spacing[0]) * height / resized[0] * zoom, float(spacing[1]) * width / resized[1] * zoom)
 
-    def geometry_all(self, images: dict) -> dict:
-        """{key: uint8 (H, W)} -> {key: uint8 (image_size, image_size)}: `geometry` rounded back to 8 bit, images of
-        one shape resized together."""
+    def geometry_all(self, images: dict, spacings: dict | None = None, fields: dict | None = None) -> dict:
+        """{key: uint8 (H, W)} -> {key: uint8 (image_size, image_size)}: `geometry` rounded back to 8 bit. Images
+        of one shape, spacing (`spacings`: {key: (row, column) mm or None}) and field of view (`fields`: {key:
+        mm or None}, overriding `field_of_view_mm`) are resized together."""
         out = {}
-        for keys, stack in _stacks_by_shape(images):
-            out.update(zip(keys, (self.geometry_batch(stack) * 255).round().to(torch.uint8)))
+        for keys, stack, spacing, field in _stacks_by_shape(images, spacings, fields):
+            out.update(zip(keys, (self.geometry_batch(stack, spacing, field) * 255).round().to(torch.uint8)))
         return out
 
-    def transform_all(self, images: dict) -> dict:
-        """{key: uint8 (H, W)} -> {key: (3, image_size, image_size)}, images of one shape transformed together."""
+    def transform_all(self, images: dict, spacings: dict | None = None, fields: dict | None = None) -> dict:
+        """{key: uint8 (H, W)} -> {key: (3, image_size, image_size)}, grouped as in `geometry_all`."""
         out = {}
-        for keys, stack in _stacks_by_shape(images):
-            out.update(zip(keys, self.normalise(self.geometry_batch(stack))))
+        for keys, stack, spacing, field in _stacks_by_shape(images, spacings, fields):
+            out.update(zip(keys, self.normalise(self.geometry_batch(stack, spacing, field))))
         return out
 
     def normalise(self, grey: torch.Tensor) -> torch.Tensor:
@@ -194,13 +217,17 @@ def zoom_sizes(image_size: int, zoom: float) -> dict:
     return {"resize_shortest_edge": round(image_size * zoom), "crop_size": image_size}
 
 
-def _stacks_by_shape(images: dict):
-    """(keys, stacked images) for each image shape among `images` ({key: (H, W)})."""
-    by_shape: dict[tuple, list] = {}
+def _stacks_by_shape(images: dict, spacings: dict | None = None, fields: dict | None = None):
+    """(keys, stacked images, spacing, field of view) for each image shape, pixel spacing and field of view
+    among `images` ({key: (H, W)})."""
+    spacings, fields = spacings or {}, fields or {}
+    groups: dict[tuple, list] = {}
     for key, image in images.items():
-        by_shape.setdefault(image.shape, []).append(key)
-    for keys in by_shape.values():
-        yield keys, np.stack([images[key] for key in keys])
+        spacing = spacings.get(key)
+        spacing = None if spacing is None else tuple(float(v) for v in spacing)
+        groups.setdefault((image.shape, spacing, fields.get(key)), []).append(key)
+    for (_, spacing, field), keys in groups.items():
+        yield keys, np.stack([images[key] for key in keys]), spacing, field
 
 
 def _short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -218,6 +245,29 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return x
     shrinking = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+def _centre_window(x: torch.Tensor, rows: float, cols: float) -> torch.Tensor:
+    """The window of about `rows` x `cols` pixels centred on the image, zero-padded where it reaches past the
+    image. Each side is rounded to the whole number nearest to it whose difference to the image's side is even,
+    so that the window's centre is exactly the image's (a window a pixel off centre would shift the heart
+    by a pixel); the window's size is then within one source pixel of the asked one."""
+    height, width = x.shape[-2:]
+    rows, cols = _same_parity(rows, height), _same_parity(cols, width)
+    top, left = (height - rows) // 2, (width - cols) // 2
+    pad = [max(0, -left), max(0, left + cols - width), max(0, -top), max(0, top + rows - height)]
+    if any(pad):
+        x = F.pad(x, pad)
+        top, left = top + pad[2], left + pad[0]
+    return x[..., top : top + rows, left : left + cols]
+
+
+def _same_parity(size: float, reference: int) -> int:
+    """The positive whole number nearest to `size` that differs from `reference` by an even number."""
+    low = int(np.floor(size))
+    low -= (reference - low) % 2
+    best = low if size - low <= low + 2 - size else low + 2
+    return max(best, 2 - reference % 2)
 
 
 def _centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:

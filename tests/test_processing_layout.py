@@ -179,3 +179,63 @@ def test_arrays_report_their_shape_and_no_spacing():
     arrays = {"cine/sax": np.zeros((3, 5, 20, 12), np.uint8), "lge/sax": np.zeros((4, 20, 12), np.uint8)}
     entries = CMRStudyProcessor(image_size=8)(arrays)["study_metadata"][0]["series"]
     assert [(e["spatial_shape"], e["pixel_spacing"], e["output_pixel_spacing"]) for e in entries] == [([20, 12], None, None)] * 2
+
+
+def _trigger_time(frame) -> float:
+    """The frame's trigger delay after the R wave, read with pydicom from its file (not through our reader):
+    TriggerTime, or the Enhanced MR per-frame NominalCardiacTriggerDelayTime."""
+    import pydicom
+
+    ds = pydicom.dcmread(frame.file.path)
+    if frame.frame_index is None:
+        return float(ds.TriggerTime)
+    return float(ds.PerFrameFunctionalGroupsSequence[frame.frame_index].CardiacSynchronizationSequence[0]
+                 .NominalCardiacTriggerDelayTime)
+
+
+@pytest.mark.parametrize("style", ["siemens", "ge", "philips"])
+def test_cycle_phases_show_end_diastole_and_equal_shares_of_the_cycle_after_it(style, tmp_path):
+    """A cine's frames follow the ECG: the first is triggered on the R wave (end-diastole) and the others at
+    later delays. With `cycle`, the test-time frames of an entry are the R-wave frame and frames 1/k, 2/k...
+    of the cycle later (k its frames), read from each file's own trigger time; with `all` none is the R-wave
+    frame. Vendors order and split their files differently (one series per slice, multi-frame files)."""
+    from processing_factory import write_study
+
+    from cmr_clip.processing import read_study
+
+    write_study(tmp_path, style=style, n_slices=3, n_phases=12, seed=4)
+    study = read_study(tmp_path)
+    sax = study.find("cine", "sax")
+    middle = [_trigger_time(frame) for frame in sax.grid[sax.n_slices // 2]]
+    first, cycle = min(middle), (max(middle) - min(middle)) * len(middle) / (len(middle) - 1)
+    for policy, starts_at_the_r_wave in (("cycle", True), ("all", False)):
+        layout = StudyLayout(name="t", num_frames=7, sampling="fixed", entries=[
+            LayoutEntry("cine", "sax", frames=3, phases=policy), LayoutEntry("cine", "4ch", frames=4, phases=policy)])
+        frames = select_frames(study, layout).frames
+        for entry, count in (("cine/sax", 3), ("cine/4ch", 4)):
+            shares = [(_trigger_time(f.series.frame_at(f.slice_index, f.phase_index)) - first) / cycle
+                      for f in frames if f.entry == entry]
+            if starts_at_the_r_wave:
+                step = 1 / len(middle)  # one phase: the k shares cannot all be exact with 12 phases
+                assert shares[0] == 0.0 and all(abs(share - i / count) <= step / 2 + 1e-9 for i, share in enumerate(shares)), (entry, shares)
+            else:
+                assert min(shares) > 0, (entry, shares)
+
+
+def test_cycle_with_more_frames_than_phases_and_with_the_random_training_pick():
+    """Fewer phases than frames: every phase, in order, from end-diastole. Training draws stay within the
+    cycle's segments: the first segment holds end-diastole and the late-diastolic phases before it."""
+    layout = StudyLayout(name="t", num_frames=4, sampling="fixed", entries=[LayoutEntry("cine", "sax", frames=4, phases="cycle")])
+    short = select_frames(study_from_arrays(make_arrays({"cine/sax": (1, 3)})), layout)
+    phases = [f.phase_index for f in short.frames]
+    assert phases[0] == 0 and phases == sorted(phases) and set(phases) == {0, 1, 2}
+    plan = plan_frames(study_from_arrays(make_arrays({"cine/sax": (1, 20)})), layout)
+    first = {plan.timeline[i].phase_index for i in range(*plan.slots[0])}
+    assert 0 in first and first <= {0, 1, 2, 17, 18, 19}
+
+
+def test_cycle_needs_one_slice_and_fixed_sampling():
+    with pytest.raises(LayoutError, match="cycle"):
+        StudyLayout(name="t", num_frames=4, sampling="fixed", entries=[LayoutEntry("cine", "sax", frames=4, slices="all", phases="cycle")])
+    with pytest.raises(LayoutError, match="cycle"):
+        StudyLayout(name="t", num_frames=4, sampling="segments", entries=[LayoutEntry("cine", "sax", phases="cycle")])

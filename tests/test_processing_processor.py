@@ -43,6 +43,82 @@ def test_transform_resizes_short_side_crops_centre_and_normalises():
     assert torch.allclose(out[:, 2:-2, 2:-2], white[:, None, None].expand(3, 12, 12), atol=1e-4)
 
 
+def _disc(rows: int, cols: int, spacing: tuple[float, float], radius_mm: float) -> np.ndarray:
+    """A bright disc of `radius_mm` at the image centre, drawn in millimetres: `spacing` is DICOM PixelSpacing,
+    the distance between rows first, then between columns."""
+    y = (np.arange(rows) - (rows - 1) / 2) * spacing[0]
+    x = (np.arange(cols) - (cols - 1) / 2) * spacing[1]
+    return ((y[:, None] ** 2 + x[None, :] ** 2 <= radius_mm**2) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("rows, cols, spacing", [(256, 256, (1.0, 1.0)), (192, 256, (1.25, 1.25)),
+                                                 (120, 200, (2.0, 1.25)), (60, 60, (2.5, 2.5))])
+def test_field_of_view_draws_every_scanner_geometry_at_one_scale(rows, cols, spacing):
+    """A 40 mm disc covers pi * 20^2 mm^2 whatever the matrix, spacing (anisotropic included) and field of view
+    it was acquired with: at field_of_view_mm = 100 in 50 px (2 mm per pixel) it covers pi * 10^2 px, centred,
+    and round (as many rows as columns). The 60 x 60 image at 2.5 mm is a 150 mm field: cropped, not padded."""
+    image = _disc(rows, cols, spacing, 20.0)
+    out = FrameTransform(image_size=50, field_of_view_mm=100.0).geometry(image, spacing)
+    assert out.shape == (50, 50)
+    assert float(out.sum()) == pytest.approx(np.pi * 10**2, rel=0.04)
+    ys, xs = np.nonzero(out.numpy() > 0.5)
+    assert abs(ys.mean() - 24.5) < 0.6 and abs(xs.mean() - 24.5) < 0.6
+    assert abs((ys.max() - ys.min()) - (xs.max() - xs.min())) <= 1
+
+
+def test_field_of_view_keeps_the_image_centre_where_the_window_cannot_be_exact():
+    """83.3 columns (100 mm at 1.2 mm) cannot be cut from 200 exactly: the window stays centred (a disc drawn at
+    the image's centre stays at the frame's) and its scale stays within a source pixel (1.2 %)."""
+    image = _disc(120, 200, (2.0, 1.2), 20.0)
+    out = FrameTransform(image_size=50, field_of_view_mm=100.0).geometry(image, (2.0, 1.2)).numpy()
+    ys, xs = np.nonzero(out > 0.5)
+    assert abs(ys.mean() - 24.5) < 0.1 and abs(xs.mean() - 24.5) < 0.1
+    assert float(out.sum()) == pytest.approx(np.pi * 10**2, rel=0.04)
+
+
+def test_field_of_view_larger_than_the_image_pads_with_zeros_and_keeps_the_scale():
+    """A 64 mm wide image (64 px at 1 mm) in a 128 mm field fills the middle half of the frame; the rest is zero."""
+    image = np.full((64, 64), 200, np.uint8)
+    out = FrameTransform(image_size=32, field_of_view_mm=128.0).geometry(image, (1.0, 1.0))
+    assert float(out[9:23, 9:23].min()) == pytest.approx(200 / 255, abs=1e-3)
+    assert float(out[:7].max()) == 0 and float(out[:, 25:].max()) == 0
+    assert FrameTransform(image_size=32, field_of_view_mm=128.0).output_spacing((64, 64), (1.0, 1.0)) == (4.0, 4.0)
+
+
+def test_field_of_view_without_a_spacing_falls_back_to_the_pixel_crop():
+    image = np.zeros((40, 80), np.uint8)
+    image[:, 20:60] = 255
+    by_pixels = FrameTransform(image_size=16, resize_shortest_edge=32, crop_size=32)
+    by_mm = FrameTransform(image_size=16, resize_shortest_edge=32, crop_size=32, field_of_view_mm=500.0)
+    assert torch.equal(by_mm.geometry(image), by_pixels.geometry(image))
+    assert by_mm.output_spacing((40, 80), None) is None
+
+
+@pytest.mark.parametrize("value, message", [(0, "positive"), (-5.0, "positive"), ("120", "positive"), (True, "positive"),
+                                            ({"axial": 120.0}, "unknown views ['axial']"), ({"sax": 0}, "positive")])
+def test_field_of_view_rejects_what_is_not_a_size_in_mm(value, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        CMRStudyProcessor(num_frames=16, image_size=32, field_of_view_mm=value)
+
+
+def test_field_of_view_by_view_crops_each_view_at_its_own_size_and_round_trips(study_dir, tmp_path):
+    """Short-axis frames at 120 mm, long-axis at 240 mm: the metadata states each series' output spacing, the
+    frames differ from a crop of 120 mm everywhere, and the setting survives save/load."""
+    fields = {"sax": 120.0, "2ch": 240.0, "3ch": 240.0, "4ch": 240.0}
+    processor = CMRStudyProcessor(num_frames=16, image_size=32, field_of_view_mm=fields)
+    batch = processor(str(study_dir))
+    spacing = [(s["view"], s["output_pixel_spacing"]) for s in batch["study_metadata"][0]["series"]]
+    assert {view for view, _ in spacing} >= {"sax", "2ch", "3ch", "4ch"}
+    assert all(mm == [120 / 32] * 2 for view, mm in spacing if view == "sax")
+    assert all(mm == [240 / 32] * 2 for view, mm in spacing if view in ("2ch", "3ch", "4ch"))
+    processor.save_pretrained(tmp_path)
+    loaded = CMRStudyProcessor.from_pretrained(tmp_path)
+    assert loaded.field_of_view_mm == fields
+    assert torch.equal(loaded(str(study_dir))["pixel_values_videos"], batch["pixel_values_videos"])
+    uniform = CMRStudyProcessor(num_frames=16, image_size=32, field_of_view_mm=120.0)
+    assert not torch.equal(uniform(str(study_dir))["pixel_values_videos"], batch["pixel_values_videos"])
+
+
 def test_window_maps_robust_range_to_8_bit():
     rng = np.random.default_rng(0)
     images = [rng.normal(1000, 100, (32, 32)).astype(np.float32) for _ in range(3)]

@@ -20,7 +20,8 @@ from cmr_clip.privacy import check_vocabulary, load_identity_hashes
 from cmr_clip.synthetic import make_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
-PREPARE = ["--num-frames", "8", "--image-size", "32", "--val-fraction", "0.25", "--test-fraction", "0.25", "--seed", "5"]
+PREPARE = ["--num-frames", "8", "--image-size", "32", "--val-fraction", "0.25", "--test-fraction", "0.25", "--seed", "5",
+           "--field-of-view", "sax=150,2ch=220,3ch=220,4ch=220"]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,14 @@ def prepared(cohort, tmp_path_factory):
     assert sorted(codes) == [0, 0, 1]
     assert cli(["prepare-merge", "--shards", str(root / "shards"), "--output-dir", str(root / "merged")]) == 1
     return root
+
+
+def test_the_field_of_view_flag_reaches_the_corpus_processor(prepared):
+    from cmr_clip.processing import CMRStudyProcessor
+
+    for corpus in ("whole", "merged"):
+        processor = CMRStudyProcessor.from_pretrained(prepared / corpus / "study_processor")
+        assert processor.field_of_view_mm == {"sax": 150.0, "2ch": 220.0, "3ch": 220.0, "4ch": 220.0}
 
 
 def rows(split):
