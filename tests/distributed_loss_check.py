@@ -16,7 +16,7 @@ from test_modeling_cmr_clip import tiny_config  # noqa: E402
 
 from cmr_clip import CMRCLIPModel  # noqa: E402
 from cmr_clip.modeling.modeling_cmr_clip import contrastive_loss  # noqa: E402
-from cmr_clip.training.losses import gathered_contrastive_loss, sentence_contrastive_loss  # noqa: E402
+from cmr_clip.training.losses import gathered_contrastive_loss, sentence_contrastive_loss, sentence_separation_loss  # noqa: E402
 
 
 def global_batch():
@@ -33,7 +33,8 @@ STUDY_KEYS = torch.tensor([[100 + i, 100 + (i + 4) % 8] + ([200 + i] if i < 4 el
 
 
 def both_losses(text, video, scale, local=slice(None), gathered=False):
-    """The contrastive loss plus half the sentence loss, the sentences made from the local studies' texts."""
+    """The contrastive loss plus half the sentence loss and a quarter of the sentence separation, the sentences
+    made from the local studies' texts."""
     studies = torch.arange(8)[local]
     rows = torch.isin(DRAWN_FROM, studies)
     sentences = torch.nn.functional.normalize(text[DRAWN_FROM[rows] - studies[0]] + 0.1 * SENTENCE_KEYS[rows, None] % 7, dim=-1)
@@ -42,7 +43,8 @@ def both_losses(text, video, scale, local=slice(None), gathered=False):
         study_keys = study_keys[:, :2]  # this process's table is narrower
     contrastive = (gathered_contrastive_loss(text, video, scale) if gathered
                    else contrastive_loss(text @ video.T * scale))
-    return contrastive + 0.5 * sentence_contrastive_loss(sentences, video, SENTENCE_KEYS[rows], study_keys, scale)
+    return (contrastive + 0.5 * sentence_contrastive_loss(sentences, video, SENTENCE_KEYS[rows], study_keys, scale)
+            + 0.25 * sentence_separation_loss(sentences, SENTENCE_KEYS[rows] % 3))  # keys % 3: repeats across processes
 
 
 def fresh_model():

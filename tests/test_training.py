@@ -310,6 +310,29 @@ def test_sentence_loss_counts_every_study_that_says_the_sentence_as_a_match():
     assert got.item() == pytest.approx(_nce_by_hand(logits, positive) + _nce_by_hand(logits.T, positive.T), rel=1e-5)
 
 
+def test_sentence_separation_matches_each_sentence_with_the_same_words_only():
+    """Written out by hand: four drawn sentences, the first and the last the same words (key 10). Each row's
+    matches are the rows with its key, itself included; the loss is the mean -log softmax mass on them at
+    cosine x scale (10 unless given). Spreading the sentences apart lowers it; moving "the same words" apart raises it."""
+    from cmr_clip.training.losses import sentence_separation_loss
+
+    generator = torch.Generator().manual_seed(1)
+    sentences = torch.nn.functional.normalize(torch.randn(4, 8, generator=generator), dim=-1)
+    keys = torch.tensor([10, 20, 30, 10])
+    positive = (keys[:, None] == keys[None, :]).numpy()
+    expected = _nce_by_hand((sentences @ sentences.T * 2.0).numpy(), positive)
+    assert sentence_separation_loss(sentences, keys, scale=2.0).item() == pytest.approx(expected, rel=1e-5)
+    default = _nce_by_hand((sentences @ sentences.T * 10.0).numpy(), positive)
+    assert sentence_separation_loss(sentences, keys).item() == pytest.approx(default, rel=1e-2)
+    apart = torch.eye(4, 8)  # four orthogonal directions
+    together = torch.nn.functional.normalize(torch.ones(4, 8) + 0.01 * torch.eye(4, 8), dim=-1)
+    distinct = torch.tensor([1, 2, 3, 4])
+    assert sentence_separation_loss(apart, distinct) < sentence_separation_loss(together, distinct)
+    same_words_apart = sentence_separation_loss(apart, keys)
+    same_words_together = sentence_separation_loss(torch.stack([apart[0], apart[1], apart[2], apart[0]]), keys)
+    assert same_words_together < same_words_apart
+
+
 def test_sentence_loss_trains_and_is_checked(corpus, tmp_path):
     from datasets import load_from_disk
 
@@ -331,6 +354,17 @@ def test_sentence_loss_trains_and_is_checked(corpus, tmp_path):
         train(tiny_train_config(corpus, tmp_path / "c", max_steps=1, sentence_loss=1.0, sentence_pairs=0))
     with pytest.raises(ValueError, match="--task report"):
         train(tiny_train_config(corpus, tmp_path / "d", task="report", sentence_loss=1.0))
+    # The separation loss alone draws sentences too, and changes the steps (same seed, same batches).
+    alone = train(tiny_train_config(corpus, tmp_path / "e", max_steps=2, sentence_separation=1.0, sentence_keep=0.5))
+    plain = train(tiny_train_config(corpus, tmp_path / "f", max_steps=2, sentence_keep=0.5))
+    assert math.isfinite(alone["history"][-1]["train_loss"])
+    assert alone["history"][-1]["train_loss"] != pytest.approx(plain["history"][-1]["train_loss"], abs=1e-6)
+    with pytest.raises(ValueError, match="sentence_separation"):
+        train(tiny_train_config(corpus, tmp_path / "g", max_steps=1, sentence_separation=-1.0))
+    with pytest.raises(ValueError, match="augment"):
+        train(tiny_train_config(corpus, tmp_path / "h", max_steps=1, sentence_separation=1.0, augment=False))
+    with pytest.raises(ValueError, match="--task report"):
+        train(tiny_train_config(corpus, tmp_path / "i", task="report", sentence_separation=1.0))
 
 
 def test_study_processor_normalise_keeps_padding_frames_zero():

@@ -84,8 +84,16 @@ class RunConfig(TrainingSchedule):
     sentence counts as its match (`training.losses.sentence_contrastive_loss`). A sentence read on its own
     has to carry its meaning itself, negation included ("No pericardial effusion."), as zero-shot prompts
     do. 0: off (the release). Part of `augment`."""
+    sentence_separation: float = 0.0
+    """CMR-CLIP training: weight of a text-only loss that sets the batch's drawn sentences apart from one another
+    (`training.losses.sentence_separation_loss`): each sentence matches only the sentences that say the same
+    words. Contrastive training alone lets both towers settle on the few directions that tell a small batch's
+    impressions apart (on the demo's cohort: a large heart, a thick wall), so that the text tower never
+    encodes "reduced RV systolic function" apart from "normal RV systolic function" and nothing asks the video
+    tower to see it; this loss makes every sentence its own direction. Uses no label. 0: off (the release).
+    Part of `augment`."""
     sentence_pairs: int = 1
-    """With `sentence_loss`: sentences drawn from each training impression per step (all of them where it has
+    """With `sentence_loss` or `sentence_separation`: sentences drawn from each training impression per step (all of them where it has
     fewer)."""
     checkpoint_every: int = 0
     """Save `accelerator.save_state` every N optimizer steps (0: only at the end of each epoch)."""

@@ -73,6 +73,22 @@ def sentence_contrastive_loss(sentence_embeds: torch.Tensor, video_embeds: torch
     return to_studies + to_sentences
 
 
+SEPARATION_SCALE = 10.0  # cosine similarities x 10: a gentle push, next to the contrastive loss's learnt scale
+
+
+def sentence_separation_loss(sentence_embeds: torch.Tensor, sentence_keys: torch.Tensor,
+                             scale: float = SEPARATION_SCALE) -> torch.Tensor:
+    """Text-only contrastive loss over all processes' drawn sentences (M, D, normalised): each sentence's
+    matches are the sentences with its key (the same words; itself included), every other sentence is
+    pushed away. Spreads the text embeddings over as many directions as the reports have distinct
+    sentences, so that a contrastive model cannot leave a finding's sentences on top of one another."""
+    sentences, keys = gather_rows(sentence_embeds, sentence_keys)
+    real = keys != PADDING_KEY
+    sentences, keys = sentences[real], keys[real]
+    positive = keys[:, None] == keys[None, :]
+    return multi_positive_nce(sentences @ sentences.T * scale, positive)
+
+
 PADDING_KEY = -2  # a row that `gather_rows` added to even out the processes' counts (keys are >= 0)
 
 

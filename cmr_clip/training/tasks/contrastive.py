@@ -19,7 +19,7 @@ from ...modeling import CMRCLIPConfig, CMRCLIPModel, CMRCLIPVisionConfig
 from ...modeling.modeling_cmr_clip import load_vit_weights
 from ...processing import CMRCLIPProcessor
 from ..config import TrainConfig
-from ..losses import gathered_contrastive_loss, sentence_contrastive_loss
+from ..losses import gathered_contrastive_loss, sentence_contrastive_loss, sentence_separation_loss
 from ..loop import TrainData
 from .study_text import (
     augmentation,
@@ -123,9 +123,11 @@ class ContrastiveTask:
         text, video = out.text_embeds.float(), out.video_embeds.float()
         scale = unwrapped.logit_scale_value().to(text.device)
         loss = gathered_contrastive_loss(text[:studies], video, scale)
-        if "sentence_input_ids" in batch:
+        if "sentence_input_ids" in batch and self.config.sentence_loss:
             loss = loss + self.config.sentence_loss * sentence_contrastive_loss(
                 text[studies:], video, batch["sentence_keys"], batch["study_sentence_keys"], scale)
+        if "sentence_input_ids" in batch and self.config.sentence_separation:
+            loss = loss + self.config.sentence_separation * sentence_separation_loss(text[studies:], batch["sentence_keys"])
         return loss
 
     def evaluate(self, model, loaders: dict, accelerator: Accelerator) -> dict[str, float]:

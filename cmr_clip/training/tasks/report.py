@@ -31,8 +31,9 @@ class ReportTask:
         if config.sentence_keep < 1:
             raise ValueError("sentence_keep < 1 shows CMR-CLIP parts of impressions; CMR-TARGET learns to write whole "
                              "impressions: leave --sentence-keep at 1 for --task report.")
-        if config.sentence_loss:
-            raise ValueError("sentence_loss is a CMR-CLIP (contrastive) loss; leave --sentence-loss at 0 for --task report.")
+        if config.sentence_loss or config.sentence_separation:
+            raise ValueError("sentence_loss and sentence_separation are CMR-CLIP (contrastive) losses; leave "
+                             "--sentence-loss and --sentence-separation at 0 for --task report.")
         self.config = config
 
     def open_corpus(self):

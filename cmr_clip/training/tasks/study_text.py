@@ -26,18 +26,20 @@ def check_video_shape(vision, num_frames: int, image_size: int, source: str) -> 
 
 
 def augmentation(config: TrainConfig) -> Augmentation | None:
-    if config.sentence_loss < 0:
-        raise ValueError(f"sentence_loss must be 0 (off) or a positive weight, got {config.sentence_loss}.")
-    if config.sentence_loss and config.sentence_pairs < 1:
-        raise ValueError(f"sentence_pairs must be at least 1 with sentence_loss, got {config.sentence_pairs}.")
+    for name in ("sentence_loss", "sentence_separation"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be 0 (off) or a positive weight, got {getattr(config, name)}.")
+    drawn = config.sentence_loss or config.sentence_separation
+    if drawn and config.sentence_pairs < 1:
+        raise ValueError(f"sentence_pairs must be at least 1 with sentence_loss or sentence_separation, got {config.sentence_pairs}.")
     if not config.augment:
-        if config.sentence_loss:
-            raise ValueError("sentence_loss draws a sentence of each impression as part of the training "
-                             "augmentation: train with augment on, or set sentence_loss to 0.")
+        if drawn:
+            raise ValueError("sentence_loss and sentence_separation draw sentences of each impression as part of the "
+                             "training augmentation: train with augment on, or set both to 0.")
         return None
     return Augmentation(scale=tuple(config.crop_scale), flip=config.flip_probability,
                         sentence_keep=config.sentence_keep,
-                        sentence_pairs=config.sentence_pairs if config.sentence_loss else 0)
+                        sentence_pairs=config.sentence_pairs if drawn else 0)
 
 
 def check_train_studies(studies: int) -> None:
