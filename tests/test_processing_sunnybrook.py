@@ -201,19 +201,19 @@ def test_the_demo_zoom_keeps_the_expert_outlined_heart_of_a_real_scan_with_room_
         assert margin_mm >= 25, (path.name, margin_mm)
 
 
-def test_a_field_of_view_in_mm_draws_a_real_heart_at_the_scale_its_header_states():
+@pytest.mark.parametrize("field", [110.0, 150.0])
+def test_a_field_of_view_in_mm_draws_a_real_heart_at_the_scale_its_header_states(field):
     """Cropping by millimetres rests on PixelSpacing: every expert-outlined LV epicardium of this GE study, put
-    through the processor's crop at the demo's short-axis field of view, covers the area in mm^2 that the
-    outline covers on the scanner's own pixel grid (area x PixelSpacing^2), so none of this dilated heart
-    (EDV 230 ml) is cut away and its scale is the one the header states."""
+    through the processor's short-axis crop of 110 mm (tight) or 150 mm (what the README suggests), covers the
+    area in mm^2 that the outline covers on the scanner's own pixel grid (area x PixelSpacing^2): its scale is
+    the one the header states and none of this dilated LV (EDV 230 ml) is cut away. At 150 mm, at least 20 mm
+    of room remain on every side of it for the RV; at 110 mm, not."""
     from matplotlib.path import Path as Polygon
 
-    from cmr_clip.demo import DemoSettings
-
-    field = DemoSettings().field_of_view_mm["sax"]
-    processor = CMRStudyProcessor(num_frames=16, image_size=64, field_of_view_mm=DemoSettings().field_of_view_mm)
+    processor = CMRStudyProcessor(num_frames=16, image_size=64, field_of_view_mm={"sax": field, "4ch": 220.0})
     contours = sorted((STUDY / "contours" / "o-contours").glob("*.txt"))
     assert len(contours) >= 10
+    margins = []
     for path in contours:
         instance = int(re.search(r"IM-\d+-(\d+)-", path.name).group(1))
         header = pydicom.dcmread(STUDY / "cine" / f"{instance}.dcm", stop_before_pixels=True)
@@ -225,3 +225,6 @@ def test_a_field_of_view_in_mm_draws_a_real_heart_at_the_scale_its_header_states
         area_mm2 = inside.sum() * spacing[0] * spacing[1]
         out = processor.transform.geometry_batch((inside * 255).astype(np.uint8)[None], spacing, processor.field_of_view_for("sax"))[0]
         assert float(out.sum()) * (field / 64) ** 2 == pytest.approx(area_mm2, rel=0.03), path.name
+        reach_mm = (np.abs(outline - np.array([columns, rows]) / 2) * np.array(spacing[::-1])).max()
+        margins.append(field / 2 - reach_mm)
+    assert (min(margins) >= 20) == (field >= 150), margins
