@@ -123,7 +123,8 @@ def run_demo(settings: DemoSettings) -> dict:
     start = time.perf_counter()
     _step(f"2/{steps} reading the DICOM studies and preparing the corpus (patient-level splits)")
     processor = CMRStudyProcessor(num_frames=settings.num_frames, image_size=settings.image_size,
-                                  field_of_view_mm=settings.field_of_view_mm, **zoom_sizes(settings.image_size, settings.zoom))
+                                  field_of_view_mm=settings.field_of_view_mm,
+                                  **zoom_sizes(settings.image_size, settings.zoom))
     corpus = prepare(out / "cohort" / "studies", out / "cohort" / "reports.jsonl", out / "corpus", processor=processor,
                      num_proc=settings.num_proc, seed=settings.seed, progress=settings.progress)
     if settings.text_model is None:

@@ -58,8 +58,8 @@ class CMRStudyProcessor(FeatureExtractionMixin):
             image with a PixelSpacing (zero beyond its edges) becomes the `image_size` frame, so that a heart is
             drawn at one scale whatever each scanner's field of view and matrix (field_of_view_mm / image_size
             mm per pixel). A number for every view, or a mapping by view ("sax", "2ch", "3ch", "4ch"): a
-            short-axis plane cuts the heart across (both ventricles within about 120 mm), a long-axis plane
-            along its length, atria and aortic root included (about 200 mm). Views the mapping leaves out, and
+            short-axis plane cuts the heart across (150 mm holds a dilated LV and its RV), a long-axis plane
+            along its length, atria and aortic root included (about 220 mm). Views the mapping leaves out, and
             images without a spacing (arrays), use `resize_shortest_edge` and `crop_size`.
     """
 

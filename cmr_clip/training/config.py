@@ -93,8 +93,8 @@ class RunConfig(TrainingSchedule):
     tower to see it; this loss makes every sentence its own direction. Uses no label. 0: off (the release).
     Part of `augment`."""
     sentence_pairs: int = 1
-    """With `sentence_loss` or `sentence_separation`: sentences drawn from each training impression per step (all of them where it has
-    fewer)."""
+    """With `sentence_loss` or `sentence_separation`: sentences drawn from each training impression per step (all
+    of them where it has fewer)."""
     checkpoint_every: int = 0
     """Save `accelerator.save_state` every N optimizer steps (0: only at the end of each epoch)."""
     save_total_limit: int = 2

@@ -127,7 +127,8 @@ class ContrastiveTask:
             loss = loss + self.config.sentence_loss * sentence_contrastive_loss(
                 text[studies:], video, batch["sentence_keys"], batch["study_sentence_keys"], scale)
         if "sentence_input_ids" in batch and self.config.sentence_separation:
-            loss = loss + self.config.sentence_separation * sentence_separation_loss(text[studies:], batch["sentence_keys"])
+            loss = loss + self.config.sentence_separation * sentence_separation_loss(
+                text[studies:], batch["sentence_keys"])
         return loss
 
     def evaluate(self, model, loaders: dict, accelerator: Accelerator) -> dict[str, float]:

@@ -31,7 +31,8 @@ def augmentation(config: TrainConfig) -> Augmentation | None:
             raise ValueError(f"{name} must be 0 (off) or a positive weight, got {getattr(config, name)}.")
     drawn = config.sentence_loss or config.sentence_separation
     if drawn and config.sentence_pairs < 1:
-        raise ValueError(f"sentence_pairs must be at least 1 with sentence_loss or sentence_separation, got {config.sentence_pairs}.")
+        raise ValueError("sentence_pairs must be at least 1 with sentence_loss or sentence_separation, got "
+                         f"{config.sentence_pairs}.")
     if not config.augment:
         if drawn:
             raise ValueError("sentence_loss and sentence_separation draw sentences of each impression as part of the "
