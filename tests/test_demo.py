@@ -105,9 +105,9 @@ def assert_close(recorded, produced, path="metrics"):
 @pytest.mark.slow
 def test_quick_demo_writes_the_recorded_metrics(tmp_path):
     """A refactoring check: the fixed-seed quick demo (the default test's settings) writes the metrics.json recorded
-    in tests/data (last recorded with issue 16's sentence separation loss, on an AMD EPYC with AVX512-BF16), to 1e-6 (timings and the output folder
-    aside). Recorded on
-    CI's kind of machine (2 cores of an AMD EPYC, torch 2.13.0 CPU); another CPU may differ in the last digits."""
+    in tests/data (last recorded with issue 16's sentence separation loss, on an AMD EPYC with AVX512-BF16), to
+    1e-6 (timings and the output folder aside). Recorded on CI's kind of machine (2 cores of an AMD EPYC, torch
+    2.13.0 CPU); another CPU may differ in the last digits."""
     settings = DemoSettings(out=str(tmp_path / "demo"), studies=10, epochs=1, batch_size=4, num_proc=2, progress=False,
                             report_epochs=1)
     run_demo(settings)

@@ -217,7 +217,8 @@ def test_cycle_phases_show_end_diastole_and_equal_shares_of_the_cycle_after_it(s
                       for f in frames if f.entry == entry]
             if starts_at_the_r_wave:
                 step = 1 / len(middle)  # one phase: the k shares cannot all be exact with 12 phases
-                assert shares[0] == 0.0 and all(abs(share - i / count) <= step / 2 + 1e-9 for i, share in enumerate(shares)), (entry, shares)
+                assert shares[0] == 0.0, (entry, shares)
+                assert all(abs(share - i / count) <= step / 2 + 1e-9 for i, share in enumerate(shares)), (entry, shares)
             else:
                 assert min(shares) > 0, (entry, shares)
 
@@ -225,7 +226,8 @@ def test_cycle_phases_show_end_diastole_and_equal_shares_of_the_cycle_after_it(s
 def test_cycle_with_more_frames_than_phases_and_with_the_random_training_pick():
     """Fewer phases than frames: every phase, in order, from end-diastole. Training draws stay within the
     cycle's segments: the first segment holds end-diastole and the late-diastolic phases before it."""
-    layout = StudyLayout(name="t", num_frames=4, sampling="fixed", entries=[LayoutEntry("cine", "sax", frames=4, phases="cycle")])
+    layout = StudyLayout(name="t", num_frames=4, sampling="fixed",
+                         entries=[LayoutEntry("cine", "sax", frames=4, phases="cycle")])
     short = select_frames(study_from_arrays(make_arrays({"cine/sax": (1, 3)})), layout)
     phases = [f.phase_index for f in short.frames]
     assert phases[0] == 0 and phases == sorted(phases) and set(phases) == {0, 1, 2}
@@ -236,6 +238,7 @@ def test_cycle_with_more_frames_than_phases_and_with_the_random_training_pick():
 
 def test_cycle_needs_one_slice_and_fixed_sampling():
     with pytest.raises(LayoutError, match="cycle"):
-        StudyLayout(name="t", num_frames=4, sampling="fixed", entries=[LayoutEntry("cine", "sax", frames=4, slices="all", phases="cycle")])
+        StudyLayout(name="t", num_frames=4, sampling="fixed",
+                    entries=[LayoutEntry("cine", "sax", frames=4, slices="all", phases="cycle")])
     with pytest.raises(LayoutError, match="cycle"):
         StudyLayout(name="t", num_frames=4, sampling="segments", entries=[LayoutEntry("cine", "sax", phases="cycle")])
