@@ -103,7 +103,7 @@ def test_commands_that_read_a_corpus_spell_it_data_dir(command, capsys):
 @pytest.mark.parametrize("command, config, renamed", [
     ("train", TrainConfig, {}),
     ("finetune", FinetuneConfig, {"model_dir": "--model"}),
-    ("demo", DemoSettings, {"out": "--output-dir"}),
+    ("demo", DemoSettings, {"out": "--output-dir", "field_of_view_mm": "--field-of-view"}),
     ("predict", PredictSettings, {"estimates": "--estimate", "prompt_set": "--prompts"}),
 ])
 def test_every_config_field_is_a_flag_with_its_docstring_as_help(command, config, renamed, capsys):
@@ -177,6 +177,7 @@ BAD_INPUTS = {
                                                          "--output-dir", "{root}/converted"], 2),
     "synth: no studies": (["synth", "--output-dir", "{root}/cohort", "--n", "0"], 2),
     "demo: a count that is no number": (["demo", "--studies", "many"], 2),
+    "demo: a field of view that is no size": (["demo", "--field-of-view", "sax=wide"], 2),
 }
 
 
@@ -186,7 +187,7 @@ def test_a_bad_input_gives_the_exit_code_of_the_table_and_one_typed_line(case, i
     assert main([part.format(**inputs) for part in argv]) == expected
     stderr = capsys.readouterr().err
     assert "Traceback" not in stderr
-    if argv[0] == "demo":  # argparse's own usage error
+    if argv[:2] == ["demo", "--studies"]:  # argparse's own usage error
         assert stderr.rstrip().splitlines()[-1].startswith("cmr-clip demo: error: argument --studies")
         return
     lines = error_lines(stderr)

@@ -115,3 +115,20 @@ def test_quick_demo_writes_the_recorded_metrics(tmp_path):
     produced.pop("timings_s")
     produced["settings"].pop("out")
     assert_close(json.loads((Path(__file__).parent / "data" / "quick_demo_metrics.json").read_text()), produced)
+
+
+def test_the_demo_crops_by_millimetres_when_asked_on_the_command_line(tmp_path):
+    """`cmr-clip demo --field-of-view sax=110,4ch=150`, spelt as `prepare` spells it, reaches the corpus and the saved
+    processor: short-axis frames at 110 mm / 64 px, 4-chamber at 150, and the views left out by the pixel crop."""
+    from cmr_clip.cli import main
+    from cmr_clip.processing import CMRCLIPProcessor
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(out), "--studies", "10", "--epochs", "1", "--batch-size", "4",
+                 "--num-proc", "2", "--report-epochs", "0", "--field-of-view", "sax=110,4ch=150", "--no-progress"]) == 0
+    studies = CMRCLIPProcessor.from_pretrained(out).feature_extractor
+    assert studies.field_of_view_mm == {"sax": 110.0, "4ch": 150.0}
+    series = studies(str(out / "cohort" / "studies" / "SYN00000"))["study_metadata"][0]["series"]
+    spacing = {s["view"]: tuple(s["output_pixel_spacing"]) for s in series if s["view"] in ("sax", "4ch")}
+    assert spacing == {"sax": (110 / 64, 110 / 64), "4ch": (150 / 64, 150 / 64)}
+    assert json.loads((out / "metrics.json").read_text())["settings"]["field_of_view_mm"] == {"sax": 110.0, "4ch": 150.0}
