@@ -87,7 +87,7 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         self.crop_size = crop_size
         self.image_mean = [float(v) for v in image_mean]
         self.image_std = [float(v) for v in image_std]
-        self.field_of_view_mm = _field_of_view(field_of_view_mm)
+        self.field_of_view_mm = check_field_of_view(field_of_view_mm)
 
     @property
     def study_layout(self) -> StudyLayout:
@@ -228,7 +228,7 @@ class CMRStudyProcessor(FeatureExtractionMixin):
         return torch.stack(frames)
 
 
-def _field_of_view(value) -> float | dict[str, float] | None:
+def check_field_of_view(value) -> float | dict[str, float] | None:
     """`field_of_view_mm` checked: None, a positive number, or {view: positive number} for known views."""
     if value is None:
         return None
@@ -236,7 +236,7 @@ def _field_of_view(value) -> float | dict[str, float] | None:
         unknown = sorted(set(value) - set(VIEWS))
         if unknown:
             raise ValueError(f"field_of_view_mm: unknown views {unknown}; views are {list(VIEWS)}")
-        return {view: _field_of_view(mm) for view, mm in value.items()}
+        return {view: check_field_of_view(mm) for view, mm in value.items()}
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"field_of_view_mm must be a positive number of millimetres or a mapping by view, got {value!r}")
     return float(value)

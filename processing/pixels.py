@@ -186,14 +186,14 @@ class FrameTransform:
         of one shape, spacing (`spacings`: {key: (row, column) mm or None}) and field of view (`fields`: {key:
         mm or None}, overriding `field_of_view_mm`) are resized together."""
         out = {}
-        for keys, stack, spacing, field in _stacks_by_shape(images, spacings, fields):
+        for keys, stack, spacing, field in _stacks_by_geometry(images, spacings, fields):
             out.update(zip(keys, (self.geometry_batch(stack, spacing, field) * 255).round().to(torch.uint8)))
         return out
 
     def transform_all(self, images: dict, spacings: dict | None = None, fields: dict | None = None) -> dict:
         """{key: uint8 (H, W)} -> {key: (3, image_size, image_size)}, grouped as in `geometry_all`."""
         out = {}
-        for keys, stack, spacing, field in _stacks_by_shape(images, spacings, fields):
+        for keys, stack, spacing, field in _stacks_by_geometry(images, spacings, fields):
             out.update(zip(keys, self.normalise(self.geometry_batch(stack, spacing, field))))
         return out
 
@@ -217,7 +217,7 @@ def zoom_sizes(image_size: int, zoom: float) -> dict:
     return {"resize_shortest_edge": round(image_size * zoom), "crop_size": image_size}
 
 
-def _stacks_by_shape(images: dict, spacings: dict | None = None, fields: dict | None = None):
+def _stacks_by_geometry(images: dict, spacings: dict | None = None, fields: dict | None = None):
     """(keys, stacked images, spacing, field of view) for each image shape, pixel spacing and field of view
     among `images` ({key: (H, W)})."""
     spacings, fields = spacings or {}, fields or {}

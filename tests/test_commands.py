@@ -178,6 +178,8 @@ BAD_INPUTS = {
     "synth: no studies": (["synth", "--output-dir", "{root}/cohort", "--n", "0"], 2),
     "demo: a count that is no number": (["demo", "--studies", "many"], 2),
     "demo: a field of view that is no size": (["demo", "--field-of-view", "sax=wide"], 2),
+    "demo: a field of view by an unknown view, refused before any study is written": (
+        ["demo", "--output-dir", "{root}/demo", "--field-of-view", "axial=110"], 2),
 }
 
 

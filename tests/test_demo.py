@@ -132,3 +132,6 @@ def test_the_demo_crops_by_millimetres_when_asked_on_the_command_line(tmp_path):
     spacing = {s["view"]: tuple(s["output_pixel_spacing"]) for s in series if s["view"] in ("sax", "4ch")}
     assert spacing == {"sax": (110 / 64, 110 / 64), "4ch": (150 / 64, 150 / 64)}
     assert json.loads((out / "metrics.json").read_text())["settings"]["field_of_view_mm"] == {"sax": 110.0, "4ch": 150.0}
+    # A view no processor knows is refused before a study is written.
+    assert main(["demo", "--output-dir", str(tmp_path / "bad"), "--field-of-view", "axial=110"]) == 2
+    assert not (tmp_path / "bad").exists()

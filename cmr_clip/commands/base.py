@@ -261,6 +261,34 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, flags
         add_flag(parser, (flags or {}).get(item.name, "--" + item.name.replace("_", "-")), **options)
 
 
+FIELD_OF_VIEW_METAVAR = "MM | VIEW=MM,..."
+
+
+def parse_field_of_view(text: str | None) -> float | dict[str, float] | None:
+    """`--field-of-view` (`prepare`, `demo`): "160" -> 160.0; "sax=150,4ch=220" -> {"sax": 150.0, "4ch": 220.0},
+    checked as `CMRStudyProcessor` checks it (positive, known views), so that a bad value stops the command
+    before any work; `UsageError` says why."""
+    from ..processing.feature_extraction_cmr_study import check_field_of_view
+
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            value = float(text)
+        else:
+            pairs = [item.split("=") for item in text.split(",") if item.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError
+            value = {view.strip(): float(mm) for view, mm in pairs}
+    except ValueError:
+        raise UsageError("--field-of-view: expected millimetres (160) or VIEW=MM pairs (sax=150,4ch=220), "
+                         f"got {text!r}") from None
+    try:
+        return check_field_of_view(value)
+    except ValueError as error:
+        raise UsageError(f"--field-of-view: {error}") from None
+
+
 def given_fields(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     """The fields of `cls` whose flags were given (see `add_dataclass_arguments`)."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}

@@ -11,23 +11,19 @@ import argparse
 
 from ..demo import DemoSettings, run_demo, summary_table
 from ..precision import MIXED_PRECISION_CHOICES
-from .base import DONE, UsageError, add_dataclass_arguments, field_docs, given_fields
-from .prepare import parse_field_of_view
+from .base import DONE, FIELD_OF_VIEW_METAVAR, add_dataclass_arguments, field_docs, given_fields, parse_field_of_view
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, DemoSettings, flags={"out": "--output-dir"},
                             choices={"mixed_precision": MIXED_PRECISION_CHOICES}, skip=("field_of_view_mm",))
     # Spelt as `prepare` spells it: millimetres for every view, or VIEW=MM pairs.
-    parser.add_argument("--field-of-view", dest="field_of_view_mm", metavar="MM | VIEW=MM,...", default=None,
+    parser.add_argument("--field-of-view", dest="field_of_view_mm", metavar=FIELD_OF_VIEW_METAVAR, default=None,
                         help=field_docs(DemoSettings)["field_of_view_mm"].replace("%", "%%"))
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        args.field_of_view_mm = parse_field_of_view(args.field_of_view_mm)
-    except ValueError as error:
-        raise UsageError(f"--field-of-view: {error}") from None
+    args.field_of_view_mm = parse_field_of_view(args.field_of_view_mm)
     settings = DemoSettings(**given_fields(DemoSettings, args))
     metrics = run_demo(settings)
     print(summary_table(metrics, settings))

@@ -14,7 +14,18 @@ from ..hub import push_dataset
 from ..privacy import PHIError, check_vocabulary, load_identity_hashes
 from ..processing import CMRStudyProcessor
 from ..processing.pixels import zoom_sizes
-from .base import SOME_FAILED, UsageError, add_dicomweb_arguments, add_flag, dicomweb_server, log_to_console, outcome, print_error
+from .base import (
+    FIELD_OF_VIEW_METAVAR,
+    SOME_FAILED,
+    UsageError,
+    add_dicomweb_arguments,
+    add_flag,
+    dicomweb_server,
+    log_to_console,
+    outcome,
+    parse_field_of_view,
+    print_error,
+)
 
 ERRORS = (ReportsError,)
 
@@ -32,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoom", type=float, default=1.0,
                         help="keep the middle 1/ZOOM of each image's short side (cardiac planes are centred on the "
                              "heart; the demo uses 1.25); 1 keeps the whole field of view")
-    parser.add_argument("--field-of-view", metavar="MM | VIEW=MM,...",
+    parser.add_argument("--field-of-view", metavar=FIELD_OF_VIEW_METAVAR,
                         help="crop by size in millimetres (from each image's PixelSpacing) instead of --zoom: one "
                              "field for every view (160), or one per view ('sax=150,2ch=220,3ch=220,4ch=220'); views "
                              "left out, and images without a spacing, use --zoom")
@@ -68,30 +79,12 @@ def run(args: argparse.Namespace) -> int:
         crop = zoom_sizes(args.image_size, args.zoom)
     except ValueError as error:
         raise UsageError(f"--zoom: {error}") from None
-    try:
-        processor = CMRStudyProcessor(layout=args.layout, num_frames=args.num_frames, image_size=args.image_size,
-                                      field_of_view_mm=parse_field_of_view(args.field_of_view), **crop)
-    except ValueError as error:
-        raise UsageError(f"--field-of-view: {error}") from None
+    processor = CMRStudyProcessor(layout=args.layout, num_frames=args.num_frames, image_size=args.image_size,
+                                  field_of_view_mm=parse_field_of_view(args.field_of_view), **crop)
     corpus = prepare(dicomweb_server(args) or args.studies, args.reports, output_dir, processor=processor, num_proc=args.num_proc,
                      val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
                      num_shards=args.num_shards, shard_index=args.shard_index)
     return finish_corpus("prepare", args, output_dir, corpus)
-
-
-def parse_field_of_view(text: str | None) -> float | dict[str, float] | None:
-    """`--field-of-view`: "160" -> 160.0; "sax=150,4ch=220" -> {"sax": 150.0, "4ch": 220.0}."""
-    if text is None:
-        return None
-    try:
-        if "=" not in text:
-            return float(text)
-        pairs = [item.split("=") for item in text.split(",") if item.strip()]
-        if any(len(pair) != 2 for pair in pairs):
-            raise ValueError
-        return {view.strip(): float(mm) for view, mm in pairs}
-    except ValueError:
-        raise ValueError(f"expected millimetres (160) or VIEW=MM pairs (sax=150,4ch=220), got {text!r}") from None
 
 
 def _check_shard_flags(num_shards: int, shard_index: int) -> None:
