@@ -228,3 +228,21 @@ def test_a_field_of_view_in_mm_draws_a_real_heart_at_the_scale_its_header_states
         reach_mm = (np.abs(outline - np.array([columns, rows]) / 2) * np.array(spacing[::-1])).max()
         margins.append(field / 2 - reach_mm)
     assert (min(margins) >= 20) == (field >= 150), margins
+
+
+def test_cycle_phases_start_at_the_r_wave_frame_of_a_real_cine(study):
+    """`phases="cycle"` on this GE cine: the first test-time frame is the middle slice's image with the smallest
+    TriggerTime (read with pydicom from its file, the delay after the R wave: end-diastole), and the second lies
+    a third of the way through the slice's trigger times, within half a phase."""
+    from cmr_clip.processing import LayoutEntry, StudyLayout, select_frames
+
+    sax = study.find("cine", "sax")
+    middle = sax.grid[sax.n_slices // 2]
+    triggers = sorted(float(pydicom.dcmread(f.file.path, stop_before_pixels=True).TriggerTime) for f in middle)
+    step = (triggers[-1] - triggers[0]) / (len(triggers) - 1)
+    layout = StudyLayout(name="t", num_frames=3, sampling="fixed",
+                         entries=[LayoutEntry("cine", "sax", frames=3, phases="cycle")])
+    chosen = [float(pydicom.dcmread(f.series.frame_at(f.slice_index, f.phase_index).file.path,
+                                    stop_before_pixels=True).TriggerTime) for f in select_frames(study, layout).frames]
+    assert chosen[0] == triggers[0]
+    assert abs(chosen[1] - (triggers[0] + len(triggers) * step / 3)) <= step / 2 + 1e-6, (chosen, triggers)
