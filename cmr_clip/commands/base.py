@@ -30,6 +30,7 @@ from ..precision import DTYPE_CHOICES, QUANTIZE_CHOICES, Precision, PrecisionErr
 from ..privacy import PHIError, safe_study_name
 from ..processing.dicomweb import DICOMwebServer
 from ..processing.errors import CMRStudyError
+from ..processing.feature_extraction_cmr_study import check_field_of_view
 from ..processing.identity import read_identity
 
 DONE, SOME_FAILED, NOTHING_DONE = 0, 1, 2
@@ -268,8 +269,6 @@ def parse_field_of_view(text: str | None) -> float | dict[str, float] | None:
     """`--field-of-view` (`prepare`, `demo`): "160" -> 160.0; "sax=150,4ch=220" -> {"sax": 150.0, "4ch": 220.0},
     checked as `CMRStudyProcessor` checks it (positive, known views), so that a bad value stops the command
     before any work; `UsageError` says why."""
-    from ..processing.feature_extraction_cmr_study import check_field_of_view
-
     if text is None:
         return None
     try:
