@@ -12,6 +12,11 @@ from cmr_clip.pipelines.prompts import PromptSet
     ("Severely reduced LV systolic function (EF 22%).", "Severely reduced LV systolic function."),
     ("Concentric LVH, max septal thickness 17mm.", "Concentric LVH."),
     ("No pericardial effusion", "No pericardial effusion."),
+    # Where a number is left, measurements introduced by a word go, the rest of the sentence stays.
+    ("Ascending aorta dilated, measuring 4.6 cm at the PA bifurcation.", "Ascending aorta dilated."),
+    ("Ectatic aortic root measuring 44mm at the sinuses.", "Ectatic aortic root at the sinuses."),
+    ("Septal hypertrophy measuring up to 21 mm.", "Septal hypertrophy."),
+    ("RV dilated with an RVEDVi of 140 ml/m2 and preserved function.", None),  # not a unit the rule knows
     ("Aortic root ectasia - 44 mm at the sinuses", None),  # a number the rules cannot cut out
     ("LVEF 64%.", None),
     ("(EF 55%)", None),
@@ -49,6 +54,11 @@ def test_each_side_takes_the_most_frequent_one_finding_sentences():
     assert "Dilated LV with globally depressed function." not in str(mined)
     assert "late gadolinium" not in str(mined)
     assert mined_sentences(IMPRESSIONS, min_count=3)["lv_hypertrophy"]["positive"] == [("Concentric LVH.", 5)]
+
+
+def test_a_measured_sentence_counts_with_its_unmeasured_twin():
+    impressions = ["Aortic root ectasia measuring 44mm."] * 2 + ["Aortic root ectasia measuring 47 mm.", "Aortic root ectasia."]
+    assert mined_sentences(impressions)["aortic_dilation"]["positive"] == [("Aortic root ectasia.", 4)]
 
 
 def test_the_mined_set_keeps_the_base_where_the_corpus_is_silent():

@@ -8,8 +8,10 @@ said only of hypertrophied hearts) and score the finding backwards. Mined prompt
 tower has read:
 
 1. Each sentence of each impression loses its numbers: a parenthesis that holds a digit ("(LVEF 45%)") and
-   a comma-separated part that holds one (", maximal wall thickness 18 mm") are removed; a sentence still
-   holding a digit ("measuring 44 mm") is not used. A text tower trained from scratch does not read numbers,
+   a comma-separated part that holds one (", maximal wall thickness 18 mm") are removed. A sentence still
+   holding a digit loses its measurements introduced by a word ("measuring 44 mm", "of 18 mm", "up to 4.5
+   cm": "Dilated aortic root measuring 46 mm." says "Dilated aortic root."); one holding a digit after that
+   ("ectasia - 44 mm at the sinuses") is not used. A text tower trained from scratch does not read numbers,
    and prompts that differ mostly in them do not separate anything.
 2. The sentences are counted; those said at least `min_count` times whose only statement is one finding,
    present or ruled out, are candidates, the most frequent first.
@@ -32,11 +34,20 @@ from ..processing.processing_cmr_target import split_sentences
 from .findings import NUMERIC_PARENTHESIS, extract_findings  # the reader's own numeric-parenthesis rule
 
 _DIGIT = re.compile(r"\d")
+# A measurement and the word that introduces it: "measuring 44 mm", "of 18 mm", "up to 4.5 cm", "at 52 ml".
+_INTRODUCED_MEASUREMENT = re.compile(
+    r"\s+(?:measuring|measures|measured at|of|at|up to)(?:\s+up to)?\s+\d+(?:\.\d+)?\s*(?:mm|cm|ml|%)(?=[\s.,;:)]|$)",
+    re.IGNORECASE)
 
 
 def without_numbers(sentence: str) -> str | None:
     """`sentence` without its numeric parentheses and numeric comma-separated parts, ending in one full stop;
-    None where a number is left (or nothing is)."""
+    where a number is left, without its measurements introduced by a word as well; None where a number is still
+    left (or nothing is)."""
+    return _without_numbers(sentence) or _without_numbers(_INTRODUCED_MEASUREMENT.sub("", sentence))
+
+
+def _without_numbers(sentence: str) -> str | None:
     text = NUMERIC_PARENTHESIS.sub(" ", sentence)
     text = ",".join(part for part in text.split(",") if not _DIGIT.search(part))
     text = " ".join(text.split()).rstrip(" .,;:")
