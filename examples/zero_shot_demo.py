@@ -6,7 +6,8 @@
 For every test study of the demo's corpus, the `zero-shot-cmr` pipeline scores each finding of the
 built-in prompt set (and estimates LVEF). The script then computes the same probabilities directly from
 the model's embeddings, by the definition (softmax of the study's scaled cosines to the mean positive and
-mean negative prompt embedding), checks that the two agree, and prints the AUC per finding against the
+mean negative prompt embedding; for a finding whose prompts are distinct patterns, `match: any` as LGE's, to the
+closest prompt of each side), checks that the two agree, and prints the AUC per finding against the
 cohort's labels and the LVEF estimate's error against the measured EF.
 """
 
@@ -35,15 +36,19 @@ def test_pixels(model, processor, split) -> torch.Tensor:
 def direct_probabilities(model, processor, pixels: torch.Tensor, prompts: PromptSet) -> dict[str, np.ndarray]:
     videos = torch.nn.functional.normalize(model.get_video_features(pixel_values_videos=pixels).pooler_output, dim=-1)
 
-    def direction(texts):
+    def similarity(texts, match):
         tokens = processor(text=texts)
         embeds = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).pooler_output
-        return torch.nn.functional.normalize(torch.nn.functional.normalize(embeds, dim=-1).mean(0), dim=-1)
+        embeds = torch.nn.functional.normalize(embeds, dim=-1)
+        if match == "any":
+            return (videos @ embeds.T).max(-1).values
+        return videos @ torch.nn.functional.normalize(embeds.mean(0), dim=-1)
 
     scale = model.logit_scale_value()
     result = {}
     for name, ensembles in prompts.findings.items():
-        logits = scale * torch.stack([videos @ direction(ensembles["positive"]), videos @ direction(ensembles["negative"])], 1)
+        match = ensembles.get("match", "ensemble")
+        logits = scale * torch.stack([similarity(ensembles["positive"], match), similarity(ensembles["negative"], match)], 1)
         result[name] = logits.softmax(-1)[:, 0].numpy()
     return result
 

@@ -19,7 +19,7 @@ import cmr_clip
 from cmr_clip import CMRCLIPModel, CMRCLIPProcessor, PromptSet, read_study
 from cmr_clip.evaluation.zero_shot import youden_thresholds
 from cmr_clip.pipelines import PromptSetError
-from cmr_clip.pipelines.scoring import value_estimate
+from cmr_clip.pipelines.scoring import side_similarity, value_estimate
 from cmr_clip.synthetic import make_cohort
 
 
@@ -96,9 +96,13 @@ def test_pipeline_equals_direct_computation(classify, model_dir, studies):
         assert got_labels["hcm"] == pytest.approx(float(expected_labels[i, 0]), abs=1e-5)
         assert got_labels["dilated lv"] == pytest.approx(float(expected_labels[i, 1]), abs=1e-5)
         for item in answer["findings"]:
-            positive = mean_direction(prompts.findings[item["finding"]]["positive"])
-            negative = mean_direction(prompts.findings[item["finding"]]["negative"])
-            logits = scale * torch.stack([videos[i] @ positive, videos[i] @ negative])
+            finding = prompts.findings[item["finding"]]
+            if item["finding"] == "lge":  # its prompts are distinct patterns: the closest one of each side counts
+                assert finding["match"] == "any"
+                positive, negative = (float((texts(finding[side]) @ videos[i]).max()) for side in ("positive", "negative"))
+            else:
+                positive, negative = (float(videos[i] @ mean_direction(finding[side])) for side in ("positive", "negative"))
+            logits = scale * torch.tensor([positive, negative])
             assert item["score"] == pytest.approx(float(logits.softmax(0)[0]), abs=1e-5)
         assert answer["estimates"]["lvef"] == pytest.approx(float(expected_lvef[i]), abs=1e-3)
 
@@ -140,6 +144,18 @@ def test_youden_threshold_separates_separable_scores():
     assert youden_thresholds({"x": np.array([0.1, 0.2])}, {"x": np.array([1.0, 1.0])}) == {}
 
 
+def test_a_side_of_distinct_patterns_matches_its_closest_pattern():
+    """Three orthogonal patterns: a study lying on one of them is as close to the side as a study can be with
+    "any" (cosine 1), and only 1/sqrt(3) from their mean direction with "ensemble"; a study between two of them
+    is nearer the mean than either pattern."""
+    patterns = torch.eye(3, 4)
+    on_one, between = torch.tensor([[1.0, 0, 0, 0]]), torch.nn.functional.normalize(torch.tensor([[1.0, 1, 0, 0]]), dim=-1)
+    assert float(side_similarity(on_one, patterns, "any")) == pytest.approx(1.0)
+    assert float(side_similarity(on_one, patterns, "ensemble")) == pytest.approx(3 ** -0.5)
+    assert float(side_similarity(between, patterns, "any")) == pytest.approx(2 ** -0.5)
+    assert float(side_similarity(between, patterns, "ensemble")) == pytest.approx(2 / 6 ** 0.5)
+
+
 def test_value_estimate_follows_the_nearest_grid_value():
     grid = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
     values = torch.tensor([20.0, 30.0, 40.0, 50.0, 60.0])
@@ -156,6 +172,9 @@ def test_prompt_set_errors_are_actionable(classify, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"findings": {"lge": {"positive": ["LGE."], "negative": []}}}))
     with pytest.raises(PromptSetError, match="negative"):
+        PromptSet.load(bad)
+    bad.write_text(json.dumps({"findings": {"lge": {"positive": ["LGE."], "negative": ["No LGE."], "match": "max"}}}))
+    with pytest.raises(PromptSetError, match="'lge' has match 'max'; use one of .*ensemble.*any"):
         PromptSet.load(bad)
     with pytest.raises(PromptSetError, match="built-in name"):
         PromptSet.load(tmp_path / "missing.json")

@@ -6,7 +6,11 @@ A prompt set is a JSON file (the package's `prompts/default.json` is the built-i
 value, and optionally a `calibration` fitted on a validation split) and `thresholds`
 (finding -> probability at or above which the finding is called present, with the rule and split they
 were chosen on). A finding may add `requires_views`, "sequence/view" keys of which a study needs one for the
-finding to be assessed (LGE findings need an LGE view). A set may carry `calibration`, per-finding maps from raw
+finding to be assessed (LGE findings need an LGE view), and `match`, how a study is compared with each side's
+prompts: "ensemble" (the default) where they are paraphrases of one statement, compared as their mean direction
+(CLIP's prompt ensembling); "any" where they state distinct patterns, any one of which makes the side true (LGE:
+subendocardial, transmural, mid-wall, insertion-point, diffuse), so that the study's similarity to the side is
+its highest similarity to one of them (see `scoring.py`). A set may carry `calibration`, per-finding maps from raw
 to calibrated probabilities fitted on validation studies (versioned; see `calibration.py`); thresholds then
 apply to the calibrated probabilities. A model directory may hold its own copy, `zero_shot_prompts.json`,
 written by `PromptSet.save` after thresholds (and calibration) were fitted on a validation split; the pipeline
@@ -27,6 +31,7 @@ from .calibration import CALIBRATION_VERSION, METHODS, PARAMETERS
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 MODEL_PROMPTS_FILE = "zero_shot_prompts.json"
+MATCHES = ("ensemble", "any")
 
 
 class PromptSetError(ValueError):
@@ -62,6 +67,9 @@ class PromptSet:
             if not ensembles.get("positive") or not ensembles.get("negative"):
                 raise PromptSetError(f"{origin}: finding {name!r} needs non-empty 'positive' and 'negative' prompt lists.")
             check_requirements(name, ensembles.get("requires_views"), origin)
+            if ensembles.get("match", "ensemble") not in MATCHES:
+                raise PromptSetError(f"{origin}: finding {name!r} has match {ensembles['match']!r}; use one of {MATCHES} "
+                                     "(ensemble: the prompts are paraphrases; any: each states a distinct pattern).")
         for name, spec in (data.get("estimates") or {}).items():
             check_estimate(name, spec, origin)
         thresholds = dict(data.get("thresholds") or {})
@@ -90,6 +98,10 @@ class PromptSet:
     def required_views(self, finding: str) -> list[str]:
         """The "sequence/view" keys of which a study needs one for `finding` to be assessed (none: always)."""
         return list(self.findings[finding].get("requires_views", []))
+
+    def match(self, finding: str) -> str:
+        """How a study is compared with the finding's prompts: "ensemble" or "any" (see the module docstring)."""
+        return self.findings[finding].get("match", "ensemble")
 
     def calibration_of(self, finding: str) -> tuple[str, dict] | None:
         """(method, parameters) of the finding's calibration, or None when it has none."""

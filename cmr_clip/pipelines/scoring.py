@@ -3,9 +3,12 @@
 All functions take L2-normalised study embeddings (N, D) and prompt embeddings, and the model's logit
 scale (1/temperature):
 - candidate labels: softmax over labels of scale * cosine (each label an ensemble of prompts);
-- findings: each finding on its own, softmax over its positive and negative ensembles, i.e.
-  sigmoid(scale * (cos(study, positive) - cos(study, negative))), a probability per finding (multi-label),
-  then mapped through the prompt set's calibration for that finding where it has one (`calibration.py`);
+- findings: each finding on its own, softmax over its positive and negative sides, i.e.
+  sigmoid(scale * (sim(study, positive) - sim(study, negative))), a probability per finding (multi-label),
+  then mapped through the prompt set's calibration for that finding where it has one (`calibration.py`).
+  A side's similarity is the cosine to its ensemble's mean direction, or, for a finding whose prompts state
+  distinct patterns (`match: any`, e.g. the LGE patterns), the highest cosine to one of its prompts: the mean
+  direction of a subendocardial, a mid-wall and a diffuse pattern is close to none of them;
 - estimates: the expected value over a grid of stated values ("LVEF 20%" ... "LVEF 70%"), each value
   weighted by the softmax of scale * cosine to its prompts.
 """
@@ -26,14 +29,23 @@ def ensemble(embeds: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(embeds.mean(dim=0), dim=-1)
 
 
+def side_similarity(videos: torch.Tensor, prompts: torch.Tensor, match: str) -> torch.Tensor:
+    """(N,) similarity of each study to one side of a finding, from that side's normalised prompt embeddings (P, D):
+    the cosine to their ensemble's direction ("ensemble"), or the highest cosine to one of them ("any")."""
+    if match == "any":
+        return (videos @ prompts.T).max(dim=-1).values
+    return videos @ ensemble(prompts)
+
+
 def label_probabilities(videos: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
     """(N, L) softmax over candidate labels."""
     return (scale * videos @ labels.T).softmax(dim=-1)
 
 
-def finding_probabilities(videos: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, scale: float) -> torch.Tensor:
-    """(N, F) probability that each finding is present, each judged on its own."""
-    return torch.sigmoid(scale * (videos @ positive.T - videos @ negative.T))
+def finding_probabilities(positive: torch.Tensor, negative: torch.Tensor, scale: float) -> torch.Tensor:
+    """(N, F) probability that each finding is present, each judged on its own, from the studies' (N, F)
+    similarities to each finding's positive and negative sides (`side_similarity`)."""
+    return torch.sigmoid(scale * (positive - negative))
 
 
 def value_estimate(videos: torch.Tensor, grid: torch.Tensor, values: torch.Tensor, scale: float) -> torch.Tensor:
@@ -115,9 +127,11 @@ class PromptBank:
         if query.labels:
             out["label_scores"] = label_probabilities(videos, self.ensembles(list(query.label_prompts)).to(device), scale)
         if query.findings:
-            positive = self.ensembles([prompt_set.findings[f]["positive"] for f in query.findings]).to(device)
-            negative = self.ensembles([prompt_set.findings[f]["negative"] for f in query.findings]).to(device)
-            out["raw_finding_scores"] = finding_probabilities(videos, positive, negative, scale)
+            def similarities(side: str) -> torch.Tensor:  # (N, F)
+                return torch.stack([side_similarity(videos, self.embed(prompt_set.findings[f][side]).to(device),
+                                                    prompt_set.match(f)) for f in query.findings], dim=1)
+
+            out["raw_finding_scores"] = finding_probabilities(similarities("positive"), similarities("negative"), scale)
             out["finding_scores"] = calibrated(out["raw_finding_scores"], query.findings, prompt_set)
         if query.estimates:
             columns = []
