@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # a layout reads a study; the study's display imports the lay
 
 SLICE_POLICIES = ("middle", "all")
 PHASE_POLICIES = ("all", "first", "cycle")
+CINE_PHASES = ("all", "cycle")  # the default layout's choices for its cine entries
 SAMPLINGS = ("fixed", "segments")
 MISSING_POLICIES = ("zeros", "fill")
 
@@ -113,13 +114,16 @@ class StudyLayout:
         )
 
     @classmethod
-    def default(cls, num_frames: int = 16) -> "StudyLayout":
-        """Cine long-axis and short-axis motion plus LGE, in fixed proportions of `num_frames` (at least 7)."""
+    def default(cls, num_frames: int = 16, cine_phases: str = "all") -> "StudyLayout":
+        """Cine long-axis and short-axis motion plus LGE, in fixed proportions of `num_frames` (at least 7);
+        `cine_phases` ("all" or "cycle") places the cine frames on the cardiac cycle (see `LayoutEntry`)."""
+        if cine_phases not in CINE_PHASES:
+            raise LayoutError(f"cine_phases must be one of {CINE_PHASES}, got {cine_phases!r}")
         plan = [
-            (LayoutEntry("cine", "4ch", slices="middle", phases="all"), 4),
-            (LayoutEntry("cine", "sax", slices="middle", phases="all"), 4),
-            (LayoutEntry("cine", "2ch", slices="middle", phases="all"), 2),
-            (LayoutEntry("cine", "3ch", slices="middle", phases="all"), 2),
+            (LayoutEntry("cine", "4ch", slices="middle", phases=cine_phases), 4),
+            (LayoutEntry("cine", "sax", slices="middle", phases=cine_phases), 4),
+            (LayoutEntry("cine", "2ch", slices="middle", phases=cine_phases), 2),
+            (LayoutEntry("cine", "3ch", slices="middle", phases=cine_phases), 2),
             (LayoutEntry("lge", "sax", slices="all", phases="first"), 5),
             # One image each: a second frame would repeat it, so the share goes to the LGE short-axis stack,
             # whose slices are where a scar is found or missed.

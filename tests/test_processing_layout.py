@@ -242,3 +242,13 @@ def test_cycle_needs_one_slice_and_fixed_sampling():
                     entries=[LayoutEntry("cine", "sax", frames=4, slices="all", phases="cycle")])
     with pytest.raises(LayoutError, match="cycle"):
         StudyLayout(name="t", num_frames=4, sampling="segments", entries=[LayoutEntry("cine", "sax", phases="cycle")])
+
+
+def test_the_default_layout_can_place_its_cine_frames_on_the_cycle():
+    plain, cycle = StudyLayout.default(16), StudyLayout.default(16, cine_phases="cycle")
+    assert [(e.key, e.frames, e.slices) for e in cycle.entries] == [(e.key, e.frames, e.slices) for e in plain.entries]
+    assert {e.phases for e in cycle.entries if e.sequence == "cine"} == {"cycle"}
+    assert [e.phases for e in cycle.entries if e.sequence == "lge"] == [e.phases for e in plain.entries if e.sequence == "lge"]
+    assert StudyLayout.from_dict(cycle.to_dict()) == cycle
+    with pytest.raises(LayoutError, match="cine_phases"):
+        StudyLayout.default(16, cine_phases="first")

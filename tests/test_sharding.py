@@ -21,7 +21,7 @@ from cmr_clip.synthetic import make_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 PREPARE = ["--num-frames", "8", "--image-size", "32", "--val-fraction", "0.25", "--test-fraction", "0.25", "--seed", "5",
-           "--field-of-view", "sax=150,2ch=220,3ch=220,4ch=220"]
+           "--field-of-view", "sax=150,2ch=220,3ch=220,4ch=220", "--cine-phases", "cycle"]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,21 @@ def test_the_field_of_view_flag_reaches_the_corpus_processor(prepared):
     for corpus in ("whole", "merged"):
         processor = CMRStudyProcessor.from_pretrained(prepared / corpus / "study_processor")
         assert processor.field_of_view_mm == {"sax": 150.0, "2ch": 220.0, "3ch": 220.0, "4ch": 220.0}
+
+
+def test_the_cine_phases_flag_places_each_cine_entry_on_end_diastole(prepared):
+    """`--cine-phases cycle`: every cine entry of the saved layout is `cycle`, and in the corpus each cine entry's
+    first frame is its slice's first phase (the R-wave trigger), which `all` never picks."""
+    from cmr_clip.processing import CMRStudyProcessor
+
+    processor = CMRStudyProcessor.from_pretrained(prepared / "whole" / "study_processor")
+    assert {e["phases"] for e in processor.layout["entries"] if e["sequence"] == "cine"} == {"cycle"}
+    for row in load_from_disk(str(prepared / "whole"))["train"]:
+        metadata = row["metadata"] if isinstance(row["metadata"], dict) else json.loads(row["metadata"])
+        firsts = {}
+        for frame in metadata["frames_used"]:
+            firsts.setdefault(frame["entry"], frame["phase"])
+        assert all(phase == 0 for entry, phase in firsts.items() if entry.startswith("cine/")), firsts
 
 
 def rows(split):

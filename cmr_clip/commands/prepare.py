@@ -12,7 +12,8 @@ from ..data.prepare import ReportsError, prepare, train_wordpiece_tokenizer
 from ..data.sharding import check_shard, shard_dir_name
 from ..hub import push_dataset
 from ..privacy import PHIError, check_vocabulary, load_identity_hashes
-from ..processing import CMRStudyProcessor
+from ..processing import CMRStudyProcessor, StudyLayout
+from ..processing.layout import CINE_PHASES
 from ..processing.pixels import zoom_sizes
 from .base import (
     FIELD_OF_VIEW_METAVAR,
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--output-dir", required=True, help="output folder (datasets save_to_disk)")
     parser.add_argument("--layout", default="default", help="'default' or 'reference' (the released model's input)")
     parser.add_argument("--num-frames", type=int, default=16, help="frames per study for the default layout")
+    parser.add_argument("--cine-phases", choices=CINE_PHASES, default="all",
+                        help="the default layout's cine frames: 'all', the middles of equal shares of the cycle, or "
+                             "'cycle', end-diastole and equal shares of the cycle after it (the demo's)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--zoom", type=float, default=1.0,
                         help="keep the middle 1/ZOOM of each image's short side (cardiac planes are centred on the "
@@ -79,7 +83,12 @@ def run(args: argparse.Namespace) -> int:
         crop = zoom_sizes(args.image_size, args.zoom)
     except ValueError as error:
         raise UsageError(f"--zoom: {error}") from None
-    processor = CMRStudyProcessor(layout=args.layout, num_frames=args.num_frames, image_size=args.image_size,
+    layout = args.layout
+    if args.cine_phases != "all":
+        if args.layout != "default":
+            raise UsageError(f"--cine-phases places the default layout's cine frames; --layout {args.layout} has its own.")
+        layout = StudyLayout.default(args.num_frames, cine_phases=args.cine_phases)
+    processor = CMRStudyProcessor(layout=layout, num_frames=args.num_frames, image_size=args.image_size,
                                   field_of_view_mm=parse_field_of_view(args.field_of_view), **crop)
     corpus = prepare(dicomweb_server(args) or args.studies, args.reports, output_dir, processor=processor, num_proc=args.num_proc,
                      val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
