@@ -105,9 +105,9 @@ def assert_close(recorded, produced, path="metrics"):
 @pytest.mark.slow
 def test_quick_demo_writes_the_recorded_metrics(tmp_path):
     """A refactoring check: the fixed-seed quick demo (the default test's settings) writes the metrics.json recorded
-    in tests/data (last recorded with issue 16's sentence separation loss, on an AMD EPYC with AVX512-BF16), to
-    1e-6 (timings and the output folder aside). Recorded on CI's kind of machine (2 cores of an AMD EPYC, torch
-    2.13.0 CPU); another CPU may differ in the last digits."""
+    in tests/data (last recorded with issue 16's cycle cine frames, 240 mm long axes and LGE matched as 'any', on
+    an AMD EPYC with AVX512-BF16), to 1e-6 (timings and the output folder aside). Recorded on CI's kind of machine
+    (2 cores of an AMD EPYC, torch 2.13.0 CPU); another CPU may differ in the last digits."""
     settings = DemoSettings(out=str(tmp_path / "demo"), studies=10, epochs=1, batch_size=4, num_proc=2, progress=False,
                             report_epochs=1)
     run_demo(settings)
@@ -135,3 +135,21 @@ def test_the_demo_crops_by_millimetres_when_asked_on_the_command_line(tmp_path):
     # A view no processor knows is refused before a study is written.
     assert main(["demo", "--output-dir", str(tmp_path / "bad"), "--field-of-view", "axial=110"]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], {"2ch": 240.0, "3ch": 240.0, "4ch": 240.0}),
+    (["--field-of-view", "none"], None),
+    (["--field-of-view", "sax=150"], {"sax": 150.0}),
+])
+def test_the_demo_shows_the_long_axes_whole_unless_told_otherwise(flags, expected, monkeypatch, tmp_path):
+    """By default the long-axis views are cropped to 240 mm and the short axis by `zoom`; `--field-of-view none` is
+    the pixel crop for every view. (The run itself is replaced: this checks the settings the flags make.)"""
+    from cmr_clip.cli import main
+    from cmr_clip.commands import demo as command
+
+    seen = []
+    monkeypatch.setattr(command, "run_demo", lambda settings: seen.append(settings) or {})
+    monkeypatch.setattr(command, "summary_table", lambda metrics, settings: "")
+    assert main(["demo", "--output-dir", str(tmp_path), *flags]) == 0
+    assert seen[0].field_of_view_mm == expected and seen[0].cine_phases == "cycle"

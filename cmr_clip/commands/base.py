@@ -262,14 +262,14 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, flags
         add_flag(parser, (flags or {}).get(item.name, "--" + item.name.replace("_", "-")), **options)
 
 
-FIELD_OF_VIEW_METAVAR = "MM | VIEW=MM,..."
+FIELD_OF_VIEW_METAVAR = "MM | VIEW=MM,... | none"
 
 
 def parse_field_of_view(text: str | None) -> float | dict[str, float] | None:
-    """`--field-of-view` (`prepare`, `demo`): "160" -> 160.0; "sax=150,4ch=220" -> {"sax": 150.0, "4ch": 220.0},
-    checked as `CMRStudyProcessor` checks it (positive, known views), so that a bad value stops the command
-    before any work; `UsageError` says why."""
-    if text is None:
+    """`--field-of-view` (`prepare`, `demo`): "160" -> 160.0; "sax=150,4ch=220" -> {"sax": 150.0, "4ch": 220.0};
+    "none" -> None (the pixel crop alone), checked as `CMRStudyProcessor` checks it (positive, known views), so
+    that a bad value stops the command before any work; `UsageError` says why."""
+    if text is None or text.strip().lower() == "none":
         return None
     try:
         if "=" not in text:

@@ -10,21 +10,27 @@ from __future__ import annotations
 import argparse
 
 from ..demo import DemoSettings, run_demo, summary_table
+from ..processing.layout import CINE_PHASES
 from ..precision import MIXED_PRECISION_CHOICES
 from .base import DONE, FIELD_OF_VIEW_METAVAR, add_dataclass_arguments, field_docs, given_fields, parse_field_of_view
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, DemoSettings, flags={"out": "--output-dir"},
-                            choices={"mixed_precision": MIXED_PRECISION_CHOICES}, skip=("field_of_view_mm",))
+                            choices={"mixed_precision": MIXED_PRECISION_CHOICES, "cine_phases": CINE_PHASES},
+                            skip=("field_of_view_mm",))
     # Spelt as `prepare` spells it: millimetres for every view, or VIEW=MM pairs.
     parser.add_argument("--field-of-view", dest="field_of_view_mm", metavar=FIELD_OF_VIEW_METAVAR, default=None,
                         help=field_docs(DemoSettings)["field_of_view_mm"].replace("%", "%%"))
 
 
 def run(args: argparse.Namespace) -> int:
-    args.field_of_view_mm = parse_field_of_view(args.field_of_view_mm)
-    settings = DemoSettings(**given_fields(DemoSettings, args))
+    given = args.field_of_view_mm
+    args.field_of_view_mm = parse_field_of_view(given)
+    fields = given_fields(DemoSettings, args)
+    if given is not None and args.field_of_view_mm is None:  # "none": the pixel crop for every view
+        fields["field_of_view_mm"] = None
+    settings = DemoSettings(**fields)
     metrics = run_demo(settings)
     print(summary_table(metrics, settings))
     return DONE
