@@ -56,13 +56,13 @@ class DemoSettings(TrainingSchedule):
     image_size: int = 64
     """Frame size in pixels in the prepared corpus."""
     field_of_view_mm: float | dict | None = field(default_factory=lambda: dict(LONG_AXIS_FIELD_OF_VIEW_MM))
-    """Crop by millimetres instead of `zoom` (the processor's `field_of_view_mm`: one field for every view, or one
-    per view; `--field-of-view 2ch=240,3ch=240,4ch=240`, `--field-of-view none` for the pixel crop alone). By
-    default the long-axis views are cropped to 240 mm (3.75 mm a pixel; the synthetic long-axis images are 170 to
-    270 mm on their short side, and the frame pads the narrower ones), so that a dilated aortic root or ventricle spans more pixels
-    than a normal one in every study: with the pixel crop a large heart was drawn as large as a small one and the
-    aortic root of a dilated left ventricle lay at the frame's edge. The short axis keeps `zoom`: at 110 to 140 mm
-    a dilated left ventricle pushed the RV out of the frame."""
+    """Crop by millimetres instead of `zoom` (the processor's `field_of_view_mm`: one field for every view, or one per
+    view; `--field-of-view 2ch=240,3ch=240,4ch=240`, `--field-of-view none` for the pixel crop alone). By default
+    the long-axis views are cropped to 240 mm (3.75 mm a pixel; the synthetic long-axis images are 170 to 270 mm
+    on their short side, and the frame pads the narrower ones), so that a dilated aortic root or ventricle spans
+    more pixels than a normal one in every study: with the pixel crop a large heart was drawn as large as a small
+    one and the aortic root of a dilated left ventricle lay at the frame's edge. The short axis keeps `zoom`: at
+    110 to 140 mm a dilated left ventricle pushed the RV out of the frame."""
     cine_phases: str = "cycle"
     """Where the cine frames lie on the cardiac cycle (`StudyLayout.default`'s `cine_phases`): "cycle" shows
     end-diastole and equal shares of the cycle after it (with 3 frames: end-diastole, about end-systole and

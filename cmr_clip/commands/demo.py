@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(parser, DemoSettings, flags={"out": "--output-dir"},
                             choices={"mixed_precision": MIXED_PRECISION_CHOICES, "cine_phases": CINE_PHASES},
                             skip=("field_of_view_mm",))
-    # Spelt as `prepare` spells it: millimetres for every view, or VIEW=MM pairs.
+    # Spelt as `prepare` spells it: millimetres for every view, VIEW=MM pairs, or none (the pixel crop alone).
     parser.add_argument("--field-of-view", dest="field_of_view_mm", metavar=FIELD_OF_VIEW_METAVAR, default=None,
                         help=field_docs(DemoSettings)["field_of_view_mm"].replace("%", "%%"))
 
