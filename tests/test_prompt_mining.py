@@ -68,6 +68,10 @@ def test_the_mined_set_keeps_the_base_where_the_corpus_is_silent():
     assert mined.required_views("lge") == ["lge/sax"] and mined.diseases == BASE.diseases
     assert mined.thresholds == {} and mined.calibration is None  # fitted on other prompts
     assert "12 training impressions" in mined.description and "lge positive, lge negative" in mined.description
+    assert mine_prompt_set(IMPRESSIONS, BASE).findings["lv_hypertrophy"]["positive"] == ["Concentric LVH.",
+                                                                                          "Basal septal hypertrophy."]
+    with pytest.raises(ValueError, match="per_side"):
+        mine_prompt_set(IMPRESSIONS, BASE, per_side=0)
 
 
 def test_a_mined_finding_keeps_how_its_prompts_are_matched():
@@ -76,7 +80,3 @@ def test_a_mined_finding_keeps_how_its_prompts_are_matched():
     mined = mine_prompt_set(IMPRESSIONS, base)
     assert mined.findings["lv_hypertrophy"]["positive"] == ["Concentric LVH.", "Basal septal hypertrophy."]
     assert mined.match("lv_hypertrophy") == "any" and mined.match("pericardial_effusion") == "ensemble"
-    assert mine_prompt_set(IMPRESSIONS, BASE).findings["lv_hypertrophy"]["positive"] == ["Concentric LVH.",
-                                                                                          "Basal septal hypertrophy."]
-    with pytest.raises(ValueError, match="per_side"):
-        mine_prompt_set(IMPRESSIONS, BASE, per_side=0)

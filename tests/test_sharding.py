@@ -59,7 +59,7 @@ def test_the_field_of_view_flag_reaches_the_corpus_processor(prepared):
 
 def test_the_cine_phases_flag_places_each_cine_entry_on_end_diastole(prepared):
     """`--cine-phases cycle`: every cine entry of the saved layout is `cycle`, and in the corpus each cine entry's
-    first frame is its slice's first phase (the R-wave trigger), which `all` never picks."""
+    first frame is its slice's first phase (the R-wave trigger)."""
     from cmr_clip.processing import CMRStudyProcessor
 
     processor = CMRStudyProcessor.from_pretrained(prepared / "whole" / "study_processor")
