@@ -25,11 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    given = args.field_of_view_mm
-    args.field_of_view_mm = parse_field_of_view(given)
     fields = given_fields(DemoSettings, args)
-    if given is not None and args.field_of_view_mm is None:  # "none": the pixel crop for every view
-        fields["field_of_view_mm"] = None
+    if "field_of_view_mm" in fields:  # as given; "none" parses to None, the pixel crop for every view
+        fields["field_of_view_mm"] = parse_field_of_view(fields["field_of_view_mm"])
     settings = DemoSettings(**fields)
     metrics = run_demo(settings)
     print(summary_table(metrics, settings))
