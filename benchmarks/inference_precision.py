@@ -18,6 +18,10 @@ precision again with its video tower through torch.compile (`compile=True`), tim
     python benchmarks/inference_precision.py --model cmr-clip-demo --size vitb --batch 2
     python benchmarks/inference_precision.py --size vitb --batch 2 --compile --precisions float32 bfloat16 int8
 
+Like the `cmr-clip` command, it first has glibc's malloc keep freed memory (`cmr_clip.allocator`; the header says
+whether it did): with glibc's defaults float32 pays more for faulting each batch's memory in again than bfloat16,
+and its time moves by up to a quarter between runs (`benchmarks/allocator.py` measures that).
+
 Targets (issue 16): bfloat16 at least 1.8x with cosine at least 0.999, int8 at least 2x with cosine at least
 0.99. int8 and bfloat16 are fast only where the CPU has AVX512-VNNI and AVX512-BF16 or AMX: the header line
 says which the machine has.
@@ -35,6 +39,7 @@ import numpy as np
 import torch
 
 from cmr_clip import CMRCLIPModel, CMRCLIPProcessor
+from cmr_clip.allocator import keep_freed_memory
 from cmr_clip.data.collate import StudyCollator
 from cmr_clip.data.corpus import load_corpus
 from cmr_clip.data.dataset import StudyTextDataset
@@ -170,7 +175,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     bf16, bf16_why = native_bf16("cpu")
     print(f"threads {torch.get_num_threads()}; {bf16_why}; int8 fast path (AVX512-VNNI): "
-          f"{'yes' if native_int8('cpu') else 'no'}")
+          f"{'yes' if native_int8('cpu') else 'no'}; {keep_freed_memory()[1]}")
     products = product_ratios()
     print(f"one {' x '.join(map(str, GEMM_SHAPE))} matrix product against float32: bfloat16 {products['bfloat16']:.2f}x, "
           f"int8 (torch._int_mm) {products['int8']:.2f}x")

@@ -2,15 +2,19 @@
 
 Each command module is imported only when its command runs (`cmr-clip --help` imports none of them, and a
 missing optional dependency breaks only its own command); `commands.base.execute` parses, runs and maps
-errors to the exit codes 0 done, 1 some inputs failed, 2 usage error or nothing done.
+errors to the exit codes 0 done, 1 some inputs failed, 2 usage error or nothing done. Run as the process's
+command (`main()` reading `sys.argv`: the `cmr-clip` script, `python -m cmr_clip`), it first has glibc's malloc keep
+freed memory for the batches to come (`cmr_clip.allocator`; `CMR_CLIP_KEEP_FREED_MEMORY=0` leaves glibc's defaults).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
+from .allocator import keep_freed_memory
 from .commands.base import NOTHING_DONE, execute
 
 # name -> (module in cmr_clip.commands, one-line help). Modules are imported lazily.
@@ -47,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the process's own command line: this process is ours to tune
+        logging.getLogger(__name__).debug(keep_freed_memory()[1])
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         parser = build_parser()

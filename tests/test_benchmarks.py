@@ -1,6 +1,7 @@
 """The benchmark scripts still run and still print their ratio line (at a size that takes seconds)."""
 
 import importlib.util
+import platform
 import re
 from pathlib import Path
 
@@ -149,6 +150,28 @@ def test_inference_precision_benchmark_runs(capsys, tmp_path):
     if compiles:
         compiled = result["precisions"]["float32 compiled"]
         assert compiled["cosine"]["min"] >= 0.9999 and compiled["changed_decisions"] == 0
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="GLIBC_TUNABLES is glibc's")
+def test_allocator_benchmark_times_each_setting_in_its_own_process(capsys, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports inference_precision beside it
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=131072")  # the children's own settings win
+    model = save_random_model(tmp_path / "model")
+    tiny_corpus(n_per_split=4).save_to_disk(str(tmp_path / "corpus"))
+
+    result = _load_script("allocator").main(["--model", str(model), "--data-dir", str(tmp_path / "corpus"),
+                                             "--batch", "2", "--repeats", "1", "--rounds", "1"])
+
+    out = capsys.readouterr().out
+    default, kept = result["settings"]["glibc default"], result["settings"]["keeping freed memory"]
+    assert default["glibc_tunables"] is None  # each child saw its own setting, not the parent's
+    assert kept["glibc_tunables"] == "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+    for precision in ("float32", "bfloat16"):
+        assert re.search(rf"^\| {precision} \| \d+\.\d{{3}} \(\d+\.\d{{3}}\) \| \d+\.\d{{3}} \(\d+\.\d{{3}}\) \| "
+                         r"\d+\.\d\dx \|$", out, re.M), out
+    assert re.search(r"^bfloat16 against float32: \d+\.\d\dx with glibc's defaults, \d+\.\d\dx keeping freed memory$",
+                     out, re.M), out
+    assert 100 < default["peak_rss_mib"] < 20_000 and 100 < kept["peak_rss_mib"] < 20_000  # MiB, not KiB or bytes
 
 
 @pytest.mark.slow
