@@ -112,15 +112,18 @@ def print_table(result: dict) -> None:
     default, kept = (result["settings"][name] for name in SETTINGS)
     print(f"video tower, batch {result['batch']} ({result['size']}); keeping freed memory: "
           f"GLIBC_TUNABLES={result['keep_freed']}")
-    print("| precision | glibc default: median s (each child) | keeping freed memory: median s (each child) | speed-up |")
-    print("| --------- | ------------------------------------ | ------------------------------------------- | -------- |")
+    print("| precision | glibc default: median s (each child) | keeping freed memory: median s (each child) "
+          "| speed-up |")
+    print("| --------- | ------------------------------------ | ------------------------------------------- "
+          "| -------- |")
     for precision, seconds in default["median_s"].items():
         runs = [", ".join(f"{s:.3f}" for s in setting["runs_s"][precision]) for setting in (default, kept)]
         print(f"| {precision} | {seconds:.3f} ({runs[0]}) | {kept['median_s'][precision]:.3f} ({runs[1]}) | "
               f"{seconds / kept['median_s'][precision]:.2f}x |")
     if "float32" in default["median_s"] and "bfloat16" in default["median_s"]:
         ratios = [s["median_s"]["float32"] / s["median_s"]["bfloat16"] for s in (default, kept)]
-        print(f"bfloat16 against float32: {ratios[0]:.2f}x with glibc's defaults, {ratios[1]:.2f}x keeping freed memory")
+        print(f"bfloat16 against float32: {ratios[0]:.2f}x with glibc's defaults, "
+              f"{ratios[1]:.2f}x keeping freed memory")
     print(f"peak resident memory of a child: {default['peak_rss_mib']:.0f} MiB with glibc's defaults, "
           f"{kept['peak_rss_mib']:.0f} MiB keeping freed memory")
 

@@ -13,6 +13,7 @@ import pytest
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
 MIB = 2**20
+SETTINGS = ("GLIBC_TUNABLES", "CMR_CLIP_KEEP_FREED_MEMORY", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
 PROBE = textwrap.dedent("""
     import os, sys
     {setup}
@@ -27,10 +28,9 @@ PROBE = textwrap.dedent("""
 
 def returned_after_free(setup: str = "", env: dict | None = None) -> tuple[int, str]:
     """(bytes the process gave back when it freed the block, everything else it printed)."""
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("GLIBC_TUNABLES", "CMR_CLIP_KEEP_FREED_MEMORY", "MALLOC_TRIM_THRESHOLD_")}
-    done = subprocess.run([sys.executable, "-c", PROBE.format(setup=textwrap.dedent(setup))], env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=120)
+    clean = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+    done = subprocess.run([sys.executable, "-c", PROBE.format(setup=textwrap.dedent(setup))],
+                          env={**clean, **(env or {})}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     returned = next(int(line.split()[1]) for line in lines if line.startswith("RETURNED "))
