@@ -173,9 +173,10 @@ def vitb_inputs(args):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    _, allocator = keep_freed_memory()  # as the `cmr-clip` command runs; before any timed allocation
     bf16, bf16_why = native_bf16("cpu")
     print(f"threads {torch.get_num_threads()}; {bf16_why}; int8 fast path (AVX512-VNNI): "
-          f"{'yes' if native_int8('cpu') else 'no'}; {keep_freed_memory()[1]}")
+          f"{'yes' if native_int8('cpu') else 'no'}; {allocator}")
     products = product_ratios()
     print(f"one {' x '.join(map(str, GEMM_SHAPE))} matrix product against float32: bfloat16 {products['bfloat16']:.2f}x, "
           f"int8 (torch._int_mm) {products['int8']:.2f}x")
