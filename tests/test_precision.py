@@ -258,6 +258,39 @@ def test_two_compiled_towers_of_one_shape_each_use_their_own_weights(quantize):
     torch.testing.assert_close(reloaded, expected[1], atol=1e-4, rtol=1e-4)
 
 
+def attention_kernel_calls(run) -> int:
+    """How many times `run()` calls one of torch's attention kernels (`aten::_scaled_dot_product_*`, which
+    `scaled_dot_product_attention` dispatches to), counted by torch's profiler: it sees the kernels a compiled graph
+    calls as well as eager ones."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        run()
+    return sum(event.count for event in profile.key_averages() if event.key.startswith("aten::_scaled_dot_product"))
+
+
+@needs_cxx
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_compiled_tower_keeps_short_attention_groups_out_of_the_sdpa_kernel(dtype):
+    """At inference on a CPU, short patch groups and the CLS query attend by matrix products, which is faster there
+    than SDPA's kernel. inductor's attention pattern would fuse those products back into that kernel (5 ms a call
+    at the demo's shapes, against about 1 for the products); `COMPILE_OPTIONS` keeps it from doing so."""
+    config = cmr_clip.CMRCLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=64, image_size=32, patch_size=16, num_frames=4)
+    torch.manual_seed(0)
+    eager = cmr_clip.CMRCLIPVisionModel(config).eval()
+    assert eager.config._attn_implementation == "sdpa"
+    compiled = apply_precision(copy.deepcopy(eager), resolve_precision(dtype, None, compile=True))
+    eager = apply_precision(eager, resolve_precision(dtype, None))
+    pixels = torch.rand(3, 4, 3, 32, 32)
+    with torch.inference_mode():
+        want = eager(pixel_values_videos=pixels).pooler_output
+        got = compiled(pixel_values_videos=pixels).pooler_output  # compiles
+        assert attention_kernel_calls(lambda: eager(pixel_values_videos=pixels)) == 0
+        assert attention_kernel_calls(lambda: compiled(pixel_values_videos=pixels)) == 0
+    torch.testing.assert_close(got.float(), want.float(), atol=2e-2 if dtype == "bfloat16" else 1e-4, rtol=1e-2)
+    with torch.enable_grad():  # training keeps SDPA (its backward recomputes instead of keeping the weights)
+        assert attention_kernel_calls(lambda: eager(pixel_values_videos=pixels)) == 2 * 2 * config.num_hidden_layers
+
+
 @needs_cxx
 def test_report_pipeline_compiles_its_video_tower(tmp_path):
     from torch._dynamo.utils import counters
