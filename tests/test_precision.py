@@ -249,13 +249,16 @@ def test_two_compiled_towers_of_one_shape_each_use_their_own_weights(quantize):
         outputs = [tower(pixel_values_videos=pixels).pooler_output for tower in towers]
         expected = [tower(pixel_values_videos=pixels).pooler_output for tower in eager]
     assert (expected[0] - expected[1]).abs().max() > 0.1  # the two towers differ
+    # int8 quantises each token's activations, so a rounding difference upstream (compiled, the CLS query attends
+    # by matrix products; eagerly through SDPA) can move a value by a quantisation step: still 10x under the gap.
+    tolerance = {"atol": 1e-2, "rtol": 0} if quantize else {"atol": 1e-4, "rtol": 1e-4}
     for got, want in zip(outputs, expected):
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got, want, **tolerance)
     # Weights loaded into a compiled tower are the ones its next call computes with.
     towers[0].load_state_dict(towers[1].state_dict())
     with torch.no_grad():
         reloaded = towers[0](pixel_values_videos=pixels).pooler_output
-    torch.testing.assert_close(reloaded, expected[1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(reloaded, expected[1], **tolerance)
 
 
 def attention_kernel_calls(run) -> int:
@@ -270,9 +273,10 @@ def attention_kernel_calls(run) -> int:
 @needs_cxx
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_compiled_tower_keeps_short_attention_groups_out_of_the_sdpa_kernel(dtype):
-    """At inference on a CPU, short patch groups and the CLS query attend by matrix products, which is faster there
-    than SDPA's kernel. inductor's attention pattern would fuse those products back into that kernel (5 ms a call
-    at the demo's shapes, against about 1 for the products); `COMPILE_OPTIONS` keeps it from doing so."""
+    """At inference on a CPU, short patch groups attend by matrix products, which is faster there than SDPA's
+    kernel, and compiled so does the CLS query. inductor's attention pattern would fuse those products back into
+    that kernel (5 ms a call at the demo's shapes, against about 1 for the products); `COMPILE_OPTIONS` keeps it
+    from doing so."""
     config = cmr_clip.CMRCLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                           intermediate_size=64, image_size=32, patch_size=16, num_frames=4)
     torch.manual_seed(0)
@@ -284,7 +288,8 @@ def test_compiled_tower_keeps_short_attention_groups_out_of_the_sdpa_kernel(dtyp
     with torch.inference_mode():
         want = eager(pixel_values_videos=pixels).pooler_output
         got = compiled(pixel_values_videos=pixels).pooler_output  # compiles
-        assert attention_kernel_calls(lambda: eager(pixel_values_videos=pixels)) == 0
+        # Eagerly only the CLS queries (one per attention, two attentions a layer) go through SDPA.
+        assert attention_kernel_calls(lambda: eager(pixel_values_videos=pixels)) == 2 * config.num_hidden_layers
         assert attention_kernel_calls(lambda: compiled(pixel_values_videos=pixels)) == 0
     torch.testing.assert_close(got.float(), want.float(), atol=2e-2 if dtype == "bfloat16" else 1e-4, rtol=1e-2)
     with torch.enable_grad():  # training keeps SDPA (its backward recomputes instead of keeping the weights)
