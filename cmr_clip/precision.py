@@ -19,7 +19,7 @@ compiled graph: `compile_video_towers`). Compilation happens on the first batch 
 (again for a new batch shape, once), so it pays for batch jobs (index building, `cmr-clip predict` over many
 studies), not for one study. Where it pays is int8: torchao's int8 layers are written for the compiler, which
 fuses the per-token quantisation of the activations into the products (a ViT-B tower on 2 AMD EPYC cores: int8
-2.5x to 2.9x float32 compiled, 1.4x to 1.8x eager; `benchmarks/inference_precision.py --compile`), and bfloat16
+2.5x to 2.6x float32 compiled, 1.4x to 1.8x eager; `benchmarks/inference_precision.py --compile`), and bfloat16
 on large batches (the demo's tower, batch 63: 1.8x float32 compiled, 1.6x eager), where the short attention
 groups' products fuse with their softmax; `COMPILE_OPTIONS` keeps inductor from turning them into SDPA's kernel.
 Compiled float32 is slower than eager (inductor's products go back to MKL, which the oneDNN routing avoids). It
