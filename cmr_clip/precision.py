@@ -21,7 +21,7 @@ studies), not for one study. Where it pays is int8: torchao's int8 layers are wr
 fuses the per-token quantisation of the activations into the products (a ViT-B tower on 2 AMD EPYC cores: int8
 2.5x to 2.6x float32 compiled, 1.4x to 1.8x eager; `benchmarks/inference_precision.py --compile`), and bfloat16
 on large batches (the demo's tower, batch 63: 1.8x float32 compiled, 1.6x eager), where the short attention
-groups' products fuse with their softmax; `COMPILE_OPTIONS` keeps inductor from turning them into SDPA's kernel.
+groups' products fuse with their softmax (`CPU_COMPILE_OPTIONS` keeps inductor from turning them into SDPA's kernel).
 Compiled float32 is slower than eager (inductor's products go back to MKL, which the oneDNN routing avoids). It
 needs a C++ compiler on a CPU (inductor writes and builds C++ kernels).
 """
@@ -46,13 +46,15 @@ DTYPE_CHOICES = ("auto", *DTYPES)
 QUANTIZE_CHOICES = ("int8",)
 INT8_INSTALL = 'pip install "cmr-clip[int8]"'
 CPU_FLAGS_FILE = Path("/proc/cpuinfo")
-COMPILE_OPTIONS = {"freezing": True, "pattern_matcher": False}
-"""inductor options of `compile_video_towers`. Freezing folds the weights into the graph as constants, so that
-inductor can lay them out for its kernels ahead of time; only an inference graph (no gradients) is frozen. Without
-the pattern matcher: its attention pattern would fuse the matrix products that short patch groups and the CLS
-query attend by on a CPU (see `CPU_EAGER_MAX_KEYS`) back into SDPA's kernel, 5 ms a call at the demo's shapes
-against about 1 (demo tower, batch 63, 2 AMD EPYC cores: int8 compiled 0.95x float32 with the matcher, 1.6x
-without). Freezing's weight packing does not depend on the matcher."""
+COMPILE_OPTIONS = {"freezing": True}
+"""inductor options of `compile_video_towers`: freezing folds the weights into the graph as constants, so that
+inductor can lay them out for its kernels ahead of time; only an inference graph (no gradients) is frozen."""
+CPU_COMPILE_OPTIONS = {**COMPILE_OPTIONS, "pattern_matcher": False}
+"""`COMPILE_OPTIONS` for a tower on a CPU, with inductor's pattern matcher off: its attention pattern would fuse the
+matrix products that short patch groups and the CLS query attend by there (see `CPU_EAGER_MAX_KEYS`) back into
+SDPA's kernel, 5 ms a call at the demo's shapes against about 1 (demo tower, batch 63, 2 AMD EPYC cores: int8
+compiled 0.95x float32 with the matcher, 1.6x without). Freezing's weight packing does not depend on the matcher.
+On a GPU every attention goes through SDPA anyway, and the matcher's other fusions stay on."""
 SOURCE_FINGERPRINTS = "_cmr_clip_source_fingerprints"
 """Attribute under which `apply_precision` keeps a model's fingerprints from before it converted it."""
 
@@ -229,16 +231,22 @@ def apply_precision(model: torch.nn.Module, precision: Precision) -> torch.nn.Mo
 
 def compile_video_towers(model: torch.nn.Module) -> int:
     """Run every video tower in `model` (the model itself, a CMR-CLIP's or a CMR-TARGET's: each module whose class
-    sets `compile_at_inference`, as `CMRCLIPVisionModel` does) through `torch.compile` with `COMPILE_OPTIONS`, in
-    place: `nn.Module.compile`, so the module tree, state dict and fingerprint stay as they were. Compilation
-    happens on the first call, and once more for the first call with another batch shape (then for any shape).
+    sets `compile_at_inference`, as `CMRCLIPVisionModel` does) through `torch.compile` with `compile_options` for
+    the device its weights are on, in place: `nn.Module.compile`, so the module tree, state dict and fingerprint
+    stay as they were. Compilation happens on the first call, and once more for the first call with another batch
+    shape (then for any shape).
     Towers of one configuration share the compiled code, each with its own weights, and weights loaded into a
     compiled tower are the ones its next call uses (`tests/test_precision.py` checks both). Returns how many towers
     were compiled."""
     towers = [module for module in model.modules() if getattr(type(module), "compile_at_inference", False)]
     for tower in towers:
-        tower.compile(options=COMPILE_OPTIONS)
+        tower.compile(options=compile_options(next(tower.parameters()).device))
     return len(towers)
+
+
+def compile_options(device: torch.device | str) -> dict:
+    """inductor's options for a video tower on `device`: `CPU_COMPILE_OPTIONS` on a CPU, else `COMPILE_OPTIONS`."""
+    return dict(CPU_COMPILE_OPTIONS if torch.device(device).type == "cpu" else COMPILE_OPTIONS)
 
 
 def _on_cpu(model: torch.nn.Module) -> bool:

@@ -22,8 +22,8 @@ from cmr_clip.data.collate import StudyCollator
 from cmr_clip.data.dataset import StudyTextDataset
 from cmr_clip.embeddings import encode_videos
 from cmr_clip.index import CMRStudyIndex
-from cmr_clip.precision import (PrecisionError, QuantizationBackendError, apply_precision, cpp_compiler,
-                                model_fingerprint, native_bf16, resolve_precision, set_precision,
+from cmr_clip.precision import (PrecisionError, QuantizationBackendError, apply_precision, compile_options,
+                                cpp_compiler, model_fingerprint, native_bf16, resolve_precision, set_precision,
                                 training_mixed_precision)
 from cmr_clip.processing import CMRStudyProcessor
 from cmr_clip.training import TrainConfig, train
@@ -275,8 +275,10 @@ def attention_kernel_calls(run) -> int:
 def test_compiled_tower_keeps_short_attention_groups_out_of_the_sdpa_kernel(dtype):
     """At inference on a CPU, short patch groups attend by matrix products, which is faster there than SDPA's
     kernel, and compiled so does the CLS query. inductor's attention pattern would fuse those products back into
-    that kernel (5 ms a call at the demo's shapes, against about 1 for the products); `COMPILE_OPTIONS` keeps it
-    from doing so."""
+    that kernel (5 ms a call at the demo's shapes, against about 1 for the products); `CPU_COMPILE_OPTIONS` keeps
+    it from doing so (on a GPU, where every attention is SDPA's, the matcher stays on)."""
+    assert compile_options("cpu")["pattern_matcher"] is False
+    assert "pattern_matcher" not in compile_options("cuda") and compile_options("cuda")["freezing"]
     config = cmr_clip.CMRCLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                           intermediate_size=64, image_size=32, patch_size=16, num_frames=4)
     torch.manual_seed(0)
