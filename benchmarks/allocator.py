@@ -30,7 +30,9 @@ from pathlib import Path
 
 import inference_precision
 
-KEEP_FREED = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+from cmr_clip.allocator import GLIBC_TUNABLES_LINE
+
+KEEP_FREED = GLIBC_TUNABLES_LINE  # what `keep_freed_memory` sets, for a child process to start with
 SETTINGS = {"glibc default": None, "keeping freed memory": KEEP_FREED}
 
 

@@ -29,6 +29,8 @@ MMAP_THRESHOLD = 32 * 2**20
 """Blocks below this many bytes come from the heap (glibc caps the mmap threshold at 32 MiB on 64-bit)."""
 TRIM_THRESHOLD = 2**30
 """Freed memory at the heap's top is handed back only beyond this many bytes."""
+GLIBC_TUNABLES_LINE = f"glibc.malloc.mmap_threshold={MMAP_THRESHOLD}:glibc.malloc.trim_threshold={TRIM_THRESHOLD}"
+"""The same two thresholds as a `GLIBC_TUNABLES` value, for a process that is to start with them."""
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 OPT_OUT = "CMR_CLIP_KEEP_FREED_MEMORY"
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
